@@ -1,0 +1,176 @@
+//! Pickling values, and carrying OS handles beside the pickled bytes (DESIGN §2).
+//!
+//! Values travel pickled by serde-pickle (protocol 3, readable by CPython). A value that owns a
+//! descriptor — a [`Connection`](crate::Connection) today, queues and locks later — cannot travel
+//! as bytes. While [`encode_in`] runs, such a value's `Serialize` impl duplicates its descriptor
+//! into a thread-local side table and writes only the table index; the caller sends the table's
+//! descriptors with the bytes (`SCM_RIGHTS` on a Unix socket). On the other side [`decode_in`]
+//! installs the received descriptors as the table, and `Deserialize` takes each one back by
+//! index. Outside those two calls a handle refuses to serialize, with an error saying why: it
+//! cannot be written to a file or a byte buffer and mean anything.
+//!
+//! This is CPython's reduction / resource-sharer machinery in Rust form. The same path serves
+//! every start method, fork included, so there is one mechanism to test.
+
+use std::cell::RefCell;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use serde::de::{DeserializeOwned, Error as _};
+use serde::ser::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::Error;
+
+/// Descriptors received with one message, taken out one by one as handles deserialize.
+#[derive(Debug, Default)]
+pub(crate) struct FdTable(Vec<Option<OwnedFd>>);
+
+impl FdTable {
+    pub(crate) fn new(fds: Vec<OwnedFd>) -> FdTable {
+        FdTable(fds.into_iter().map(Some).collect())
+    }
+}
+
+thread_local! {
+    static OUTGOING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
+    static INCOMING: RefCell<Option<FdTable>> = const { RefCell::new(None) };
+}
+
+/// Pickles `value`, appending the descriptors of any handles inside it to `fds`.
+pub(crate) fn encode_in<T: Serialize>(
+    value: &T,
+    fds: &mut Vec<OwnedFd>,
+) -> Result<Vec<u8>, Error> {
+    let previous = OUTGOING.with(|t| t.replace(Some(std::mem::take(fds))));
+    let result = serde_pickle::to_vec(value, serde_pickle::SerOptions::new());
+    let table = OUTGOING.with(|t| t.replace(previous));
+    *fds = table.unwrap_or_default();
+    result.map_err(|e| Error::Serialize {
+        type_name: std::any::type_name::<T>(),
+        reason: e.to_string(),
+    })
+}
+
+/// Unpickles a `T`, taking the descriptors of any handles inside it from `fds`.
+pub(crate) fn decode_in<T: DeserializeOwned>(bytes: &[u8], fds: &mut FdTable) -> Result<T, Error> {
+    let previous = INCOMING.with(|t| t.replace(Some(std::mem::take(fds))));
+    let result = serde_pickle::from_slice(bytes, serde_pickle::DeOptions::new());
+    let table = INCOMING.with(|t| t.replace(previous));
+    *fds = table.unwrap_or_default();
+    result.map_err(|e| Error::Deserialize {
+        type_name: std::any::type_name::<T>(),
+        reason: e.to_string(),
+    })
+}
+
+/// Pickles a value that carries no handles.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
+    let mut fds = Vec::new();
+    let bytes = encode_in(value, &mut fds)?;
+    if fds.is_empty() {
+        Ok(bytes)
+    } else {
+        Err(Error::Serialize {
+            type_name: std::any::type_name::<T>(),
+            reason: "it holds OS handles, which cannot travel as plain bytes".into(),
+        })
+    }
+}
+
+/// Unpickles a value that carries no handles.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    decode_in(bytes, &mut FdTable::default())
+}
+
+/// Serializes a descriptor as an index into the outgoing side table (a duplicate goes in the
+/// table; the caller keeps its own).
+pub(crate) fn serialize_fd<S: Serializer>(fd: BorrowedFd<'_>, serializer: S) -> Result<S::Ok, S::Error> {
+    let index = OUTGOING.with(|t| -> Result<usize, String> {
+        let mut table = t.borrow_mut();
+        let table = table.as_mut().ok_or_else(|| {
+            "an OS handle (Connection, …) can only be serialized as part of a message to another \
+             process: an argument of Process::spawn or a value given to Connection::send"
+                .to_string()
+        })?;
+        if table.len() >= crate::sys::MAX_FDS_PER_MESSAGE {
+            return Err(format!(
+                "one message can carry at most {} OS handles",
+                crate::sys::MAX_FDS_PER_MESSAGE
+            ));
+        }
+        let dup = fd
+            .try_clone_to_owned()
+            .map_err(|e| format!("cannot duplicate the handle: {e}"))?;
+        table.push(dup);
+        Ok(table.len() - 1)
+    });
+    match index {
+        Ok(i) => serializer.serialize_newtype_struct("multiproc.Handle", &(i as u64)),
+        Err(reason) => Err(S::Error::custom(reason)),
+    }
+}
+
+/// The inverse of [`serialize_fd`]: takes the descriptor back out of the incoming table.
+pub(crate) fn deserialize_fd<'de, D: Deserializer<'de>>(deserializer: D) -> Result<OwnedFd, D::Error> {
+    let index = u64::deserialize(deserializer)?;
+    INCOMING.with(|t| {
+        let mut table = t.borrow_mut();
+        let table = table.as_mut().ok_or_else(|| {
+            D::Error::custom("an OS handle can only be deserialized from a message that carried it")
+        })?;
+        table
+            .0
+            .get_mut(index as usize)
+            .and_then(Option::take)
+            .ok_or_else(|| D::Error::custom(format!("the message carries no OS handle #{index}")))
+    })
+}
+
+/// A descriptor that travels inside a pickled message.
+#[derive(Debug)]
+pub(crate) struct Handle(pub(crate) OwnedFd);
+
+impl Serialize for Handle {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serialize_fd(self.0.as_fd(), serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Handle {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize_fd(deserializer).map(Handle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_travel_by_index() {
+        let (a, _b) = crate::sys::stream_pair().unwrap();
+        let mut fds = Vec::new();
+        let bytes = encode_in(&(7u32, Handle(a)), &mut fds).unwrap();
+        assert_eq!(fds.len(), 1);
+        let mut table = FdTable::new(fds);
+        let (n, h): (u32, Handle) = decode_in(&bytes, &mut table).unwrap();
+        assert_eq!(n, 7);
+        assert!(crate::sys::fd_is_open(std::os::fd::AsRawFd::as_raw_fd(&h.0)));
+    }
+
+    #[test]
+    fn handle_outside_a_message_is_a_typed_error() {
+        let (a, _b) = crate::sys::stream_pair().unwrap();
+        let err = serde_pickle::to_vec(&Handle(a), serde_pickle::SerOptions::new()).unwrap_err();
+        assert!(err.to_string().contains("only be serialized"), "{err}");
+        let err = encode(&Handle(crate::sys::stream_pair().unwrap().0)).unwrap_err();
+        assert!(matches!(err, Error::Serialize { .. }), "{err}");
+    }
+
+    #[test]
+    fn missing_handle_is_a_typed_error() {
+        let bytes = encode(&3u64).unwrap();
+        let err = decode_in::<Handle>(&bytes, &mut FdTable::default()).unwrap_err();
+        assert!(matches!(err, Error::Deserialize { .. }), "{err}");
+    }
+}

@@ -1,0 +1,163 @@
+//! The crate's error type.
+
+use std::io;
+
+/// Everything that can go wrong when starting, joining or talking to a process.
+///
+/// Each variant carries what a caller needs to act on it: the pid, the signal, the panic
+/// message, the type that failed to serialize, the OS error.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::{Error, Process};
+///
+/// fn boom(n: u32) -> u32 {
+///     panic!("boom {n}");
+/// }
+///
+/// let mut child = Process::spawn(boom, 42).unwrap();
+/// match child.join() {
+///     Err(Error::Panicked { message, .. }) => assert!(message.contains("boom 42")),
+///     other => panic!("unexpected: {other:?}"),
+/// }
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The child's function panicked. Its exit code is 1, as for an uncaught Python exception.
+    #[error("process {pid} panicked: {message}{}", location.as_deref().map(|l| format!(" (at {l})")).unwrap_or_default())]
+    Panicked {
+        /// The child's pid.
+        pid: u32,
+        /// The panic message (`"Box<dyn Any>"` when the payload was not a string).
+        message: String,
+        /// `file:line:column` of the panic, when known.
+        location: Option<String>,
+    },
+
+    /// The child was killed by a signal before it returned a result.
+    #[error("process {pid} was killed by signal {signal} ({})", signal_name(*signal))]
+    Signaled {
+        /// The child's pid.
+        pid: u32,
+        /// The signal number (`SIGTERM` = 15, `SIGKILL` = 9, …).
+        signal: i32,
+    },
+
+    /// The child exited (e.g. by `std::process::exit`) before it returned a result.
+    #[error("process {pid} exited with code {code} before returning a result")]
+    Exited {
+        /// The child's pid.
+        pid: u32,
+        /// Its exit code; 255 when a forkserver that was reporting it died.
+        code: i32,
+    },
+
+    /// A value could not be pickled (the argument in the parent, or the result in the child).
+    #[error("cannot serialize {type_name}: {reason}")]
+    Serialize {
+        /// The Rust type that failed.
+        type_name: &'static str,
+        /// Why, as serde-pickle or the type's `Serialize` impl said.
+        reason: String,
+    },
+
+    /// Received bytes could not be unpickled into the expected type.
+    #[error("cannot deserialize {type_name}: {reason}")]
+    Deserialize {
+        /// The Rust type expected.
+        type_name: &'static str,
+        /// Why, as serde-pickle or the type's `Deserialize` impl said.
+        reason: String,
+    },
+
+    /// The child process started but could not run the function: a different executable
+    /// answered, or its bootstrap failed.
+    #[error("process {pid} could not run its function: {reason}")]
+    Bootstrap {
+        /// The child's pid.
+        pid: u32,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// `join_timeout` or `recv_timeout` ran out of time; the handle stays usable.
+    #[error("timed out")]
+    Timeout,
+
+    /// The result was already taken by an earlier `join`.
+    #[error("process {pid} was already joined")]
+    AlreadyJoined {
+        /// The child's pid.
+        pid: u32,
+    },
+
+    /// The other end of a connection is closed (every copy of it), or the stream ended
+    /// part-way through a message.
+    #[error("the other end of the connection is closed")]
+    Disconnected,
+
+    /// This end of the connection was closed with `close()`.
+    #[error("the connection is closed")]
+    Closed,
+
+    /// `recv_bytes_into` was given a buffer too small for the message; the whole message is
+    /// here, nothing is lost.
+    #[error("buffer too short: the message has {} bytes", .0.len())]
+    BufferTooShort(Vec<u8>),
+
+    /// An argument was out of range (an offset past the buffer, too many handles in one
+    /// message, …).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// The operating system refused a call.
+    #[error("{op} failed: {source}")]
+    Os {
+        /// The call or step that failed (`"fork"`, `"posix_spawn"`, `"sendmsg"`, …).
+        op: &'static str,
+        /// The OS error, with its errno (`source.raw_os_error()`).
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// Wraps an OS error with the name of the step that failed.
+    pub(crate) fn os(op: &'static str) -> impl FnOnce(io::Error) -> Error {
+        move |source| Error::Os { op, source }
+    }
+
+    /// The errno of an [`Error::Os`], if this is one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err = multiproc::Error::Timeout;
+    /// assert_eq!(err.raw_os_error(), None);
+    /// ```
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Error::Os { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+/// Maps an I/O error on a connection: a closed peer becomes [`Error::Disconnected`].
+pub(crate) fn connection_io(op: &'static str) -> impl FnOnce(io::Error) -> Error {
+    move |source| match source.kind() {
+        io::ErrorKind::BrokenPipe
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::UnexpectedEof => Error::Disconnected,
+        _ => Error::Os { op, source },
+    }
+}
+
+/// The conventional name of a signal number, for messages.
+pub(crate) fn signal_name(signal: i32) -> &'static str {
+    nix::sys::signal::Signal::try_from(signal)
+        .map(|s| s.as_str())
+        .unwrap_or("unknown signal")
+}

@@ -1,0 +1,118 @@
+//! # multiproc
+//!
+//! Python's `multiprocessing`, for Rust: run functions in real OS processes — started by
+//! fork, by re-executing the current binary (spawn), or by a forkserver — and talk to them over
+//! duplex pipes. Arguments and results travel pickled (serde-pickle), so a Python peer can read
+//! them, and OS handles such as pipe ends travel beside the bytes.
+//!
+//! ## A five-minute tour
+//!
+//! Start a process, get its result back:
+//!
+//! ```
+//! use multiproc::Process;
+//!
+//! fn fib(n: u64) -> u64 {
+//!     if n < 2 { n } else { fib(n - 1) + fib(n - 2) }
+//! }
+//!
+//! let mut child = Process::spawn(fib, 20).unwrap();
+//! assert_eq!(child.join().unwrap(), 6765);
+//! ```
+//!
+//! No setup is needed in `main`, in tests or in doctests: a re-executed child runs its function
+//! from a pre-main hook and never reaches `main`.
+//!
+//! Choose how the child starts, name it, make it a daemon (it then dies with its parent):
+//!
+//! ```
+//! use multiproc::{Process, StartMethod};
+//!
+//! fn whoami(_: ()) -> (u32, String) {
+//!     let me = multiproc::current_process();
+//!     (me.pid, me.name)
+//! }
+//!
+//! let mut child = Process::builder()
+//!     .start_method(StartMethod::Spawn)
+//!     .name("worker-1")
+//!     .daemon(true)
+//!     .spawn(whoami, ())
+//!     .unwrap();
+//! let (pid, name) = child.join().unwrap();
+//! assert_eq!((pid, name.as_str()), (child.pid(), "worker-1"));
+//! ```
+//!
+//! Failures are typed: a panic, a signal, an early exit each have their own variant.
+//!
+//! ```
+//! use multiproc::{Error, Process};
+//!
+//! fn nap(_: ()) { std::thread::sleep(std::time::Duration::from_secs(60)) }
+//!
+//! let mut child = Process::spawn(nap, ()).unwrap();
+//! child.kill().unwrap();
+//! assert!(matches!(child.join(), Err(Error::Signaled { signal: 9, .. })));
+//! assert_eq!(child.exitcode(), Some(-9));
+//! ```
+//!
+//! Talk to a child over a [`Pipe`]; pass one end as the argument:
+//!
+//! ```
+//! use multiproc::{Connection, Pipe, Process};
+//!
+//! fn adder(conn: Connection) {
+//!     while let Ok((a, b)) = conn.recv::<(i64, i64)>() {
+//!         conn.send(&(a + b)).unwrap();
+//!     }
+//! }
+//!
+//! let (here, there) = Pipe::new().unwrap();
+//! let mut child = Process::spawn(adder, there).unwrap();
+//! here.send(&(40, 2)).unwrap();
+//! assert_eq!(here.recv::<i64>().unwrap(), 42);
+//! drop(here);
+//! child.join().unwrap();
+//! ```
+//!
+//! ## Bytes: use the fast path
+//!
+//! serde-pickle writes a `Vec<u8>` as a *list of integers* (about 30 MB/s). For byte payloads
+//! use [`ByteBuf`] / [`Bytes`] (re-exported from `serde_bytes`), which pickle as Python `bytes`,
+//! or skip pickling with [`Connection::send_bytes`] / [`Connection::recv_bytes`]:
+//!
+//! ```
+//! use multiproc::{ByteBuf, Process};
+//!
+//! fn checksum(data: ByteBuf) -> u64 { data.iter().map(|&b| b as u64).sum() }
+//!
+//! let data = ByteBuf::from(vec![1u8; 1 << 20]);
+//! assert_eq!(Process::spawn(checksum, data).unwrap().join().unwrap(), 1 << 20);
+//! ```
+//!
+//! ## Limits, stated up front
+//! - Linux only for now (pidfds, `close_range`, `/proc/self/exe`); platform code lives in one
+//!   module so that macOS can follow.
+//! - `f` must be a plain `fn(A) -> R` in the running binary: it is found again in the child by
+//!   its address. Closures that capture state are not accepted (put the state in `A`).
+//! - [`StartMethod::Fork`] in a program with threads copies only the calling thread; see its
+//!   docs. The default, [`StartMethod::Forkserver`], is safe with threads.
+//! - A non-daemon child outlives its parent if the parent exits without joining it (as in
+//!   CPython); a daemon child is killed when its parent exits.
+
+#![deny(missing_docs, missing_debug_implementations)]
+
+mod bootstrap;
+mod codec;
+mod connection;
+mod error;
+mod process;
+mod sys;
+
+pub use connection::{Connection, Pipe, RecvEnd, SendEnd};
+pub use error::Error;
+pub use process::{
+    active_children, cpu_count, current_process, current_start_method, get_start_method,
+    parent_pid, set_start_method, Builder, Process, ProcessInfo, StartMethod,
+};
+pub use serde_bytes::{ByteBuf, Bytes};

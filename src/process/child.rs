@@ -1,0 +1,137 @@
+//! One started child as the OS sees it: its pid, its pidfd, and how it ended. Waiting, reaping
+//! and signalling happen here and nowhere else.
+//!
+//! A child started by fork or spawn is ours to reap: `waitid(P_PIDFD)` on its pidfd. A child of
+//! the forkserver is the server's child; the server reaps it and writes the raw wait status to
+//! a per-child status socket, which is what we wait on. If the server dies first, the status
+//! socket reports end of stream; we then watch the child's pidfd (sent to us by the server)
+//! and, once the child has gone, report exit code 255 as CPython does for a lost status.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use super::ProcessInfo;
+use crate::sys::{self, WaitStatus};
+
+/// The exit code reported when a forkserver died before it could report a child's status.
+const STATUS_LOST: i32 = 255;
+
+#[derive(Debug)]
+pub(crate) struct ChildShared {
+    pid: libc::pid_t,
+    pidfd: OwnedFd,
+    /// Forkserver children only: where the server writes the wait status.
+    status_socket: Option<OwnedFd>,
+    /// Set once the forkserver that owned `status_socket` is known to be gone.
+    server_lost: AtomicBool,
+    status: Mutex<Option<WaitStatus>>,
+    name: String,
+    daemon: bool,
+}
+
+impl ChildShared {
+    pub(crate) fn new(
+        pid: libc::pid_t,
+        pidfd: OwnedFd,
+        status_socket: Option<OwnedFd>,
+        name: String,
+        daemon: bool,
+    ) -> ChildShared {
+        ChildShared {
+            pid,
+            pidfd,
+            status_socket,
+            server_lost: AtomicBool::new(false),
+            status: Mutex::new(None),
+            name,
+            daemon,
+        }
+    }
+
+    pub(crate) fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
+    pub(crate) fn info(&self) -> ProcessInfo {
+        ProcessInfo {
+            pid: self.pid as u32,
+            name: self.name.clone(),
+            daemon: self.daemon,
+        }
+    }
+
+    /// The descriptor that becomes readable when the status can be collected.
+    pub(crate) fn ready_fd(&self) -> BorrowedFd<'_> {
+        match &self.status_socket {
+            Some(s) if !self.server_lost.load(Ordering::Acquire) => s.as_fd(),
+            _ => self.pidfd.as_fd(),
+        }
+    }
+
+    /// The status if the child has ended (reaping it if need be), without blocking.
+    pub(crate) fn try_status(&self) -> Option<WaitStatus> {
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        if status.is_none() {
+            *status = self.collect().unwrap_or(None);
+        }
+        *status
+    }
+
+    /// Waits for the child to end, until `deadline` (`None`: for ever). `Ok(None)` on timeout.
+    pub(crate) fn wait(&self, deadline: Option<Instant>) -> io::Result<Option<WaitStatus>> {
+        loop {
+            if let Some(s) = self.try_status() {
+                return Ok(Some(s));
+            }
+            if !sys::wait_readable(self.ready_fd(), deadline)? {
+                return Ok(self.try_status());
+            }
+        }
+    }
+
+    /// Sends `signal` unless the child is already reaped (then there is nothing to signal, and
+    /// the pidfd guarantees we never hit a recycled pid).
+    pub(crate) fn signal(&self, signal: i32) -> io::Result<()> {
+        match sys::pidfd_send_signal(self.pidfd.as_fd(), signal) {
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// One non-blocking attempt to learn the status. Called with `status` locked.
+    fn collect(&self) -> io::Result<Option<WaitStatus>> {
+        let Some(socket) = &self.status_socket else {
+            return sys::waitid_pidfd(self.pidfd.as_fd(), false);
+        };
+        if !self.server_lost.load(Ordering::Acquire) {
+            if !sys::wait_readable(socket.as_fd(), Some(Instant::now()))? {
+                return Ok(None);
+            }
+            let mut raw = [0u8; 4];
+            match sys::read_exact(socket.as_fd(), &mut raw) {
+                Ok(true) => return Ok(Some(WaitStatus::from_raw(i32::from_le_bytes(raw)))),
+                // End of stream without a status: the server died.
+                Ok(false) | Err(_) => self.server_lost.store(true, Ordering::Release),
+            }
+        }
+        // The server is gone: the pidfd still says whether the child is.
+        Ok(
+            if sys::wait_readable(self.pidfd.as_fd(), Some(Instant::now()))? {
+                Some(WaitStatus::Exited(STATUS_LOST))
+            } else {
+                None
+            },
+        )
+    }
+}

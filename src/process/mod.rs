@@ -1,0 +1,606 @@
+//! `Process`: run a function in a new OS process and get its result back.
+
+pub(crate) mod child;
+pub(crate) mod runtime;
+pub(crate) mod start;
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::bootstrap::{self, Failure, Header, Report, Trampoline};
+use crate::codec::{self, FdTable, Handle};
+use crate::connection::Connection;
+use crate::sys::{self, WaitStatus};
+use crate::Error;
+use child::ChildShared;
+
+/// How a child process is started (CPython's start methods).
+///
+/// | method | how | start+join cost* | threads in the parent |
+/// |---|---|---|---|
+/// | [`Fork`](Self::Fork) | `fork()`; the child runs `f` in a copy of the parent | lowest (≈ raw `fork`) | unsafe: locks held by other threads stay locked in the child |
+/// | [`Spawn`](Self::Spawn) | re-executes the current binary, which runs `f` before `main` | highest (an `exec` and the loader) | safe |
+/// | [`Forkserver`](Self::Forkserver) | a server re-executed once, single-threaded, forks each child | near fork | safe |
+///
+/// \* measured by `cargo bench --bench process`; see the README.
+///
+/// The default is **forkserver**: it is as safe as spawn when the parent has threads (the
+/// test harness, a tokio runtime, a logger thread…) and costs close to fork, because the
+/// server is a small, single-threaded process whose fork is cheap whatever the size of the
+/// parent. CPython 3.14 made the same choice for the same reason. Change it per process with
+/// [`Builder::start_method`] or for the whole program with [`set_start_method`].
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::{Process, StartMethod};
+///
+/// fn double(x: i32) -> i32 { x * 2 }
+///
+/// for method in [StartMethod::Fork, StartMethod::Spawn, StartMethod::Forkserver] {
+///     let mut p = Process::builder().start_method(method).spawn(double, 21).unwrap();
+///     assert_eq!(p.join().unwrap(), 42);
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StartMethod {
+    /// `fork()`: fastest, but only safe when the parent has no other threads, or when the child
+    /// touches nothing another thread might have held locked (stdout, the environment, …).
+    Fork,
+    /// Re-execute the current binary (`posix_spawn` of `/proc/self/exe`); the child runs `f`
+    /// from a pre-main hook and never runs `main`.
+    Spawn,
+    /// Ask this process's forkserver (started by self-exec on first use) to fork the child.
+    Forkserver,
+}
+
+impl StartMethod {
+    /// CPython's name for the method: `"fork"`, `"spawn"` or `"forkserver"`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(multiproc::StartMethod::Forkserver.name(), "forkserver");
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            StartMethod::Fork => "fork",
+            StartMethod::Spawn => "spawn",
+            StartMethod::Forkserver => "forkserver",
+        }
+    }
+
+    /// Every method this platform supports, as `multiprocessing.get_all_start_methods()`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(multiproc::StartMethod::all().len(), 3);
+    /// ```
+    pub fn all() -> [StartMethod; 3] {
+        [StartMethod::Forkserver, StartMethod::Spawn, StartMethod::Fork]
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            StartMethod::Fork => 0,
+            StartMethod::Spawn => 1,
+            StartMethod::Forkserver => 2,
+        }
+    }
+
+    fn from_u8(v: u8) -> StartMethod {
+        match v {
+            0 => StartMethod::Fork,
+            1 => StartMethod::Spawn,
+            _ => StartMethod::Forkserver,
+        }
+    }
+}
+
+impl fmt::Display for StartMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+static DEFAULT_METHOD: AtomicU8 = AtomicU8::new(2);
+
+/// Sets the start method used when a [`Builder`] names none (`multiprocessing.set_start_method`).
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::{get_start_method, set_start_method, StartMethod};
+///
+/// set_start_method(StartMethod::Spawn);
+/// assert_eq!(get_start_method(), StartMethod::Spawn);
+/// set_start_method(StartMethod::Forkserver);
+/// ```
+pub fn set_start_method(method: StartMethod) {
+    DEFAULT_METHOD.store(method.to_u8(), Ordering::Relaxed);
+}
+
+/// The start method used when a [`Builder`] names none; [`StartMethod::Forkserver`] unless
+/// changed by [`set_start_method`].
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(multiproc::get_start_method(), multiproc::StartMethod::Forkserver);
+/// ```
+pub fn get_start_method() -> StartMethod {
+    StartMethod::from_u8(DEFAULT_METHOD.load(Ordering::Relaxed))
+}
+
+/// A process as `current_process()` and `active_children()` describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// The OS process id.
+    pub pid: u32,
+    /// Its name: `"MainProcess"`, `"Process-1"`, `"Process-1:2"`, or what the builder set.
+    pub name: String,
+    /// Whether it dies with its parent.
+    pub daemon: bool,
+}
+
+/// The calling process: its pid, name and daemon flag (`multiprocessing.current_process()`).
+///
+/// # Examples
+///
+/// ```
+/// let me = multiproc::current_process();
+/// assert_eq!(me.name, "MainProcess");
+/// assert_eq!(me.pid, std::process::id());
+/// assert!(!me.daemon);
+/// ```
+pub fn current_process() -> ProcessInfo {
+    let rt = runtime::runtime();
+    ProcessInfo {
+        pid: rt.pid() as u32,
+        name: rt.identity().name.clone(),
+        daemon: rt.identity().daemon,
+    }
+}
+
+/// The pid of the process that started this one with multiproc, or `None` in a process that
+/// multiproc did not start (CPython's `parent_process()` is `None` there too). For a forkserver
+/// child this is the process that asked for it, not the server.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(multiproc::parent_pid(), None);
+/// fn parent(_: ()) -> Option<u32> { multiproc::parent_pid() }
+/// let mut p = multiproc::Process::spawn(parent, ()).unwrap();
+/// assert_eq!(p.join().unwrap(), Some(std::process::id()));
+/// ```
+pub fn parent_pid() -> Option<u32> {
+    runtime::runtime().identity().parent_pid
+}
+
+/// The start method that started this process, or `None` in a process multiproc did not start.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(multiproc::current_start_method(), None);
+/// ```
+pub fn current_start_method() -> Option<StartMethod> {
+    runtime::runtime().identity().start_method
+}
+
+/// The children of this process that are still running (`multiprocessing.active_children()`).
+/// Children that have finished are reaped on the way, so calling this also clears zombies.
+///
+/// # Examples
+///
+/// ```
+/// fn nap(ms: u64) { std::thread::sleep(std::time::Duration::from_millis(ms)) }
+/// let mut p = multiproc::Process::spawn(nap, 200).unwrap();
+/// assert!(multiproc::active_children().iter().any(|c| c.pid == p.pid()));
+/// p.join().unwrap();
+/// assert!(!multiproc::active_children().iter().any(|c| c.pid == p.pid()));
+/// ```
+pub fn active_children() -> Vec<ProcessInfo> {
+    runtime::runtime().active_children()
+}
+
+/// The number of CPUs the system has (`multiprocessing.cpu_count()`), at least 1.
+///
+/// # Examples
+///
+/// ```
+/// assert!(multiproc::cpu_count() >= 1);
+/// ```
+pub fn cpu_count() -> usize {
+    num_cpus::get().max(1)
+}
+
+/// Configures a process before it starts: start method, name, daemon flag.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::{Process, StartMethod};
+///
+/// fn greet(who: String) -> String { format!("hello, {who}") }
+///
+/// let mut p = Process::builder()
+///     .name("greeter")
+///     .start_method(StartMethod::Spawn)
+///     .daemon(true)
+///     .spawn(greet, "world".to_string())
+///     .unwrap();
+/// assert_eq!(p.name(), "greeter");
+/// assert_eq!(p.join().unwrap(), "hello, world");
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    method: Option<StartMethod>,
+    name: Option<String>,
+    daemon: Option<bool>,
+}
+
+impl Builder {
+    /// A builder with every setting at its default.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// The start method (default: [`get_start_method`]).
+    pub fn start_method(mut self, method: StartMethod) -> Builder {
+        self.method = Some(method);
+        self
+    }
+
+    /// The process name (default: `Process-N`, numbered per parent, as in CPython).
+    pub fn name(mut self, name: impl Into<String>) -> Builder {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Whether the child dies with its parent (default: the calling process's own flag, so
+    /// `false` in a main program). A daemon child is killed (SIGKILL) as soon as its parent
+    /// exits, however the parent ends. A non-daemon child keeps running, as in CPython; join it.
+    pub fn daemon(mut self, daemon: bool) -> Builder {
+        self.daemon = Some(daemon);
+        self
+    }
+
+    /// Starts `f(args)` in a new process.
+    ///
+    /// `f` is a plain function pointer (a closure that captures nothing coerces to one);
+    /// `args` and the result travel pickled, so any serde type works, and handles such as a
+    /// [`Connection`] inside `args` arrive working in the child.
+    ///
+    /// # Errors
+    /// [`Error::Serialize`] if `args` cannot be pickled (checked before any process starts);
+    /// [`Error::Os`] if the OS refuses to start the process.
+    pub fn spawn<A, R>(self, f: fn(A) -> R, args: A) -> Result<Process<R>, Error>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let rt = runtime::runtime();
+        let method = self.method.unwrap_or_else(get_start_method);
+        let name = self.name.unwrap_or_else(|| rt.next_child_name());
+        let daemon = self.daemon.unwrap_or(rt.identity().daemon);
+
+        // Everything that can fail on the caller's input fails here, before a process exists.
+        let mut fds: Vec<OwnedFd> = Vec::new();
+        let args_bytes = codec::encode_in(&args, &mut fds)?;
+        drop(args);
+        let nonce = new_nonce();
+        let alive = rt
+            .alive_reader()
+            .and_then(|fd| fd.try_clone_to_owned())
+            .map_err(Error::os("pipe"))?;
+        let header = Header {
+            nonce,
+            exe: sys::exe_identity().map_err(Error::os("stat /proc/self/exe"))?,
+            trampoline: bootstrap::offset_of(bootstrap::trampoline::<A, R> as Trampoline as usize),
+            function: bootstrap::offset_of(f as usize),
+            name: name.clone(),
+            daemon,
+            parent_pid: rt.pid(),
+            start_method: method,
+            alive: Handle(alive),
+        };
+        let header_bytes = codec::encode_in(&header, &mut fds)?;
+        drop(header);
+
+        let (parent_end, child_end) = sys::stream_pair().map_err(Error::os("socketpair"))?;
+        let started = match method {
+            StartMethod::Fork => {
+                let mut close_in_child = vec![parent_end.as_raw_fd()];
+                close_in_child.extend(fds.iter().map(AsRawFd::as_raw_fd));
+                start::fork::start(child_end, &close_in_child)?
+            }
+            StartMethod::Spawn => start::spawn::start(child_end, nonce)?,
+            StartMethod::Forkserver => start::forkserver::start(rt, child_end)?,
+        };
+        let child = Arc::new(ChildShared::new(
+            started.pid,
+            started.pidfd,
+            started.status_socket,
+            name,
+            daemon,
+        ));
+        rt.register(child.clone());
+
+        let conn = Connection::from_fd(parent_end);
+        let header_len = (header_bytes.len() as u32).to_le_bytes();
+        match conn.send_parts(&[&header_len, &header_bytes, &args_bytes], &fds) {
+            // A child that died before reading its message is reported by `join`.
+            Ok(()) | Err(Error::Disconnected) => {}
+            Err(e) => {
+                let _ = child.signal(libc::SIGKILL);
+                let _ = child.wait(None);
+                rt.unregister(child.pid());
+                return Err(e);
+            }
+        }
+        Ok(Process {
+            child,
+            conn: Some(conn),
+            report: None,
+            joined: false,
+            method,
+            args_type: std::any::type_name::<A>(),
+            _result: PhantomData,
+        })
+    }
+}
+
+fn new_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    // 63 bits: serde-pickle writes larger integers as Python longs it then will not read
+    // back into a u64.
+    h.finish() >> 1
+}
+
+/// A running (or finished) child process that will produce an `R`.
+///
+/// Made by [`Process::spawn`] or [`Builder::spawn`]. The names follow
+/// `multiprocessing.Process`: `pid`, `name`, `is_alive`, `join`, `terminate`, `kill`,
+/// `exitcode`, `sentinel`.
+///
+/// Dropping a handle without joining it neither kills nor waits for the child: it keeps
+/// running (a daemon until its parent exits), and a background reaper collects its exit status
+/// so that it never lingers as a zombie.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::Process;
+///
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// let mut child = Process::spawn(square, 12).unwrap();
+/// println!("started {} as pid {}", child.name(), child.pid());
+/// assert_eq!(child.join().unwrap(), 144);
+/// assert_eq!(child.exitcode(), Some(0));
+/// ```
+pub struct Process<R> {
+    child: Arc<ChildShared>,
+    /// The socket the child reports on; `None` once its report was read.
+    conn: Option<Connection>,
+    report: Option<Report>,
+    joined: bool,
+    method: StartMethod,
+    args_type: &'static str,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<R> fmt::Debug for Process<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Process")
+            .field("pid", &self.child.pid())
+            .field("name", &self.name())
+            .field("start_method", &self.method)
+            .field("exitcode", &self.exitcode())
+            .finish()
+    }
+}
+
+impl Process<()> {
+    /// Starts `f(args)` in a new process with the default settings; see [`Builder::spawn`].
+    ///
+    /// # Errors
+    /// As [`Builder::spawn`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// fn add((a, b): (i32, i32)) -> i32 { a + b }
+    /// let mut p = multiproc::Process::spawn(add, (2, 3)).unwrap();
+    /// assert_eq!(p.join().unwrap(), 5);
+    /// ```
+    pub fn spawn<A, R>(f: fn(A) -> R, args: A) -> Result<Process<R>, Error>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        Builder::new().spawn(f, args)
+    }
+
+    /// A [`Builder`] to set the start method, name or daemon flag.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+}
+
+impl<R> Process<R> {
+    /// The child's OS process id.
+    pub fn pid(&self) -> u32 {
+        self.child.pid() as u32
+    }
+
+    /// The child's name.
+    pub fn name(&self) -> &str {
+        self.child.name()
+    }
+
+    /// Whether the child dies with its parent.
+    pub fn daemon(&self) -> bool {
+        self.child.info().daemon
+    }
+
+    /// The method that started it.
+    pub fn start_method(&self) -> StartMethod {
+        self.method
+    }
+
+    /// Whether the child is still running. A finished child is reaped by this call.
+    pub fn is_alive(&self) -> bool {
+        self.child.try_status().is_none()
+    }
+
+    /// The exit code with CPython's meaning: `None` while running, `Some(n)` after
+    /// `exit(n)` (0 after a normal return, 1 after a panic), `Some(-N)` if killed by signal `N`.
+    pub fn exitcode(&self) -> Option<i32> {
+        self.child.try_status().map(|s| match s {
+            WaitStatus::Exited(code) => code,
+            WaitStatus::Signaled(sig) => -sig,
+        })
+    }
+
+    /// A descriptor that becomes readable when the child exits (a pidfd), for `poll` loops
+    /// (CPython's `sentinel`).
+    pub fn sentinel(&self) -> BorrowedFd<'_> {
+        self.child.pidfd()
+    }
+
+    /// Sends `SIGTERM` (CPython's `terminate`). Does nothing if the child has already been
+    /// reaped; the pidfd rules out signalling a recycled pid.
+    ///
+    /// # Errors
+    /// [`Error::Os`] if the signal cannot be sent.
+    pub fn terminate(&self) -> Result<(), Error> {
+        self.child
+            .signal(libc::SIGTERM)
+            .map_err(Error::os("pidfd_send_signal"))
+    }
+
+    /// Sends `SIGKILL` (CPython's `kill`).
+    ///
+    /// # Errors
+    /// [`Error::Os`] if the signal cannot be sent.
+    pub fn kill(&self) -> Result<(), Error> {
+        self.child
+            .signal(libc::SIGKILL)
+            .map_err(Error::os("pidfd_send_signal"))
+    }
+
+}
+
+impl<R: DeserializeOwned> Process<R> {
+    /// Waits for the child to finish and returns its result.
+    ///
+    /// # Errors
+    /// [`Error::Panicked`] (with the message), [`Error::Signaled`], [`Error::Exited`] when the
+    /// child ended without a result; [`Error::Deserialize`] / [`Error::Serialize`] when the
+    /// arguments or the result did not survive pickling; [`Error::Bootstrap`] when the child
+    /// could not run the function; [`Error::AlreadyJoined`] on a second call.
+    pub fn join(&mut self) -> Result<R, Error> {
+        self.finish(None)
+    }
+
+    /// Like [`join`](Self::join), but waits at most `timeout`. On [`Error::Timeout`] the child
+    /// is untouched and the handle can be joined again; `Duration::ZERO` just checks.
+    ///
+    /// # Errors
+    /// As `join`, plus [`Error::Timeout`].
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<R, Error> {
+        self.finish(Some(Instant::now() + timeout))
+    }
+
+    fn finish(&mut self, deadline: Option<Instant>) -> Result<R, Error> {
+        if self.joined {
+            return Err(Error::AlreadyJoined { pid: self.pid() });
+        }
+        if let Some(conn) = &self.conn {
+            let fd = conn.as_fd().ok_or(Error::Closed)?;
+            if !sys::wait_readable(fd, deadline).map_err(Error::os("poll"))? {
+                return Err(Error::Timeout);
+            }
+            // The child writes its report in one go right before exiting: read it whole.
+            self.report = match conn.recv_raw() {
+                Ok((frame, fds)) => Some(bootstrap::parse_report(frame, fds)?),
+                Err(_) => None,
+            };
+            self.conn = None;
+        }
+        let status = match self.child.wait(deadline).map_err(Error::os("waitid"))? {
+            Some(status) => status,
+            None => return Err(Error::Timeout),
+        };
+        self.joined = true;
+        runtime::runtime().unregister(self.child.pid());
+        self.outcome(status)
+    }
+
+    fn outcome(&mut self, status: WaitStatus) -> Result<R, Error> {
+        let pid = self.pid();
+        match self.report.take() {
+            Some(Report::Returned(frame, fds)) => {
+                codec::decode_in(&frame[1..], &mut FdTable::new(fds))
+            }
+            Some(Report::Failed(failure)) => Err(match failure {
+                Failure::Panicked { message, location } => Error::Panicked {
+                    pid,
+                    message,
+                    location,
+                },
+                Failure::ArgsUndecodable(reason) => Error::Deserialize {
+                    type_name: self.args_type,
+                    reason,
+                },
+                Failure::ResultUnencodable(reason) => Error::Serialize {
+                    type_name: std::any::type_name::<R>(),
+                    reason,
+                },
+                Failure::Refused(reason) => Error::Bootstrap { pid, reason },
+            }),
+            None => Err(match status {
+                WaitStatus::Signaled(signal) => Error::Signaled { pid, signal },
+                WaitStatus::Exited(code) => Error::Exited { pid, code },
+            }),
+        }
+    }
+}
+
+impl<R> Drop for Process<R> {
+    fn drop(&mut self) {
+        // Closing our end makes a child blocked on writing a large result fail and exit.
+        self.conn = None;
+        if self.child.try_status().is_none() {
+            runtime::runtime().reap_later(self.child.clone());
+        } else {
+            runtime::runtime().unregister(self.child.pid());
+        }
+    }
+}
+
+/// What a start method hands back: the child's pid and pidfd, and for forkserver children the
+/// socket on which the server reports the exit status.
+pub(crate) struct Started {
+    pub(crate) pid: libc::pid_t,
+    pub(crate) pidfd: OwnedFd,
+    pub(crate) status_socket: Option<OwnedFd>,
+}

@@ -1,0 +1,241 @@
+//! The forkserver start method: a small server, re-executed from this binary on first use while
+//! it is still single-threaded, forks each child on request.
+//!
+//! Fork is cheap in the server (a small process, no threads), and the child is a copy of a
+//! process that never ran the program's `main`, so nothing another thread held is locked in it:
+//! safe like spawn, fast like fork. This is the default start method.
+//!
+//! # Protocol
+//! The server holds a control socket (descriptor 3) and the parent's alive pipe (descriptor 4).
+//! - Request: one byte, carrying two descriptors by `SCM_RIGHTS`: the child's bootstrap socket
+//!   and the write end of a per-child status socket.
+//! - The server forks. The child moves its bootstrap socket to descriptor 3, closes every
+//!   other descriptor above 2 (the control socket, other children's status sockets) and runs
+//!   the ordinary child bootstrap: the parent sends it the bootstrap message directly.
+//! - Reply: the child's pid as a little-endian `i32` (or `-errno` if fork failed), carrying the
+//!   child's pidfd, which lets the parent poll and signal a process that is not its child.
+//! - When a child exits the server reaps it and writes its raw wait status (little-endian
+//!   `i32`) to that child's status socket, then closes it.
+//!
+//! The server exits when the control socket or the alive pipe reaches end of stream, i.e.
+//! when its parent is gone. If the server dies, the next request finds the control socket
+//! broken and starts a new server; children of the old one carry on (their status is then
+//! reported as exit code 255, see `process::child`).
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use super::super::runtime::Runtime;
+use super::super::Started;
+use super::{child_argv, environment_with, SELF_EXE};
+use crate::bootstrap::{self, ALIVE_FD, CHILD_FD};
+use crate::sys::{self, Forked};
+use crate::Error;
+
+/// Our handle on the running server.
+#[derive(Debug)]
+pub(crate) struct Server {
+    control: OwnedFd,
+    pidfd: OwnedFd,
+    cmsg: Vec<u8>,
+}
+
+/// Asks this process's forkserver (starting it if needed) for a child that will run its
+/// bootstrap from `child_end`.
+pub(crate) fn start(rt: &Runtime, child_end: OwnedFd) -> Result<Started, Error> {
+    let mut server = rt.forkserver.lock().unwrap_or_else(|e| e.into_inner());
+    let mut last_error = None;
+    // A server that died since the last request shows up as a broken control socket; start
+    // a fresh one and try once more (CPython's test_forkserver_sigkill).
+    for _ in 0..2 {
+        let current = match server.as_mut() {
+            Some(s) => s,
+            None => server.insert(Server::launch(rt)?),
+        };
+        match current.request(&child_end) {
+            Ok(started) => return Ok(started),
+            Err(e) => {
+                last_error = Some(e);
+                *server = None;
+            }
+        }
+    }
+    Err(Error::Os {
+        op: "forkserver request",
+        source: last_error.unwrap_or_else(|| io::Error::other("forkserver unavailable")),
+    })
+}
+
+impl Server {
+    fn launch(rt: &Runtime) -> Result<Server, Error> {
+        let (ours, theirs) = sys::stream_pair().map_err(Error::os("socketpair"))?;
+        let alive = rt.alive_reader().map_err(Error::os("pipe"))?;
+        let env = environment_with(format!("forkserver:{}:0", sys::getpid()));
+        let pid = sys::spawn(
+            SELF_EXE,
+            &child_argv(),
+            &env,
+            &[(theirs.as_fd(), CHILD_FD), (alive, ALIVE_FD)],
+        )
+        .map_err(Error::os("posix_spawn forkserver"))?;
+        let pidfd = sys::pidfd_open(pid).map_err(Error::os("pidfd_open"))?;
+        Ok(Server {
+            control: ours,
+            pidfd,
+            cmsg: sys::cmsg_buffer(),
+        })
+    }
+
+    fn request(&mut self, child_end: &OwnedFd) -> io::Result<Started> {
+        let (status_read, status_write) = sys::stream_pair()?;
+        sys::send_all(
+            self.control.as_fd(),
+            &[b"F"],
+            &[child_end.as_raw_fd(), status_write.as_raw_fd()],
+        )?;
+        drop(status_write);
+        let mut reply = [0u8; 4];
+        let mut fds = Vec::new();
+        let mut got = 0;
+        while got < reply.len() {
+            let n = sys::recv_with_fds(
+                self.control.as_fd(),
+                &mut reply[got..],
+                &mut self.cmsg,
+                &mut fds,
+            )?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            got += n;
+        }
+        let pid = i32::from_le_bytes(reply);
+        if pid < 0 {
+            return Err(io::Error::from_raw_os_error(-pid));
+        }
+        let pidfd = fds
+            .pop()
+            .ok_or_else(|| io::Error::other("forkserver sent no pidfd"))?;
+        Ok(Started {
+            pid,
+            pidfd,
+            status_socket: Some(status_read),
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Closing the control socket tells the server to exit; reap it so no zombie is left.
+        // If it does not go within a second, kill it.
+        let _ = nix::sys::socket::shutdown(
+            self.control.as_raw_fd(),
+            nix::sys::socket::Shutdown::Both,
+        );
+        let deadline = Instant::now() + Duration::from_secs(1);
+        if !sys::wait_readable(self.pidfd.as_fd(), Some(deadline)).unwrap_or(false) {
+            let _ = sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);
+        }
+        let _ = sys::waitid_pidfd(self.pidfd.as_fd(), true);
+    }
+}
+
+/// One child of the server, until it is reaped.
+struct ServedChild {
+    pid: libc::pid_t,
+    pidfd: OwnedFd,
+    status: OwnedFd,
+}
+
+/// The server's main loop; runs in the re-executed process, before `main`, and never returns.
+pub(crate) fn serve(control: OwnedFd, alive: OwnedFd) -> ! {
+    let mut children: Vec<ServedChild> = Vec::new();
+    let mut cmsg = sys::cmsg_buffer();
+    loop {
+        let mut watched: Vec<RawFd> = vec![control.as_raw_fd(), alive.as_raw_fd()];
+        watched.extend(children.iter().map(|c| c.pidfd.as_raw_fd()));
+        let ready = match sys::poll_readable(&watched, -1) {
+            Ok(r) => r,
+            Err(_) => sys::exit_immediately(1),
+        };
+        if ready.contains(&1) {
+            // The parent is gone.
+            sys::exit_immediately(0);
+        }
+        let exited: Vec<libc::pid_t> = ready
+            .iter()
+            .filter(|&&i| i >= 2)
+            .map(|&i| children[i - 2].pid)
+            .collect();
+        for pid in exited {
+            report_exit(&mut children, pid);
+        }
+        if ready.contains(&0) {
+            let mut byte = [0u8; 1];
+            let mut fds = Vec::new();
+            match sys::recv_with_fds(control.as_fd(), &mut byte, &mut cmsg, &mut fds) {
+                Ok(0) | Err(_) => sys::exit_immediately(0),
+                Ok(_) => {}
+            }
+            if let Some(child) = fork_child(&control, fds) {
+                children.push(child);
+            }
+        }
+    }
+}
+
+/// Reaps `pid` if it has exited and sends its status on.
+fn report_exit(children: &mut Vec<ServedChild>, pid: libc::pid_t) {
+    let Some(index) = children.iter().position(|c| c.pid == pid) else {
+        return;
+    };
+    if let Ok(Some(status)) = sys::waitpid_nohang(pid) {
+        let child = children.swap_remove(index);
+        let raw = status.to_raw().to_le_bytes();
+        // The parent may be gone or have dropped the handle: nothing to do then.
+        let _ = sys::send_all(child.status.as_fd(), &[&raw], &[]);
+    }
+}
+
+/// Serves one request: forks, and in the child runs the bootstrap. Replies to the parent.
+fn fork_child(control: &OwnedFd, mut fds: Vec<OwnedFd>) -> Option<ServedChild> {
+    let reply = |value: i32, fds: &[RawFd]| {
+        let _ = sys::send_all(control.as_fd(), &[&value.to_le_bytes()], fds);
+    };
+    if fds.len() != 2 {
+        reply(-libc::EINVAL, &[]);
+        return None;
+    }
+    let status = fds.pop()?;
+    let child_end = fds.pop()?;
+    // SAFETY: the server is single-threaded, so the child may run anything.
+    match unsafe { sys::fork() } {
+        Ok(Forked::Child) => {
+            // SAFETY: descriptor 3 is the server's control socket, whose OwnedFd is never used
+            // or dropped in this child (the bootstrap ends in _exit).
+            let socket = unsafe { sys::move_fd(child_end, CHILD_FD) };
+            // Everything else the server holds (the control socket, the alive pipe, other
+            // children's status sockets) must not live on in the child.
+            sys::close_from(CHILD_FD + 1);
+            bootstrap::run(socket, None)
+        }
+        Ok(Forked::Parent(pid)) => {
+            drop(child_end);
+            match sys::pidfd_open(pid) {
+                Ok(pidfd) => {
+                    reply(pid, &[pidfd.as_raw_fd()]);
+                    Some(ServedChild { pid, pidfd, status })
+                }
+                Err(e) => {
+                    reply(-e.raw_os_error().unwrap_or(libc::EIO), &[]);
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            reply(-e.raw_os_error().unwrap_or(libc::EIO), &[]);
+            None
+        }
+    }
+}

@@ -1,0 +1,562 @@
+//! The OS layer: every call that needs `unsafe`, and the socket I/O helpers built on them.
+//!
+//! Nothing here knows about processes, pickles or connections; the rest of the crate calls these
+//! functions and never `libc` directly. Linux-specific pieces (pidfds, `close_range`,
+//! `posix_spawn_file_actions_addclosefrom_np`) live here so that a macOS port replaces this one
+//! module.
+
+use std::ffi::{CStr, CString};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Instant;
+
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+
+/// The most descriptors one message may carry (the kernel's `SCM_MAX_FD`).
+pub(crate) const MAX_FDS_PER_MESSAGE: usize = 253;
+
+/// `idtype_t` value for `waitid` on a pidfd (linux/wait.h); the libc crate does not export it.
+const P_PIDFD: libc::idtype_t = 3;
+
+/// How a process ended, as the kernel reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WaitStatus {
+    /// `_exit(code)`.
+    Exited(i32),
+    /// Killed by this signal.
+    Signaled(i32),
+}
+
+impl WaitStatus {
+    /// The raw `wait` status word, as a forkserver sends it on.
+    pub(crate) fn to_raw(self) -> i32 {
+        match self {
+            WaitStatus::Exited(code) => (code & 0xff) << 8,
+            WaitStatus::Signaled(sig) => sig & 0x7f,
+        }
+    }
+
+    /// The inverse of [`WaitStatus::to_raw`].
+    pub(crate) fn from_raw(raw: i32) -> WaitStatus {
+        if libc::WIFSIGNALED(raw) {
+            WaitStatus::Signaled(libc::WTERMSIG(raw))
+        } else {
+            WaitStatus::Exited(libc::WEXITSTATUS(raw))
+        }
+    }
+}
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn cvt_long(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// The result of [`fork`], seen from each side.
+pub(crate) enum Forked {
+    Parent(libc::pid_t),
+    Child,
+}
+
+/// `fork(2)`.
+///
+/// # Safety
+/// In the child of a multi-threaded parent only the calling thread exists; locks other threads
+/// held stay locked. The caller must do only fork-safe work in the child (see `process::start::fork`).
+pub(crate) unsafe fn fork() -> io::Result<Forked> {
+    // SAFETY: the caller upholds the contract above; fork itself has no memory-safety preconditions.
+    let pid = cvt(unsafe { libc::fork() })?;
+    Ok(if pid == 0 {
+        Forked::Child
+    } else {
+        Forked::Parent(pid)
+    })
+}
+
+/// Ends the calling process at once: no atexit handlers, no destructors (`_exit(2)`).
+pub(crate) fn exit_immediately(code: i32) -> ! {
+    // SAFETY: _exit is async-signal-safe and takes no pointers.
+    unsafe { libc::_exit(code) }
+}
+
+/// Sends `signal` to the calling process.
+pub(crate) fn raise_signal(signal: i32) {
+    // SAFETY: kill on our own pid with a valid signal number has no memory effects.
+    unsafe {
+        libc::kill(libc::getpid(), signal);
+    }
+}
+
+/// `pidfd_open(2)`: a descriptor that refers to process `pid` without PID-reuse races.
+pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: a plain syscall with integer arguments; on success it returns a new descriptor
+    // that nothing else owns.
+    let fd = cvt_long(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: `fd` was just returned by the kernel and is owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `pidfd_send_signal(2)`.
+pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
+    // SAFETY: the info pointer may be null; the fd is borrowed for the duration of the call.
+    cvt_long(unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    })?;
+    Ok(())
+}
+
+/// `waitid(P_PIDFD, …, WEXITED)`: reaps the child behind `pidfd`. With `block == false`,
+/// returns `Ok(None)` if it is still running.
+pub(crate) fn waitid_pidfd(pidfd: BorrowedFd<'_>, block: bool) -> io::Result<Option<WaitStatus>> {
+    let mut flags = libc::WEXITED;
+    if !block {
+        flags |= libc::WNOHANG;
+    }
+    loop {
+        // SAFETY: siginfo_t is plain old data; zeroed is a valid value and the kernel fills it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid, writable siginfo_t for the duration of the call.
+        let ret = unsafe {
+            libc::waitid(
+                P_PIDFD,
+                pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                flags,
+            )
+        };
+        if ret == -1 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        // SAFETY: after a successful waitid, si_pid and si_status are initialised (si_pid is
+        // 0 when WNOHANG found no state change).
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if pid == 0 {
+            return Ok(None);
+        }
+        return Ok(Some(match info.si_code {
+            libc::CLD_EXITED => WaitStatus::Exited(status),
+            _ => WaitStatus::Signaled(status),
+        }));
+    }
+}
+
+/// `waitpid(pid, WNOHANG)` for a child known by pid only (the forkserver's own children).
+pub(crate) fn waitpid_nohang(pid: libc::pid_t) -> io::Result<Option<WaitStatus>> {
+    let mut raw = 0;
+    loop {
+        // SAFETY: `raw` is a valid out-pointer for the duration of the call.
+        let ret = unsafe { libc::waitpid(pid, &mut raw, libc::WNOHANG) };
+        match ret {
+            0 => return Ok(None),
+            -1 => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+            _ => return Ok(Some(WaitStatus::from_raw(raw))),
+        }
+    }
+}
+
+/// Closes every descriptor from `first` upwards (`close_range(2)`).
+pub(crate) fn close_from(first: RawFd) {
+    // SAFETY: close_range only closes descriptors; callers use it in a fresh child where no
+    // Rust object owns the descriptors being closed, or forget those objects first.
+    unsafe {
+        libc::close_range(first as libc::c_uint, libc::c_uint::MAX, 0);
+    }
+}
+
+/// Closes a descriptor number that no Rust object owns (an inherited copy after `fork`).
+pub(crate) fn close_raw(fd: RawFd) {
+    // SAFETY: the caller guarantees that no live OwnedFd refers to `fd` in this process.
+    unsafe {
+        libc::close(fd);
+    }
+}
+
+/// Sets `SIGPIPE` to ignored, as the Rust runtime does before `main`; a re-executed child runs
+/// before that point and would otherwise die on a write to a closed pipe.
+pub(crate) fn ignore_sigpipe() {
+    // SAFETY: installing SIG_IGN has no memory-safety preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// Reads and removes an environment variable from the C environment. Used only before `main`
+/// in a freshly executed, single-threaded process, where nothing else touches the environment.
+pub(crate) fn take_env(name: &CStr) -> Option<String> {
+    // SAFETY: getenv returns a pointer into the environment, valid until the next change to it;
+    // we copy it before unsetenv. The process is single-threaded here (see above).
+    unsafe {
+        let value = libc::getenv(name.as_ptr());
+        if value.is_null() {
+            return None;
+        }
+        let owned = CStr::from_ptr(value).to_string_lossy().into_owned();
+        libc::unsetenv(name.as_ptr());
+        Some(owned)
+    }
+}
+
+/// Starts `exe` with `argv` and `envp` by `posix_spawn`, placing each `(from, to)` descriptor at
+/// `to` in the child and closing every other descriptor above the highest `to` (so unrelated,
+/// inheritable parent descriptors do not leak: CPython's `TestCloseFds`).
+pub(crate) fn spawn(
+    exe: &CStr,
+    argv: &[CString],
+    envp: &[CString],
+    fds: &[(BorrowedFd<'_>, RawFd)],
+) -> io::Result<libc::pid_t> {
+    let mut argv_ptrs: Vec<*mut libc::c_char> =
+        argv.iter().map(|s| s.as_ptr() as *mut _).collect();
+    argv_ptrs.push(std::ptr::null_mut());
+    let mut envp_ptrs: Vec<*mut libc::c_char> =
+        envp.iter().map(|s| s.as_ptr() as *mut _).collect();
+    envp_ptrs.push(std::ptr::null_mut());
+    let highest = fds.iter().map(|&(_, to)| to).max().unwrap_or(2);
+    // A source that already sits at a target number would be clobbered by an earlier dup2
+    // (or, at its own number, keep FD_CLOEXEC): move such sources above every target first.
+    let mut moved: Vec<OwnedFd> = Vec::new();
+    let mut sources: Vec<(RawFd, RawFd)> = Vec::with_capacity(fds.len());
+    for &(from, to) in fds {
+        if from.as_raw_fd() <= highest {
+            let copy = nix::fcntl::fcntl(from, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(highest + 1))?;
+            // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+            moved.push(unsafe { OwnedFd::from_raw_fd(copy) });
+            sources.push((copy, to));
+        } else {
+            sources.push((from.as_raw_fd(), to));
+        }
+    }
+
+    // SAFETY: the file-actions object is initialised before use and destroyed on every path;
+    // all pointers passed to posix_spawn (exe, argv, envp) stay alive until it returns, and the
+    // borrowed descriptors outlive the call.
+    unsafe {
+        let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        let ret = libc::posix_spawn_file_actions_init(&mut actions);
+        if ret != 0 {
+            return Err(io::Error::from_raw_os_error(ret));
+        }
+        let mut ret = 0;
+        for &(from, to) in &sources {
+            if ret == 0 {
+                ret = libc::posix_spawn_file_actions_adddup2(&mut actions, from, to);
+            }
+        }
+        if ret == 0 {
+            ret = libc::posix_spawn_file_actions_addclosefrom_np(&mut actions, highest + 1);
+        }
+        let mut pid = 0;
+        if ret == 0 {
+            ret = libc::posix_spawn(
+                &mut pid,
+                exe.as_ptr(),
+                &actions,
+                std::ptr::null(),
+                argv_ptrs.as_ptr(),
+                envp_ptrs.as_ptr(),
+            );
+        }
+        libc::posix_spawn_file_actions_destroy(&mut actions);
+        drop(moved);
+        if ret != 0 {
+            return Err(io::Error::from_raw_os_error(ret));
+        }
+        Ok(pid)
+    }
+}
+
+/// Takes ownership of a descriptor number handed to this process at start-up.
+///
+/// # Safety
+/// `fd` must be open and owned by nothing else in this process.
+pub(crate) unsafe fn own_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: guaranteed by the caller.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Moves `fd` to descriptor number `target` (`dup2`, then closes the original).
+///
+/// # Safety
+/// Whatever owned `target` before must never be used or dropped again: the caller is a fresh
+/// child that is about to run the bootstrap and `_exit`.
+pub(crate) unsafe fn move_fd(fd: OwnedFd, target: RawFd) -> OwnedFd {
+    use std::os::fd::IntoRawFd;
+    let raw = fd.into_raw_fd();
+    if raw != target {
+        // SAFETY: both are valid descriptor numbers; ownership of `raw` was released above and
+        // the caller guarantees `target` is free to take over.
+        unsafe {
+            libc::dup2(raw, target);
+            libc::close(raw);
+        }
+    }
+    // SAFETY: `target` now refers to the moved socket, owned by no one else (see above).
+    unsafe { OwnedFd::from_raw_fd(target) }
+}
+
+/// Whether `fd` is an open descriptor.
+#[cfg(test)]
+pub(crate) fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only queries the descriptor table.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+/// A connected pair of `AF_UNIX`, `SOCK_STREAM` sockets, close-on-exec.
+pub(crate) fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?)
+}
+
+/// A pipe, both ends close-on-exec.
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+}
+
+/// Writes all of `parts` to the socket, attaching `fds` to the first byte. Retries on `EINTR`;
+/// never raises `SIGPIPE` (a closed peer is `EPIPE`).
+pub(crate) fn send_all(fd: BorrowedFd<'_>, parts: &[&[u8]], fds: &[RawFd]) -> io::Result<()> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut sent = 0usize;
+    let mut fds_pending = !fds.is_empty();
+    while sent < total || fds_pending {
+        let slices = remaining_slices(parts, sent);
+        let rights = [ControlMessage::ScmRights(fds)];
+        let cmsgs: &[ControlMessage] = if fds_pending { &rights } else { &[] };
+        match sendmsg::<()>(
+            fd.as_raw_fd(),
+            &slices,
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(n) => {
+                sent += n;
+                fds_pending = false;
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn remaining_slices<'a>(parts: &[&'a [u8]], mut skip: usize) -> Vec<IoSlice<'a>> {
+    let mut out = Vec::with_capacity(parts.len());
+    for part in parts {
+        if skip >= part.len() {
+            skip -= part.len();
+            continue;
+        }
+        out.push(IoSlice::new(&part[skip..]));
+        skip = 0;
+    }
+    out
+}
+
+/// Reads up to `buf.len()` bytes with `recvmsg`, collecting any descriptors attached to them
+/// into `fds` (received close-on-exec). Returns the byte count; 0 means end of stream.
+pub(crate) fn recv_with_fds(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    cmsg_space: &mut Vec<u8>,
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    loop {
+        let mut iov = [IoSliceMut::new(buf)];
+        match recvmsg::<()>(
+            fd.as_raw_fd(),
+            &mut iov,
+            Some(cmsg_space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => {
+                if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+                    return Err(io::Error::other(
+                        "more descriptors arrived than one message may carry",
+                    ));
+                }
+                for cmsg in msg.cmsgs()? {
+                    if let ControlMessageOwned::ScmRights(raw) = cmsg {
+                        // SAFETY: descriptors received by SCM_RIGHTS are new in this process
+                        // and owned by no one else.
+                        fds.extend(raw.into_iter().map(|r| unsafe { OwnedFd::from_raw_fd(r) }));
+                    }
+                }
+                return Ok(msg.bytes);
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A buffer large enough for the control message of [`MAX_FDS_PER_MESSAGE`] descriptors.
+pub(crate) fn cmsg_buffer() -> Vec<u8> {
+    nix::cmsg_space!([RawFd; MAX_FDS_PER_MESSAGE])
+}
+
+/// Reads exactly `buf.len()` bytes. `Ok(false)` if the stream ended before the first byte;
+/// `UnexpectedEof` if it ended part-way.
+pub(crate) fn read_exact(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<bool> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match nix::unistd::read(fd, &mut buf[filled..]) {
+            Ok(0) if filled == 0 => return Ok(false),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => filled += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(true)
+}
+
+/// Reads exactly `len` more bytes, appending them to `out` without zero-filling first.
+pub(crate) fn read_exact_into_vec(
+    fd: BorrowedFd<'_>,
+    out: &mut Vec<u8>,
+    len: usize,
+) -> io::Result<()> {
+    out.try_reserve_exact(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "message too large to buffer"))?;
+    let end = out.len() + len;
+    while out.len() < end {
+        let want = end - out.len();
+        let spare = &mut out.spare_capacity_mut()[..want];
+        // SAFETY: `spare` is writable memory owned by `out`; read writes at most spare.len()
+        // bytes into it, and we only extend the length by the count the kernel reports.
+        let n = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+        match n {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            -1 => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+            // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
+            n => unsafe { out.set_len(out.len() + n as usize) },
+        }
+    }
+    Ok(())
+}
+
+/// Waits until `fd` is readable (data, end of stream, or a process exit for a pidfd) or the
+/// deadline passes. `None` waits for ever. Retries on `EINTR` with the time that is left.
+pub(crate) fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Result<bool> {
+    loop {
+        let timeout_ms: libc::c_int = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                // Round up so that a sub-millisecond remainder still waits.
+                let ms = left.as_micros().div_ceil(1000);
+                ms.min(libc::c_int::MAX as u128) as libc::c_int
+            }
+        };
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, count 1.
+        let ret = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        match ret {
+            -1 => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+            0 => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(false);
+                }
+            }
+            _ => return Ok(true),
+        }
+    }
+}
+
+/// Polls several descriptors for readability; returns the indices that are ready.
+pub(crate) fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<usize>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `pfds` is a valid array of pollfd of the given length.
+    let ret = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+    if ret == -1 {
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::Interrupted {
+            return Ok(Vec::new());
+        }
+        return Err(err);
+    }
+    Ok(pfds
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.revents != 0)
+        .map(|(i, _)| i)
+        .collect())
+}
+
+/// The identity of the running executable, to check that a re-executed child is the same
+/// binary as its parent: (device, inode, size, mtime seconds, mtime nanoseconds) of
+/// `/proc/self/exe`. rustc emits no build-id of its own (DESIGN §9).
+pub(crate) fn exe_identity() -> io::Result<[i64; 5]> {
+    let st = nix::sys::stat::stat("/proc/self/exe")?;
+    Ok([
+        st.st_dev as i64,
+        st.st_ino as i64,
+        st.st_size,
+        st.st_mtime,
+        st.st_mtime_nsec,
+    ])
+}
+
+/// This process's id.
+pub(crate) fn getpid() -> libc::pid_t {
+    nix::unistd::getpid().as_raw()
+}
+
+/// The OS parent's id.
+pub(crate) fn getppid() -> libc::pid_t {
+    nix::unistd::getppid().as_raw()
+}
