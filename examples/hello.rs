@@ -23,14 +23,21 @@ fn shout(conn: Connection) -> usize {
 }
 
 fn main() -> Result<(), multiproc::Error> {
-    println!("parent pid {} ({})", std::process::id(), current_process().name);
+    println!(
+        "parent pid {} ({})",
+        std::process::id(),
+        current_process().name
+    );
 
     for (i, method) in StartMethod::all().into_iter().enumerate() {
         let n = 10 * (i as u64 + 1);
         let mut child = Process::builder().start_method(method).spawn(work, n)?;
         let (pid, name, sum) = child.join()?;
         assert_eq!(pid, child.pid());
-        println!("{method:>10}: child pid {pid} ({name}) says 1²+…+{n}² = {sum}, exit code {:?}", child.exitcode());
+        println!(
+            "{method:>10}: child pid {pid} ({name}) says 1²+…+{n}² = {sum}, exit code {:?}",
+            child.exitcode()
+        );
     }
 
     let (here, there) = Pipe::new()?;
@@ -40,6 +47,10 @@ fn main() -> Result<(), multiproc::Error> {
         println!("sent {word:?}, got back {:?}", here.recv::<String>()?);
     }
     drop(here);
-    println!("pipe child {} answered {} messages", child.pid(), child.join()?);
+    println!(
+        "pipe child {} answered {} messages",
+        child.pid(),
+        child.join()?
+    );
     Ok(())
 }

@@ -14,8 +14,10 @@
 //! the marker, removes it from the environment at once (so it never leaks into a grandchild or
 //! a later program), runs the child side and `_exit`s: the program's `main` — or the test
 //! harness — never starts in the child, so there is no fork bomb and no setup call. The marker
-//! names the parent's pid; a marker left over from elsewhere (its pid is not our parent) is
-//! ignored and `main` runs normally. The same constructor starts the forkserver.
+//! carries a nonce that the bootstrap message must repeat; a marker that reached a process
+//! multiproc did not start (no bootstrap socket at descriptor 3) stops it with a message
+//! saying to unset the variable, rather than letting `main` run as if nothing happened. The
+//! same constructor starts the forkserver.
 //!
 //! Inside the constructor the Rust runtime has not run its own start-up; we read the marker
 //! from the C environment, set `SIGPIPE` to ignored as the runtime would, and flush stdout and
@@ -153,57 +155,132 @@ fn pre_main() {
         return;
     };
     let fields: Vec<&str> = marker.split(':').collect();
-    let parent: Option<i32> = fields.get(1).and_then(|p| p.parse().ok());
-    if parent != Some(sys::getppid()) {
-        // Left over from another process tree (e.g. exported by hand): not for us.
+    // Once the marker is present `main` must never run, or a child that cannot bootstrap
+    // would run the parent's program again (a fork bomb, CPython's TestNoForkBomb). The
+    // parent pid in the marker is not a check: a parent may exit between starting a child
+    // and the child's first instruction (the child is then an orphan that must still run).
+    // The nonce, repeated in the bootstrap message, is the check; a marker that did not come
+    // from a multiproc parent finds no socket at descriptor 3 and fails loudly.
+    if !sys::is_socket(CHILD_FD) {
         let _ = writeln!(
             std::io::stderr(),
-            "multiproc: ignoring {MARKER_NAME}={marker}: it was not set by this process's parent"
+            "multiproc: {MARKER_NAME}={marker} is set, but this process was not started by \
+             multiproc (no bootstrap socket at descriptor {CHILD_FD}); unset {MARKER_NAME}"
         );
-        return;
+        sys::exit_immediately(1)
     }
     sys::ignore_sigpipe();
     match (fields[0], fields.get(2).and_then(|n| n.parse::<u64>().ok())) {
         ("child", Some(nonce)) => {
-            // SAFETY: the parent placed our socket at CHILD_FD with posix_spawn; nothing else
-            // in this fresh process owns it.
+            // SAFETY: the parent placed our socket at CHILD_FD with posix_spawn (checked to
+            // be a socket above); nothing else in this fresh process owns it.
             let conn = unsafe { sys::own_fd(CHILD_FD) };
             run(conn, Some(nonce))
         }
-        ("forkserver", Some(_)) => {
+        ("forkserver", Some(_)) if sys::fd_is_open(ALIVE_FD) => {
             // SAFETY: as above, for the control socket and the alive pipe.
             let (control, alive) = unsafe { (sys::own_fd(CHILD_FD), sys::own_fd(ALIVE_FD)) };
             crate::process::start::forkserver::serve(control, alive)
         }
         _ => {
-            let _ = writeln!(std::io::stderr(), "multiproc: malformed {MARKER_NAME}={marker}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "multiproc: malformed {MARKER_NAME}={marker}"
+            );
             sys::exit_immediately(1)
         }
     }
 }
 
-/// The child side, for every start method: read the bootstrap message from `socket`, run the
-/// function, send the outcome, exit. `expected_nonce` is the nonce from a spawn marker.
+/// Everything a child needs to run its function. A fork child gets it straight from the
+/// parent's memory; a spawn or forkserver child rebuilds it from the bootstrap message.
+pub(crate) struct ChildJob {
+    pub(crate) trampoline: Trampoline,
+    pub(crate) function: usize,
+    /// The pickled arguments, and the descriptors of the handles inside them.
+    pub(crate) args: Vec<u8>,
+    pub(crate) args_offset: usize,
+    pub(crate) fds: FdTable,
+    pub(crate) identity: Identity,
+    /// The read end of the parent's alive pipe (a daemon watches it).
+    pub(crate) alive: OwnedFd,
+}
+
+/// Whether the child is a copy of a parent that may have had other threads (fork): then it
+/// must not take locks that such threads could have held (stdout, the panic hook).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// Forked from the program itself.
+    Forked,
+    /// Re-executed, or forked from the single-threaded forkserver.
+    Fresh,
+}
+
+/// The child side of spawn and forkserver: read the bootstrap message from `socket`, then run
+/// the job. `expected_nonce` is the nonce from a spawn marker.
 pub(crate) fn run(socket: OwnedFd, expected_nonce: Option<u64>) -> ! {
     let conn = Connection::from_fd(socket);
-    let (code, failure) = match receive_and_run(&conn, expected_nonce) {
-        Ok((code, outcome)) => (code, send_outcome(&conn, outcome).err()),
-        Err(failure) => {
-            let _ = send_outcome(&conn, Outcome::Failed(Failure::Refused(failure.clone())));
-            (1, Some(Error::InvalidArgument(failure)))
+    match receive_job(&conn, expected_nonce) {
+        Ok(job) => run_job(conn, job, Origin::Fresh),
+        Err(reason) => {
+            let _ = send_outcome(&conn, Outcome::Failed(Failure::Refused(reason.clone())));
+            let _ = writeln!(
+                std::io::stderr(),
+                "multiproc child {}: {reason}",
+                sys::getpid()
+            );
+            sys::exit_immediately(1)
         }
+    }
+}
+
+/// Runs the function, sends the outcome on `conn`, and exits: 0 after a result, 1 after a
+/// panic or any other failure (CPython's code for an uncaught exception).
+pub(crate) fn run_job(conn: Connection, job: ChildJob, origin: Origin) -> ! {
+    let ChildJob {
+        trampoline,
+        function,
+        args,
+        args_offset,
+        mut fds,
+        identity,
+        alive,
+    } = job;
+    let daemon = identity.daemon;
+    runtime::install_child(identity);
+    if daemon {
+        watch_parent(alive);
+    } else {
+        drop(alive);
+    }
+    if origin == Origin::Fresh {
+        // Swapping the hook takes a lock that a thread of a forked parent may have held.
+        install_panic_hook();
+    }
+    let outcome = trampoline(function, &args[args_offset..], &mut fds);
+    drop(args);
+    let code = match outcome {
+        Outcome::Returned(..) => 0,
+        Outcome::Failed(_) => 1,
     };
-    if let Some(err) = failure {
-        let _ = writeln!(std::io::stderr(), "multiproc child {}: {err}", sys::getpid());
+    match send_outcome(&conn, outcome) {
+        // A parent that dropped our handle no longer wants the result: not an error.
+        Ok(()) | Err(Error::Disconnected) => {}
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "multiproc child {}: {e}", sys::getpid());
+        }
     }
     drop(conn);
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
+    if origin == Origin::Fresh {
+        // Rust's stdout is line-buffered: only a partial last line can be pending. In a fork
+        // child the stdout lock may be held by a thread that no longer exists, so it is left.
+        let _ = std::io::stdout().flush();
+    }
     sys::exit_immediately(code)
 }
 
-/// Returns the exit code and the outcome, or why the function could not be run at all.
-fn receive_and_run(conn: &Connection, expected_nonce: Option<u64>) -> Result<(i32, Outcome), String> {
+/// Reads and checks the bootstrap message.
+fn receive_job(conn: &Connection, expected_nonce: Option<u64>) -> Result<ChildJob, String> {
     let (frame, fds) = conn
         .recv_raw()
         .map_err(|e| format!("no bootstrap message from the parent: {e}"))?;
@@ -226,29 +303,24 @@ fn receive_and_run(conn: &Connection, expected_nonce: Option<u64>) -> Result<(i3
                 .into(),
         );
     }
-    runtime::install_child(Identity {
-        name: header.name,
-        daemon: header.daemon,
-        parent_pid: Some(header.parent_pid as u32),
-        start_method: Some(header.start_method),
-    });
-    if header.daemon {
-        watch_parent(header.alive.0);
-    } else {
-        drop(header.alive);
-    }
-    install_panic_hook();
     // SAFETY: the address is that of a `Trampoline` in this same executable (identity checked
     // above): the parent computed the offset from `trampoline::<A, R> as Trampoline`.
     let trampoline =
         unsafe { std::mem::transmute::<usize, Trampoline>(address_at(header.trampoline)) };
-    let outcome = trampoline(address_at(header.function), &frame[4 + header_len..], &mut table);
-    let code = match outcome {
-        Outcome::Failed(Failure::Panicked { .. }) => 1,
-        Outcome::Failed(_) => 1,
-        Outcome::Returned(..) => 0,
-    };
-    Ok((code, outcome))
+    Ok(ChildJob {
+        trampoline,
+        function: address_at(header.function),
+        args: frame,
+        args_offset: 4 + header_len,
+        fds: table,
+        identity: Identity {
+            name: header.name,
+            daemon: header.daemon,
+            parent_pid: Some(header.parent_pid as u32),
+            start_method: Some(header.start_method),
+        },
+        alive: header.alive.0,
+    })
 }
 
 fn send_outcome(conn: &Connection, outcome: Outcome) -> Result<(), Error> {

@@ -29,6 +29,11 @@ impl FdTable {
     pub(crate) fn new(fds: Vec<OwnedFd>) -> FdTable {
         FdTable(fds.into_iter().map(Some).collect())
     }
+
+    /// The descriptors not taken yet, in order.
+    pub(crate) fn into_fds(self) -> Vec<OwnedFd> {
+        self.0.into_iter().flatten().collect()
+    }
 }
 
 thread_local! {
@@ -37,10 +42,7 @@ thread_local! {
 }
 
 /// Pickles `value`, appending the descriptors of any handles inside it to `fds`.
-pub(crate) fn encode_in<T: Serialize>(
-    value: &T,
-    fds: &mut Vec<OwnedFd>,
-) -> Result<Vec<u8>, Error> {
+pub(crate) fn encode_in<T: Serialize>(value: &T, fds: &mut Vec<OwnedFd>) -> Result<Vec<u8>, Error> {
     let previous = OUTGOING.with(|t| t.replace(Some(std::mem::take(fds))));
     let result = serde_pickle::to_vec(value, serde_pickle::SerOptions::new());
     let table = OUTGOING.with(|t| t.replace(previous));
@@ -84,7 +86,10 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
 
 /// Serializes a descriptor as an index into the outgoing side table (a duplicate goes in the
 /// table; the caller keeps its own).
-pub(crate) fn serialize_fd<S: Serializer>(fd: BorrowedFd<'_>, serializer: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_fd<S: Serializer>(
+    fd: BorrowedFd<'_>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     let index = OUTGOING.with(|t| -> Result<usize, String> {
         let mut table = t.borrow_mut();
         let table = table.as_mut().ok_or_else(|| {
@@ -111,7 +116,9 @@ pub(crate) fn serialize_fd<S: Serializer>(fd: BorrowedFd<'_>, serializer: S) -> 
 }
 
 /// The inverse of [`serialize_fd`]: takes the descriptor back out of the incoming table.
-pub(crate) fn deserialize_fd<'de, D: Deserializer<'de>>(deserializer: D) -> Result<OwnedFd, D::Error> {
+pub(crate) fn deserialize_fd<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<OwnedFd, D::Error> {
     let index = u64::deserialize(deserializer)?;
     INCOMING.with(|t| {
         let mut table = t.borrow_mut();
@@ -155,7 +162,9 @@ mod tests {
         let mut table = FdTable::new(fds);
         let (n, h): (u32, Handle) = decode_in(&bytes, &mut table).unwrap();
         assert_eq!(n, 7);
-        assert!(crate::sys::fd_is_open(std::os::fd::AsRawFd::as_raw_fd(&h.0)));
+        assert!(crate::sys::fd_is_open(std::os::fd::AsRawFd::as_raw_fd(
+            &h.0
+        )));
     }
 
     #[test]

@@ -39,6 +39,7 @@ struct Endpoint {
 
 impl Endpoint {
     fn new(fd: OwnedFd) -> Endpoint {
+        sys::track_fd(fd.as_raw_fd());
         Endpoint {
             fd,
             send_lock: Mutex::new(()),
@@ -137,6 +138,14 @@ impl Endpoint {
         // A timeout too large to add to `now` waits for ever.
         let deadline = Instant::now().checked_add(timeout);
         sys::wait_readable(self.fd.as_fd(), deadline).map_err(Error::os("poll"))
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        // Before the descriptor closes (the field drops after this body), so that whoever
+        // gets the number next is tracked correctly.
+        sys::untrack_fd(self.fd.as_raw_fd());
     }
 }
 
@@ -325,10 +334,7 @@ macro_rules! receiving_methods {
         /// [`Error::BufferTooShort`] holding the whole message if it does not fit (nothing is
         /// lost; the next message is read normally), [`Error::Disconnected`], [`Error::Closed`].
         pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize, Error> {
-            self.end
-                .as_ref()
-                .ok_or(Error::Closed)?
-                .recv_frame_into(buf)
+            self.end.as_ref().ok_or(Error::Closed)?.recv_frame_into(buf)
         }
 
         /// Whether a message (or end of stream) is waiting, waiting up to `timeout` for one;
@@ -356,6 +362,20 @@ macro_rules! common_methods {
                 self.end.is_none()
             }
 
+            /// Another handle on the same end (a `dup` of the descriptor), e.g. to give one copy to
+            /// each of several children. The peer sees end of stream only when every copy is
+            /// closed.
+            ///
+            /// # Errors
+            /// [`Error::Closed`] after `close`, [`Error::Os`] if `dup` fails.
+            pub fn try_clone(&self) -> Result<$ty, Error> {
+                let end = self.end.as_ref().ok_or(Error::Closed)?;
+                let fd = end.fd.try_clone().map_err(Error::os("dup"))?;
+                Ok($ty {
+                    end: Some(Endpoint::new(fd)),
+                })
+            }
+
             /// The underlying descriptor, for `poll`/`select` loops; `None` once closed.
             pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
                 self.end.as_ref().map(|e| e.fd.as_fd())
@@ -369,7 +389,10 @@ macro_rules! common_methods {
                         .debug_struct(stringify!($ty))
                         .field("fd", &e.fd.as_raw_fd())
                         .finish(),
-                    None => f.debug_struct(stringify!($ty)).field("closed", &true).finish(),
+                    None => f
+                        .debug_struct(stringify!($ty))
+                        .field("closed", &true)
+                        .finish(),
                 }
             }
         }

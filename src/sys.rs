@@ -18,6 +18,51 @@ use nix::sys::socket::{
 /// The most descriptors one message may carry (the kernel's `SCM_MAX_FD`).
 pub(crate) const MAX_FDS_PER_MESSAGE: usize = 253;
 
+/// Descriptors below this number can be tracked by [`track_fd`].
+const TRACKED_FD_LIMIT: usize = 1 << 16;
+/// One bit per descriptor number: set while a connection end (or another crate handle) owns it.
+static TRACKED_FDS: [std::sync::atomic::AtomicU64; TRACKED_FD_LIMIT / 64] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; TRACKED_FD_LIMIT / 64];
+
+/// Records that a crate handle owns `fd`, so that a forked child can close its inherited copy
+/// ([`close_tracked_fds`]). Descriptors numbered 65536 and above are not tracked.
+pub(crate) fn track_fd(fd: RawFd) {
+    if let Ok(i) = usize::try_from(fd) {
+        if i < TRACKED_FD_LIMIT {
+            TRACKED_FDS[i / 64].fetch_or(1 << (i % 64), std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+}
+
+/// Forgets `fd`; call before closing it, so a new owner of the number is never untracked.
+pub(crate) fn untrack_fd(fd: RawFd) {
+    if let Ok(i) = usize::try_from(fd) {
+        if i < TRACKED_FD_LIMIT {
+            TRACKED_FDS[i / 64].fetch_and(!(1 << (i % 64)), std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+}
+
+/// In a freshly forked child: closes every tracked descriptor except `keep`. Async-signal-safe
+/// (atomics and `close` only).
+pub(crate) fn close_tracked_fds(keep: RawFd) {
+    for (word_index, word) in TRACKED_FDS.iter().enumerate() {
+        // Read first: writing every word would touch (and copy) pages for nothing.
+        if word.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            continue;
+        }
+        let mut bits = word.swap(0, std::sync::atomic::Ordering::AcqRel);
+        while bits != 0 {
+            let bit = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let fd = (word_index * 64 + bit) as RawFd;
+            if fd != keep {
+                close_raw(fd);
+            }
+        }
+    }
+}
+
 /// `idtype_t` value for `waitid` on a pidfd (linux/wait.h); the libc crate does not export it.
 const P_PIDFD: libc::idtype_t = 3;
 
@@ -135,14 +180,8 @@ pub(crate) fn waitid_pidfd(pidfd: BorrowedFd<'_>, block: bool) -> io::Result<Opt
         // SAFETY: siginfo_t is plain old data; zeroed is a valid value and the kernel fills it.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: `info` is a valid, writable siginfo_t for the duration of the call.
-        let ret = unsafe {
-            libc::waitid(
-                P_PIDFD,
-                pidfd.as_raw_fd() as libc::id_t,
-                &mut info,
-                flags,
-            )
-        };
+        let ret =
+            unsafe { libc::waitid(P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, flags) };
         if ret == -1 {
             let err = io::Error::last_os_error();
             if err.kind() == io::ErrorKind::Interrupted {
@@ -233,11 +272,9 @@ pub(crate) fn spawn(
     envp: &[CString],
     fds: &[(BorrowedFd<'_>, RawFd)],
 ) -> io::Result<libc::pid_t> {
-    let mut argv_ptrs: Vec<*mut libc::c_char> =
-        argv.iter().map(|s| s.as_ptr() as *mut _).collect();
+    let mut argv_ptrs: Vec<*mut libc::c_char> = argv.iter().map(|s| s.as_ptr() as *mut _).collect();
     argv_ptrs.push(std::ptr::null_mut());
-    let mut envp_ptrs: Vec<*mut libc::c_char> =
-        envp.iter().map(|s| s.as_ptr() as *mut _).collect();
+    let mut envp_ptrs: Vec<*mut libc::c_char> = envp.iter().map(|s| s.as_ptr() as *mut _).collect();
     envp_ptrs.push(std::ptr::null_mut());
     let highest = fds.iter().map(|&(_, to)| to).max().unwrap_or(2);
     // A source that already sits at a target number would be clobbered by an earlier dup2
@@ -322,8 +359,16 @@ pub(crate) unsafe fn move_fd(fd: OwnedFd, target: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(target) }
 }
 
+/// Whether `fd` is an open socket.
+pub(crate) fn is_socket(fd: RawFd) -> bool {
+    // SAFETY: fstat writes into a zeroed, properly sized stat buffer.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
+    }
+}
+
 /// Whether `fd` is an open descriptor.
-#[cfg(test)]
 pub(crate) fn fd_is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD only queries the descriptor table.
     unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
@@ -354,13 +399,7 @@ pub(crate) fn send_all(fd: BorrowedFd<'_>, parts: &[&[u8]], fds: &[RawFd]) -> io
         let slices = remaining_slices(parts, sent);
         let rights = [ControlMessage::ScmRights(fds)];
         let cmsgs: &[ControlMessage] = if fds_pending { &rights } else { &[] };
-        match sendmsg::<()>(
-            fd.as_raw_fd(),
-            &slices,
-            cmsgs,
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        ) {
+        match sendmsg::<()>(fd.as_raw_fd(), &slices, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
             Ok(n) => {
                 sent += n;
                 fds_pending = false;
@@ -390,7 +429,7 @@ fn remaining_slices<'a>(parts: &[&'a [u8]], mut skip: usize) -> Vec<IoSlice<'a>>
 pub(crate) fn recv_with_fds(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
-    cmsg_space: &mut Vec<u8>,
+    cmsg_space: &mut [u8],
     fds: &mut Vec<OwnedFd>,
 ) -> io::Result<usize> {
     loop {
@@ -510,7 +549,29 @@ pub(crate) fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io
     }
 }
 
-/// Polls several descriptors for readability; returns the indices that are ready.
+/// Waits until at least one of `fds` is readable or the deadline passes (`None`: for ever);
+/// returns the indices that are ready (empty on timeout). Retries on `EINTR`.
+pub(crate) fn wait_any_readable(
+    fds: &[RawFd],
+    deadline: Option<Instant>,
+) -> io::Result<Vec<usize>> {
+    loop {
+        let timeout_ms = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+            }
+        };
+        let ready = poll_readable(fds, timeout_ms)?;
+        if !ready.is_empty() || deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(ready);
+        }
+    }
+}
+
+/// Polls several descriptors for readability; returns the indices that are ready (none if
+/// interrupted by a signal).
 pub(crate) fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<usize>> {
     let mut pfds: Vec<libc::pollfd> = fds
         .iter()
@@ -554,9 +615,4 @@ pub(crate) fn exe_identity() -> io::Result<[i64; 5]> {
 /// This process's id.
 pub(crate) fn getpid() -> libc::pid_t {
     nix::unistd::getpid().as_raw()
-}
-
-/// The OS parent's id.
-pub(crate) fn getppid() -> libc::pid_t {
-    nix::unistd::getppid().as_raw()
 }

@@ -6,7 +6,7 @@ pub(crate) mod start;
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::bootstrap::{self, Failure, Header, Report, Trampoline};
+use crate::bootstrap::{self, ChildJob, Failure, Header, Report, Trampoline};
 use crate::codec::{self, FdTable, Handle};
 use crate::connection::Connection;
 use crate::sys::{self, WaitStatus};
 use crate::Error;
 use child::ChildShared;
+use runtime::Identity;
 
 /// How a child process is started (CPython's start methods).
 ///
@@ -85,7 +86,11 @@ impl StartMethod {
     /// assert_eq!(multiproc::StartMethod::all().len(), 3);
     /// ```
     pub fn all() -> [StartMethod; 3] {
-        [StartMethod::Forkserver, StartMethod::Spawn, StartMethod::Fork]
+        [
+            StartMethod::Forkserver,
+            StartMethod::Spawn,
+            StartMethod::Fork,
+        ]
     }
 
     fn to_u8(self) -> u8 {
@@ -296,36 +301,47 @@ impl Builder {
 
         // Everything that can fail on the caller's input fails here, before a process exists.
         let mut fds: Vec<OwnedFd> = Vec::new();
-        let args_bytes = codec::encode_in(&args, &mut fds)?;
-        drop(args);
-        let nonce = new_nonce();
+        let args = codec::encode_in(&args, &mut fds)?;
         let alive = rt
             .alive_reader()
             .and_then(|fd| fd.try_clone_to_owned())
             .map_err(Error::os("pipe"))?;
-        let header = Header {
-            nonce,
-            exe: sys::exe_identity().map_err(Error::os("stat /proc/self/exe"))?,
-            trampoline: bootstrap::offset_of(bootstrap::trampoline::<A, R> as Trampoline as usize),
-            function: bootstrap::offset_of(f as usize),
-            name: name.clone(),
-            daemon,
-            parent_pid: rt.pid(),
-            start_method: method,
-            alive: Handle(alive),
+        let job = ChildJob {
+            trampoline: bootstrap::trampoline::<A, R> as Trampoline,
+            function: f as usize,
+            args,
+            args_offset: 0,
+            fds: FdTable::new(fds),
+            identity: Identity {
+                name: name.clone(),
+                daemon,
+                parent_pid: Some(rt.pid() as u32),
+                start_method: Some(method),
+            },
+            alive,
         };
-        let header_bytes = codec::encode_in(&header, &mut fds)?;
-        drop(header);
-
         let (parent_end, child_end) = sys::stream_pair().map_err(Error::os("socketpair"))?;
+        let conn = Connection::from_fd(parent_end);
         let started = match method {
-            StartMethod::Fork => {
-                let mut close_in_child = vec![parent_end.as_raw_fd()];
-                close_in_child.extend(fds.iter().map(AsRawFd::as_raw_fd));
-                start::fork::start(child_end, &close_in_child)?
+            StartMethod::Fork => start::fork::start(child_end, &conn, job)?,
+            StartMethod::Spawn | StartMethod::Forkserver => {
+                let nonce = new_nonce();
+                let message = BootstrapMessage::new(job, nonce)?;
+                let started = if method == StartMethod::Spawn {
+                    start::spawn::start(child_end, nonce)?
+                } else {
+                    start::forkserver::start(rt, child_end)?
+                };
+                if let Err(e) = message.send(&conn) {
+                    // The child cannot run without its message: do not leave it waiting.
+                    let _ = sys::pidfd_send_signal(started.pidfd.as_fd(), libc::SIGKILL);
+                    if method == StartMethod::Spawn {
+                        let _ = sys::waitid_pidfd(started.pidfd.as_fd(), true);
+                    }
+                    return Err(e);
+                }
+                started
             }
-            StartMethod::Spawn => start::spawn::start(child_end, nonce)?,
-            StartMethod::Forkserver => start::forkserver::start(rt, child_end)?,
         };
         let child = Arc::new(ChildShared::new(
             started.pid,
@@ -335,19 +351,6 @@ impl Builder {
             daemon,
         ));
         rt.register(child.clone());
-
-        let conn = Connection::from_fd(parent_end);
-        let header_len = (header_bytes.len() as u32).to_le_bytes();
-        match conn.send_parts(&[&header_len, &header_bytes, &args_bytes], &fds) {
-            // A child that died before reading its message is reported by `join`.
-            Ok(()) | Err(Error::Disconnected) => {}
-            Err(e) => {
-                let _ = child.signal(libc::SIGKILL);
-                let _ = child.wait(None);
-                rt.unregister(child.pid());
-                return Err(e);
-            }
-        }
         Ok(Process {
             child,
             conn: Some(conn),
@@ -357,6 +360,50 @@ impl Builder {
             args_type: std::any::type_name::<A>(),
             _result: PhantomData,
         })
+    }
+}
+
+/// The bootstrap message of a spawn or forkserver child, encoded before the child exists.
+struct BootstrapMessage {
+    header: Vec<u8>,
+    args: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+impl BootstrapMessage {
+    fn new(job: ChildJob, nonce: u64) -> Result<BootstrapMessage, Error> {
+        let ChildJob {
+            trampoline,
+            function,
+            args,
+            fds,
+            identity,
+            alive,
+            ..
+        } = job;
+        let mut fds = fds.into_fds();
+        let header = Header {
+            nonce,
+            exe: sys::exe_identity().map_err(Error::os("stat /proc/self/exe"))?,
+            trampoline: bootstrap::offset_of(trampoline as usize),
+            function: bootstrap::offset_of(function),
+            name: identity.name,
+            daemon: identity.daemon,
+            parent_pid: identity.parent_pid.map_or(0, |p| p as i32),
+            start_method: identity.start_method.unwrap_or(StartMethod::Spawn),
+            alive: Handle(alive),
+        };
+        let header = codec::encode_in(&header, &mut fds)?;
+        Ok(BootstrapMessage { header, args, fds })
+    }
+
+    fn send(&self, conn: &Connection) -> Result<(), Error> {
+        let header_len = (self.header.len() as u32).to_le_bytes();
+        match conn.send_parts(&[&header_len, &self.header, &self.args], &self.fds) {
+            // A child that died before reading its message is reported by `join`.
+            Ok(()) | Err(Error::Disconnected) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -506,7 +553,6 @@ impl<R> Process<R> {
             .signal(libc::SIGKILL)
             .map_err(Error::os("pidfd_send_signal"))
     }
-
 }
 
 impl<R: DeserializeOwned> Process<R> {
@@ -535,15 +581,7 @@ impl<R: DeserializeOwned> Process<R> {
             return Err(Error::AlreadyJoined { pid: self.pid() });
         }
         if let Some(conn) = &self.conn {
-            let fd = conn.as_fd().ok_or(Error::Closed)?;
-            if !sys::wait_readable(fd, deadline).map_err(Error::os("poll"))? {
-                return Err(Error::Timeout);
-            }
-            // The child writes its report in one go right before exiting: read it whole.
-            self.report = match conn.recv_raw() {
-                Ok((frame, fds)) => Some(bootstrap::parse_report(frame, fds)?),
-                Err(_) => None,
-            };
+            self.report = await_report(conn, &self.child, deadline)?;
             self.conn = None;
         }
         let status = match self.child.wait(deadline).map_err(Error::os("waitid"))? {
@@ -594,6 +632,40 @@ impl<R> Drop for Process<R> {
         } else {
             runtime::runtime().unregister(self.child.pid());
         }
+    }
+}
+
+/// Waits for the child's report or for its end, whichever comes first, and reads the report
+/// if there is one. Waiting on the end too matters: a stray copy of the child's socket in some
+/// other process (one forked meanwhile) would delay end of stream after a kill, but cannot
+/// delay the exit. A child writes its whole report before it exits, so once it has exited the
+/// report is either in the socket already or was never sent.
+fn await_report(
+    conn: &Connection,
+    child: &ChildShared,
+    deadline: Option<Instant>,
+) -> Result<Option<Report>, Error> {
+    let conn_fd = conn.as_fd().ok_or(Error::Closed)?;
+    loop {
+        let watched = [conn_fd.as_raw_fd(), child.ready_fd().as_raw_fd()];
+        let ready = sys::wait_any_readable(&watched, deadline).map_err(Error::os("poll"))?;
+        if ready.is_empty() {
+            return Err(Error::Timeout);
+        }
+        let report_waiting = ready.contains(&0)
+            || (child.try_status().is_some()
+                && sys::wait_readable(conn_fd, Some(Instant::now())).map_err(Error::os("poll"))?);
+        if report_waiting {
+            return match conn.recv_raw() {
+                Ok((frame, fds)) => bootstrap::parse_report(frame, fds).map(Some),
+                Err(_) => Ok(None),
+            };
+        }
+        if child.try_status().is_some() {
+            return Ok(None);
+        }
+        // Only the forkserver's status socket spoke: the server died. `ready_fd` is now the
+        // child's pidfd; wait again.
     }
 }
 

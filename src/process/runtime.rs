@@ -144,7 +144,11 @@ impl Runtime {
         if self.alive.set((r, w)).is_ok() {
             ALIVE_WRITE_FD.store(raw_w, Ordering::Release);
         }
-        Ok(self.alive.get().map(|(r, _)| r.as_fd()).expect("alive pipe was just set"))
+        Ok(self
+            .alive
+            .get()
+            .map(|(r, _)| r.as_fd())
+            .expect("alive pipe was just set"))
     }
 
     pub(crate) fn register(&self, child: Arc<ChildShared>) {
@@ -172,10 +176,7 @@ impl Runtime {
     /// lingers as a zombie.
     pub(crate) fn reap_later(&'static self, child: Arc<ChildShared>) {
         let sender = self.reaper.get_or_init(|| Mutex::new(self.start_reaper()));
-        let sent = sender
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(child);
+        let sent = sender.lock().unwrap_or_else(|e| e.into_inner()).send(child);
         if sent.is_ok() {
             if let Some(wake) = self.reaper_wake.get() {
                 let _ = sys::send_all(wake.as_fd(), &[&[1]], &[]);
@@ -224,7 +225,11 @@ fn reaper_loop(
         fds.extend(pending.iter().map(|c| c.ready_fd().as_raw_fd()));
         // With nothing pending, sleep until woken; otherwise also wake now and then in case a
         // forkserver died and a child must be watched by its pidfd instead.
-        let timeout = if pending.is_empty() && wake.is_some() { -1 } else { 1000 };
+        let timeout = if pending.is_empty() && wake.is_some() {
+            -1
+        } else {
+            1000
+        };
         let ready = sys::poll_readable(&fds, timeout).unwrap_or_default();
         if let (Some(w), true) = (&wake, ready.contains(&0)) {
             let mut drain = [0u8; 64];

@@ -7,29 +7,46 @@
 //! (`runtime::after_fork_in_child`, atomics and `close` only), closes its copies of the
 //! parent's ends, and reads its bootstrap message. What `f` does is then the caller's business,
 //! which is why fork is the fast, use-with-care method and not the default.
+//!
+//! Unlike CPython's fork children, ours close their inherited copies of the parent's
+//! connection ends before reading the bootstrap message (the crate tracks which descriptors
+//! its handles own). Otherwise a child would hold a copy of the very end its parent uses to
+//! talk to it, and would never see `Disconnected` when the parent drops that end. Other
+//! inherited descriptors (files, sockets the program opened) stay open, as fork promises.
 
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::super::runtime;
 use super::super::Started;
+use crate::bootstrap::{self, ChildJob, Origin};
+use crate::connection::Connection;
 use crate::sys::{self, Forked};
-use crate::{bootstrap, Error};
+use crate::Error;
 
-/// Forks a child that will run its bootstrap from `child_end`. `close_in_child` are the
-/// parent's descriptors the child must not keep (its end of the socket, the handle copies
-/// being sent), so that end of stream means what it should.
-pub(crate) fn start(child_end: OwnedFd, close_in_child: &[RawFd]) -> Result<Started, Error> {
+/// Forks a child that runs `job` straight from memory and reports on `child_end`. `parent_end`
+/// is the parent's end of the same socket, which the child must not keep.
+pub(crate) fn start(
+    child_end: OwnedFd,
+    parent_end: &Connection,
+    job: ChildJob,
+) -> Result<Started, Error> {
     // SAFETY: the child runs only fork-safe code until the user's function (module docs).
     match unsafe { sys::fork() }.map_err(Error::os("fork"))? {
         Forked::Child => {
             runtime::after_fork_in_child();
-            for &fd in close_in_child {
-                sys::close_raw(fd);
+            // The parent's connection ends are not ours: a peer must see end of stream when
+            // the parent drops its end, which our inherited copy would prevent (a common hang
+            // with CPython's fork). The handles meant for us are the duplicates in `job`,
+            // which are not tracked.
+            sys::close_tracked_fds(child_end.as_raw_fd());
+            if let Some(fd) = parent_end.as_fd() {
+                sys::close_raw(fd.as_raw_fd());
             }
-            bootstrap::run(child_end, None)
+            bootstrap::run_job(Connection::from_fd(child_end), job, Origin::Forked)
         }
         Forked::Parent(pid) => {
             drop(child_end);
+            drop(job);
             let pidfd = sys::pidfd_open(pid).map_err(Error::os("pidfd_open"))?;
             Ok(Started {
                 pid,

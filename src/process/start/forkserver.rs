@@ -129,10 +129,8 @@ impl Drop for Server {
     fn drop(&mut self) {
         // Closing the control socket tells the server to exit; reap it so no zombie is left.
         // If it does not go within a second, kill it.
-        let _ = nix::sys::socket::shutdown(
-            self.control.as_raw_fd(),
-            nix::sys::socket::Shutdown::Both,
-        );
+        let _ =
+            nix::sys::socket::shutdown(self.control.as_raw_fd(), nix::sys::socket::Shutdown::Both);
         let deadline = Instant::now() + Duration::from_secs(1);
         if !sys::wait_readable(self.pidfd.as_fd(), Some(deadline)).unwrap_or(false) {
             let _ = sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);

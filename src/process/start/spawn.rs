@@ -15,8 +15,13 @@ use crate::{sys, Error};
 /// Re-executes this binary as a child that will read its bootstrap from `child_end`.
 pub(crate) fn start(child_end: OwnedFd, nonce: u64) -> Result<Started, Error> {
     let env = environment_with(format!("child:{}:{nonce}", sys::getpid()));
-    let pid = sys::spawn(SELF_EXE, &child_argv(), &env, &[(child_end.as_fd(), CHILD_FD)])
-        .map_err(Error::os("posix_spawn"))?;
+    let pid = sys::spawn(
+        SELF_EXE,
+        &child_argv(),
+        &env,
+        &[(child_end.as_fd(), CHILD_FD)],
+    )
+    .map_err(Error::os("posix_spawn"))?;
     drop(child_end);
     let pidfd = sys::pidfd_open(pid).map_err(Error::os("pidfd_open"))?;
     Ok(Started {

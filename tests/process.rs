@@ -1,0 +1,556 @@
+//! Tests for `Process`: lifecycle, exit status, start methods, typed errors.
+//!
+//! Behaviours ported from CPython's `Lib/test/_test_multiprocessing.py` cite the original
+//! (`CPython: _TestProcess.test_process`) and the row of shared/CATALOGUE.md. Each body runs
+//! under fork, spawn and forkserver (`each_method!`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use common::{eventually, sleep_ms, with};
+use multiproc::{
+    active_children, current_process, current_start_method, parent_pid, Connection, Error, Pipe,
+    Process, SendEnd, StartMethod,
+};
+use serde::{Deserialize, Serialize};
+
+fn noop(_: ()) {}
+
+fn double(x: i64) -> i64 {
+    x * 2
+}
+
+fn nap(ms: u64) {
+    sleep_ms(ms)
+}
+
+fn whoami(_: ()) -> (u32, String, bool, Option<u32>, Option<StartMethod>) {
+    let me = current_process();
+    (
+        me.pid,
+        me.name,
+        me.daemon,
+        parent_pid(),
+        current_start_method(),
+    )
+}
+
+#[test]
+fn smoke() {
+    let mut p = Process::spawn(double, 21).unwrap();
+    assert_eq!(p.join().unwrap(), 42);
+}
+
+each_method! {
+    /// CATALOGUE PROC-01. CPython: `_TestProcess.test_process`.
+    fn lifecycle(method: StartMethod) {
+        let mut p = with(method).spawn(nap, 300).unwrap();
+        assert!(p.is_alive());
+        assert_eq!(p.exitcode(), None);
+        assert!(active_children().iter().any(|c| c.pid == p.pid()));
+        p.join().unwrap();
+        assert!(!p.is_alive());
+        assert_eq!(p.exitcode(), Some(0));
+        assert!(!active_children().iter().any(|c| c.pid == p.pid()));
+        assert_eq!(p.start_method(), method);
+    }
+}
+
+type Shapes = (
+    u64,
+    String,
+    Vec<i32>,
+    BTreeMap<String, i32>,
+    Option<i32>,
+    (bool, f64),
+);
+
+fn echo_shapes(x: Shapes) -> Shapes {
+    x
+}
+
+each_method! {
+    /// CATALOGUE PROC-02 and acceptance scenario 12. CPython: `_TestProcess.test_process`,
+    /// `test_args_argument` (bpo-45735).
+    fn arguments_round_trip(method: StartMethod) {
+        let value: Shapes = (
+            i64::MAX as u64,
+            "héllo".to_string(),
+            vec![1, 2, 3],
+            BTreeMap::from([("a".to_string(), 1)]),
+            None,
+            (true, 2.5),
+        );
+        let mut p = with(method).spawn(echo_shapes, value.clone()).unwrap();
+        assert_eq!(p.join().unwrap(), value);
+    }
+}
+
+each_method! {
+    /// The child sees the name and pid the parent reports, and knows its parent and method.
+    /// CATALOGUE PROC-02, PROC-15, START-01. CPython: `_TestProcess.test_process`,
+    /// `test_parent_process_attributes`, `TestStartMethod.test_context`.
+    fn child_identity(method: StartMethod) {
+        let mut p = with(method).name("custom-name").spawn(whoami, ()).unwrap();
+        let (pid, name, daemon, parent, started_by) = p.join().unwrap();
+        assert_eq!(pid, p.pid());
+        assert_eq!(name, "custom-name");
+        assert_eq!(p.name(), "custom-name");
+        assert!(!daemon);
+        assert_eq!(parent, Some(std::process::id()));
+        assert_eq!(started_by, Some(method));
+    }
+}
+
+/// CATALOGUE PROC-03. CPython: `_TestProcess.test_current`,
+/// `test_parent_process_attributes` (the main process has no parent).
+#[test]
+fn current_process_in_main() {
+    let me = current_process();
+    assert_eq!(me.pid, std::process::id());
+    assert_eq!(me.name, "MainProcess");
+    assert!(!me.daemon);
+    assert_eq!(parent_pid(), None);
+    assert_eq!(current_start_method(), None);
+}
+
+/// Default names are numbered per parent, as in CPython (`Process-N`).
+#[test]
+fn default_names() {
+    let mut a = Process::spawn(noop, ()).unwrap();
+    assert!(a.name().starts_with("Process-"), "{}", a.name());
+    a.join().unwrap();
+}
+
+fn daemon_flags(method: StartMethod) -> (bool, bool, bool) {
+    let mut inherited = with(method).spawn(whoami, ()).unwrap();
+    let mut set_false = with(method).daemon(false).spawn(whoami, ()).unwrap();
+    let mut set_true = with(method).daemon(true).spawn(whoami, ()).unwrap();
+    (
+        inherited.join().unwrap().2,
+        set_false.join().unwrap().2,
+        set_true.join().unwrap().2,
+    )
+}
+
+each_method! {
+    /// CATALOGUE PROC-04. CPython: `_TestProcess.test_daemon_argument`: the flag defaults
+    /// to the creator's own and can be set either way.
+    fn daemon_argument(method: StartMethod) {
+        assert_eq!(daemon_flags(method), (false, false, true));
+        // In a daemon child, children default to daemon.
+        let mut p = with(method).daemon(true).spawn(daemon_flags, method).unwrap();
+        assert_eq!(p.join().unwrap(), (true, false, true));
+    }
+}
+
+each_method! {
+    /// CATALOGUE PROC-05, EXIT-01. CPython: `_TestProcess.test_terminate`.
+    fn join_timeout_and_terminate(method: StartMethod) {
+        let mut p = with(method).spawn(nap, 60_000).unwrap();
+        let start = Instant::now();
+        assert!(matches!(p.join_timeout(Duration::ZERO), Err(Error::Timeout)));
+        assert!(matches!(p.join_timeout(Duration::from_millis(100)), Err(Error::Timeout)));
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        assert!(p.is_alive());
+        p.terminate().unwrap();
+        match p.join() {
+            Err(Error::Signaled { signal, pid }) => {
+                assert_eq!(signal, libc::SIGTERM);
+                assert_eq!(pid, p.pid());
+            }
+            other => panic!("expected SIGTERM, got {other:?}"),
+        }
+        assert_eq!(p.exitcode(), Some(-15));
+        // Terminating a finished child is harmless.
+        p.terminate().unwrap();
+        assert!(matches!(p.join(), Err(Error::AlreadyJoined { .. })));
+    }
+}
+
+each_method! {
+    /// CATALOGUE EXIT-02. CPython: `_TestProcess.test_kill`.
+    fn kill(method: StartMethod) {
+        let mut p = with(method).spawn(nap, 60_000).unwrap();
+        p.kill().unwrap();
+        assert!(matches!(p.join(), Err(Error::Signaled { signal: 9, .. })));
+        assert_eq!(p.exitcode(), Some(-9));
+    }
+}
+
+fn exit_with(code: i32) {
+    std::process::exit(code)
+}
+
+fn boom(n: u32) -> u32 {
+    panic!("boom {n}")
+}
+
+each_method! {
+    /// A panic, an `exit(3)`, a SIGKILL: each its own typed error. CATALOGUE EXIT-03, EXIT-04,
+    /// EXIT-05 and acceptance scenario 11. CPython: `_TestSubclassingProcess.test_sys_exit`,
+    /// `test_stderr_flush`, gh-74774.
+    fn exit_statuses(method: StartMethod) {
+        let mut normal = with(method).spawn(noop, ()).unwrap();
+        let mut three = with(method).spawn(exit_with, 3).unwrap();
+        let mut eight = with(method).spawn(exit_with, 8).unwrap();
+        let mut zero = with(method).spawn(exit_with, 0).unwrap();
+        let mut panics = with(method).spawn(boom, 42).unwrap();
+        let mut killed = with(method).spawn(nap, 60_000).unwrap();
+        killed.kill().unwrap();
+
+        normal.join().unwrap();
+        assert_eq!(normal.exitcode(), Some(0));
+
+        assert!(matches!(three.join(), Err(Error::Exited { code: 3, .. })));
+        assert_eq!(three.exitcode(), Some(3));
+        assert!(matches!(eight.join(), Err(Error::Exited { code: 8, .. })));
+        assert_eq!(eight.exitcode(), Some(8));
+        // exit(0) before returning: the exit code is 0, but there is no result.
+        assert!(matches!(zero.join(), Err(Error::Exited { code: 0, .. })));
+        assert_eq!(zero.exitcode(), Some(0));
+
+        match panics.join() {
+            Err(Error::Panicked { message, location, pid }) => {
+                assert_eq!(message, "boom 42");
+                assert_eq!(pid, panics.pid());
+                // A fork child leaves the panic hook alone (its lock may have been held by a
+                // parent thread), so only the other methods know the location.
+                if method == StartMethod::Fork {
+                    assert_eq!(location, None);
+                } else {
+                    let location = location.expect("panic location");
+                    assert!(location.contains("process.rs"), "{location}");
+                }
+            }
+            other => panic!("expected a panic, got {other:?}"),
+        }
+        assert_eq!(panics.exitcode(), Some(1));
+
+        assert!(matches!(killed.join(), Err(Error::Signaled { signal: 9, .. })));
+        assert_eq!(killed.exitcode(), Some(-9));
+    }
+}
+
+each_method! {
+    /// CATALOGUE PROC-06. CPython: `_TestProcess.test_active_children`.
+    fn active_children_lists_running_children(method: StartMethod) {
+        let mut p = with(method).spawn(nap, 200).unwrap();
+        let pid = p.pid();
+        assert!(active_children().iter().any(|c| c.pid == pid));
+        // Without join: active_children itself reaps the finished child.
+        assert!(eventually(Duration::from_secs(10), || {
+            !active_children().iter().any(|c| c.pid == pid)
+        }));
+        assert_eq!(p.exitcode(), Some(0));
+        p.join().unwrap();
+    }
+}
+
+/// A node of the process tree: reports its id, then starts two children one after the other.
+fn tree_node((report, id, method): (SendEnd, Vec<u8>, StartMethod)) {
+    report.send(&id).unwrap();
+    if id.len() < 2 {
+        for i in 0..2u8 {
+            let mut child_id = id.clone();
+            child_id.push(i);
+            let args = (report.try_clone().unwrap(), child_id, method);
+            with(method).spawn(tree_node, args).unwrap().join().unwrap();
+        }
+    }
+}
+
+each_method! {
+    /// Children start children: a 3-level tree reports its 7 ids depth first through one
+    /// shared pipe. CATALOGUE PROC-07. CPython: `_TestProcess.test_recursion`.
+    fn recursion(method: StartMethod) {
+        let (rx, tx) = Pipe::one_way().unwrap();
+        with(method).spawn(tree_node, (tx, vec![], method)).unwrap().join().unwrap();
+        let mut ids = Vec::new();
+        while let Ok(id) = rx.recv_timeout::<Vec<u8>>(Duration::from_secs(10)) {
+            ids.push(id);
+            if ids.len() == 7 {
+                break;
+            }
+        }
+        let expected: Vec<Vec<u8>> =
+            vec![vec![], vec![0], vec![0, 0], vec![0, 1], vec![1], vec![1, 0], vec![1, 1]];
+        assert_eq!(ids, expected);
+    }
+}
+
+fn poll_fd(fd: i32, timeout_ms: i32) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut pfd, 1, timeout_ms) == 1 }
+}
+
+each_method! {
+    /// The sentinel is a pollable descriptor: not ready while the child runs, ready after.
+    /// CATALOGUE PROC-08. CPython: `_TestProcess.test_sentinel`.
+    fn sentinel(method: StartMethod) {
+        let mut p = with(method).spawn(nap, 300).unwrap();
+        let fd = p.sentinel().as_raw_fd();
+        assert!(!poll_fd(fd, 0));
+        assert!(poll_fd(fd, 10_000));
+        p.join().unwrap();
+    }
+}
+
+each_method! {
+    /// 100 children at once all exit 0; 100 sleepers terminated at once all report -15.
+    /// CATALOGUE PROC-10. CPython: `_TestProcess.test_many_processes`.
+    fn many_processes(method: StartMethod) {
+        let mut quick: Vec<_> = (0..100).map(|i| with(method).spawn(double, i).unwrap()).collect();
+        for (i, p) in quick.iter_mut().enumerate() {
+            assert_eq!(p.join().unwrap(), 2 * i as i64);
+            assert_eq!(p.exitcode(), Some(0));
+        }
+        let mut sleepers: Vec<_> =
+            (0..100).map(|_| with(method).spawn(nap, 60_000).unwrap()).collect();
+        for p in &sleepers {
+            p.terminate().unwrap();
+        }
+        for p in &mut sleepers {
+            assert!(matches!(p.join(), Err(Error::Signaled { signal: 15, .. })));
+            assert_eq!(p.exitcode(), Some(-15));
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+enum Request {
+    Add(i64, i64),
+    Stop,
+}
+
+fn service(conn: Connection) -> u32 {
+    let mut served = 0;
+    loop {
+        match conn.recv::<Request>().unwrap() {
+            Request::Add(a, b) => conn.send(&(a + b)).unwrap(),
+            Request::Stop => return served,
+        }
+        served += 1;
+    }
+}
+
+each_method! {
+    /// A long-lived service child answers round trips until told to stop, then exits 0.
+    /// CATALOGUE PROC-11. CPython: `_TestSubclassingProcess.test_subclassing`.
+    fn service_child(method: StartMethod) {
+        let (here, there) = Pipe::new().unwrap();
+        let mut p = with(method).spawn(service, there).unwrap();
+        for i in 0..50 {
+            here.send(&Request::Add(i, 1)).unwrap();
+            assert_eq!(here.recv::<i64>().unwrap(), i + 1);
+        }
+        here.send(&Request::Stop).unwrap();
+        assert_eq!(p.join().unwrap(), 50);
+        assert_eq!(p.exitcode(), Some(0));
+    }
+}
+
+extern "C" fn on_sigusr1(_: libc::c_int) {}
+
+/// Runs in a child: installs a SIGUSR1 handler, has a thread signal the process while the
+/// main thread is blocked in `join`, and returns what `join` gave.
+fn join_under_signals(method: StartMethod) -> i64 {
+    // SAFETY: installing a handler that does nothing, without SA_RESTART so that blocking
+    // calls see EINTR.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_sigusr1 as extern "C" fn(libc::c_int) as usize;
+        libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut());
+    }
+    let me = std::process::id() as i32;
+    let mut p = with(method)
+        .spawn(
+            |ms: u64| {
+                sleep_ms(ms);
+                7i64
+            },
+            400,
+        )
+        .unwrap();
+    let pinger = std::thread::spawn(move || {
+        for _ in 0..10 {
+            sleep_ms(20);
+            // SAFETY: signalling our own process.
+            unsafe { libc::kill(me, libc::SIGUSR1) };
+        }
+    });
+    let result = p.join().unwrap();
+    pinger.join().unwrap();
+    result
+}
+
+each_method! {
+    /// `join` is not broken by a signal with a handler arriving while it waits.
+    /// CATALOGUE PROC-12. CPython: `_TestPollEintr.test_poll_eintr`.
+    fn join_survives_eintr(method: StartMethod) {
+        // The handler is installed in a child, not in the shared test process.
+        let mut p = with(method).spawn(join_under_signals, method).unwrap();
+        assert_eq!(p.join().unwrap(), 7);
+    }
+}
+
+/// CATALOGUE PROC-14. CPython: `_TestProcess.test_cpu_count`.
+#[test]
+fn cpu_count_is_positive() {
+    assert!(multiproc::cpu_count() >= 1);
+}
+
+/// CATALOGUE START-02, START-03. CPython: `TestStartMethod.test_set_get`,
+/// `test_get_all_start_methods`: all three exist and the default is not plain fork.
+#[test]
+fn start_methods() {
+    assert_eq!(multiproc::get_start_method(), StartMethod::Forkserver);
+    let all = StartMethod::all();
+    for m in [
+        StartMethod::Fork,
+        StartMethod::Spawn,
+        StartMethod::Forkserver,
+    ] {
+        assert!(all.contains(&m));
+    }
+    assert_eq!(StartMethod::Spawn.to_string(), "spawn");
+}
+
+fn relay((conn, method): (Connection, StartMethod)) -> String {
+    let mut grandchild = with(method)
+        .spawn(
+            |c: Connection| c.recv::<String>().unwrap() + " via grandchild",
+            conn,
+        )
+        .unwrap();
+    grandchild.join().unwrap()
+}
+
+each_method! {
+    /// A child hands what it received (a connection) on to its own child.
+    /// CATALOGUE START-04. CPython: `TestStartMethod.test_nested_startmethod` (gh-108520).
+    fn nested_handles(method: StartMethod) {
+        let (here, there) = Pipe::new().unwrap();
+        let mut p = with(method).spawn(relay, (there, method)).unwrap();
+        here.send(&"hello").unwrap();
+        assert_eq!(p.join().unwrap(), "hello via grandchild");
+    }
+}
+
+fn fd_is_open(fd: i32) -> bool {
+    // SAFETY: F_GETFD only queries the descriptor table.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+each_method! {
+    /// Spawn and forkserver children do not inherit unrelated descriptors, even ones without
+    /// close-on-exec; fork children do. CATALOGUE START-08. CPython: `TestCloseFds.test_closefd`.
+    fn unrelated_fds_do_not_leak(method: StartMethod) {
+        let file = std::fs::File::open("/proc/self/stat").unwrap();
+        // SAFETY: F_DUPFD (without CLOEXEC) returns a new descriptor numbered >= 600.
+        let fd = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_DUPFD, 600) };
+        assert!(fd >= 600);
+        let mut p = with(method).spawn(fd_is_open, fd).unwrap();
+        let open_in_child = p.join().unwrap();
+        // SAFETY: closing the duplicate made above, which nothing else owns.
+        unsafe { libc::close(fd) };
+        assert_eq!(open_in_child, method == StartMethod::Fork);
+    }
+}
+
+/// A type whose serialization always fails.
+#[derive(Debug, Deserialize)]
+struct BadSer;
+
+impl Serialize for BadSer {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("refuses to be pickled"))
+    }
+}
+
+fn takes_bad(_: BadSer) {}
+
+fn returns_bad(_: ()) -> BadSer {
+    BadSer
+}
+
+each_method! {
+    /// An argument that cannot be pickled is rejected before any process starts; a result
+    /// that cannot be pickled is a typed error naming its type. CATALOGUE BEYOND-04.
+    fn unserializable_values(method: StartMethod) {
+        let before = active_children().len();
+        match with(method).spawn(takes_bad, BadSer) {
+            Err(Error::Serialize { type_name, reason }) => {
+                assert!(type_name.contains("BadSer"), "{type_name}");
+                assert!(reason.contains("refuses to be pickled"), "{reason}");
+            }
+            other => panic!("expected Serialize, got {other:?}"),
+        }
+        assert!(active_children().len() <= before);
+        match with(method).spawn(returns_bad, ()).unwrap().join() {
+            Err(Error::Serialize { type_name, .. }) => assert!(type_name.contains("BadSer")),
+            other => panic!("expected Serialize, got {other:?}"),
+        }
+    }
+}
+
+fn returns_string(_: ()) -> String {
+    "not a number".into()
+}
+
+/// A result of the wrong shape is a typed error, not a panic. Two processes disagreeing on a
+/// type is only possible through the wire; here the child sends a string the parent reads as
+/// a number via a Connection.
+#[test]
+fn wrong_type_is_a_deserialize_error() {
+    let (a, b) = Pipe::new().unwrap();
+    let mut p = Process::spawn(|c: Connection| c.send(&returns_string(())).unwrap(), b).unwrap();
+    assert!(matches!(a.recv::<u64>(), Err(Error::Deserialize { .. })));
+    p.join().unwrap();
+}
+
+each_method! {
+    /// A closure that captures nothing is a plain `fn` and can be spawned.
+    fn non_capturing_closure(method: StartMethod) {
+        let mut p = with(method).spawn(|(a, b): (u8, u8)| a as u32 * b as u32, (200, 200)).unwrap();
+        assert_eq!(p.join().unwrap(), 40_000);
+    }
+}
+
+each_method! {
+    /// A handle dropped without join leaves the child running to completion.
+    fn dropped_handle_does_not_kill(method: StartMethod) {
+        let (rx, tx) = Pipe::one_way().unwrap();
+        drop(with(method).spawn(|tx: SendEnd| { sleep_ms(100); tx.send(&"done").unwrap() }, tx).unwrap());
+        assert_eq!(rx.recv_timeout::<String>(Duration::from_secs(10)).unwrap(), "done");
+    }
+}
+
+/// A bootstrap marker that reaches a process multiproc did not start stops it with a message
+/// naming the fix; the program's `main` (here: this test harness) never runs, so there is no
+/// fork bomb. CATALOGUE START-06. CPython: `TestNoForkBomb.test_noforkbomb`.
+#[test]
+fn stray_marker_never_runs_main() {
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .env("MULTIPROC_BOOTSTRAP", "child:1:12345")
+        .arg("--list")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("unset MULTIPROC_BOOTSTRAP"), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "main ran: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
