@@ -37,7 +37,7 @@ use std::sync::Mutex;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{self, FdTable, Handle};
+use crate::codec::{self, FdTable};
 use crate::connection::Connection;
 use crate::process::runtime::{self, Identity};
 use crate::process::StartMethod;
@@ -52,22 +52,88 @@ pub(crate) const ALIVE_FD: RawFd = 4;
 
 const TAG_RETURNED: u8 = 0;
 const TAG_FAILED: u8 = 1;
+/// The result is in a memfd, the last descriptor of the message.
+const TAG_RETURNED_IN_MEMFD: u8 = 2;
+
+/// Results up to this size travel inline in the report; larger ones in a memfd. Either way the
+/// report message stays small enough to sit in the socket buffer, so a child never blocks
+/// writing it and can always exit at once, and the parent waits for one event, the exit,
+/// instead of two (the report, then the exit): one wake-up fewer per process.
+const INLINE_RESULT_MAX: usize = 16 * 1024;
 
 /// What a child runs: decode the arguments, call `f`, encode the outcome.
 pub(crate) type Trampoline = fn(usize, &[u8], &mut FdTable) -> Outcome;
 
-/// What the parent tells the child, beside the arguments.
-#[derive(Debug, Serialize, Deserialize)]
+/// What the parent tells a spawn or forkserver child, beside the arguments. Encoded by hand
+/// (fixed-width little-endian fields, then the name) rather than pickled: the child decodes
+/// it before anything else, and serde-pickle's value tree would cost it allocations (each one a
+/// copy-on-write page fault in a forked child). The parent-alive pipe is the last descriptor
+/// of the message.
+#[derive(Debug, PartialEq)]
 pub(crate) struct Header {
     pub(crate) nonce: u64,
     pub(crate) exe: [i64; 5],
     pub(crate) trampoline: i64,
     pub(crate) function: i64,
-    pub(crate) name: String,
-    pub(crate) daemon: bool,
     pub(crate) parent_pid: i32,
+    pub(crate) daemon: bool,
     pub(crate) start_method: StartMethod,
-    pub(crate) alive: Handle,
+    pub(crate) name: String,
+}
+
+impl Header {
+    const FIXED: usize = 8 + 5 * 8 + 8 + 8 + 4 + 1 + 1 + 4;
+
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::FIXED + self.name.len());
+        out.extend_from_slice(&self.nonce.to_le_bytes());
+        for field in self.exe {
+            out.extend_from_slice(&field.to_le_bytes());
+        }
+        out.extend_from_slice(&self.trampoline.to_le_bytes());
+        out.extend_from_slice(&self.function.to_le_bytes());
+        out.extend_from_slice(&self.parent_pid.to_le_bytes());
+        out.push(self.daemon as u8);
+        out.push(self.start_method as u8);
+        out.extend_from_slice(&(self.name.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.name.as_bytes());
+        out
+    }
+
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Option<Header> {
+        let mut rest = bytes;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let (head, tail) = (rest.get(..n)?, rest.get(n..)?);
+            rest = tail;
+            Some(head)
+        };
+        let nonce = u64::from_le_bytes(take(8)?.try_into().ok()?);
+        let mut exe = [0i64; 5];
+        for field in &mut exe {
+            *field = i64::from_le_bytes(take(8)?.try_into().ok()?);
+        }
+        let trampoline = i64::from_le_bytes(take(8)?.try_into().ok()?);
+        let function = i64::from_le_bytes(take(8)?.try_into().ok()?);
+        let parent_pid = i32::from_le_bytes(take(4)?.try_into().ok()?);
+        let daemon = take(1)?[0] != 0;
+        let start_method = match take(1)?[0] {
+            m if m == StartMethod::Fork as u8 => StartMethod::Fork,
+            m if m == StartMethod::Spawn as u8 => StartMethod::Spawn,
+            _ => StartMethod::Forkserver,
+        };
+        let name_len = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+        let name = String::from_utf8(take(name_len)?.to_vec()).ok()?;
+        Some(Header {
+            nonce,
+            exe,
+            trampoline,
+            function,
+            parent_pid,
+            daemon,
+            start_method,
+            name,
+        })
+    }
 }
 
 /// Why a child produced no result.
@@ -115,8 +181,13 @@ pub(crate) fn trampoline<A: DeserializeOwned, R: Serialize>(
     };
     // SAFETY: `function` is the address of an `fn(A) -> R` in this same executable: the parent
     // took it from a value of that type, sent it together with the address of this very
-    // monomorphisation of the trampoline, and `run` verified the executable's identity first.
+    // monomorphisation of the trampoline, and `receive_job` verified the executable's identity.
     let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(function) };
+    call(f, args)
+}
+
+/// Runs `f(args)` under `catch_unwind` and encodes what came of it.
+pub(crate) fn call<A, R: Serialize>(f: fn(A) -> R, args: A) -> Outcome {
     match panic::catch_unwind(AssertUnwindSafe(move || f(args))) {
         Ok(result) => {
             let mut fds = Vec::new();
@@ -192,16 +263,10 @@ fn pre_main() {
     }
 }
 
-/// Everything a child needs to run its function. A fork child gets it straight from the
-/// parent's memory; a spawn or forkserver child rebuilds it from the bootstrap message.
-pub(crate) struct ChildJob {
-    pub(crate) trampoline: Trampoline,
-    pub(crate) function: usize,
-    /// The pickled arguments, and the descriptors of the handles inside them.
-    pub(crate) args: Vec<u8>,
-    pub(crate) args_offset: usize,
-    pub(crate) fds: FdTable,
-    pub(crate) identity: Identity,
+/// Who the child is, and its parent's alive pipe: what every child gets besides its work.
+pub(crate) struct ChildSetup {
+    pub(crate) runtime: runtime::Prepared,
+    pub(crate) daemon: bool,
     /// The read end of the parent's alive pipe (a daemon watches it).
     pub(crate) alive: OwnedFd,
 }
@@ -217,11 +282,15 @@ pub(crate) enum Origin {
 }
 
 /// The child side of spawn and forkserver: read the bootstrap message from `socket`, then run
-/// the job. `expected_nonce` is the nonce from a spawn marker.
+/// the function it names. `expected_nonce` is the nonce from a spawn marker.
 pub(crate) fn run(socket: OwnedFd, expected_nonce: Option<u64>) -> ! {
     let conn = Connection::from_fd(socket);
     match receive_job(&conn, expected_nonce) {
-        Ok(job) => run_job(conn, job, Origin::Fresh),
+        Ok((setup, trampoline, function, frame, args_offset, mut fds)) => {
+            run_job(conn, setup, Origin::Fresh, move || {
+                trampoline(function, &frame[args_offset..], &mut fds)
+            })
+        }
         Err(reason) => {
             let _ = send_outcome(&conn, Outcome::Failed(Failure::Refused(reason.clone())));
             let _ = writeln!(
@@ -234,31 +303,25 @@ pub(crate) fn run(socket: OwnedFd, expected_nonce: Option<u64>) -> ! {
     }
 }
 
-/// Runs the function, sends the outcome on `conn`, and exits: 0 after a result, 1 after a
-/// panic or any other failure (CPython's code for an uncaught exception).
-pub(crate) fn run_job(conn: Connection, job: ChildJob, origin: Origin) -> ! {
-    let ChildJob {
-        trampoline,
-        function,
-        args,
-        args_offset,
-        mut fds,
-        identity,
-        alive,
-    } = job;
-    let daemon = identity.daemon;
-    runtime::install_child(identity);
-    if daemon {
-        watch_parent(alive);
+/// Runs `work`, sends its outcome on `conn`, and exits: 0 after a result, 1 after a panic or
+/// any other failure (CPython's code for an uncaught exception).
+pub(crate) fn run_job(
+    conn: Connection,
+    setup: ChildSetup,
+    origin: Origin,
+    work: impl FnOnce() -> Outcome,
+) -> ! {
+    runtime::install_child(setup.runtime);
+    if setup.daemon {
+        watch_parent(setup.alive);
     } else {
-        drop(alive);
+        drop(setup.alive);
     }
     if origin == Origin::Fresh {
         // Swapping the hook takes a lock that a thread of a forked parent may have held.
         install_panic_hook();
     }
-    let outcome = trampoline(function, &args[args_offset..], &mut fds);
-    drop(args);
+    let outcome = work();
     let code = match outcome {
         Outcome::Returned(..) => 0,
         Outcome::Failed(_) => 1,
@@ -270,7 +333,6 @@ pub(crate) fn run_job(conn: Connection, job: ChildJob, origin: Origin) -> ! {
             let _ = writeln!(std::io::stderr(), "multiproc child {}: {e}", sys::getpid());
         }
     }
-    drop(conn);
     if origin == Origin::Fresh {
         // Rust's stdout is line-buffered: only a partial last line can be pending. In a fork
         // child the stdout lock may be held by a thread that no longer exists, so it is left.
@@ -279,9 +341,12 @@ pub(crate) fn run_job(conn: Connection, job: ChildJob, origin: Origin) -> ! {
     sys::exit_immediately(code)
 }
 
+/// What `receive_job` finds in a bootstrap message.
+type ReceivedJob = (ChildSetup, Trampoline, usize, Vec<u8>, usize, FdTable);
+
 /// Reads and checks the bootstrap message.
-fn receive_job(conn: &Connection, expected_nonce: Option<u64>) -> Result<ChildJob, String> {
-    let (frame, fds) = conn
+fn receive_job(conn: &Connection, expected_nonce: Option<u64>) -> Result<ReceivedJob, String> {
+    let (frame, mut fds) = conn
         .recv_raw()
         .map_err(|e| format!("no bootstrap message from the parent: {e}"))?;
     let header_len = frame
@@ -289,9 +354,8 @@ fn receive_job(conn: &Connection, expected_nonce: Option<u64>) -> Result<ChildJo
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
         .filter(|&n| frame.len() >= 4 + n)
         .ok_or("truncated bootstrap message")?;
-    let mut table = FdTable::new(fds);
-    let header: Header =
-        codec::decode_in(&frame[4..4 + header_len], &mut table).map_err(|e| e.to_string())?;
+    let header =
+        Header::from_bytes(&frame[4..4 + header_len]).ok_or("malformed bootstrap header")?;
     if expected_nonce.is_some_and(|n| n != header.nonce) {
         return Err("the bootstrap message does not match this child's marker".into());
     }
@@ -303,29 +367,45 @@ fn receive_job(conn: &Connection, expected_nonce: Option<u64>) -> Result<ChildJo
                 .into(),
         );
     }
+    let alive = fds
+        .pop()
+        .ok_or("the bootstrap message carries no alive pipe")?;
     // SAFETY: the address is that of a `Trampoline` in this same executable (identity checked
     // above): the parent computed the offset from `trampoline::<A, R> as Trampoline`.
     let trampoline =
         unsafe { std::mem::transmute::<usize, Trampoline>(address_at(header.trampoline)) };
-    Ok(ChildJob {
-        trampoline,
-        function: address_at(header.function),
-        args: frame,
-        args_offset: 4 + header_len,
-        fds: table,
-        identity: Identity {
+    let setup = ChildSetup {
+        daemon: header.daemon,
+        runtime: runtime::prepare(Identity {
             name: header.name,
             daemon: header.daemon,
             parent_pid: Some(header.parent_pid as u32),
             start_method: Some(header.start_method),
-        },
-        alive: header.alive.0,
-    })
+        }),
+        alive,
+    };
+    let function = address_at(header.function);
+    Ok((
+        setup,
+        trampoline,
+        function,
+        frame,
+        4 + header_len,
+        FdTable::new(fds),
+    ))
 }
 
 fn send_outcome(conn: &Connection, outcome: Outcome) -> Result<(), Error> {
     match outcome {
-        Outcome::Returned(bytes, fds) => conn.send_parts(&[&[TAG_RETURNED], &bytes], &fds),
+        Outcome::Returned(bytes, fds) if bytes.len() <= INLINE_RESULT_MAX => {
+            conn.send_parts(&[&[TAG_RETURNED], &bytes], &fds)
+        }
+        Outcome::Returned(bytes, mut fds) => {
+            let memfd = sys::memfd_with(c"multiproc-result", &bytes).map_err(Error::os("memfd"))?;
+            drop(bytes);
+            fds.push(memfd);
+            conn.send_parts(&[&[TAG_RETURNED_IN_MEMFD]], &fds)
+        }
         Outcome::Failed(failure) => {
             let bytes = codec::encode(&failure)?;
             conn.send_parts(&[&[TAG_FAILED], &bytes], &[])
@@ -378,9 +458,18 @@ pub(crate) enum Report {
 }
 
 /// Parses the child's message.
-pub(crate) fn parse_report(frame: Vec<u8>, fds: Vec<OwnedFd>) -> Result<Report, Error> {
+pub(crate) fn parse_report(frame: Vec<u8>, mut fds: Vec<OwnedFd>) -> Result<Report, Error> {
     match frame.first() {
         Some(&TAG_RETURNED) => Ok(Report::Returned(frame, fds)),
+        Some(&TAG_RETURNED_IN_MEMFD) => {
+            let memfd = fds.pop().ok_or_else(|| {
+                Error::InvalidArgument("the child's report lacks its result memfd".into())
+            })?;
+            // Keep a leading byte where the tag was, so the result starts at 1 as inline.
+            let mut whole = vec![TAG_RETURNED];
+            sys::read_whole_file(memfd.as_fd(), &mut whole).map_err(Error::os("read memfd"))?;
+            Ok(Report::Returned(whole, fds))
+        }
         Some(&TAG_FAILED) => Ok(Report::Failed(codec::decode(&frame[1..])?)),
         _ => Err(Error::InvalidArgument(
             "the child sent a malformed report".into(),

@@ -13,7 +13,7 @@
 //! every start method, fork included, so there is one mechanism to test.
 
 use std::cell::RefCell;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use serde::de::{DeserializeOwned, Error as _};
 use serde::ser::Error as _;
@@ -29,28 +29,51 @@ impl FdTable {
     pub(crate) fn new(fds: Vec<OwnedFd>) -> FdTable {
         FdTable(fds.into_iter().map(Some).collect())
     }
+}
 
-    /// The descriptors not taken yet, in order.
-    pub(crate) fn into_fds(self) -> Vec<OwnedFd> {
-        self.0.into_iter().flatten().collect()
-    }
+/// Where serialized handles go: duplicated into a table to send, or only noted (fork, where
+/// the child already has them).
+enum Outgoing {
+    Send(Vec<OwnedFd>),
+    Scan(Vec<RawFd>),
 }
 
 thread_local! {
-    static OUTGOING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
+    static OUTGOING: RefCell<Option<Outgoing>> = const { RefCell::new(None) };
     static INCOMING: RefCell<Option<FdTable>> = const { RefCell::new(None) };
 }
 
 /// Pickles `value`, appending the descriptors of any handles inside it to `fds`.
 pub(crate) fn encode_in<T: Serialize>(value: &T, fds: &mut Vec<OwnedFd>) -> Result<Vec<u8>, Error> {
-    let previous = OUTGOING.with(|t| t.replace(Some(std::mem::take(fds))));
-    let result = serde_pickle::to_vec(value, serde_pickle::SerOptions::new());
-    let table = OUTGOING.with(|t| t.replace(previous));
-    *fds = table.unwrap_or_default();
-    result.map_err(|e| Error::Serialize {
+    let previous = OUTGOING.with(|t| t.replace(Some(Outgoing::Send(std::mem::take(fds)))));
+    // Sized for a small value up front: growing from empty costs several reallocations.
+    let mut bytes = Vec::with_capacity(128);
+    let result = serde_pickle::to_writer(&mut bytes, value, serde_pickle::SerOptions::new());
+    if let Some(Outgoing::Send(table)) = OUTGOING.with(|t| t.replace(previous)) {
+        *fds = table;
+    }
+    result.map(|()| bytes).map_err(|e| serialize_error::<T>(e))
+}
+
+/// Checks that `value` pickles, without keeping the bytes, and lists the descriptors of the
+/// handles inside it (a fork child inherits them and must keep them open).
+pub(crate) fn scan_handles<T: Serialize>(value: &T) -> Result<Vec<RawFd>, Error> {
+    let previous = OUTGOING.with(|t| t.replace(Some(Outgoing::Scan(Vec::new()))));
+    let result =
+        serde_pickle::to_writer(&mut std::io::sink(), value, serde_pickle::SerOptions::new());
+    let scanned = OUTGOING.with(|t| t.replace(previous));
+    result.map_err(|e| serialize_error::<T>(e))?;
+    Ok(match scanned {
+        Some(Outgoing::Scan(fds)) => fds,
+        _ => Vec::new(),
+    })
+}
+
+fn serialize_error<T>(e: serde_pickle::Error) -> Error {
+    Error::Serialize {
         type_name: std::any::type_name::<T>(),
         reason: e.to_string(),
-    })
+    }
 }
 
 /// Unpickles a `T`, taking the descriptors of any handles inside it from `fds`.
@@ -97,17 +120,25 @@ pub(crate) fn serialize_fd<S: Serializer>(
              process: an argument of Process::spawn or a value given to Connection::send"
                 .to_string()
         })?;
-        if table.len() >= crate::sys::MAX_FDS_PER_MESSAGE {
-            return Err(format!(
-                "one message can carry at most {} OS handles",
-                crate::sys::MAX_FDS_PER_MESSAGE
-            ));
+        match table {
+            Outgoing::Scan(raw) => {
+                raw.push(fd.as_raw_fd());
+                Ok(raw.len() - 1)
+            }
+            Outgoing::Send(owned) => {
+                if owned.len() >= crate::sys::MAX_FDS_PER_MESSAGE {
+                    return Err(format!(
+                        "one message can carry at most {} OS handles",
+                        crate::sys::MAX_FDS_PER_MESSAGE
+                    ));
+                }
+                let dup = fd
+                    .try_clone_to_owned()
+                    .map_err(|e| format!("cannot duplicate the handle: {e}"))?;
+                owned.push(dup);
+                Ok(owned.len() - 1)
+            }
         }
-        let dup = fd
-            .try_clone_to_owned()
-            .map_err(|e| format!("cannot duplicate the handle: {e}"))?;
-        table.push(dup);
-        Ok(table.len() - 1)
     });
     match index {
         Ok(i) => serializer.serialize_newtype_struct("multiproc.Handle", &(i as u64)),
@@ -133,16 +164,19 @@ pub(crate) fn deserialize_fd<'de, D: Deserializer<'de>>(
     })
 }
 
-/// A descriptor that travels inside a pickled message.
+/// A descriptor that travels inside a pickled message (the shape every handle type follows).
+#[cfg(test)]
 #[derive(Debug)]
 pub(crate) struct Handle(pub(crate) OwnedFd);
 
+#[cfg(test)]
 impl Serialize for Handle {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serialize_fd(self.0.as_fd(), serializer)
+        serialize_fd(std::os::fd::AsFd::as_fd(&self.0), serializer)
     }
 }
 
+#[cfg(test)]
 impl<'de> Deserialize<'de> for Handle {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserialize_fd(deserializer).map(Handle)

@@ -33,8 +33,8 @@ const SHORT_FRAME_MAX: usize = 0x7fff_ffff;
 struct Endpoint {
     fd: OwnedFd,
     send_lock: Mutex<()>,
-    /// Held while a message is being read; holds the control-message buffer for `recvmsg`.
-    recv_lock: Mutex<Vec<u8>>,
+    /// Held while a message is being read, so that messages are read whole.
+    recv_lock: Mutex<()>,
 }
 
 impl Endpoint {
@@ -43,7 +43,7 @@ impl Endpoint {
         Endpoint {
             fd,
             send_lock: Mutex::new(()),
-            recv_lock: Mutex::new(Vec::new()),
+            recv_lock: Mutex::new(()),
         }
     }
 
@@ -59,18 +59,21 @@ impl Endpoint {
             header[4..].copy_from_slice(&(len as u64).to_be_bytes());
             &header[..]
         };
-        let mut all = Vec::with_capacity(parts.len() + 1);
-        all.push(header);
-        all.extend_from_slice(parts);
+        let mut all: [&[u8]; sys::MAX_PARTS] = [&[]; sys::MAX_PARTS];
+        all[0] = header;
+        for (slot, part) in all[1..].iter_mut().zip(parts) {
+            *slot = part;
+        }
+        debug_assert!(parts.len() < sys::MAX_PARTS);
         let _guard = self.send_lock.lock().unwrap_or_else(|e| e.into_inner());
-        sys::send_all(self.fd.as_fd(), &all, fds).map_err(connection_io("sendmsg"))
+        sys::send_all(self.fd.as_fd(), &all[..=parts.len()], fds).map_err(connection_io("sendmsg"))
     }
 
     /// Reads one whole message. `deadline` bounds the wait for its first byte.
     fn recv_frame(&self, deadline: Option<Instant>) -> Result<(Vec<u8>, Vec<OwnedFd>), Error> {
-        let mut cmsg = self.recv_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = self.recv_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut fds = Vec::new();
-        let len = self.read_header(&mut cmsg, deadline, &mut fds)?;
+        let len = self.read_header(deadline, &mut fds)?;
         let mut payload = Vec::new();
         sys::read_exact_into_vec(self.fd.as_fd(), &mut payload, len)
             .map_err(connection_io("read"))?;
@@ -80,9 +83,9 @@ impl Endpoint {
     /// Reads a message into `buf`; a message longer than `buf` is returned whole in
     /// [`Error::BufferTooShort`].
     fn recv_frame_into(&self, buf: &mut [u8]) -> Result<usize, Error> {
-        let mut cmsg = self.recv_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = self.recv_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut fds = Vec::new();
-        let len = self.read_header(&mut cmsg, None, &mut fds)?;
+        let len = self.read_header(None, &mut fds)?;
         if len > buf.len() {
             let mut whole = Vec::new();
             sys::read_exact_into_vec(self.fd.as_fd(), &mut whole, len)
@@ -99,7 +102,6 @@ impl Endpoint {
 
     fn read_header(
         &self,
-        cmsg: &mut Vec<u8>,
         deadline: Option<Instant>,
         fds: &mut Vec<OwnedFd>,
     ) -> Result<usize, Error> {
@@ -108,13 +110,11 @@ impl Endpoint {
         {
             return Err(Error::Timeout);
         }
-        if cmsg.is_empty() {
-            *cmsg = sys::cmsg_buffer();
-        }
+        let mut cmsg = [0u8; sys::CMSG_BUFFER];
         let mut header = [0u8; 4];
         let mut got = 0;
         while got < header.len() {
-            let n = sys::recv_with_fds(self.fd.as_fd(), &mut header[got..], cmsg, fds)
+            let n = sys::recv_with_fds(self.fd.as_fd(), &mut header[got..], &mut cmsg, fds)
                 .map_err(connection_io("recvmsg"))?;
             if n == 0 {
                 return Err(Error::Disconnected);

@@ -20,9 +20,27 @@ pub(crate) const MAX_FDS_PER_MESSAGE: usize = 253;
 
 /// Descriptors below this number can be tracked by [`track_fd`].
 const TRACKED_FD_LIMIT: usize = 1 << 16;
-/// One bit per descriptor number: set while a connection end (or another crate handle) owns it.
-static TRACKED_FDS: [std::sync::atomic::AtomicU64; TRACKED_FD_LIMIT / 64] =
-    [const { std::sync::atomic::AtomicU64::new(0) }; TRACKED_FD_LIMIT / 64];
+
+/// The state a forked child rewrites before anything else, packed at the start of one page so
+/// that the rewrite costs one copy-on-write fault instead of one per variable (each fault
+/// copies 4 KiB and costs microseconds on a VM).
+#[repr(C, align(4096))]
+pub(crate) struct ForkPage {
+    /// The per-process state (`process::runtime`), type-erased: this layer knows nothing above it.
+    pub(crate) runtime: std::sync::atomic::AtomicPtr<()>,
+    /// The write end of this process's parent-alive pipe, or -1.
+    pub(crate) alive_write_fd: std::sync::atomic::AtomicI32,
+    /// One bit per descriptor number: set while a connection end (or another crate handle)
+    /// owns it. The low numbers, the common ones, share the page with the fields above.
+    tracked: [std::sync::atomic::AtomicU64; TRACKED_FD_LIMIT / 64],
+}
+
+pub(crate) static FORK_PAGE: ForkPage = ForkPage {
+    runtime: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
+    alive_write_fd: std::sync::atomic::AtomicI32::new(-1),
+    tracked: [const { std::sync::atomic::AtomicU64::new(0) }; TRACKED_FD_LIMIT / 64],
+};
+static TRACKED_FDS: &[std::sync::atomic::AtomicU64] = &FORK_PAGE.tracked;
 
 /// Records that a crate handle owns `fd`, so that a forked child can close its inherited copy
 /// ([`close_tracked_fds`]). Descriptors numbered 65536 and above are not tracked.
@@ -43,9 +61,9 @@ pub(crate) fn untrack_fd(fd: RawFd) {
     }
 }
 
-/// In a freshly forked child: closes every tracked descriptor except `keep`. Async-signal-safe
-/// (atomics and `close` only).
-pub(crate) fn close_tracked_fds(keep: RawFd) {
+/// In a freshly forked child: closes every tracked descriptor except `keep` and `also_keep`.
+/// Async-signal-safe (atomics and `close` only).
+pub(crate) fn close_tracked_fds(keep: RawFd, also_keep: &[RawFd]) {
     for (word_index, word) in TRACKED_FDS.iter().enumerate() {
         // Read first: writing every word would touch (and copy) pages for nothing.
         if word.load(std::sync::atomic::Ordering::Acquire) == 0 {
@@ -56,7 +74,7 @@ pub(crate) fn close_tracked_fds(keep: RawFd) {
             let bit = bits.trailing_zeros() as usize;
             bits &= bits - 1;
             let fd = (word_index * 64 + bit) as RawFd;
-            if fd != keep {
+            if fd != keep && !also_keep.contains(&fd) {
                 close_raw(fd);
             }
         }
@@ -339,6 +357,31 @@ pub(crate) unsafe fn own_fd(fd: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
+/// A sealed-size anonymous file (`memfd_create`, close-on-exec) holding `data`.
+pub(crate) fn memfd_with(name: &CStr, data: &[u8]) -> io::Result<OwnedFd> {
+    // SAFETY: a plain syscall with a valid C string; on success it returns a new descriptor
+    // that nothing else owns.
+    let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
+    // SAFETY: `fd` was just returned by the kernel and is owned by no one else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut written = 0;
+    while written < data.len() {
+        match nix::unistd::write(&fd, &data[written..]) {
+            Ok(n) => written += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(fd)
+}
+
+/// Appends the whole content of a regular file (e.g. a memfd) to `out`, reading from offset 0.
+pub(crate) fn read_whole_file(fd: BorrowedFd<'_>, out: &mut Vec<u8>) -> io::Result<()> {
+    let size = nix::sys::stat::fstat(fd)?.st_size as usize;
+    nix::unistd::lseek(fd, 0, nix::unistd::Whence::SeekSet)?;
+    read_exact_into_vec(fd, out, size)
+}
+
 /// Moves `fd` to descriptor number `target` (`dup2`, then closes the original).
 ///
 /// # Safety
@@ -396,10 +439,18 @@ pub(crate) fn send_all(fd: BorrowedFd<'_>, parts: &[&[u8]], fds: &[RawFd]) -> io
     let mut sent = 0usize;
     let mut fds_pending = !fds.is_empty();
     while sent < total || fds_pending {
-        let slices = remaining_slices(parts, sent);
+        // On the stack: an allocation per message would cost more than the syscall saves.
+        let mut slices = [IoSlice::new(&[]); MAX_PARTS];
+        let count = remaining_slices(parts, sent, &mut slices);
         let rights = [ControlMessage::ScmRights(fds)];
         let cmsgs: &[ControlMessage] = if fds_pending { &rights } else { &[] };
-        match sendmsg::<()>(fd.as_raw_fd(), &slices, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+        match sendmsg::<()>(
+            fd.as_raw_fd(),
+            &slices[..count],
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
             Ok(n) => {
                 sent += n;
                 fds_pending = false;
@@ -411,17 +462,25 @@ pub(crate) fn send_all(fd: BorrowedFd<'_>, parts: &[&[u8]], fds: &[RawFd]) -> io
     Ok(())
 }
 
-fn remaining_slices<'a>(parts: &[&'a [u8]], mut skip: usize) -> Vec<IoSlice<'a>> {
-    let mut out = Vec::with_capacity(parts.len());
+/// The most parts one [`send_all`] call may write.
+pub(crate) const MAX_PARTS: usize = 6;
+
+/// Fills `out` with the parts still to send after `skip` bytes; returns how many it filled.
+fn remaining_slices<'a>(parts: &[&'a [u8]], mut skip: usize, out: &mut [IoSlice<'a>]) -> usize {
+    let mut count = 0;
     for part in parts {
         if skip >= part.len() {
             skip -= part.len();
             continue;
         }
-        out.push(IoSlice::new(&part[skip..]));
+        if count == out.len() {
+            break;
+        }
+        out[count] = IoSlice::new(&part[skip..]);
+        count += 1;
         skip = 0;
     }
-    out
+    count
 }
 
 /// Reads up to `buf.len()` bytes with `recvmsg`, collecting any descriptors attached to them
@@ -461,10 +520,9 @@ pub(crate) fn recv_with_fds(
     }
 }
 
-/// A buffer large enough for the control message of [`MAX_FDS_PER_MESSAGE`] descriptors.
-pub(crate) fn cmsg_buffer() -> Vec<u8> {
-    nix::cmsg_space!([RawFd; MAX_FDS_PER_MESSAGE])
-}
+/// The size of a control-message buffer for [`MAX_FDS_PER_MESSAGE`] descriptors.
+pub(crate) const CMSG_BUFFER: usize =
+    nix::sys::socket::cmsg_space::<[RawFd; MAX_FDS_PER_MESSAGE]>();
 
 /// Reads exactly `buf.len()` bytes. `Ok(false)` if the stream ended before the first byte;
 /// `UnexpectedEof` if it ended part-way.
@@ -545,27 +603,6 @@ pub(crate) fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io
                 }
             }
             _ => return Ok(true),
-        }
-    }
-}
-
-/// Waits until at least one of `fds` is readable or the deadline passes (`None`: for ever);
-/// returns the indices that are ready (empty on timeout). Retries on `EINTR`.
-pub(crate) fn wait_any_readable(
-    fds: &[RawFd],
-    deadline: Option<Instant>,
-) -> io::Result<Vec<usize>> {
-    loop {
-        let timeout_ms = match deadline {
-            None => -1,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
-            }
-        };
-        let ready = poll_readable(fds, timeout_ms)?;
-        if !ready.is_empty() || deadline.is_some_and(|d| Instant::now() >= d) {
-            return Ok(ready);
         }
     }
 }

@@ -554,3 +554,39 @@ fn stray_marker_never_runs_main() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+fn big_result(n: usize) -> multiproc::ByteBuf {
+    multiproc::ByteBuf::from((0..n).map(|i| (i % 251) as u8).collect::<Vec<u8>>())
+}
+
+each_method! {
+    /// Results of every size come back whole: small ones inline in the report, large ones
+    /// (here 16 KiB + 1 and 32 MiB) through a memfd, so the child never blocks on its report.
+    fn results_of_every_size(method: StartMethod) {
+        for n in [0, 1, 16 * 1024 - 16, 16 * 1024 + 1, 32 << 20] {
+            let mut p = with(method).spawn(big_result, n).unwrap();
+            let got = p.join().unwrap();
+            assert_eq!(got.len(), n);
+            assert!(got.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+            assert_eq!(p.exitcode(), Some(0));
+        }
+    }
+}
+
+fn make_pipe(_: ()) -> (Connection, String) {
+    let (mine, yours) = Pipe::new().unwrap();
+    // Buffered in the socket: it outlives this process.
+    mine.send(&"written by the child").unwrap();
+    (yours, "handle".into())
+}
+
+each_method! {
+    /// A result may carry handles: a connection made in the child arrives working, with what
+    /// the child wrote into it, and reports Disconnected once the child is gone.
+    fn handle_in_result(method: StartMethod) {
+        let (conn, tag) = with(method).spawn(make_pipe, ()).unwrap().join().unwrap();
+        assert_eq!(tag, "handle");
+        assert_eq!(conn.recv::<String>().unwrap(), "written by the child");
+        assert!(matches!(conn.recv::<String>(), Err(Error::Disconnected)));
+    }
+}

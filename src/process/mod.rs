@@ -6,7 +6,7 @@ pub(crate) mod start;
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::bootstrap::{self, ChildJob, Failure, Header, Report, Trampoline};
-use crate::codec::{self, FdTable, Handle};
+use crate::bootstrap::{self, ChildSetup, Failure, Header, Report, Trampoline};
+use crate::codec::{self, FdTable};
 use crate::connection::Connection;
 use crate::sys::{self, WaitStatus};
 use crate::Error;
@@ -299,49 +299,64 @@ impl Builder {
         let name = self.name.unwrap_or_else(|| rt.next_child_name());
         let daemon = self.daemon.unwrap_or(rt.identity().daemon);
 
-        // Everything that can fail on the caller's input fails here, before a process exists.
-        let mut fds: Vec<OwnedFd> = Vec::new();
-        let args = codec::encode_in(&args, &mut fds)?;
         let alive = rt
             .alive_reader()
             .and_then(|fd| fd.try_clone_to_owned())
             .map_err(Error::os("pipe"))?;
-        let job = ChildJob {
-            trampoline: bootstrap::trampoline::<A, R> as Trampoline,
-            function: f as usize,
-            args,
-            args_offset: 0,
-            fds: FdTable::new(fds),
-            identity: Identity {
+        let setup = ChildSetup {
+            runtime: runtime::prepare(Identity {
                 name: name.clone(),
                 daemon,
                 parent_pid: Some(rt.pid() as u32),
                 start_method: Some(method),
-            },
+            }),
+            daemon,
             alive,
         };
+        // Everything that can fail on the caller's input fails here, before a process exists.
         let (parent_end, child_end) = sys::stream_pair().map_err(Error::os("socketpair"))?;
         let conn = Connection::from_fd(parent_end);
-        let started = match method {
-            StartMethod::Fork => start::fork::start(child_end, &conn, job)?,
-            StartMethod::Spawn | StartMethod::Forkserver => {
-                let nonce = new_nonce();
-                let message = BootstrapMessage::new(job, nonce)?;
-                let started = if method == StartMethod::Spawn {
-                    start::spawn::start(child_end, nonce)?
-                } else {
-                    start::forkserver::start(rt, child_end)?
-                };
-                if let Err(e) = message.send(&conn) {
-                    // The child cannot run without its message: do not leave it waiting.
-                    let _ = sys::pidfd_send_signal(started.pidfd.as_fd(), libc::SIGKILL);
-                    if method == StartMethod::Spawn {
-                        let _ = sys::waitid_pidfd(started.pidfd.as_fd(), true);
-                    }
-                    return Err(e);
+        let started = if method == StartMethod::Fork {
+            // The child has the arguments in memory: they are checked, not pickled (as in
+            // CPython's fork), and the handles inside them stay open in the child.
+            let keep = codec::scan_handles(&args)?;
+            start::fork::start(child_end, &keep, setup, move || bootstrap::call(f, args))?
+        } else {
+            let mut fds: Vec<OwnedFd> = Vec::new();
+            let args = codec::encode_in(&args, &mut fds)?;
+            let nonce = new_nonce();
+            let header = Header {
+                nonce,
+                exe: sys::exe_identity().map_err(Error::os("stat /proc/self/exe"))?,
+                trampoline: bootstrap::offset_of(
+                    bootstrap::trampoline::<A, R> as Trampoline as usize,
+                ),
+                function: bootstrap::offset_of(f as usize),
+                parent_pid: rt.pid(),
+                daemon,
+                start_method: method,
+                name: name.clone(),
+            };
+            fds.push(setup.alive);
+            let message = BootstrapMessage {
+                header: header.to_bytes(),
+                args,
+                fds,
+            };
+            let started = if method == StartMethod::Spawn {
+                start::spawn::start(child_end, nonce)?
+            } else {
+                start::forkserver::start(rt, child_end)?
+            };
+            if let Err(e) = message.send(&conn) {
+                // The child cannot run without its message: do not leave it waiting.
+                let _ = sys::pidfd_send_signal(started.pidfd.as_fd(), libc::SIGKILL);
+                if method == StartMethod::Spawn {
+                    let _ = sys::waitid_pidfd(started.pidfd.as_fd(), true);
                 }
-                started
+                return Err(e);
             }
+            started
         };
         let child = Arc::new(ChildShared::new(
             started.pid,
@@ -363,7 +378,9 @@ impl Builder {
     }
 }
 
-/// The bootstrap message of a spawn or forkserver child, encoded before the child exists.
+/// The bootstrap message of a spawn or forkserver child, encoded before the child exists:
+/// the header's length (4 bytes, little-endian), the header, the pickled arguments; the
+/// descriptors of the handles in the arguments, then the alive pipe.
 struct BootstrapMessage {
     header: Vec<u8>,
     args: Vec<u8>,
@@ -371,32 +388,6 @@ struct BootstrapMessage {
 }
 
 impl BootstrapMessage {
-    fn new(job: ChildJob, nonce: u64) -> Result<BootstrapMessage, Error> {
-        let ChildJob {
-            trampoline,
-            function,
-            args,
-            fds,
-            identity,
-            alive,
-            ..
-        } = job;
-        let mut fds = fds.into_fds();
-        let header = Header {
-            nonce,
-            exe: sys::exe_identity().map_err(Error::os("stat /proc/self/exe"))?,
-            trampoline: bootstrap::offset_of(trampoline as usize),
-            function: bootstrap::offset_of(function),
-            name: identity.name,
-            daemon: identity.daemon,
-            parent_pid: identity.parent_pid.map_or(0, |p| p as i32),
-            start_method: identity.start_method.unwrap_or(StartMethod::Spawn),
-            alive: Handle(alive),
-        };
-        let header = codec::encode_in(&header, &mut fds)?;
-        Ok(BootstrapMessage { header, args, fds })
-    }
-
     fn send(&self, conn: &Connection) -> Result<(), Error> {
         let header_len = (self.header.len() as u32).to_le_bytes();
         match conn.send_parts(&[&header_len, &self.header, &self.args], &self.fds) {
@@ -635,37 +626,25 @@ impl<R> Drop for Process<R> {
     }
 }
 
-/// Waits for the child's report or for its end, whichever comes first, and reads the report
-/// if there is one. Waiting on the end too matters: a stray copy of the child's socket in some
-/// other process (one forked meanwhile) would delay end of stream after a kill, but cannot
-/// delay the exit. A child writes its whole report before it exits, so once it has exited the
-/// report is either in the socket already or was never sent.
+/// Waits for the child to end, then reads its report if it sent one. A child never blocks on
+/// writing its report (large results travel in a memfd, see `bootstrap`), so the exit is the
+/// one event to wait for; a stray copy of the child's socket in some other process cannot
+/// delay it either, as it could delay end of stream.
 fn await_report(
     conn: &Connection,
     child: &ChildShared,
     deadline: Option<Instant>,
 ) -> Result<Option<Report>, Error> {
+    if child.wait(deadline).map_err(Error::os("waitid"))?.is_none() {
+        return Err(Error::Timeout);
+    }
     let conn_fd = conn.as_fd().ok_or(Error::Closed)?;
-    loop {
-        let watched = [conn_fd.as_raw_fd(), child.ready_fd().as_raw_fd()];
-        let ready = sys::wait_any_readable(&watched, deadline).map_err(Error::os("poll"))?;
-        if ready.is_empty() {
-            return Err(Error::Timeout);
-        }
-        let report_waiting = ready.contains(&0)
-            || (child.try_status().is_some()
-                && sys::wait_readable(conn_fd, Some(Instant::now())).map_err(Error::os("poll"))?);
-        if report_waiting {
-            return match conn.recv_raw() {
-                Ok((frame, fds)) => bootstrap::parse_report(frame, fds).map(Some),
-                Err(_) => Ok(None),
-            };
-        }
-        if child.try_status().is_some() {
-            return Ok(None);
-        }
-        // Only the forkserver's status socket spoke: the server died. `ready_fd` is now the
-        // child's pidfd; wait again.
+    if !sys::wait_readable(conn_fd, Some(Instant::now())).map_err(Error::os("poll"))? {
+        return Ok(None);
+    }
+    match conn.recv_raw() {
+        Ok((frame, fds)) => bootstrap::parse_report(frame, fds).map(Some),
+        Err(_) => Ok(None),
     }
 }
 

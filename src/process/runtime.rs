@@ -9,7 +9,7 @@
 //! destructors on state that belongs to the parent.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -39,14 +39,17 @@ pub(crate) struct Runtime {
     pub(crate) forkserver: Mutex<Option<super::start::forkserver::Server>>,
 }
 
-static RUNTIME: AtomicPtr<Runtime> = AtomicPtr::new(std::ptr::null_mut());
-/// The write end of this process's alive pipe, for [`after_fork_in_child`] to close.
-static ALIVE_WRITE_FD: AtomicI32 = AtomicI32::new(-1);
+/// The current state (a leaked `Runtime`) lives in `sys::FORK_PAGE.runtime`, and the write end
+/// of this process's alive pipe in `sys::FORK_PAGE.alive_write_fd`, for
+/// [`after_fork_in_child`] to close.
+fn runtime_ptr() -> *mut Runtime {
+    sys::FORK_PAGE.runtime.load(Ordering::Acquire).cast()
+}
 
 /// The state of the calling process, made on first use.
 pub(crate) fn runtime() -> &'static Runtime {
     let pid = sys::getpid();
-    let current = RUNTIME.load(Ordering::Acquire);
+    let current = runtime_ptr();
     // SAFETY: a non-null pointer in RUNTIME came from Box::into_raw below and is never freed.
     if let Some(rt) = unsafe { current.as_ref() } {
         if rt.pid == pid {
@@ -64,28 +67,35 @@ pub(crate) fn runtime() -> &'static Runtime {
     )
 }
 
-/// Installs a child's identity, replacing whatever state this pid has (a child's bootstrap
-/// calls this before running its function).
-pub(crate) fn install_child(identity: Identity) -> &'static Runtime {
-    publish(identity, true)
+/// A child's state, made before the child exists (a fork child then allocates nothing for it:
+/// every allocation in a fork child is a copy-on-write page fault).
+pub(crate) struct Prepared(Box<Runtime>);
+
+/// Makes the state a child will install.
+pub(crate) fn prepare(identity: Identity) -> Prepared {
+    Prepared(Box::new(Runtime::new(0, identity)))
+}
+
+/// Installs a child's prepared state, replacing whatever state this pid has (a child's
+/// bootstrap calls this before running its function).
+pub(crate) fn install_child(prepared: Prepared) -> &'static Runtime {
+    let mut fresh = prepared.0;
+    fresh.pid = sys::getpid();
+    let fresh = Box::into_raw(fresh);
+    sys::FORK_PAGE
+        .runtime
+        .store(fresh.cast(), Ordering::Release);
+    // SAFETY: just published, never freed.
+    unsafe { &*fresh }
 }
 
 /// Publishes fresh state for this process; unless `replace`, state another thread of this
 /// process published first wins.
 fn publish(identity: Identity, replace: bool) -> &'static Runtime {
     let pid = sys::getpid();
-    let fresh = Box::into_raw(Box::new(Runtime {
-        pid,
-        identity,
-        next_child: AtomicU64::new(1),
-        alive: OnceLock::new(),
-        children: Mutex::new(Vec::new()),
-        reaper: OnceLock::new(),
-        reaper_wake: OnceLock::new(),
-        forkserver: Mutex::new(None),
-    }));
+    let fresh = Box::into_raw(Box::new(Runtime::new(pid, identity)));
     loop {
-        let current = RUNTIME.load(Ordering::Acquire);
+        let current = runtime_ptr();
         if !replace {
             // SAFETY: a non-null pointer in RUNTIME is a leaked Runtime, never freed.
             if let Some(rt) = unsafe { current.as_ref() }.filter(|rt| rt.pid == pid) {
@@ -94,8 +104,14 @@ fn publish(identity: Identity, replace: bool) -> &'static Runtime {
                 return rt;
             }
         }
-        if RUNTIME
-            .compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire)
+        if sys::FORK_PAGE
+            .runtime
+            .compare_exchange(
+                current.cast(),
+                fresh.cast(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .is_ok()
         {
             // SAFETY: `fresh` is now published and never freed.
@@ -108,14 +124,29 @@ fn publish(identity: Identity, replace: bool) -> &'static Runtime {
 /// parent's alive write end, so that this child (and its children) see the parent die.
 /// Async-signal-safe: atomics and `close` only.
 pub(crate) fn after_fork_in_child() {
-    RUNTIME.store(std::ptr::null_mut(), Ordering::Release);
-    let fd = ALIVE_WRITE_FD.swap(-1, Ordering::AcqRel);
+    sys::FORK_PAGE
+        .runtime
+        .store(std::ptr::null_mut(), Ordering::Release);
+    let fd = sys::FORK_PAGE.alive_write_fd.swap(-1, Ordering::AcqRel);
     if fd >= 0 {
         sys::close_raw(fd);
     }
 }
 
 impl Runtime {
+    fn new(pid: libc::pid_t, identity: Identity) -> Runtime {
+        Runtime {
+            pid,
+            identity,
+            next_child: AtomicU64::new(1),
+            alive: OnceLock::new(),
+            children: Mutex::new(Vec::new()),
+            reaper: OnceLock::new(),
+            reaper_wake: OnceLock::new(),
+            forkserver: Mutex::new(None),
+        }
+    }
+
     pub(crate) fn identity(&self) -> &Identity {
         &self.identity
     }
@@ -142,7 +173,9 @@ impl Runtime {
         let (r, w) = sys::pipe()?;
         let raw_w = w.as_raw_fd();
         if self.alive.set((r, w)).is_ok() {
-            ALIVE_WRITE_FD.store(raw_w, Ordering::Release);
+            sys::FORK_PAGE
+                .alive_write_fd
+                .store(raw_w, Ordering::Release);
         }
         Ok(self
             .alive

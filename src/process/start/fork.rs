@@ -14,21 +14,23 @@
 //! talk to it, and would never see `Disconnected` when the parent drops that end. Other
 //! inherited descriptors (files, sockets the program opened) stay open, as fork promises.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use super::super::runtime;
 use super::super::Started;
-use crate::bootstrap::{self, ChildJob, Origin};
+use crate::bootstrap::{self, ChildSetup, Origin, Outcome};
 use crate::connection::Connection;
 use crate::sys::{self, Forked};
 use crate::Error;
 
-/// Forks a child that runs `job` straight from memory and reports on `child_end`. `parent_end`
-/// is the parent's end of the same socket, which the child must not keep.
+/// Forks a child that runs `work` straight from memory and reports on `child_end`.
+/// `keep` are the descriptors of the handles inside the arguments, which the child inherits
+/// and must keep; every other connection end the parent owns is closed in the child.
 pub(crate) fn start(
     child_end: OwnedFd,
-    parent_end: &Connection,
-    job: ChildJob,
+    keep: &[RawFd],
+    setup: ChildSetup,
+    work: impl FnOnce() -> Outcome,
 ) -> Result<Started, Error> {
     // SAFETY: the child runs only fork-safe code until the user's function (module docs).
     match unsafe { sys::fork() }.map_err(Error::os("fork"))? {
@@ -36,17 +38,12 @@ pub(crate) fn start(
             runtime::after_fork_in_child();
             // The parent's connection ends are not ours: a peer must see end of stream when
             // the parent drops its end, which our inherited copy would prevent (a common hang
-            // with CPython's fork). The handles meant for us are the duplicates in `job`,
-            // which are not tracked.
-            sys::close_tracked_fds(child_end.as_raw_fd());
-            if let Some(fd) = parent_end.as_fd() {
-                sys::close_raw(fd.as_raw_fd());
-            }
-            bootstrap::run_job(Connection::from_fd(child_end), job, Origin::Forked)
+            // with CPython's fork). That includes the parent's end of `child_end`.
+            sys::close_tracked_fds(child_end.as_raw_fd(), keep);
+            bootstrap::run_job(Connection::from_fd(child_end), setup, Origin::Forked, work)
         }
         Forked::Parent(pid) => {
             drop(child_end);
-            drop(job);
             let pidfd = sys::pidfd_open(pid).map_err(Error::os("pidfd_open"))?;
             Ok(Started {
                 pid,

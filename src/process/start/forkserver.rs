@@ -38,7 +38,6 @@ use crate::Error;
 pub(crate) struct Server {
     control: OwnedFd,
     pidfd: OwnedFd,
-    cmsg: Vec<u8>,
 }
 
 /// Asks this process's forkserver (starting it if needed) for a child that will run its
@@ -83,7 +82,6 @@ impl Server {
         Ok(Server {
             control: ours,
             pidfd,
-            cmsg: sys::cmsg_buffer(),
         })
     }
 
@@ -102,7 +100,7 @@ impl Server {
             let n = sys::recv_with_fds(
                 self.control.as_fd(),
                 &mut reply[got..],
-                &mut self.cmsg,
+                &mut [0u8; sys::CMSG_BUFFER],
                 &mut fds,
             )?;
             if n == 0 {
@@ -149,7 +147,7 @@ struct ServedChild {
 /// The server's main loop; runs in the re-executed process, before `main`, and never returns.
 pub(crate) fn serve(control: OwnedFd, alive: OwnedFd) -> ! {
     let mut children: Vec<ServedChild> = Vec::new();
-    let mut cmsg = sys::cmsg_buffer();
+    let mut cmsg = [0u8; sys::CMSG_BUFFER];
     loop {
         let mut watched: Vec<RawFd> = vec![control.as_raw_fd(), alive.as_raw_fd()];
         watched.extend(children.iter().map(|c| c.pidfd.as_raw_fd()));
