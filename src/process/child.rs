@@ -3,9 +3,10 @@
 //!
 //! A child started by fork or spawn is ours to reap: `waitid(P_PIDFD)` on its pidfd. A child of
 //! the forkserver is the server's child; the server reaps it and writes the raw wait status to
-//! a per-child status socket, which is what we wait on. If the server dies first, the status
-//! socket reports end of stream; we then watch the child's pidfd (sent to us by the server)
-//! and, once the child has gone, report exit code 255 as CPython does for a lost status.
+//! a per-child status socket. We wait on the child's pidfd (sent to us by the server), which
+//! becomes readable when the child ends, then read the status; if the server died first, the
+//! status socket reports end of stream and we report exit code 255, as CPython does for a lost
+//! status.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -71,12 +72,12 @@ impl ChildShared {
         }
     }
 
-    /// The descriptor that becomes readable when the status can be collected.
+    /// The descriptor that becomes readable when the child has ended: its pidfd. For a
+    /// forkserver child the server is woken by the same exit and sends the status at once, so
+    /// waiting on the pidfd (rather than on the status socket) runs the two in parallel
+    /// instead of one after the other.
     pub(crate) fn ready_fd(&self) -> BorrowedFd<'_> {
-        match &self.status_socket {
-            Some(s) if !self.server_lost.load(Ordering::Acquire) => s.as_fd(),
-            _ => self.pidfd.as_fd(),
-        }
+        self.pidfd.as_fd()
     }
 
     /// The status if the child has ended (reaping it if need be), without blocking.
@@ -114,24 +115,29 @@ impl ChildShared {
         let Some(socket) = &self.status_socket else {
             return sys::waitid_pidfd(self.pidfd.as_fd(), false);
         };
-        if !self.server_lost.load(Ordering::Acquire) {
-            if !sys::wait_readable(socket.as_fd(), Some(Instant::now()))? {
-                return Ok(None);
-            }
-            let mut raw = [0u8; 4];
-            match sys::read_exact(socket.as_fd(), &mut raw) {
-                Ok(true) => return Ok(Some(WaitStatus::from_raw(i32::from_le_bytes(raw)))),
-                // End of stream without a status: the server died.
-                Ok(false) | Err(_) => self.server_lost.store(true, Ordering::Release),
-            }
+        if !sys::wait_readable(self.pidfd.as_fd(), Some(Instant::now()))? {
+            return Ok(None);
         }
-        // The server is gone: the pidfd still says whether the child is.
-        Ok(
-            if sys::wait_readable(self.pidfd.as_fd(), Some(Instant::now()))? {
-                Some(WaitStatus::Exited(STATUS_LOST))
-            } else {
-                None
-            },
-        )
+        // The child has ended; its server reaps it and sends the status within moments, or has
+        // died itself (end of stream: the status is lost, as CPython reports it, 255).
+        if self.server_lost.load(Ordering::Acquire) {
+            return Ok(Some(WaitStatus::Exited(STATUS_LOST)));
+        }
+        let mut raw = [0u8; 4];
+        // Bounded, so that a stopped server cannot stall `is_alive` for ever.
+        let deadline = Instant::now() + std::time::Duration::from_secs(1);
+        let answered = sys::wait_readable(socket.as_fd(), Some(deadline))?;
+        let status = if answered {
+            sys::read_exact(socket.as_fd(), &mut raw)
+        } else {
+            Ok(false)
+        };
+        Ok(Some(match status {
+            Ok(true) => WaitStatus::from_raw(i32::from_le_bytes(raw)),
+            Ok(false) | Err(_) => {
+                self.server_lost.store(true, Ordering::Release);
+                WaitStatus::Exited(STATUS_LOST)
+            }
+        }))
     }
 }

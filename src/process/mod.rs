@@ -343,12 +343,24 @@ impl Builder {
                 args,
                 fds,
             };
+            // A message that fits in the socket buffer can go before the child exists: a
+            // forkserver child then starts work right after its fork, without waiting for us to
+            // wake up from the server's reply.
+            let sent_early =
+                method == StartMethod::Forkserver && message.len() <= EARLY_MESSAGE_MAX;
+            if sent_early {
+                message.send(&conn)?;
+            }
             let started = if method == StartMethod::Spawn {
                 start::spawn::start(child_end, nonce)?
             } else {
                 start::forkserver::start(rt, child_end)?
             };
-            if let Err(e) = message.send(&conn) {
+            if let Err(e) = if sent_early {
+                Ok(())
+            } else {
+                message.send(&conn)
+            } {
                 // The child cannot run without its message: do not leave it waiting.
                 let _ = sys::pidfd_send_signal(started.pidfd.as_fd(), libc::SIGKILL);
                 if method == StartMethod::Spawn {
@@ -387,7 +399,15 @@ struct BootstrapMessage {
     fds: Vec<OwnedFd>,
 }
 
+/// Bootstrap messages up to this size are sent before a forkserver child exists (they fit in
+/// the socket buffer, so the send cannot block).
+const EARLY_MESSAGE_MAX: usize = 64 * 1024;
+
 impl BootstrapMessage {
+    fn len(&self) -> usize {
+        4 + self.header.len() + self.args.len()
+    }
+
     fn send(&self, conn: &Connection) -> Result<(), Error> {
         let header_len = (self.header.len() as u32).to_le_bytes();
         match conn.send_parts(&[&header_len, &self.header, &self.args], &self.fds) {
