@@ -1,18 +1,24 @@
 //! `Pipe` and `Connection`: message-framed, duplex links between processes.
 //!
 //! # The wire
-//! A connection is one end of an `AF_UNIX`, `SOCK_STREAM` socket pair, as CPython's duplex
-//! `Pipe()` is. Each message is framed exactly as CPython frames it
-//! (`multiprocessing/connection.py`, `_send_bytes`): a 4-byte big-endian signed length, or for
-//! messages over 2 GiB − 1 the value −1 followed by an 8-byte big-endian length (bpo-17560),
-//! then the payload. Header and payload go out in one `sendmsg`; descriptors of handles inside
-//! a [`send`](Connection::send) ride on its first byte as `SCM_RIGHTS`, and the receiver's first
-//! `recvmsg` of the header collects them. Messages are never merged or split, whatever their
-//! size, and a zero-length message is a message.
+//! A connection is one end of an `AF_UNIX`, `SOCK_SEQPACKET` socket pair. Each message is
+//! framed as CPython frames it (`multiprocessing/connection.py`, `_send_bytes`): a 4-byte
+//! big-endian signed length, or for messages over 2 GiB − 1 the value −1 followed by an 8-byte
+//! big-endian length (bpo-17560), then the payload. The header and up to 64 KiB of payload form
+//! the first record; a longer payload follows in further records of 64 KiB.
 //!
-//! Sending and receiving are each serialised by a lock, so one `Connection` may be shared by
-//! threads (one sending while another receives, or several of each); a message is always
-//! written and read whole.
+//! Why records and not a byte stream (CPython's duplex `Pipe` is `SOCK_STREAM`): on a stream, a
+//! reader must read the length and then the payload — two system calls per message — because
+//! reading ahead could swallow the start of the next message, which may belong to another
+//! process that shares this end. A record socket keeps message boundaries in the kernel, so
+//! one `recvmsg` reads one small message, and nothing is ever read ahead: ends passed to
+//! several processes stay safe to share. Descriptors of handles inside a
+//! [`send`](Connection::send) ride on the first record as `SCM_RIGHTS`.
+//!
+//! Messages are never merged or split, whatever their size, and a zero-length message is a
+//! message. Sending and receiving are each serialised by a lock, so one `Connection` may be
+//! shared by threads (one sending while another receives, or several of each); a message is
+//! always written and read whole.
 
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -29,9 +35,64 @@ use crate::{sys, Error};
 /// Payloads above this length use CPython's extended header (−1, then a 64-bit length).
 const SHORT_FRAME_MAX: usize = 0x7fff_ffff;
 
+/// The largest first record of a message (header and start of the payload): what a receiver
+/// must be ready to take before it knows the length. A record must fit in the socket's send
+/// buffer whole (Linux's default is 208 KiB). Continuation records may be larger (see
+/// `Endpoint::record_max`); a receiver takes them at whatever size they come.
+const RECORD_MAX: usize = 64 * 1024;
+
+/// The send buffer asked for on new pipes: larger records, fewer system calls per large
+/// message. The kernel caps it at `net.core.wmem_max`.
+const SEND_BUFFER: usize = 4 << 20;
+
+thread_local! {
+    /// Where the first record of each message lands before its length is known.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The length of the message and where its payload starts in the first record.
+fn parse_header(record: &[u8]) -> Result<(usize, usize), Error> {
+    let short = record.get(..4).ok_or_else(malformed)?;
+    let short = i32::from_be_bytes([short[0], short[1], short[2], short[3]]);
+    if short >= 0 {
+        return Ok((short as usize, 4));
+    }
+    let long = record.get(4..12).ok_or_else(malformed)?;
+    let long = u64::from_be_bytes(long.try_into().map_err(|_| malformed())?);
+    let len = usize::try_from(long)
+        .map_err(|_| Error::InvalidArgument("message length exceeds memory".into()))?;
+    Ok((len, 12))
+}
+
+fn malformed() -> Error {
+    Error::InvalidArgument("malformed message on the connection".into())
+}
+
+/// Fills `out` with the slices of `parts` covering `len` bytes from `start`; returns the count.
+fn window<'a>(parts: &[&'a [u8]], mut start: usize, mut len: usize, out: &mut [&'a [u8]]) -> usize {
+    let mut count = 0;
+    for part in parts {
+        if len == 0 || count == out.len() {
+            break;
+        }
+        if start >= part.len() {
+            start -= part.len();
+            continue;
+        }
+        let take = (part.len() - start).min(len);
+        out[count] = &part[start..start + take];
+        count += 1;
+        len -= take;
+        start = 0;
+    }
+    count
+}
+
 /// One open end: the socket and the locks that keep messages whole.
 struct Endpoint {
     fd: OwnedFd,
+    /// The size of the continuation records this end sends, from its socket's send buffer.
+    record_max: std::sync::OnceLock<usize>,
     send_lock: Mutex<()>,
     /// Held while a message is being read, so that messages are read whole.
     recv_lock: Mutex<()>,
@@ -42,41 +103,69 @@ impl Endpoint {
         sys::track_fd(fd.as_raw_fd());
         Endpoint {
             fd,
+            record_max: std::sync::OnceLock::new(),
             send_lock: Mutex::new(()),
             recv_lock: Mutex::new(()),
         }
     }
 
-    /// Sends one message whose payload is the concatenation of `parts`.
+    /// Sends one message whose payload is the concatenation of `parts`: the header and the
+    /// start of the payload in the first record, the rest in further full records.
     fn send_frame(&self, parts: &[&[u8]], fds: &[RawFd]) -> Result<(), Error> {
-        let len: usize = parts.iter().map(|p| p.len()).sum();
+        debug_assert!(parts.len() < sys::MAX_PARTS);
+        let total: usize = parts.iter().map(|p| p.len()).sum();
         let mut header = [0u8; 12];
-        let header: &[u8] = if len <= SHORT_FRAME_MAX {
-            header[..4].copy_from_slice(&(len as u32).to_be_bytes());
+        let header: &[u8] = if total <= SHORT_FRAME_MAX {
+            header[..4].copy_from_slice(&(total as u32).to_be_bytes());
             &header[..4]
         } else {
             header[..4].copy_from_slice(&(-1i32).to_be_bytes());
-            header[4..].copy_from_slice(&(len as u64).to_be_bytes());
+            header[4..].copy_from_slice(&(total as u64).to_be_bytes());
             &header[..]
         };
-        let mut all: [&[u8]; sys::MAX_PARTS] = [&[]; sys::MAX_PARTS];
-        all[0] = header;
-        for (slot, part) in all[1..].iter_mut().zip(parts) {
-            *slot = part;
-        }
-        debug_assert!(parts.len() < sys::MAX_PARTS);
+        let mut slots: [&[u8]; sys::MAX_PARTS] = [&[]; sys::MAX_PARTS];
+        slots[0] = header;
+        let first = total.min(RECORD_MAX - header.len());
+        let n = window(parts, 0, first, &mut slots[1..]);
         let _guard = self.send_lock.lock().unwrap_or_else(|e| e.into_inner());
-        sys::send_all(self.fd.as_fd(), &all[..=parts.len()], fds).map_err(connection_io("sendmsg"))
+        sys::send_all(self.fd.as_fd(), &slots[..=n], fds).map_err(connection_io("sendmsg"))?;
+        let mut sent = first;
+        let record_max = if sent < total {
+            self.record_max()
+        } else {
+            RECORD_MAX
+        };
+        while sent < total {
+            let chunk = (total - sent).min(record_max);
+            let n = window(parts, sent, chunk, &mut slots);
+            sys::send_all(self.fd.as_fd(), &slots[..n], &[]).map_err(connection_io("sendmsg"))?;
+            sent += chunk;
+        }
+        Ok(())
     }
 
-    /// Reads one whole message. `deadline` bounds the wait for its first byte.
+    /// Continuation records as large as the send buffer comfortably holds (two in flight), so
+    /// that a large message takes few system calls; never below the first record's size.
+    fn record_max(&self) -> usize {
+        *self.record_max.get_or_init(|| {
+            let buffer = sys::send_buffer_size(self.fd.as_fd()).unwrap_or(0);
+            (buffer / 2).saturating_sub(1024).clamp(RECORD_MAX, 8 << 20)
+        })
+    }
+
+    /// Reads one whole message. `deadline` bounds the wait for it to start.
     fn recv_frame(&self, deadline: Option<Instant>) -> Result<(Vec<u8>, Vec<OwnedFd>), Error> {
         let _guard = self.recv_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut fds = Vec::new();
-        let len = self.read_header(deadline, &mut fds)?;
-        let mut payload = Vec::new();
-        sys::read_exact_into_vec(self.fd.as_fd(), &mut payload, len)
-            .map_err(connection_io("read"))?;
+        let (len, mut payload) = self.read_first_record(deadline, &mut fds, |len, first| {
+            let mut payload = Vec::new();
+            payload.try_reserve_exact(len).map_err(|_| {
+                Error::InvalidArgument(format!("cannot allocate a {len}-byte message"))
+            })?;
+            payload.extend_from_slice(first);
+            Ok((len, payload))
+        })?;
+        self.read_rest_into_vec(&mut payload, len)?;
         Ok((payload, fds))
     }
 
@@ -85,53 +174,69 @@ impl Endpoint {
     fn recv_frame_into(&self, buf: &mut [u8]) -> Result<usize, Error> {
         let _guard = self.recv_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut fds = Vec::new();
-        let len = self.read_header(None, &mut fds)?;
-        if len > buf.len() {
-            let mut whole = Vec::new();
-            sys::read_exact_into_vec(self.fd.as_fd(), &mut whole, len)
-                .map_err(connection_io("read"))?;
+        let (len, copied, whole) = self.read_first_record(None, &mut fds, |len, first| {
+            if len > buf.len() {
+                let mut whole = Vec::with_capacity(len);
+                whole.extend_from_slice(first);
+                Ok((len, first.len(), Some(whole)))
+            } else {
+                buf[..first.len()].copy_from_slice(first);
+                Ok((len, first.len(), None))
+            }
+        })?;
+        if let Some(mut whole) = whole {
+            self.read_rest_into_vec(&mut whole, len)?;
             return Err(Error::BufferTooShort(whole));
         }
-        match sys::read_exact(self.fd.as_fd(), &mut buf[..len]) {
-            Ok(true) => Ok(len),
-            Ok(false) if len == 0 => Ok(0),
-            Ok(false) => Err(Error::Disconnected),
-            Err(e) => Err(connection_io("read")(e)),
+        let mut filled = copied;
+        while filled < len {
+            filled += sys::recv_record(self.fd.as_fd(), &mut buf[filled..len])
+                .map_err(connection_io("recv"))?;
         }
+        Ok(len)
     }
 
-    fn read_header(
+    /// Receives the first record of a message into this thread's scratch buffer, parses the
+    /// header and hands `(length, start of the payload)` to `take`.
+    fn read_first_record<T>(
         &self,
         deadline: Option<Instant>,
         fds: &mut Vec<OwnedFd>,
-    ) -> Result<usize, Error> {
+        take: impl FnOnce(usize, &[u8]) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         if deadline.is_some()
             && !sys::wait_readable(self.fd.as_fd(), deadline).map_err(Error::os("poll"))?
         {
             return Err(Error::Timeout);
         }
-        let mut cmsg = [0u8; sys::CMSG_BUFFER];
-        let mut header = [0u8; 4];
-        let mut got = 0;
-        while got < header.len() {
-            let n = sys::recv_with_fds(self.fd.as_fd(), &mut header[got..], &mut cmsg, fds)
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            if scratch.len() < RECORD_MAX {
+                scratch.resize(RECORD_MAX, 0);
+            }
+            let mut cmsg = [0u8; sys::CMSG_BUFFER];
+            let n = sys::recv_with_fds(self.fd.as_fd(), &mut scratch[..], &mut cmsg, fds)
                 .map_err(connection_io("recvmsg"))?;
             if n == 0 {
                 return Err(Error::Disconnected);
             }
-            got += n;
+            let record = &scratch[..n];
+            let (len, start) = parse_header(record)?;
+            let first = &record[start..];
+            if first.len() > len {
+                return Err(malformed());
+            }
+            take(len, first)
+        })
+    }
+
+    /// Reads the continuation records of a message until `out` holds `len` bytes.
+    fn read_rest_into_vec(&self, out: &mut Vec<u8>, len: usize) -> Result<(), Error> {
+        while out.len() < len {
+            let want = len - out.len();
+            sys::recv_record_into_vec(self.fd.as_fd(), out, want).map_err(connection_io("recv"))?;
         }
-        let short = i32::from_be_bytes(header);
-        if short >= 0 {
-            return Ok(short as usize);
-        }
-        let mut long = [0u8; 8];
-        match sys::read_exact(self.fd.as_fd(), &mut long) {
-            Ok(true) => usize::try_from(u64::from_be_bytes(long))
-                .map_err(|_| Error::InvalidArgument("message length exceeds memory".into())),
-            Ok(false) => Err(Error::Disconnected),
-            Err(e) => Err(connection_io("read")(e)),
-        }
+        Ok(())
     }
 
     fn poll(&self, timeout: Duration) -> Result<bool, Error> {
@@ -227,7 +332,7 @@ impl Pipe {
     /// [`Error::Os`] if the OS refuses the socket pair (e.g. `EMFILE`).
     #[allow(clippy::new_ret_no_self)] // mirrors multiprocessing.Pipe(), which returns two ends
     pub fn new() -> Result<(Connection, Connection), Error> {
-        let (a, b) = sys::stream_pair().map_err(Error::os("socketpair"))?;
+        let (a, b) = pipe_pair()?;
         Ok((Connection::from_fd(a), Connection::from_fd(b)))
     }
 
@@ -237,7 +342,7 @@ impl Pipe {
     /// # Errors
     /// [`Error::Os`] if the OS refuses the socket pair.
     pub fn one_way() -> Result<(RecvEnd, SendEnd), Error> {
-        let (a, b) = sys::stream_pair().map_err(Error::os("socketpair"))?;
+        let (a, b) = pipe_pair()?;
         Ok((
             RecvEnd {
                 end: Some(Endpoint::new(a)),
@@ -247,6 +352,16 @@ impl Pipe {
             },
         ))
     }
+}
+
+/// A record socket pair with large send buffers where the system allows them.
+pub(crate) fn pipe_pair() -> Result<(OwnedFd, OwnedFd), Error> {
+    let (a, b) = sys::seqpacket_pair().map_err(Error::os("socketpair"))?;
+    for end in [&a, &b] {
+        // Best effort: the kernel caps the size, and the default still works.
+        let _ = sys::set_send_buffer_size(end.as_fd(), SEND_BUFFER);
+    }
+    Ok((a, b))
 }
 
 fn send_value<T: Serialize>(end: &Option<Endpoint>, value: &T) -> Result<(), Error> {

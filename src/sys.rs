@@ -427,6 +427,85 @@ pub(crate) fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     )?)
 }
 
+/// A connected pair of `AF_UNIX`, `SOCK_SEQPACKET` sockets, close-on-exec: message boundaries
+/// are kept by the kernel.
+pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?)
+}
+
+/// Receives one continuation record into `buf`, which must be large enough for it; returns
+/// its size. End of stream is `UnexpectedEof`.
+pub(crate) fn recv_record(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid writable memory of the given length for the call. With
+        // MSG_TRUNC the return value is the record's real size, so truncation is detected.
+        let n = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_TRUNC,
+            )
+        };
+        return match n {
+            -1 => {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                Err(err)
+            }
+            0 if !buf.is_empty() => Err(io::ErrorKind::UnexpectedEof.into()),
+            n if n as usize <= buf.len() => Ok(n as usize),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a record longer than the rest of its message on the connection",
+            )),
+        };
+    }
+}
+
+/// Receives one continuation record of at most `max` bytes, appending it to `out` without
+/// zero-filling first.
+pub(crate) fn recv_record_into_vec(
+    fd: BorrowedFd<'_>,
+    out: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<()> {
+    out.try_reserve(max)
+        .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "message too large to buffer"))?;
+    let spare = &mut out.spare_capacity_mut()[..max];
+    // SAFETY: MaybeUninit<u8> has the layout of u8; the kernel only writes into it, and
+    // `recv_record` reads nothing from the buffer.
+    let spare = unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<u8>(), max) };
+    let n = recv_record(fd, spare)?;
+    // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
+    unsafe { out.set_len(out.len() + n) };
+    Ok(())
+}
+
+/// The socket's send buffer size as the kernel accounts it (`SO_SNDBUF`).
+pub(crate) fn send_buffer_size(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    Ok(nix::sys::socket::getsockopt(
+        &fd,
+        nix::sys::socket::sockopt::SndBuf,
+    )?)
+}
+
+/// Asks for a send buffer of `size` bytes (`SO_SNDBUF`; capped by `net.core.wmem_max`).
+pub(crate) fn set_send_buffer_size(fd: BorrowedFd<'_>, size: usize) -> io::Result<()> {
+    Ok(nix::sys::socket::setsockopt(
+        &fd,
+        nix::sys::socket::sockopt::SndBuf,
+        &size,
+    )?)
+}
+
 /// A pipe, both ends close-on-exec.
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
@@ -503,6 +582,12 @@ pub(crate) fn recv_with_fds(
                 if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
                     return Err(io::Error::other(
                         "more descriptors arrived than one message may carry",
+                    ));
+                }
+                if msg.flags.contains(MsgFlags::MSG_TRUNC) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a record larger than the buffer on the connection",
                     ));
                 }
                 for cmsg in msg.cmsgs()? {

@@ -358,3 +358,33 @@ fn cpython_framing() {
     raw.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"\0\0\0\x03abc");
 }
+
+/// Reads `Some(n)` messages from a shared end until a `None` arrives; returns what it got.
+fn shared_reader(rx: RecvEnd) -> Vec<u32> {
+    let mut got = Vec::new();
+    while let Some(n) = rx.recv::<Option<u32>>().unwrap() {
+        got.push(n);
+    }
+    got
+}
+
+each_method! {
+    /// Two processes reading one shared end at the same time each receive whole messages, and
+    /// every message reaches exactly one of them: a reader never reads ahead into a message
+    /// that another process could take. CATALOGUE CONN-12. CPython: `_TestPoll.test_boundaries`.
+    fn shared_end_delivers_each_message_once(method: StartMethod) {
+        let (rx, tx) = Pipe::one_way().unwrap();
+        let mut a = with(method).spawn(shared_reader, rx.try_clone().unwrap()).unwrap();
+        let mut b = with(method).spawn(shared_reader, rx.try_clone().unwrap()).unwrap();
+        drop(rx);
+        for n in 0..2000u32 {
+            tx.send(&Some(n)).unwrap();
+        }
+        tx.send(&None::<u32>).unwrap();
+        tx.send(&None::<u32>).unwrap();
+        let mut all = a.join().unwrap();
+        all.extend(b.join().unwrap());
+        all.sort_unstable();
+        assert_eq!(all, (0..2000).collect::<Vec<_>>());
+    }
+}

@@ -314,7 +314,7 @@ impl Builder {
             alive,
         };
         // Everything that can fail on the caller's input fails here, before a process exists.
-        let (parent_end, child_end) = sys::stream_pair().map_err(Error::os("socketpair"))?;
+        let (parent_end, child_end) = crate::connection::pipe_pair()?;
         let conn = Connection::from_fd(parent_end);
         let started = if method == StartMethod::Fork {
             // The child has the arguments in memory: they are checked, not pickled (as in
