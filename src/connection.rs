@@ -190,7 +190,7 @@ impl Endpoint {
         }
         let mut filled = copied;
         while filled < len {
-            filled += sys::recv_record(self.fd.as_fd(), &mut buf[filled..len])
+            filled += sys::recv_record_into(self.fd.as_fd(), &mut buf[filled..len])
                 .map_err(connection_io("recv"))?;
         }
         Ok(len)
@@ -211,18 +211,14 @@ impl Endpoint {
         }
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
-            if scratch.len() < RECORD_MAX {
-                scratch.resize(RECORD_MAX, 0);
-            }
-            let mut cmsg = [0u8; sys::CMSG_BUFFER];
-            let n = sys::recv_with_fds(self.fd.as_fd(), &mut scratch[..], &mut cmsg, fds)
+            scratch.clear();
+            let n = sys::recv_with_fds_into_vec(self.fd.as_fd(), &mut scratch, RECORD_MAX, fds)
                 .map_err(connection_io("recvmsg"))?;
             if n == 0 {
                 return Err(Error::Disconnected);
             }
-            let record = &scratch[..n];
-            let (len, start) = parse_header(record)?;
-            let first = &record[start..];
+            let (len, start) = parse_header(&scratch)?;
+            let first = &scratch[start..];
             if first.len() > len {
                 return Err(malformed());
             }

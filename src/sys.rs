@@ -6,13 +6,12 @@
 //! module.
 
 use std::ffi::{CStr, CString};
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
+    sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
 };
 
 /// The most descriptors one message may carry (the kernel's `SCM_MAX_FD`).
@@ -438,20 +437,38 @@ pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     )?)
 }
 
-/// Receives one continuation record into `buf`, which must be large enough for it; returns
-/// its size. End of stream is `UnexpectedEof`.
-pub(crate) fn recv_record(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+/// Receives one continuation record of at most `max` bytes, appending it to `out` without
+/// zero-filling first; returns its size. End of stream is `UnexpectedEof`.
+pub(crate) fn recv_record_into_vec(
+    fd: BorrowedFd<'_>,
+    out: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<usize> {
+    out.try_reserve(max)
+        .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "message too large to buffer"))?;
+    let spare = out.spare_capacity_mut();
+    // SAFETY: the spare capacity is valid for writes of `max` bytes (reserved above).
+    let n = unsafe { recv_record(fd, spare.as_mut_ptr().cast(), max)? };
+    // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
+    unsafe { out.set_len(out.len() + n) };
+    Ok(n)
+}
+
+/// Receives one continuation record into `buf`; returns its size.
+pub(crate) fn recv_record_into(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of its length.
+    unsafe { recv_record(fd, buf.as_mut_ptr(), buf.len()) }
+}
+
+/// `recv` of one record of at most `len` bytes. With `MSG_TRUNC` the kernel reports the
+/// record's real size, so a record longer than the room left is an error, not silent loss.
+///
+/// # Safety
+/// `ptr` must be valid for writes of `len` bytes.
+unsafe fn recv_record(fd: BorrowedFd<'_>, ptr: *mut u8, len: usize) -> io::Result<usize> {
     loop {
-        // SAFETY: `buf` is valid writable memory of the given length for the call. With
-        // MSG_TRUNC the return value is the record's real size, so truncation is detected.
-        let n = unsafe {
-            libc::recv(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_TRUNC,
-            )
-        };
+        // SAFETY: `ptr` is valid for writes of `len` bytes (the caller's contract).
+        let n = unsafe { libc::recv(fd.as_raw_fd(), ptr.cast(), len, libc::MSG_TRUNC) };
         return match n {
             -1 => {
                 let err = io::Error::last_os_error();
@@ -460,33 +477,14 @@ pub(crate) fn recv_record(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usiz
                 }
                 Err(err)
             }
-            0 if !buf.is_empty() => Err(io::ErrorKind::UnexpectedEof.into()),
-            n if n as usize <= buf.len() => Ok(n as usize),
+            0 if len > 0 => Err(io::ErrorKind::UnexpectedEof.into()),
+            n if n as usize <= len => Ok(n as usize),
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "a record longer than the rest of its message on the connection",
             )),
         };
     }
-}
-
-/// Receives one continuation record of at most `max` bytes, appending it to `out` without
-/// zero-filling first.
-pub(crate) fn recv_record_into_vec(
-    fd: BorrowedFd<'_>,
-    out: &mut Vec<u8>,
-    max: usize,
-) -> io::Result<()> {
-    out.try_reserve(max)
-        .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "message too large to buffer"))?;
-    let spare = &mut out.spare_capacity_mut()[..max];
-    // SAFETY: MaybeUninit<u8> has the layout of u8; the kernel only writes into it, and
-    // `recv_record` reads nothing from the buffer.
-    let spare = unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<u8>(), max) };
-    let n = recv_record(fd, spare)?;
-    // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
-    unsafe { out.set_len(out.len() + n) };
-    Ok(())
 }
 
 /// The socket's send buffer size as the kernel accounts it (`SO_SNDBUF`).
@@ -567,46 +565,99 @@ fn remaining_slices<'a>(parts: &[&'a [u8]], mut skip: usize, out: &mut [IoSlice<
 pub(crate) fn recv_with_fds(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
-    cmsg_space: &mut [u8],
     fds: &mut Vec<OwnedFd>,
 ) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of its length.
+    unsafe { recvmsg_into(fd, buf.as_mut_ptr(), buf.len(), fds) }
+}
+
+/// Like [`recv_with_fds`], but receives up to `max` bytes into the spare capacity of `out`
+/// (appending them) without zero-filling it first: a fresh child would otherwise pay a page
+/// fault for every page of a buffer it never uses.
+pub(crate) fn recv_with_fds_into_vec(
+    fd: BorrowedFd<'_>,
+    out: &mut Vec<u8>,
+    max: usize,
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    out.try_reserve(max)
+        .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "message too large to buffer"))?;
+    let spare = out.spare_capacity_mut();
+    // SAFETY: the spare capacity is valid for writes of `max` bytes (reserved above).
+    let n = unsafe { recvmsg_into(fd, spare.as_mut_ptr().cast(), max, fds)? };
+    // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
+    unsafe { out.set_len(out.len() + n) };
+    Ok(n)
+}
+
+/// `recvmsg` of up to `len` bytes into memory that may be uninitialised, collecting the
+/// descriptors of any `SCM_RIGHTS` message into `fds` (close-on-exec) before checking for
+/// truncation, so that none is ever leaked. A truncated record or control message is an error.
+///
+/// # Safety
+/// `ptr` must be valid for writes of `len` bytes.
+unsafe fn recvmsg_into(
+    fd: BorrowedFd<'_>,
+    ptr: *mut u8,
+    len: usize,
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    // u64 elements: control messages need `cmsghdr` alignment.
+    let mut control = [0u64; CMSG_BUFFER.div_ceil(8)];
     loop {
-        let mut iov = [IoSliceMut::new(buf)];
-        match recvmsg::<()>(
-            fd.as_raw_fd(),
-            &mut iov,
-            Some(cmsg_space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Ok(msg) => {
-                if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
-                    return Err(io::Error::other(
-                        "more descriptors arrived than one message may carry",
-                    ));
-                }
-                if msg.flags.contains(MsgFlags::MSG_TRUNC) {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "a record larger than the buffer on the connection",
-                    ));
-                }
-                for cmsg in msg.cmsgs()? {
-                    if let ControlMessageOwned::ScmRights(raw) = cmsg {
-                        // SAFETY: descriptors received by SCM_RIGHTS are new in this process
-                        // and owned by no one else.
-                        fds.extend(raw.into_iter().map(|r| unsafe { OwnedFd::from_raw_fd(r) }));
+        let mut iov = libc::iovec {
+            iov_base: ptr.cast(),
+            iov_len: len,
+        };
+        // SAFETY: msghdr is plain old data; zeroed is a valid empty header.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        // SAFETY: `msg` points at one iovec valid for `len` bytes (the caller's contract) and at
+        // a control buffer of the stated size, all alive for the call.
+        let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n == -1 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        // SAFETY: the kernel filled `msg_control` with `msg_controllen` bytes of well-formed
+        // control messages; CMSG_FIRSTHDR/NXTHDR/DATA walk exactly those. Each SCM_RIGHTS
+        // descriptor is new in this process and owned by no one else.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                    let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                    let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                    for i in 0..bytes / std::mem::size_of::<RawFd>() {
+                        fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
                     }
                 }
-                return Ok(msg.bytes);
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
             }
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
         }
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+            return Err(io::Error::other(
+                "more descriptors arrived than one message may carry",
+            ));
+        }
+        if msg.msg_flags & libc::MSG_TRUNC != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a record larger than the buffer on the connection",
+            ));
+        }
+        return Ok(n as usize);
     }
 }
 
 /// The size of a control-message buffer for [`MAX_FDS_PER_MESSAGE`] descriptors.
-pub(crate) const CMSG_BUFFER: usize =
+const CMSG_BUFFER: usize =
     nix::sys::socket::cmsg_space::<[RawFd; MAX_FDS_PER_MESSAGE]>();
 
 /// Reads exactly `buf.len()` bytes. `Ok(false)` if the stream ended before the first byte;

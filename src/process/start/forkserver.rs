@@ -97,12 +97,7 @@ impl Server {
         let mut fds = Vec::new();
         let mut got = 0;
         while got < reply.len() {
-            let n = sys::recv_with_fds(
-                self.control.as_fd(),
-                &mut reply[got..],
-                &mut [0u8; sys::CMSG_BUFFER],
-                &mut fds,
-            )?;
+            let n = sys::recv_with_fds(self.control.as_fd(), &mut reply[got..], &mut fds)?;
             if n == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
@@ -147,7 +142,6 @@ struct ServedChild {
 /// The server's main loop; runs in the re-executed process, before `main`, and never returns.
 pub(crate) fn serve(control: OwnedFd, alive: OwnedFd) -> ! {
     let mut children: Vec<ServedChild> = Vec::new();
-    let mut cmsg = [0u8; sys::CMSG_BUFFER];
     loop {
         let mut watched: Vec<RawFd> = vec![control.as_raw_fd(), alive.as_raw_fd()];
         watched.extend(children.iter().map(|c| c.pidfd.as_raw_fd()));
@@ -170,7 +164,7 @@ pub(crate) fn serve(control: OwnedFd, alive: OwnedFd) -> ! {
         if ready.contains(&0) {
             let mut byte = [0u8; 1];
             let mut fds = Vec::new();
-            match sys::recv_with_fds(control.as_fd(), &mut byte, &mut cmsg, &mut fds) {
+            match sys::recv_with_fds(control.as_fd(), &mut byte, &mut fds) {
                 Ok(0) | Err(_) => sys::exit_immediately(0),
                 Ok(_) => {}
             }
