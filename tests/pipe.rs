@@ -343,8 +343,8 @@ fn io_survives_eintr() {
     assert_eq!(p.join().unwrap(), 4 << 20);
 }
 
-/// Connections framed by CPython's rules (4-byte big-endian length) interoperate with
-/// `multiprocessing.connection`: a raw peer reading our frame sees the length then the bytes.
+/// Messages keep CPython's length framing (`multiprocessing.connection`): a raw reader of a
+/// small message's record sees the 4-byte big-endian length, then the bytes.
 #[test]
 fn cpython_framing() {
     use std::io::Read;
