@@ -289,6 +289,13 @@ pub struct Connection {
 /// tx.send(&(1, "one")).unwrap();
 /// assert_eq!(rx.recv::<(i32, String)>().unwrap(), (1, "one".to_string()));
 /// ```
+///
+/// Sending on it does not compile (CPython raises at run time):
+///
+/// ```compile_fail
+/// let (rx, _tx) = multiproc::Pipe::one_way().unwrap();
+/// rx.send(&1).unwrap();
+/// ```
 pub struct RecvEnd {
     end: Option<Endpoint>,
 }
@@ -301,6 +308,18 @@ pub struct RecvEnd {
 /// let (rx, tx) = multiproc::Pipe::one_way().unwrap();
 /// tx.send_bytes(b"raw").unwrap();
 /// assert_eq!(rx.recv_bytes().unwrap(), b"raw");
+/// ```
+///
+/// Receiving or polling on it does not compile (CPython raises at run time):
+///
+/// ```compile_fail
+/// let (_rx, tx) = multiproc::Pipe::one_way().unwrap();
+/// let _ = tx.recv::<i32>();
+/// ```
+///
+/// ```compile_fail
+/// let (_rx, tx) = multiproc::Pipe::one_way().unwrap();
+/// let _ = tx.poll(std::time::Duration::ZERO);
 /// ```
 pub struct SendEnd {
     end: Option<Endpoint>,

@@ -657,8 +657,7 @@ unsafe fn recvmsg_into(
 }
 
 /// The size of a control-message buffer for [`MAX_FDS_PER_MESSAGE`] descriptors.
-const CMSG_BUFFER: usize =
-    nix::sys::socket::cmsg_space::<[RawFd; MAX_FDS_PER_MESSAGE]>();
+const CMSG_BUFFER: usize = nix::sys::socket::cmsg_space::<[RawFd; MAX_FDS_PER_MESSAGE]>();
 
 /// Reads exactly `buf.len()` bytes. `Ok(false)` if the stream ended before the first byte;
 /// `UnexpectedEof` if it ended part-way.
