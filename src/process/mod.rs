@@ -675,3 +675,14 @@ pub(crate) struct Started {
     pub(crate) pidfd: OwnedFd,
     pub(crate) status_socket: Option<OwnedFd>,
 }
+
+impl Started {
+    /// A child of this very process (fork, spawn): we hold its pidfd and reap it ourselves.
+    pub(crate) fn own_child(pid: libc::pid_t) -> Result<Started, Error> {
+        Ok(Started {
+            pid,
+            pidfd: sys::pidfd_open(pid).map_err(Error::os("pidfd_open"))?,
+            status_socket: None,
+        })
+    }
+}

@@ -44,12 +44,7 @@ pub(crate) fn start(
         }
         Forked::Parent(pid) => {
             drop(child_end);
-            let pidfd = sys::pidfd_open(pid).map_err(Error::os("pidfd_open"))?;
-            Ok(Started {
-                pid,
-                pidfd,
-                status_socket: None,
-            })
+            Started::own_child(pid)
         }
     }
 }

@@ -23,10 +23,5 @@ pub(crate) fn start(child_end: OwnedFd, nonce: u64) -> Result<Started, Error> {
     )
     .map_err(Error::os("posix_spawn"))?;
     drop(child_end);
-    let pidfd = sys::pidfd_open(pid).map_err(Error::os("pidfd_open"))?;
-    Ok(Started {
-        pid,
-        pidfd,
-        status_socket: None,
-    })
+    Started::own_child(pid)
 }
