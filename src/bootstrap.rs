@@ -52,10 +52,11 @@ pub(crate) const ALIVE_FD: RawFd = 4;
 
 const TAG_RETURNED: u8 = 0;
 const TAG_FAILED: u8 = 1;
-/// The result is in a memfd, the last descriptor of the message.
-const TAG_RETURNED_IN_MEMFD: u8 = 2;
+/// Set on the tag when the body is in a memfd, the last descriptor of the message.
+const IN_MEMFD: u8 = 0x80;
 
-/// Results up to this size travel inline in the report; larger ones in a memfd. Either way the
+/// Report bodies (a result, or a failure such as a long panic message) up to this size travel
+/// inline; larger ones in a memfd. Either way the
 /// report message stays small enough to sit in the socket buffer, so a child never blocks
 /// writing it and can always exit at once, and the parent waits for one event, the exit,
 /// instead of two (the report, then the exit): one wake-up fewer per process.
@@ -284,6 +285,8 @@ pub(crate) enum Origin {
 /// The child side of spawn and forkserver: read the bootstrap message from `socket`, then run
 /// the function it names. `expected_nonce` is the nonce from a spawn marker.
 pub(crate) fn run(socket: OwnedFd, expected_nonce: Option<u64>) -> ! {
+    // dup2 to its fixed number cleared close-on-exec: programs `f` runs must not inherit it.
+    let _ = sys::set_cloexec(socket.as_fd());
     let conn = Connection::from_fd(socket);
     match receive_job(&conn, expected_nonce) {
         Ok((setup, trampoline, function, frame, args_offset, mut fds)) => {
@@ -326,13 +329,14 @@ pub(crate) fn run_job(
         Outcome::Returned(..) => 0,
         Outcome::Failed(_) => 1,
     };
-    match send_outcome(&conn, outcome) {
+    let code = match send_outcome(&conn, outcome) {
         // A parent that dropped our handle no longer wants the result: not an error.
-        Ok(()) | Err(Error::Disconnected) => {}
+        Ok(()) | Err(Error::Disconnected) => code,
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "multiproc child {}: {e}", sys::getpid());
+            1
         }
-    }
+    };
     if origin == Origin::Fresh {
         // Rust's stdout is line-buffered: only a partial last line can be pending. In a fork
         // child the stdout lock may be held by a thread that no longer exists, so it is left.
@@ -396,19 +400,27 @@ fn receive_job(conn: &Connection, expected_nonce: Option<u64>) -> Result<Receive
 }
 
 fn send_outcome(conn: &Connection, outcome: Outcome) -> Result<(), Error> {
-    match outcome {
-        Outcome::Returned(bytes, fds) if bytes.len() <= INLINE_RESULT_MAX => {
-            conn.send_parts(&[&[TAG_RETURNED], &bytes], &fds)
-        }
-        Outcome::Returned(bytes, mut fds) => {
-            let memfd = sys::memfd_with(c"multiproc-result", &bytes).map_err(Error::os("memfd"))?;
-            drop(bytes);
+    let (tag, body, mut fds) = match outcome {
+        Outcome::Returned(bytes, fds) => (TAG_RETURNED, bytes, fds),
+        Outcome::Failed(failure) => (TAG_FAILED, codec::encode(&failure)?, Vec::new()),
+    };
+    if body.len() <= INLINE_RESULT_MAX {
+        return conn.send_parts(&[&[tag], &body], &fds);
+    }
+    match sys::memfd_with(c"multiproc-report", &body) {
+        Ok(memfd) => {
+            drop(body);
             fds.push(memfd);
-            conn.send_parts(&[&[TAG_RETURNED_IN_MEMFD]], &fds)
+            conn.send_parts(&[&[tag | IN_MEMFD]], &fds)
         }
-        Outcome::Failed(failure) => {
-            let bytes = codec::encode(&failure)?;
-            conn.send_parts(&[&[TAG_FAILED], &bytes], &[])
+        // Say why rather than leave the parent with no report at all.
+        Err(e) => {
+            let failure = Failure::ResultUnencodable(format!("cannot create a memfd: {e}"));
+            conn.send_parts(&[&[TAG_FAILED], &codec::encode(&failure)?], &[])?;
+            Err(Error::Os {
+                op: "memfd",
+                source: e,
+            })
         }
     }
 }
@@ -459,20 +471,23 @@ pub(crate) enum Report {
 
 /// Parses the child's message.
 pub(crate) fn parse_report(frame: Vec<u8>, mut fds: Vec<OwnedFd>) -> Result<Report, Error> {
-    match frame.first() {
-        Some(&TAG_RETURNED) => Ok(Report::Returned(frame, fds)),
-        Some(&TAG_RETURNED_IN_MEMFD) => {
-            let memfd = fds.pop().ok_or_else(|| {
-                Error::InvalidArgument("the child's report lacks its result memfd".into())
-            })?;
-            // Keep a leading byte where the tag was, so the result starts at 1 as inline.
-            let mut whole = vec![TAG_RETURNED];
-            sys::read_whole_file(memfd.as_fd(), &mut whole).map_err(Error::os("read memfd"))?;
-            Ok(Report::Returned(whole, fds))
-        }
-        Some(&TAG_FAILED) => Ok(Report::Failed(codec::decode(&frame[1..])?)),
-        _ => Err(Error::InvalidArgument(
-            "the child sent a malformed report".into(),
-        )),
+    let tag = *frame.first().ok_or_else(malformed_report)?;
+    let frame = if tag & IN_MEMFD != 0 {
+        let memfd = fds.pop().ok_or_else(malformed_report)?;
+        // Keep a leading byte where the tag was, so the body starts at 1 as inline.
+        let mut whole = vec![tag & !IN_MEMFD];
+        sys::read_whole_file(memfd.as_fd(), &mut whole).map_err(Error::os("read memfd"))?;
+        whole
+    } else {
+        frame
+    };
+    match tag & !IN_MEMFD {
+        TAG_RETURNED => Ok(Report::Returned(frame, fds)),
+        TAG_FAILED => Ok(Report::Failed(codec::decode(&frame[1..])?)),
+        _ => Err(malformed_report()),
     }
+}
+
+fn malformed_report() -> Error {
+    Error::InvalidArgument("the child sent a malformed report".into())
 }

@@ -16,13 +16,20 @@
 //! [`send`](Connection::send) ride on the first record as `SCM_RIGHTS`.
 //!
 //! Messages are never merged or split, whatever their size, and a zero-length message is a
-//! message. Sending and receiving are each serialised by a lock, so one `Connection` may be
-//! shared by threads (one sending while another receives, or several of each); a message is
-//! always written and read whole.
+//! message. Sending and receiving are each serialised by a lock (shared by the `try_clone`s of
+//! an end), so one end may be used by several threads of a process at once.
+//!
+//! # Sharing an end between processes
+//! A message of up to 64 KiB − 4 bytes is one record: the kernel delivers it whole to exactly
+//! one reader, so several processes may send on, and read from, copies of one end at the same
+//! time. A larger message spans several records, and the locks above do not reach into other
+//! processes: there, as with CPython's `Connection`, at most one process may send on a shared
+//! end at a time, and at most one may read from it at a time (the queues of this crate add the
+//! cross-process lock for you).
 
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -93,9 +100,11 @@ struct Endpoint {
     fd: OwnedFd,
     /// The size of the continuation records this end sends, from its socket's send buffer.
     record_max: std::sync::OnceLock<usize>,
-    send_lock: Mutex<()>,
-    /// Held while a message is being read, so that messages are read whole.
-    recv_lock: Mutex<()>,
+    /// Held while a message is being written. Shared by every `try_clone` of this end in this
+    /// process, so that threads using different clones still write whole messages.
+    send_lock: Arc<Mutex<()>>,
+    /// Held while a message is being read, so that messages are read whole; shared likewise.
+    recv_lock: Arc<Mutex<()>>,
 }
 
 impl Endpoint {
@@ -104,8 +113,36 @@ impl Endpoint {
         Endpoint {
             fd,
             record_max: std::sync::OnceLock::new(),
-            send_lock: Mutex::new(()),
-            recv_lock: Mutex::new(()),
+            send_lock: Arc::new(Mutex::new(())),
+            recv_lock: Arc::new(Mutex::new(())),
+        }
+    }
+
+    /// Another descriptor for the same socket, sharing this end's locks.
+    fn try_clone(&self) -> Result<Endpoint, Error> {
+        let fd = self.fd.try_clone().map_err(Error::os("dup"))?;
+        sys::track_fd(fd.as_raw_fd());
+        Ok(Endpoint {
+            fd,
+            record_max: std::sync::OnceLock::new(),
+            send_lock: self.send_lock.clone(),
+            recv_lock: self.recv_lock.clone(),
+        })
+    }
+
+    /// Takes the receive lock, giving up at `deadline` (another thread may be blocked in a
+    /// `recv` holding it).
+    fn lock_recv(&self, deadline: Option<Instant>) -> Result<MutexGuard<'_, ()>, Error> {
+        loop {
+            match self.recv_lock.try_lock() {
+                Ok(guard) => return Ok(guard),
+                Err(TryLockError::Poisoned(e)) => return Ok(e.into_inner()),
+                Err(TryLockError::WouldBlock) => match deadline {
+                    None => return Ok(self.recv_lock.lock().unwrap_or_else(|e| e.into_inner())),
+                    Some(d) if Instant::now() >= d => return Err(Error::Timeout),
+                    Some(_) => std::thread::sleep(Duration::from_millis(1)),
+                },
+            }
         }
     }
 
@@ -155,7 +192,7 @@ impl Endpoint {
 
     /// Reads one whole message. `deadline` bounds the wait for it to start.
     fn recv_frame(&self, deadline: Option<Instant>) -> Result<(Vec<u8>, Vec<OwnedFd>), Error> {
-        let _guard = self.recv_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = self.lock_recv(deadline)?;
         let mut fds = Vec::new();
         let (len, mut payload) = self.read_first_record(deadline, &mut fds, |len, first| {
             let mut payload = Vec::new();
@@ -176,7 +213,10 @@ impl Endpoint {
         let mut fds = Vec::new();
         let (len, copied, whole) = self.read_first_record(None, &mut fds, |len, first| {
             if len > buf.len() {
-                let mut whole = Vec::with_capacity(len);
+                let mut whole = Vec::new();
+                whole.try_reserve_exact(len).map_err(|_| {
+                    Error::InvalidArgument(format!("cannot allocate a {len}-byte message"))
+                })?;
                 whole.extend_from_slice(first);
                 Ok((len, first.len(), Some(whole)))
             } else {
@@ -204,16 +244,29 @@ impl Endpoint {
         fds: &mut Vec<OwnedFd>,
         take: impl FnOnce(usize, &[u8]) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        if deadline.is_some()
-            && !sys::wait_readable(self.fd.as_fd(), deadline).map_err(Error::os("poll"))?
-        {
-            return Err(Error::Timeout);
-        }
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
-            scratch.clear();
-            let n = sys::recv_with_fds_into_vec(self.fd.as_fd(), &mut scratch, RECORD_MAX, fds)
-                .map_err(connection_io("recvmsg"))?;
+            let n = loop {
+                // With a deadline, wait for a record and take it without blocking: another
+                // process sharing this end may take it first, and then we wait again.
+                if deadline.is_some()
+                    && !sys::wait_readable(self.fd.as_fd(), deadline).map_err(Error::os("poll"))?
+                {
+                    return Err(Error::Timeout);
+                }
+                scratch.clear();
+                match sys::recv_with_fds_into_vec(
+                    self.fd.as_fd(),
+                    &mut scratch,
+                    RECORD_MAX,
+                    fds,
+                    deadline.is_some(),
+                ) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(connection_io("recvmsg")(e)),
+                }
+            };
             if n == 0 {
                 return Err(Error::Disconnected);
             }
@@ -500,9 +553,8 @@ macro_rules! common_methods {
             /// [`Error::Closed`] after `close`, [`Error::Os`] if `dup` fails.
             pub fn try_clone(&self) -> Result<$ty, Error> {
                 let end = self.end.as_ref().ok_or(Error::Closed)?;
-                let fd = end.fd.try_clone().map_err(Error::os("dup"))?;
                 Ok($ty {
-                    end: Some(Endpoint::new(fd)),
+                    end: Some(end.try_clone()?),
                 })
             }
 

@@ -78,6 +78,12 @@ pub(crate) fn close_tracked_fds(keep: RawFd, also_keep: &[RawFd]) {
             }
         }
     }
+    // The kept descriptors are still owned by handles in this process: track them again, so
+    // that a grandchild forked from here closes its copies too.
+    track_fd(keep);
+    for &fd in also_keep {
+        track_fd(fd);
+    }
 }
 
 /// `idtype_t` value for `waitid` on a pidfd (linux/wait.h); the libc crate does not export it.
@@ -255,6 +261,23 @@ pub(crate) fn close_raw(fd: RawFd) {
     }
 }
 
+/// Restores the default disposition of `SIGCHLD` (so that exited children wait to be reaped).
+pub(crate) fn default_sigchld() {
+    // SAFETY: installing SIG_DFL has no memory-safety preconditions.
+    unsafe {
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+    }
+}
+
+/// Kills and reaps a child known only by its pid (one that could not be given a pidfd).
+pub(crate) fn kill_and_reap(pid: libc::pid_t) {
+    // SAFETY: `pid` is our own, not yet reaped child, so it cannot have been recycled.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+}
+
 /// Sets `SIGPIPE` to ignored, as the Rust runtime does before `main`; a re-executed child runs
 /// before that point and would otherwise die on a write to a closed pipe.
 pub(crate) fn ignore_sigpipe() {
@@ -399,6 +422,15 @@ pub(crate) unsafe fn move_fd(fd: OwnedFd, target: RawFd) -> OwnedFd {
     }
     // SAFETY: `target` now refers to the moved socket, owned by no one else (see above).
     unsafe { OwnedFd::from_raw_fd(target) }
+}
+
+/// Sets close-on-exec on `fd`.
+pub(crate) fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
+    nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )?;
+    Ok(())
 }
 
 /// Whether `fd` is an open socket.
@@ -568,7 +600,7 @@ pub(crate) fn recv_with_fds(
     fds: &mut Vec<OwnedFd>,
 ) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of its length.
-    unsafe { recvmsg_into(fd, buf.as_mut_ptr(), buf.len(), fds) }
+    unsafe { recvmsg_into(fd, buf.as_mut_ptr(), buf.len(), fds, false) }
 }
 
 /// Like [`recv_with_fds`], but receives up to `max` bytes into the spare capacity of `out`
@@ -579,12 +611,13 @@ pub(crate) fn recv_with_fds_into_vec(
     out: &mut Vec<u8>,
     max: usize,
     fds: &mut Vec<OwnedFd>,
+    nonblocking: bool,
 ) -> io::Result<usize> {
     out.try_reserve(max)
         .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "message too large to buffer"))?;
     let spare = out.spare_capacity_mut();
     // SAFETY: the spare capacity is valid for writes of `max` bytes (reserved above).
-    let n = unsafe { recvmsg_into(fd, spare.as_mut_ptr().cast(), max, fds)? };
+    let n = unsafe { recvmsg_into(fd, spare.as_mut_ptr().cast(), max, fds, nonblocking)? };
     // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
     unsafe { out.set_len(out.len() + n) };
     Ok(n)
@@ -593,6 +626,7 @@ pub(crate) fn recv_with_fds_into_vec(
 /// `recvmsg` of up to `len` bytes into memory that may be uninitialised, collecting the
 /// descriptors of any `SCM_RIGHTS` message into `fds` (close-on-exec) before checking for
 /// truncation, so that none is ever leaked. A truncated record or control message is an error.
+/// With `nonblocking`, an empty socket gives `WouldBlock` instead of waiting.
 ///
 /// # Safety
 /// `ptr` must be valid for writes of `len` bytes.
@@ -601,7 +635,9 @@ unsafe fn recvmsg_into(
     ptr: *mut u8,
     len: usize,
     fds: &mut Vec<OwnedFd>,
+    nonblocking: bool,
 ) -> io::Result<usize> {
+    let flags = libc::MSG_CMSG_CLOEXEC | if nonblocking { libc::MSG_DONTWAIT } else { 0 };
     // u64 elements: control messages need `cmsghdr` alignment.
     let mut control = [0u64; CMSG_BUFFER.div_ceil(8)];
     loop {
@@ -617,7 +653,7 @@ unsafe fn recvmsg_into(
         msg.msg_controllen = std::mem::size_of_val(&control) as _;
         // SAFETY: `msg` points at one iovec valid for `len` bytes (the caller's contract) and at
         // a control buffer of the stated size, all alive for the call.
-        let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, flags) };
         if n == -1 {
             let err = io::Error::last_os_error();
             if err.kind() == io::ErrorKind::Interrupted {

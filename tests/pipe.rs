@@ -388,3 +388,45 @@ each_method! {
         assert_eq!(all, (0..2000).collect::<Vec<_>>());
     }
 }
+
+/// `recv_timeout` keeps its deadline even while another thread is blocked in `recv` on the
+/// same end.
+#[test]
+fn recv_timeout_with_a_blocked_reader() {
+    let (a, b) = Pipe::new().unwrap();
+    std::thread::scope(|s| {
+        let blocked = s.spawn(|| b.recv::<u8>());
+        sleep_ms(100);
+        let start = Instant::now();
+        assert!(matches!(
+            b.recv_timeout::<u8>(Duration::from_millis(200)),
+            Err(Error::Timeout)
+        ));
+        assert!(start.elapsed() >= Duration::from_millis(150));
+        a.send(&7u8).unwrap();
+        assert_eq!(blocked.join().unwrap().unwrap(), 7);
+    });
+}
+
+/// Threads sending large (multi-record) messages through different clones of one end never
+/// interleave their records.
+#[test]
+fn clones_send_large_messages_whole() {
+    let (a, b) = Pipe::new().unwrap();
+    let payloads: Vec<Vec<u8>> = (0..4).map(|i| random_bytes(300_000, i + 10)).collect();
+    std::thread::scope(|s| {
+        for p in &payloads {
+            let tx = a.try_clone().unwrap();
+            s.spawn(move || {
+                for _ in 0..10 {
+                    tx.send_bytes(p).unwrap();
+                }
+            });
+        }
+        let wanted: Vec<Vec<u8>> = payloads.iter().map(|p| sha(p)).collect();
+        for _ in 0..40 {
+            let got = sha(&b.recv_bytes().unwrap());
+            assert!(wanted.contains(&got));
+        }
+    });
+}

@@ -590,3 +590,72 @@ each_method! {
         assert!(matches!(conn.recv::<String>(), Err(Error::Disconnected)));
     }
 }
+
+fn long_panic(n: usize) {
+    // Keep the test log small: the message still travels as the panic payload.
+    std::panic::set_hook(Box::new(|_| {}));
+    panic!("{}", "x".repeat(n))
+}
+
+each_method! {
+    /// A panic message far larger than the socket buffer still reaches the parent (it travels
+    /// in a memfd): the child never blocks on its report, so `join` cannot hang.
+    fn huge_panic_message(method: StartMethod) {
+        // Larger than the 4 MiB send buffer pipes ask for.
+        match with(method).spawn(long_panic, 5 << 20).unwrap().join() {
+            Err(Error::Panicked { message, .. }) => assert_eq!(message.len(), 5 << 20),
+            other => panic!("expected a panic, got {other:?}"),
+        }
+    }
+}
+
+/// Runs in a child that ignores SIGCHLD, so the kernel reaps its children itself: joining
+/// them must still return (the result arrived; the exit status may be lost, 255).
+fn join_with_sigchld_ignored(method: StartMethod) -> (i64, Option<i32>) {
+    // SAFETY: setting a disposition in this (child) process only.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    let mut p = with(method)
+        .spawn(
+            |x: i64| {
+                sleep_ms(50);
+                x + 1
+            },
+            41,
+        )
+        .unwrap();
+    let value = p.join_timeout(Duration::from_secs(20)).unwrap();
+    (value, p.exitcode())
+}
+
+each_method! {
+    /// Children reaped by someone else (an ignored SIGCHLD) do not hang `join`.
+    fn sigchld_ignored(method: StartMethod) {
+        let (value, code) = with(method).spawn(join_with_sigchld_ignored, method).unwrap().join().unwrap();
+        assert_eq!(value, 42);
+        assert!(matches!(code, Some(0) | Some(255)), "{code:?}");
+    }
+}
+
+/// Runs in a child: holds the connection it was given, starts a long-sleeping grandchild by
+/// fork, then returns (dropping the connection). Returns the grandchild's pid.
+fn hold_then_fork(conn: Connection) -> u32 {
+    let grandchild = with(StartMethod::Fork).spawn(nap, 60_000).unwrap();
+    let pid = grandchild.pid();
+    drop(conn);
+    pid
+}
+
+/// A connection passed to a child is not kept alive by a grandchild forked from it: once the
+/// child drops it, the parent sees Disconnected although the grandchild still runs.
+#[test]
+fn grandchild_does_not_keep_connections() {
+    let (here, there) = Pipe::new().unwrap();
+    let mut child = with(StartMethod::Fork)
+        .spawn(hold_then_fork, there)
+        .unwrap();
+    let grandchild = child.join().unwrap();
+    let outcome = here.recv_timeout::<u8>(Duration::from_secs(20));
+    // SAFETY: signalling the orphaned grandchild we started (init reaps it).
+    unsafe { libc::kill(grandchild as i32, libc::SIGKILL) };
+    assert!(matches!(outcome, Err(Error::Disconnected)), "{outcome:?}");
+}

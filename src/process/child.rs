@@ -72,19 +72,35 @@ impl ChildShared {
         }
     }
 
-    /// The descriptor that becomes readable when the child has ended: its pidfd. For a
-    /// forkserver child the server is woken by the same exit and sends the status at once, so
-    /// waiting on the pidfd (rather than on the status socket) runs the two in parallel
-    /// instead of one after the other.
+    /// The descriptor to wait on for the status: the pidfd, readable once the child has ended;
+    /// for a forkserver child that has ended, the status socket, readable once the server has
+    /// sent the status (or died). Waiting on the pidfd first lets us and the server be woken by
+    /// the exit in parallel.
     pub(crate) fn ready_fd(&self) -> BorrowedFd<'_> {
-        self.pidfd.as_fd()
+        match &self.status_socket {
+            Some(socket)
+                if !self.server_lost.load(Ordering::Acquire)
+                    && self.has_ended().unwrap_or(false) =>
+            {
+                socket.as_fd()
+            }
+            _ => self.pidfd.as_fd(),
+        }
     }
 
     /// The status if the child has ended (reaping it if need be), without blocking.
     pub(crate) fn try_status(&self) -> Option<WaitStatus> {
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         if status.is_none() {
-            *status = self.collect().unwrap_or(None);
+            *status = match self.collect() {
+                Ok(s) => s,
+                // Someone else reaped it (SIGCHLD ignored, a waitpid(-1) elsewhere): it has
+                // ended and its status is lost, as when a forkserver dies.
+                Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
+                    Some(WaitStatus::Exited(STATUS_LOST))
+                }
+                Err(_) => None,
+            };
         }
         *status
     }
@@ -96,6 +112,9 @@ impl ChildShared {
                 return Ok(Some(s));
             }
             if !sys::wait_readable(self.ready_fd(), deadline)? {
+                return Ok(self.try_status());
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(self.try_status());
             }
         }
@@ -110,29 +129,29 @@ impl ChildShared {
         }
     }
 
+    fn has_ended(&self) -> io::Result<bool> {
+        sys::wait_readable(self.pidfd.as_fd(), Some(Instant::now()))
+    }
+
     /// One non-blocking attempt to learn the status. Called with `status` locked.
     fn collect(&self) -> io::Result<Option<WaitStatus>> {
         let Some(socket) = &self.status_socket else {
             return sys::waitid_pidfd(self.pidfd.as_fd(), false);
         };
-        if !sys::wait_readable(self.pidfd.as_fd(), Some(Instant::now()))? {
+        if !self.has_ended()? {
             return Ok(None);
         }
         // The child has ended; its server reaps it and sends the status within moments, or has
-        // died itself (end of stream: the status is lost, as CPython reports it, 255).
+        // died itself (end of stream: the status is lost, as CPython reports it, 255). A slow
+        // server only delays the answer; it never changes it.
         if self.server_lost.load(Ordering::Acquire) {
             return Ok(Some(WaitStatus::Exited(STATUS_LOST)));
         }
+        if !sys::wait_readable(socket.as_fd(), Some(Instant::now()))? {
+            return Ok(None);
+        }
         let mut raw = [0u8; 4];
-        // Bounded, so that a stopped server cannot stall `is_alive` for ever.
-        let deadline = Instant::now() + std::time::Duration::from_secs(1);
-        let answered = sys::wait_readable(socket.as_fd(), Some(deadline))?;
-        let status = if answered {
-            sys::read_exact(socket.as_fd(), &mut raw)
-        } else {
-            Ok(false)
-        };
-        Ok(Some(match status {
+        Ok(Some(match sys::read_exact(socket.as_fd(), &mut raw) {
             Ok(true) => WaitStatus::from_raw(i32::from_le_bytes(raw)),
             Ok(false) | Err(_) => {
                 self.server_lost.store(true, Ordering::Release);

@@ -54,6 +54,12 @@ use runtime::Identity;
 pub enum StartMethod {
     /// `fork()`: fastest, but only safe when the parent has no other threads, or when the child
     /// touches nothing another thread might have held locked (stdout, the environment, …).
+    ///
+    /// The child gets its arguments from memory, unpickled (as in CPython). It closes its copies
+    /// of the parent's other connection ends, so that their peers see `Disconnected` when the
+    /// parent drops them; an end reached in the child through a global instead of an argument
+    /// is therefore unusable there. A fork child does not flush stdout at exit and does not
+    /// record panic locations (both take locks another thread may have held).
     Fork,
     /// Re-execute the current binary (`posix_spawn` of `/proc/self/exe`); the child runs `f`
     /// from a pre-main hook and never runs `main`.
@@ -584,7 +590,8 @@ impl<R: DeserializeOwned> Process<R> {
     /// # Errors
     /// As `join`, plus [`Error::Timeout`].
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<R, Error> {
-        self.finish(Some(Instant::now() + timeout))
+        // A timeout too large to add to `now` waits for ever.
+        self.finish(Instant::now().checked_add(timeout))
     }
 
     fn finish(&mut self, deadline: Option<Instant>) -> Result<R, Error> {
@@ -678,11 +685,25 @@ pub(crate) struct Started {
 
 impl Started {
     /// A child of this very process (fork, spawn): we hold its pidfd and reap it ourselves.
+    /// If no pidfd can be had, the child is killed and reaped rather than left untracked.
     pub(crate) fn own_child(pid: libc::pid_t) -> Result<Started, Error> {
-        Ok(Started {
-            pid,
-            pidfd: sys::pidfd_open(pid).map_err(Error::os("pidfd_open"))?,
-            status_socket: None,
-        })
+        match sys::pidfd_open(pid) {
+            Ok(pidfd) => Ok(Started {
+                pid,
+                pidfd,
+                status_socket: None,
+            }),
+            Err(e) => {
+                // ESRCH: already gone and reaped by someone else (SIGCHLD ignored); its pid may
+                // be recycled, so it must not be signalled.
+                if e.raw_os_error() != Some(libc::ESRCH) {
+                    sys::kill_and_reap(pid);
+                }
+                Err(Error::Os {
+                    op: "pidfd_open",
+                    source: e,
+                })
+            }
+        }
     }
 }

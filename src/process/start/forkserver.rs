@@ -44,16 +44,24 @@ pub(crate) struct Server {
 /// bootstrap from `child_end`.
 pub(crate) fn start(rt: &Runtime, child_end: OwnedFd) -> Result<Started, Error> {
     let mut server = rt.forkserver.lock().unwrap_or_else(|e| e.into_inner());
+    // A server that died since the last request shows up as a broken control socket when the
+    // request is sent: start a fresh one and send again (CPython's test_forkserver_sigkill).
+    // Once the request went out, a failure is final: the server may have forked a child that
+    // already took the bootstrap message, and a second child would wait for one for ever.
     let mut last_error = None;
-    // A server that died since the last request shows up as a broken control socket; start
-    // a fresh one and try once more (CPython's test_forkserver_sigkill).
     for _ in 0..2 {
         let current = match server.as_mut() {
             Some(s) => s,
             None => server.insert(Server::launch(rt)?),
         };
-        match current.request(&child_end) {
-            Ok(started) => return Ok(started),
+        match current.send_request(&child_end) {
+            Ok(status_read) => {
+                let reply = current.read_reply(status_read);
+                if reply.is_err() {
+                    *server = None;
+                }
+                return reply.map_err(Error::os("forkserver reply"));
+            }
             Err(e) => {
                 last_error = Some(e);
                 *server = None;
@@ -85,14 +93,19 @@ impl Server {
         })
     }
 
-    fn request(&mut self, child_end: &OwnedFd) -> io::Result<Started> {
+    /// Sends a request; returns the read end of the new child's status socket.
+    fn send_request(&mut self, child_end: &OwnedFd) -> io::Result<OwnedFd> {
         let (status_read, status_write) = sys::stream_pair()?;
         sys::send_all(
             self.control.as_fd(),
             &[b"F"],
             &[child_end.as_raw_fd(), status_write.as_raw_fd()],
         )?;
-        drop(status_write);
+        Ok(status_read)
+    }
+
+    /// Reads the server's reply to a request: the child's pid and pidfd.
+    fn read_reply(&mut self, status_read: OwnedFd) -> io::Result<Started> {
         let mut reply = [0u8; 4];
         let mut fds = Vec::new();
         let mut got = 0;
@@ -141,6 +154,9 @@ struct ServedChild {
 
 /// The server's main loop; runs in the re-executed process, before `main`, and never returns.
 pub(crate) fn serve(control: OwnedFd, alive: OwnedFd) -> ! {
+    // An ignored SIGCHLD inherited from the parent would make the kernel reap our children
+    // before we can read their status.
+    sys::default_sigchld();
     let mut children: Vec<ServedChild> = Vec::new();
     loop {
         let mut watched: Vec<RawFd> = vec![control.as_raw_fd(), alive.as_raw_fd()];
@@ -180,12 +196,16 @@ fn report_exit(children: &mut Vec<ServedChild>, pid: libc::pid_t) {
     let Some(index) = children.iter().position(|c| c.pid == pid) else {
         return;
     };
-    if let Ok(Some(status)) = sys::waitpid_nohang(pid) {
-        let child = children.swap_remove(index);
-        let raw = status.to_raw().to_le_bytes();
-        // The parent may be gone or have dropped the handle: nothing to do then.
-        let _ = sys::send_all(child.status.as_fd(), &[&raw], &[]);
-    }
+    let status = match sys::waitpid_nohang(pid) {
+        Ok(None) => return,
+        Ok(Some(status)) => status,
+        // Reaped by someone else: the status is lost (CPython's 255).
+        Err(_) => sys::WaitStatus::Exited(255),
+    };
+    let child = children.swap_remove(index);
+    let raw = status.to_raw().to_le_bytes();
+    // The parent may be gone or have dropped the handle: nothing to do then.
+    let _ = sys::send_all(child.status.as_fd(), &[&raw], &[]);
 }
 
 /// Serves one request: forks, and in the child runs the bootstrap. Replies to the parent.
@@ -218,6 +238,8 @@ fn fork_child(control: &OwnedFd, mut fds: Vec<OwnedFd>) -> Option<ServedChild> {
                     Some(ServedChild { pid, pidfd, status })
                 }
                 Err(e) => {
+                    // Untrackable: do not leave it running or unreaped.
+                    sys::kill_and_reap(pid);
                     reply(-e.raw_os_error().unwrap_or(libc::EIO), &[]);
                     None
                 }
