@@ -56,15 +56,7 @@ pub(crate) fn runtime() -> &'static Runtime {
             return rt;
         }
     }
-    publish(
-        Identity {
-            name: "MainProcess".into(),
-            daemon: false,
-            parent_pid: None,
-            start_method: None,
-        },
-        false,
-    )
+    publish_main()
 }
 
 /// A child's state, made before the child exists (a fork child then allocates nothing for it:
@@ -89,20 +81,24 @@ pub(crate) fn install_child(prepared: Prepared) -> &'static Runtime {
     unsafe { &*fresh }
 }
 
-/// Publishes fresh state for this process; unless `replace`, state another thread of this
-/// process published first wins.
-fn publish(identity: Identity, replace: bool) -> &'static Runtime {
+/// Publishes the state of a process multiproc did not start ("MainProcess"); if another
+/// thread of this process published first, its state wins.
+fn publish_main() -> &'static Runtime {
     let pid = sys::getpid();
+    let identity = Identity {
+        name: "MainProcess".into(),
+        daemon: false,
+        parent_pid: None,
+        start_method: None,
+    };
     let fresh = Box::into_raw(Box::new(Runtime::new(pid, identity)));
     loop {
         let current = runtime_ptr();
-        if !replace {
-            // SAFETY: a non-null pointer in RUNTIME is a leaked Runtime, never freed.
-            if let Some(rt) = unsafe { current.as_ref() }.filter(|rt| rt.pid == pid) {
-                // SAFETY: `fresh` came from Box::into_raw above and was never shared.
-                drop(unsafe { Box::from_raw(fresh) });
-                return rt;
-            }
+        // SAFETY: a non-null pointer in the runtime slot is a leaked Runtime, never freed.
+        if let Some(rt) = unsafe { current.as_ref() }.filter(|rt| rt.pid == pid) {
+            // SAFETY: `fresh` came from Box::into_raw above and was never shared.
+            drop(unsafe { Box::from_raw(fresh) });
+            return rt;
         }
         if sys::FORK_PAGE
             .runtime
