@@ -75,26 +75,6 @@ fn malformed() -> Error {
     Error::InvalidArgument("malformed message on the connection".into())
 }
 
-/// Fills `out` with the slices of `parts` covering `len` bytes from `start`; returns the count.
-fn window<'a>(parts: &[&'a [u8]], mut start: usize, mut len: usize, out: &mut [&'a [u8]]) -> usize {
-    let mut count = 0;
-    for part in parts {
-        if len == 0 || count == out.len() {
-            break;
-        }
-        if start >= part.len() {
-            start -= part.len();
-            continue;
-        }
-        let take = (part.len() - start).min(len);
-        out[count] = &part[start..start + take];
-        count += 1;
-        len -= take;
-        start = 0;
-    }
-    count
-}
-
 /// One open end: the socket and the locks that keep messages whole.
 struct Endpoint {
     fd: OwnedFd,
@@ -146,6 +126,12 @@ impl Endpoint {
         }
     }
 
+    /// Sends one message made of `parts`, with the descriptors of `fds` attached.
+    fn send_with_fds(&self, parts: &[&[u8]], fds: &[OwnedFd]) -> Result<(), Error> {
+        let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        self.send_frame(parts, &raw)
+    }
+
     /// Sends one message whose payload is the concatenation of `parts`: the header and the
     /// start of the payload in the first record, the rest in further full records.
     fn send_frame(&self, parts: &[&[u8]], fds: &[RawFd]) -> Result<(), Error> {
@@ -163,7 +149,7 @@ impl Endpoint {
         let mut slots: [&[u8]; sys::MAX_PARTS] = [&[]; sys::MAX_PARTS];
         slots[0] = header;
         let first = total.min(RECORD_MAX - header.len());
-        let n = window(parts, 0, first, &mut slots[1..]);
+        let n = sys::window(parts, 0, first, &mut slots[1..]);
         let _guard = self.send_lock.lock().unwrap_or_else(|e| e.into_inner());
         sys::send_all(self.fd.as_fd(), &slots[..=n], fds).map_err(connection_io("sendmsg"))?;
         let mut sent = first;
@@ -174,7 +160,7 @@ impl Endpoint {
         };
         while sent < total {
             let chunk = (total - sent).min(record_max);
-            let n = window(parts, sent, chunk, &mut slots);
+            let n = sys::window(parts, sent, chunk, &mut slots);
             sys::send_all(self.fd.as_fd(), &slots[..n], &[]).map_err(connection_io("sendmsg"))?;
             sent += chunk;
         }
@@ -436,8 +422,7 @@ fn send_value<T: Serialize>(end: &Option<Endpoint>, value: &T) -> Result<(), Err
     let end = end.as_ref().ok_or(Error::Closed)?;
     let mut fds = Vec::new();
     let bytes = codec::encode_in(value, &mut fds)?;
-    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
-    end.send_frame(&[&bytes], &raw)
+    end.send_with_fds(&[&bytes], &fds)
 }
 
 fn recv_value<T: DeserializeOwned>(
@@ -611,11 +596,10 @@ impl Connection {
     /// Sends one message made of `parts`, with descriptors attached (the bootstrap and result
     /// messages).
     pub(crate) fn send_parts(&self, parts: &[&[u8]], fds: &[OwnedFd]) -> Result<(), Error> {
-        let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
         self.end
             .as_ref()
             .ok_or(Error::Closed)?
-            .send_frame(parts, &raw)
+            .send_with_fds(parts, fds)
     }
 
     /// Receives a payload and the descriptors that came with it.

@@ -476,12 +476,25 @@ pub(crate) fn recv_record_into_vec(
     out: &mut Vec<u8>,
     max: usize,
 ) -> io::Result<usize> {
+    // SAFETY: recv_record writes at most `len` bytes at `ptr` and returns the count written.
+    unsafe { append_with(out, max, |ptr, len| recv_record(fd, ptr, len)) }
+}
+
+/// Appends what `read` puts into up to `max` bytes of `out`'s spare capacity (no zero-fill
+/// first), returning the count `read` reports.
+///
+/// # Safety
+/// `read(ptr, max)` must write at most `max` bytes at `ptr` and return exactly how many it
+/// initialised.
+unsafe fn append_with(
+    out: &mut Vec<u8>,
+    max: usize,
+    read: impl FnOnce(*mut u8, usize) -> io::Result<usize>,
+) -> io::Result<usize> {
     out.try_reserve(max)
         .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "message too large to buffer"))?;
-    let spare = out.spare_capacity_mut();
-    // SAFETY: the spare capacity is valid for writes of `max` bytes (reserved above).
-    let n = unsafe { recv_record(fd, spare.as_mut_ptr().cast(), max)? };
-    // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
+    let n = read(out.spare_capacity_mut().as_mut_ptr().cast(), max)?;
+    // SAFETY: `read` initialised the first `n` bytes of the spare capacity (caller's contract).
     unsafe { out.set_len(out.len() + n) };
     Ok(n)
 }
@@ -549,8 +562,12 @@ pub(crate) fn send_all(fd: BorrowedFd<'_>, parts: &[&[u8]], fds: &[RawFd]) -> io
     let mut fds_pending = !fds.is_empty();
     while sent < total || fds_pending {
         // On the stack: an allocation per message would cost more than the syscall saves.
+        let mut rest: [&[u8]; MAX_PARTS] = [&[]; MAX_PARTS];
+        let count = window(parts, sent, total - sent, &mut rest);
         let mut slices = [IoSlice::new(&[]); MAX_PARTS];
-        let count = remaining_slices(parts, sent, &mut slices);
+        for (slice, part) in slices.iter_mut().zip(&rest[..count]) {
+            *slice = IoSlice::new(part);
+        }
         let rights = [ControlMessage::ScmRights(fds)];
         let cmsgs: &[ControlMessage] = if fds_pending { &rights } else { &[] };
         match sendmsg::<()>(
@@ -574,20 +591,28 @@ pub(crate) fn send_all(fd: BorrowedFd<'_>, parts: &[&[u8]], fds: &[RawFd]) -> io
 /// The most parts one [`send_all`] call may write.
 pub(crate) const MAX_PARTS: usize = 6;
 
-/// Fills `out` with the parts still to send after `skip` bytes; returns how many it filled.
-fn remaining_slices<'a>(parts: &[&'a [u8]], mut skip: usize, out: &mut [IoSlice<'a>]) -> usize {
+/// Fills `out` with the slices of `parts` that cover `len` bytes starting at byte `start` of
+/// their concatenation; returns how many it filled (at most `out.len()`).
+pub(crate) fn window<'a>(
+    parts: &[&'a [u8]],
+    mut start: usize,
+    mut len: usize,
+    out: &mut [&'a [u8]],
+) -> usize {
     let mut count = 0;
     for part in parts {
-        if skip >= part.len() {
-            skip -= part.len();
-            continue;
-        }
-        if count == out.len() {
+        if len == 0 || count == out.len() {
             break;
         }
-        out[count] = IoSlice::new(&part[skip..]);
+        if start >= part.len() {
+            start -= part.len();
+            continue;
+        }
+        let take = (part.len() - start).min(len);
+        out[count] = &part[start..start + take];
         count += 1;
-        skip = 0;
+        len -= take;
+        start = 0;
     }
     count
 }
@@ -613,14 +638,12 @@ pub(crate) fn recv_with_fds_into_vec(
     fds: &mut Vec<OwnedFd>,
     nonblocking: bool,
 ) -> io::Result<usize> {
-    out.try_reserve(max)
-        .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "message too large to buffer"))?;
-    let spare = out.spare_capacity_mut();
-    // SAFETY: the spare capacity is valid for writes of `max` bytes (reserved above).
-    let n = unsafe { recvmsg_into(fd, spare.as_mut_ptr().cast(), max, fds, nonblocking)? };
-    // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
-    unsafe { out.set_len(out.len() + n) };
-    Ok(n)
+    // SAFETY: recvmsg_into writes at most `len` bytes at `ptr` and returns the count written.
+    unsafe {
+        append_with(out, max, |ptr, len| {
+            recvmsg_into(fd, ptr, len, fds, nonblocking)
+        })
+    }
 }
 
 /// `recvmsg` of up to `len` bytes into memory that may be uninitialised, collecting the
@@ -717,26 +740,24 @@ pub(crate) fn read_exact_into_vec(
     out: &mut Vec<u8>,
     len: usize,
 ) -> io::Result<()> {
-    out.try_reserve_exact(len)
-        .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "message too large to buffer"))?;
     let end = out.len() + len;
     while out.len() < end {
         let want = end - out.len();
-        let spare = &mut out.spare_capacity_mut()[..want];
-        // SAFETY: `spare` is writable memory owned by `out`; read writes at most spare.len()
-        // bytes into it, and we only extend the length by the count the kernel reports.
-        let n = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
-        match n {
-            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-            -1 => {
-                let err = io::Error::last_os_error();
-                if err.kind() != io::ErrorKind::Interrupted {
-                    return Err(err);
+        // SAFETY: `read(2)` writes at most `len` bytes at `ptr` and returns the count written.
+        unsafe {
+            append_with(out, want, |ptr, len| loop {
+                match libc::read(fd.as_raw_fd(), ptr.cast(), len) {
+                    0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                    -1 => {
+                        let err = io::Error::last_os_error();
+                        if err.kind() != io::ErrorKind::Interrupted {
+                            return Err(err);
+                        }
+                    }
+                    n => return Ok(n as usize),
                 }
-            }
-            // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
-            n => unsafe { out.set_len(out.len() + n as usize) },
-        }
+            })
+        }?;
     }
     Ok(())
 }
