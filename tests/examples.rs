@@ -1,0 +1,377 @@
+//! Tests for the examples: every program under `examples/` runs with small arguments and its
+//! output is checked against what the tutorial listing it mirrors prints (issue 7).
+//!
+//! `cargo test` builds the examples before it runs any test; when this file runs alone
+//! (`cargo test --test examples`), the examples are built first.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+/// How long one example may run before the test kills it and fails.
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// The directory cargo puts example binaries in, next to this test's own `deps/`.
+fn examples_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in target/<profile>/deps")
+        .join("examples")
+}
+
+/// Builds the examples once if this test binary was built without them.
+fn ensure_built(name: &str) {
+    static BUILD: Once = Once::new();
+    if examples_dir().join(name).exists() {
+        return;
+    }
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--examples", "--quiet"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the examples failed");
+    });
+}
+
+/// Runs example `name` with `args`, fails the test on a non-zero exit or after [`LIMIT`], and
+/// returns its standard output.
+fn run(name: &str, args: &[&str]) -> String {
+    ensure_built(name);
+    let mut child = Command::new(examples_dir().join(name))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start example {name}: {e}"));
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).map(|_| out)
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the example") {
+            break status;
+        }
+        if start.elapsed() > LIMIT {
+            child.kill().expect("kill the example");
+            child.wait().expect("reap the example");
+            panic!("example {name} ran for more than {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let out = reader.join().expect("reader thread").expect("utf-8 output");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut err)
+        .expect("utf-8 errors");
+    assert!(
+        status.success(),
+        "example {name} failed ({status}); stdout:\n{out}\nstderr:\n{err}"
+    );
+    out
+}
+
+/// The number in `line` between `before` and the next character that is not a digit.
+fn number_after(line: &str, before: &str) -> u32 {
+    let at = line
+        .find(before)
+        .unwrap_or_else(|| panic!("{before:?} not in {line:?}"))
+        + before.len();
+    let digits: String = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after {before:?} in {line:?}"))
+}
+
+/// The lines of `out` that contain `needle`.
+fn lines_with<'a>(out: &'a str, needle: &str) -> Vec<&'a str> {
+    out.lines().filter(|l| l.contains(needle)).collect()
+}
+
+/// Every example in the tree is covered by a test here: adding one without a check fails.
+#[test]
+fn every_example_is_tested() {
+    let tested: BTreeSet<&str> = TESTED.iter().copied().collect();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let present: BTreeSet<String> = std::fs::read_dir(dir)
+        .expect("examples/ exists")
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            (path.extension()? == "rs").then(|| path.file_stem()?.to_str().map(str::to_owned))?
+        })
+        .collect();
+    let untested: Vec<_> = present
+        .iter()
+        .filter(|p| !tested.contains(p.as_str()))
+        .collect();
+    assert!(untested.is_empty(), "examples without a test: {untested:?}");
+}
+
+/// The examples this file checks, one test each below.
+const TESTED: &[&str] = &[
+    "hello",
+    "fork",
+    "process",
+    "processes",
+    "subprocess_call",
+    "subprocess_communicate",
+    "pipe",
+    "thread",
+    "threads_urls",
+    "thread_subclass",
+    "lock",
+    "multicore",
+    "thread_local",
+    "coroutine",
+    "coroutine_pool",
+];
+
+#[test]
+fn smoke() {
+    let out = run("process", &[]);
+    assert!(out.ends_with("Child process end.\n"), "{out}");
+}
+
+#[test]
+fn hello() {
+    let out = run("hello", &[]);
+    for method in ["fork", "spawn", "forkserver"] {
+        assert_eq!(
+            lines_with(&out, &format!("{method}: child pid")).len(),
+            1,
+            "{out}"
+        );
+    }
+    assert!(out.contains("answered 3 messages"), "{out}");
+}
+
+#[test]
+fn fork() {
+    let out = run("fork", &[]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    let parent = number_after(lines[0], "Process (");
+    let created = lines_with(&out, "just created");
+    let child_line = lines_with(&out, "I am child process");
+    assert_eq!(number_after(created[0], "I ("), parent);
+    let child = number_after(created[0], "child process (");
+    assert_eq!(number_after(child_line[0], "child process ("), child);
+    assert_eq!(number_after(child_line[0], "my parent is "), parent);
+    assert_ne!(child, parent);
+}
+
+#[test]
+fn process() {
+    let out = run("process", &[]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    let parent = number_after(lines[0], "Parent process ");
+    assert_eq!(lines[1], "Child process will start.");
+    assert_ne!(number_after(lines[2], "Run child process test ("), parent);
+    assert_eq!(lines[3], "Child process end.");
+}
+
+#[test]
+fn processes() {
+    let out = run("processes", &[]);
+    assert_eq!(lines_with(&out, "Process will start.").len(), 5, "{out}");
+    let children: BTreeSet<(u32, u32)> = lines_with(&out, "Running...")
+        .into_iter()
+        .map(|l| (number_after(l, "Child process "), number_after(l, "(")))
+        .collect();
+    assert_eq!(children.len(), 5, "{out}");
+    let names: BTreeSet<u32> = children.iter().map(|c| c.0).collect();
+    assert_eq!(names, (0..5).collect(), "{out}");
+    assert!(out.ends_with("Process end.\n"), "{out}");
+}
+
+#[test]
+fn subprocess_call() {
+    let out = run("subprocess_call", &[]);
+    assert!(out.starts_with("$ getent hosts localhost\n"), "{out}");
+    assert!(out.ends_with("Exit code: 0\n"), "{out}");
+    let out = run("subprocess_call", &["no-such-host.invalid"]);
+    assert!(!out.ends_with("Exit code: 0\n"), "{out}");
+}
+
+#[test]
+fn subprocess_communicate() {
+    let out = run("subprocess_communicate", &[]);
+    assert_eq!(out, "$ sh\n6 * 7 = 42\nLinux\nExit code: 3\n");
+}
+
+#[test]
+fn pipe() {
+    let out = run("pipe", &["--sleep-ms", "5"]);
+    let urls: Vec<String> = (0..10).map(|i| format!("url_{i}")).collect();
+    let sent: Vec<&str> = lines_with(&out, "send: ");
+    let received: Vec<&str> = lines_with(&out, "rev:");
+    let tail = |lines: &[&str], sep: &str| -> Vec<String> {
+        lines
+            .iter()
+            .map(|l| l.rsplit(sep).next().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(tail(&sent, "send: "), urls, "{out}");
+    assert_eq!(tail(&received, "rev:"), urls, "{out}");
+    let sender = number_after(sent[0], "Process(");
+    let receiver = number_after(received[0], "Process(");
+    assert_ne!(sender, receiver);
+    assert!(out.ends_with("10 messages received\n"), "{out}");
+}
+
+#[test]
+fn thread() {
+    let out = run("thread", &["--sleep-ms", "1"]);
+    let expected: String = std::iter::once("thread main is running...".to_string())
+        .chain(std::iter::once(
+            "thread LoopThread is running...".to_string(),
+        ))
+        .chain((1..=5).map(|n| format!("thread LoopThread >>> {n}")))
+        .chain([
+            "thread LoopThread ended.".into(),
+            "thread main ended.".into(),
+        ])
+        .map(|l| l + "\n")
+        .collect();
+    assert_eq!(out, expected);
+}
+
+/// The checks shared by the two two-thread listings.
+fn check_url_threads(out: &str) {
+    assert!(out.starts_with("main is running...\n"), "{out}");
+    for (name, urls) in [("Thread_1", [1, 2, 3]), ("Thread_2", [4, 5, 6])] {
+        let visited: Vec<String> = lines_with(out, &format!("{name} ---->>> "))
+            .iter()
+            .map(|l| l.rsplit(' ').next().unwrap_or_default().to_string())
+            .collect();
+        let expected: Vec<String> = urls.iter().map(|u| format!("url_{u}")).collect();
+        assert_eq!(visited, expected, "{out}");
+        assert_eq!(
+            lines_with(out, &format!("Current {name} is running...")).len(),
+            1
+        );
+        assert_eq!(lines_with(out, &format!("{name} ended.")).len(), 1);
+    }
+    assert!(out.ends_with("main ended.\n"), "{out}");
+}
+
+#[test]
+fn threads_urls() {
+    check_url_threads(&run("threads_urls", &["--sleep-ms", "5"]));
+}
+
+#[test]
+fn thread_subclass() {
+    let out = run("thread_subclass", &["--sleep-ms", "5"]);
+    check_url_threads(&out);
+    assert!(
+        out.contains("Thread_1 visited 3 urls\nThread_2 visited 3 urls\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn lock() {
+    let out = run("lock", &["--rounds", "20000"]);
+    assert_eq!(
+        lines_with(&out, "without a lock: balance = ").len(),
+        1,
+        "{out}"
+    );
+    assert!(out.ends_with("with a lock:    balance = 0\n"), "{out}");
+}
+
+#[test]
+fn multicore() {
+    let out = run("multicore", &["--seconds", "0.2"]);
+    let cpus = multiproc::cpu_count();
+    assert!(
+        out.starts_with(&format!("{cpus} CPUs: starting {cpus} busy threads")),
+        "{out}"
+    );
+    assert_eq!(lines_with(&out, "s of CPU").len(), cpus, "{out}");
+    // Only that CPU time was measured: how much depends on the machine's load.
+    assert!(number_after(&out, "CPU use: ") > 0, "{out}");
+}
+
+#[test]
+fn thread_local() {
+    let out = run("thread_local", &[]);
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(
+        lines,
+        [
+            "Hello, Alice (in Thread-A)",
+            "Hello, Bob (in Thread-B)",
+            "No student bound in main"
+        ]
+    );
+}
+
+#[test]
+fn coroutine() {
+    let out = run("coroutine", &["--delay-ms", "100"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 6, "{out}");
+    // All three fetches start before any finishes: they run concurrently.
+    assert!(
+        lines[..3].iter().all(|l| l.starts_with("Visit --> ")),
+        "{out}"
+    );
+    let mut sizes: Vec<u32> = lines[3..]
+        .iter()
+        .map(|l| {
+            assert!(l.ends_with("(thread main)"), "{out}");
+            number_after(l, "")
+        })
+        .collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes, [25_482, 45_740, 47_445]);
+}
+
+#[test]
+fn coroutine_pool() {
+    let out = run("coroutine_pool", &["--delay-ms", "20"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 7, "{out}");
+    // Two at a time: the third visit starts only after a fetch has finished.
+    let visits: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].starts_with("Visit --> "))
+        .collect();
+    assert_eq!(visits.len(), 3, "{out}");
+    let third_visit = visits[2];
+    let first_done = lines
+        .iter()
+        .position(|l| l.contains("bytes received"))
+        .expect("a fetch finished");
+    assert!(first_done < third_visit, "{out}");
+    let results = lines[6];
+    let github = results
+        .find("github.com/ --->finish")
+        .expect("github result");
+    let python = results
+        .find("www.python.org/ --->finish")
+        .expect("python result");
+    assert!(
+        github < python,
+        "results come back in input order: {results}"
+    );
+    assert!(results.ends_with("/ --->finish\"]"), "{results}");
+}
