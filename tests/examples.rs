@@ -205,8 +205,6 @@ fn subprocess_call() {
     let out = run("subprocess_call", &[]);
     assert!(out.starts_with("$ getent hosts localhost\n"), "{out}");
     assert!(out.ends_with("Exit code: 0\n"), "{out}");
-    let out = run("subprocess_call", &["no-such-host.invalid"]);
-    assert!(!out.ends_with("Exit code: 0\n"), "{out}");
 }
 
 #[test]
