@@ -151,7 +151,7 @@ pub(crate) enum Failure {
 
 /// The outcome of running the trampoline, still in the child.
 pub(crate) enum Outcome {
-    Returned(Vec<u8>, Vec<OwnedFd>),
+    Returned(codec::Encoded, Vec<OwnedFd>),
     Failed(Failure),
 }
 
@@ -192,7 +192,7 @@ pub(crate) fn call<A, R: Serialize>(f: fn(A) -> R, args: A) -> Outcome {
     match panic::catch_unwind(AssertUnwindSafe(move || f(args))) {
         Ok(result) => {
             let mut fds = Vec::new();
-            match codec::encode_in(&result, &mut fds) {
+            match codec::encode_small_in(&result, &mut fds) {
                 Ok(bytes) => Outcome::Returned(bytes, fds),
                 Err(e) => Outcome::Failed(Failure::ResultUnencodable(e.to_string())),
             }
@@ -402,7 +402,11 @@ fn receive_job(conn: &Connection, expected_nonce: Option<u64>) -> Result<Receive
 fn send_outcome(conn: &Connection, outcome: Outcome) -> Result<(), Error> {
     let (tag, body, mut fds) = match outcome {
         Outcome::Returned(bytes, fds) => (TAG_RETURNED, bytes, fds),
-        Outcome::Failed(failure) => (TAG_FAILED, codec::encode(&failure)?, Vec::new()),
+        Outcome::Failed(failure) => (
+            TAG_FAILED,
+            codec::Encoded::Heap(codec::encode(&failure)?),
+            Vec::new(),
+        ),
     };
     if body.len() <= INLINE_RESULT_MAX {
         return conn.send_parts(&[&[tag], &body], &fds);

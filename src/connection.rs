@@ -80,11 +80,18 @@ struct Endpoint {
     fd: OwnedFd,
     /// The size of the continuation records this end sends, from its socket's send buffer.
     record_max: std::sync::OnceLock<usize>,
-    /// Held while a message is being written. Shared by every `try_clone` of this end in this
-    /// process, so that threads using different clones still write whole messages.
-    send_lock: Arc<Mutex<()>>,
-    /// Held while a message is being read, so that messages are read whole; shared likewise.
-    recv_lock: Arc<Mutex<()>>,
+    /// Shared by every `try_clone` of this end in this process, so that threads using
+    /// different clones still write and read whole messages. One allocation for both.
+    locks: Arc<Locks>,
+}
+
+/// The locks of one end.
+#[derive(Default)]
+struct Locks {
+    /// Held while a message is being written.
+    send: Mutex<()>,
+    /// Held while a message is being read.
+    recv: Mutex<()>,
 }
 
 impl Endpoint {
@@ -93,8 +100,7 @@ impl Endpoint {
         Endpoint {
             fd,
             record_max: std::sync::OnceLock::new(),
-            send_lock: Arc::new(Mutex::new(())),
-            recv_lock: Arc::new(Mutex::new(())),
+            locks: Arc::new(Locks::default()),
         }
     }
 
@@ -105,8 +111,7 @@ impl Endpoint {
         Ok(Endpoint {
             fd,
             record_max: std::sync::OnceLock::new(),
-            send_lock: self.send_lock.clone(),
-            recv_lock: self.recv_lock.clone(),
+            locks: Arc::clone(&self.locks),
         })
     }
 
@@ -114,11 +119,11 @@ impl Endpoint {
     /// `recv` holding it).
     fn lock_recv(&self, deadline: Option<Instant>) -> Result<MutexGuard<'_, ()>, Error> {
         loop {
-            match self.recv_lock.try_lock() {
+            match self.locks.recv.try_lock() {
                 Ok(guard) => return Ok(guard),
                 Err(TryLockError::Poisoned(e)) => return Ok(e.into_inner()),
                 Err(TryLockError::WouldBlock) => match deadline {
-                    None => return Ok(self.recv_lock.lock().unwrap_or_else(|e| e.into_inner())),
+                    None => return Ok(self.locks.recv.lock().unwrap_or_else(|e| e.into_inner())),
                     Some(d) if Instant::now() >= d => return Err(Error::Timeout),
                     Some(_) => std::thread::sleep(Duration::from_millis(1)),
                 },
@@ -150,7 +155,7 @@ impl Endpoint {
         slots[0] = header;
         let first = total.min(RECORD_MAX - header.len());
         let n = sys::window(parts, 0, first, &mut slots[1..]);
-        let _guard = self.send_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = self.locks.send.lock().unwrap_or_else(|e| e.into_inner());
         sys::send_all(self.fd.as_fd(), &slots[..=n], fds).map_err(connection_io("sendmsg"))?;
         let mut sent = first;
         let record_max = if sent < total {
@@ -195,7 +200,7 @@ impl Endpoint {
     /// Reads a message into `buf`; a message longer than `buf` is returned whole in
     /// [`Error::BufferTooShort`].
     fn recv_frame_into(&self, buf: &mut [u8]) -> Result<usize, Error> {
-        let _guard = self.recv_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = self.locks.recv.lock().unwrap_or_else(|e| e.into_inner());
         let mut fds = Vec::new();
         let (len, copied, whole) = self.read_first_record(None, &mut fds, |len, first| {
             if len > buf.len() {

@@ -32,6 +32,10 @@ pub(crate) fn start(
     setup: ChildSetup,
     work: impl FnOnce() -> Outcome,
 ) -> Result<Started, Error> {
+    // Built before the fork so that the child allocates nothing for it: every allocation in a
+    // fork child writes to a copy-on-write page.
+    let child_raw = child_end.as_raw_fd();
+    let child_conn = Connection::from_fd(child_end);
     // SAFETY: the child runs only fork-safe code until the user's function (module docs).
     match unsafe { sys::fork() }.map_err(Error::os("fork"))? {
         Forked::Child => {
@@ -39,11 +43,11 @@ pub(crate) fn start(
             // The parent's connection ends are not ours: a peer must see end of stream when
             // the parent drops its end, which our inherited copy would prevent (a common hang
             // with CPython's fork). That includes the parent's end of `child_end`.
-            sys::close_tracked_fds(child_end.as_raw_fd(), keep);
-            bootstrap::run_job(Connection::from_fd(child_end), setup, Origin::Forked, work)
+            sys::close_tracked_fds(child_raw, keep);
+            bootstrap::run_job(child_conn, setup, Origin::Forked, work)
         }
         Forked::Parent(pid) => {
-            drop(child_end);
+            drop(child_conn);
             Started::own_child(pid)
         }
     }

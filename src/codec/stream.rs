@@ -1,0 +1,820 @@
+//! A streaming reader for the pickles serde-pickle writes: values go straight into serde's
+//! visitors, with no intermediate value tree, no read buffer and no allocation of its own.
+//!
+//! `serde_pickle::from_slice` builds a `Value` tree first and allocates about 12 KiB per call
+//! (an 8 KiB `BufReader` and a 128-slot stack) before it decodes anything. That costs ~200 ns
+//! for a `u64` (DESIGN §9) and, in a freshly forked parent, several copy-on-write page faults
+//! per decode. This reader handles exactly the opcodes serde-pickle emits at protocol 3; a
+//! pickle with anything else (memo references, `GLOBAL`, Python's `TUPLE1`…) is left to
+//! serde-pickle, decided by [`decode`] scanning the opcodes before it decodes anything.
+//!
+//! Pickle is a postfix language, so a streaming reader must tell some shapes apart by looking
+//! ahead: after `EMPTY_LIST` a `MARK` may open a batch of the list's items (closed by
+//! `APPENDS`) or a sibling tuple (closed by `TUPLE`); [`Reader::closer`] finds which opcode
+//! pops that mark. After `EMPTY_DICT`, serde-pickle's enum form `{variant: value}` is
+//! `key value SETITEM` with no mark; [`Reader::skip`] checks for it.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
+
+const MARK: u8 = b'(';
+const STOP: u8 = b'.';
+const NONE: u8 = b'N';
+const NEWTRUE: u8 = 0x88;
+const NEWFALSE: u8 = 0x89;
+const BININT: u8 = b'J';
+const BININT1: u8 = b'K';
+const BININT2: u8 = b'M';
+const LONG1: u8 = 0x8a;
+const BINFLOAT: u8 = b'G';
+const BINUNICODE: u8 = b'X';
+const SHORT_BINBYTES: u8 = b'C';
+const BINBYTES: u8 = b'B';
+const EMPTY_TUPLE: u8 = b')';
+const TUPLE: u8 = b't';
+const EMPTY_LIST: u8 = b']';
+const APPENDS: u8 = b'e';
+const EMPTY_DICT: u8 = b'}';
+const SETITEMS: u8 = b'u';
+const SETITEM: u8 = b's';
+const PROTO: u8 = 0x80;
+
+/// Nesting deeper than this is refused (serde-pickle then gets the pickle, and its own limits).
+const MAX_DEPTH: usize = 256;
+
+/// Why a pickle did not decode.
+#[derive(Debug)]
+pub(crate) struct DecodeError(String);
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+impl de::Error for DecodeError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        DecodeError(msg.to_string())
+    }
+}
+
+type Result<T> = std::result::Result<T, DecodeError>;
+
+fn malformed(what: &str) -> DecodeError {
+    DecodeError(format!("malformed pickle: {what}"))
+}
+
+/// Decodes `input` if every opcode in it is one this reader handles; `None` means "not ours:
+/// ask serde-pickle" (the input has not been touched, so nothing was consumed).
+pub(crate) fn decode<'de, T: de::Deserialize<'de>>(input: &'de [u8]) -> Option<Result<T>> {
+    let body_end = scan(input)?;
+    let mut reader = Reader {
+        input: &input[..body_end],
+        pos: 2,
+        depth: 0,
+    };
+    Some(T::deserialize(&mut reader).and_then(|value| {
+        if reader.pos == body_end {
+            Ok(value)
+        } else {
+            Err(malformed("data after the value"))
+        }
+    }))
+}
+
+/// Checks that `input` is `PROTO 2|3`, opcodes this reader knows with their arguments in
+/// bounds and marks balanced, then `STOP` as its last byte; returns where `STOP` is.
+fn scan(input: &[u8]) -> Option<usize> {
+    if input.len() < 3 || input[0] != PROTO || !matches!(input[1], 2 | 3) {
+        return None;
+    }
+    let stop = input.len() - 1;
+    if input[stop] != STOP {
+        return None;
+    }
+    let mut pos = 2;
+    let mut marks = 0usize;
+    while pos < stop {
+        let op = input[pos];
+        match op {
+            MARK => {
+                marks += 1;
+                if marks > MAX_DEPTH {
+                    return None;
+                }
+            }
+            APPENDS | SETITEMS | TUPLE => marks = marks.checked_sub(1)?,
+            _ => {}
+        }
+        pos = next_op(input, pos, stop)?;
+    }
+    (pos == stop && marks == 0).then_some(stop)
+}
+
+/// The position after the opcode at `pos` and its argument, if it is one this reader knows and
+/// its argument ends before `end`.
+fn next_op(input: &[u8], pos: usize, end: usize) -> Option<usize> {
+    let arg = pos + 1;
+    let len_at = |n: usize| -> Option<usize> {
+        let bytes = input.get(arg..arg + n)?;
+        let mut le = [0u8; 8];
+        le[..n].copy_from_slice(bytes);
+        usize::try_from(u64::from_le_bytes(le)).ok()
+    };
+    let arg_len = match input[pos] {
+        MARK | NONE | NEWTRUE | NEWFALSE | EMPTY_TUPLE | TUPLE | EMPTY_LIST | APPENDS
+        | EMPTY_DICT | SETITEMS | SETITEM => 0,
+        BININT1 => 1,
+        BININT2 => 2,
+        BININT => 4,
+        BINFLOAT => 8,
+        LONG1 => 1 + len_at(1).filter(|&n| n <= 16)?,
+        SHORT_BINBYTES => 1 + len_at(1)?,
+        BINUNICODE | BINBYTES => 4usize.checked_add(len_at(4)?)?,
+        _ => return None,
+    };
+    let next = arg.checked_add(arg_len)?;
+    (next <= end).then_some(next)
+}
+
+/// The decoder: a position in a pickle that [`scan`] accepted.
+struct Reader<'de> {
+    input: &'de [u8],
+    pos: usize,
+    depth: usize,
+}
+
+impl<'de> Reader<'de> {
+    fn peek(&self) -> Result<u8> {
+        self.input
+            .get(self.pos)
+            .copied()
+            .ok_or_else(|| malformed("value expected"))
+    }
+
+    fn expect(&mut self, op: u8, what: &str) -> Result<()> {
+        if self.peek()? == op {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(malformed(what))
+        }
+    }
+
+    /// The argument bytes of the opcode at `self.pos` (already known to be in bounds), and
+    /// moves past them.
+    fn take_op(&mut self) -> (u8, &'de [u8]) {
+        let op = self.input[self.pos];
+        let end = next_op(self.input, self.pos, self.input.len()).unwrap_or(self.input.len());
+        let arg = &self.input[self.pos + 1..end];
+        self.pos = end;
+        let payload = match op {
+            LONG1 | SHORT_BINBYTES => &arg[1..],
+            BINUNICODE | BINBYTES => &arg[4..],
+            _ => arg,
+        };
+        (op, payload)
+    }
+
+    /// The opcode that pops the mark at `at` (`APPENDS`, `SETITEMS` or `TUPLE`) and the position
+    /// after it.
+    fn closer(&self, at: usize) -> Option<(u8, usize)> {
+        let mut marks = 0usize;
+        let mut pos = at;
+        while pos < self.input.len() {
+            let op = self.input[pos];
+            let next = next_op(self.input, pos, self.input.len())?;
+            match op {
+                MARK => marks += 1,
+                APPENDS | SETITEMS | TUPLE => {
+                    marks = marks.checked_sub(1)?;
+                    if marks == 0 {
+                        return Some((op, next));
+                    }
+                }
+                _ => {}
+            }
+            pos = next;
+        }
+        None
+    }
+
+    /// Whether the mark at `at` opens a batch that `closer` ends.
+    fn batch_at(&self, at: usize, closer: u8) -> Option<usize> {
+        if self.input.get(at) != Some(&MARK) {
+            return None;
+        }
+        self.closer(at)
+            .and_then(|(op, end)| (op == closer).then_some(end))
+    }
+
+    /// Where the value starting at `at` ends, or `None` if no value starts there.
+    fn skip(&self, at: usize, depth: usize) -> Option<usize> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        match *self.input.get(at)? {
+            MARK => self.batch_at(at, TUPLE),
+            EMPTY_LIST => Some(self.skip_batches(at + 1, APPENDS)),
+            EMPTY_DICT => {
+                let after = self.skip_batches(at + 1, SETITEMS);
+                if after > at + 1 {
+                    return Some(after);
+                }
+                Some(self.single_item_end(at + 1, depth).unwrap_or(at + 1))
+            }
+            APPENDS | SETITEMS | SETITEM | TUPLE | STOP => None,
+            _ => next_op(self.input, at, self.input.len()),
+        }
+    }
+
+    /// Past every `MARK … closer` batch starting at `at`.
+    fn skip_batches(&self, mut at: usize, closer: u8) -> usize {
+        while let Some(end) = self.batch_at(at, closer) {
+            at = end;
+        }
+        at
+    }
+
+    /// If `key value SETITEM` starts at `at` (serde-pickle's `{variant: value}`, the only place
+    /// it writes `SETITEM`, always with a string key), where it ends.
+    fn single_item_end(&self, at: usize, depth: usize) -> Option<usize> {
+        if self.input.get(at) != Some(&BINUNICODE) {
+            return None;
+        }
+        let key_end = next_op(self.input, at, self.input.len())?;
+        let value_end = self.skip(key_end, depth + 1)?;
+        (self.input.get(value_end) == Some(&SETITEM)).then_some(value_end + 1)
+    }
+
+    fn enter(&mut self) -> Result<()> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(malformed("nested too deeply"));
+        }
+        Ok(())
+    }
+
+    fn integer<V: Visitor<'de>>(&mut self, op: u8, arg: &[u8], visitor: V) -> Result<V::Value> {
+        match op {
+            BININT1 => visitor.visit_i64(arg[0].into()),
+            BININT2 => visitor.visit_i64(u16::from_le_bytes([arg[0], arg[1]]).into()),
+            BININT => visitor.visit_i64(i32::from_le_bytes([arg[0], arg[1], arg[2], arg[3]]).into()),
+            _ => {
+                // LONG1: little-endian two's complement, at most 16 bytes (checked by `scan`).
+                let fill = if arg.last().is_some_and(|b| b & 0x80 != 0) { 0xff } else { 0 };
+                let mut le = [fill; 16];
+                le[..arg.len()].copy_from_slice(arg);
+                let value = i128::from_le_bytes(le);
+                if let Ok(v) = i64::try_from(value) {
+                    visitor.visit_i64(v)
+                } else if let Ok(v) = u64::try_from(value) {
+                    visitor.visit_u64(v)
+                } else {
+                    visitor.visit_i128(value)
+                }
+            }
+        }
+    }
+}
+
+impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
+    type Error = DecodeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        let op = self.peek()?;
+        match op {
+            MARK => {
+                self.pos += 1;
+                self.enter()?;
+                let value = visitor.visit_seq(Tuple { reader: self })?;
+                self.expect(TUPLE, "tuple has more items than its type")?;
+                self.depth -= 1;
+                Ok(value)
+            }
+            EMPTY_LIST => {
+                self.pos += 1;
+                self.enter()?;
+                let mut items = Batches::new(self, APPENDS);
+                let value = visitor.visit_seq(&mut items)?;
+                items.finish()?;
+                self.depth -= 1;
+                Ok(value)
+            }
+            EMPTY_DICT => {
+                let single = self.input.get(self.pos + 1) != Some(&MARK)
+                    && self.single_item_end(self.pos + 1, self.depth).is_some();
+                self.pos += 1;
+                self.enter()?;
+                let value = if single {
+                    let value = visitor.visit_map(SingleItem {
+                        reader: self,
+                        state: 0,
+                    })?;
+                    self.expect(SETITEM, "map has more entries than its type")?;
+                    value
+                } else {
+                    let mut entries = Batches::new(self, SETITEMS);
+                    let value = visitor.visit_map(&mut entries)?;
+                    entries.finish()?;
+                    value
+                };
+                self.depth -= 1;
+                Ok(value)
+            }
+            APPENDS | SETITEMS | SETITEM | TUPLE | STOP => Err(malformed("value expected")),
+            _ => {
+                let (op, arg) = self.take_op();
+                match op {
+                    NONE => visitor.visit_unit(),
+                    NEWTRUE => visitor.visit_bool(true),
+                    NEWFALSE => visitor.visit_bool(false),
+                    BININT | BININT1 | BININT2 | LONG1 => self.integer(op, arg, visitor),
+                    BINFLOAT => {
+                        let mut be = [0u8; 8];
+                        be.copy_from_slice(arg);
+                        visitor.visit_f64(f64::from_be_bytes(be))
+                    }
+                    BINUNICODE => match std::str::from_utf8(arg) {
+                        Ok(s) => visitor.visit_borrowed_str(s),
+                        Err(_) => Err(malformed("string is not UTF-8")),
+                    },
+                    SHORT_BINBYTES | BINBYTES => visitor.visit_borrowed_bytes(arg),
+                    EMPTY_TUPLE => visitor.visit_seq(Empty),
+                    _ => Err(malformed("unexpected opcode")),
+                }
+            }
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        if self.peek()? == NONE {
+            self.pos += 1;
+            visitor.visit_none()
+        } else {
+            visitor.visit_some(self)
+        }
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value> {
+        match self.peek()? {
+            BINUNICODE => visitor.visit_enum(Variant {
+                reader: self,
+                wrapped: false,
+            }),
+            EMPTY_DICT if self.input.get(self.pos + 1) != Some(&MARK) => {
+                self.pos += 1;
+                self.enter()?;
+                let value = visitor.visit_enum(Variant {
+                    reader: &mut *self,
+                    wrapped: true,
+                })?;
+                self.expect(SETITEM, "enum variant has more than one entry")?;
+                self.depth -= 1;
+                Ok(value)
+            }
+            _ => Err(malformed("enums must be a variant name or a {variant: value} dict")),
+        }
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        unit unit_struct seq tuple tuple_struct map struct identifier ignored_any
+    }
+}
+
+/// No items (`EMPTY_TUPLE`).
+struct Empty;
+
+impl<'de> de::SeqAccess<'de> for Empty {
+    type Error = DecodeError;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, _: T) -> Result<Option<T::Value>> {
+        Ok(None)
+    }
+}
+
+/// The items of `MARK … TUPLE`.
+struct Tuple<'a, 'de> {
+    reader: &'a mut Reader<'de>,
+}
+
+impl<'de> de::SeqAccess<'de> for Tuple<'_, 'de> {
+    type Error = DecodeError;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>> {
+        if self.reader.peek()? == TUPLE {
+            return Ok(None);
+        }
+        seed.deserialize(&mut *self.reader).map(Some)
+    }
+}
+
+/// The items of a list (`EMPTY_LIST` then batches `MARK items APPENDS`) or the entries of a
+/// dict (`EMPTY_DICT` then batches `MARK key value … SETITEMS`).
+struct Batches<'a, 'de> {
+    reader: &'a mut Reader<'de>,
+    closer: u8,
+    in_batch: bool,
+}
+
+impl<'a, 'de> Batches<'a, 'de> {
+    fn new(reader: &'a mut Reader<'de>, closer: u8) -> Self {
+        Batches {
+            reader,
+            closer,
+            in_batch: false,
+        }
+    }
+
+    /// Whether another item follows, moving over batch boundaries.
+    fn has_next(&mut self) -> Result<bool> {
+        loop {
+            if !self.in_batch && self.reader.pos == self.reader.input.len() {
+                return Ok(false);
+            }
+            let op = self.reader.peek()?;
+            if self.in_batch {
+                if op != self.closer {
+                    return Ok(true);
+                }
+                self.reader.pos += 1;
+                self.in_batch = false;
+            } else if self.reader.batch_at(self.reader.pos, self.closer).is_some() {
+                self.reader.pos += 1;
+                self.in_batch = true;
+            } else {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// After the visitor: every item must have been taken.
+    fn finish(&mut self) -> Result<()> {
+        if self.has_next()? {
+            return Err(malformed("more items than the type holds"));
+        }
+        Ok(())
+    }
+}
+
+impl<'de> de::SeqAccess<'de> for &mut Batches<'_, 'de> {
+    type Error = DecodeError;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>> {
+        if !self.has_next()? {
+            return Ok(None);
+        }
+        seed.deserialize(&mut *self.reader).map(Some)
+    }
+}
+
+impl<'de> de::MapAccess<'de> for &mut Batches<'_, 'de> {
+    type Error = DecodeError;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
+        if !self.has_next()? {
+            return Ok(None);
+        }
+        seed.deserialize(&mut *self.reader).map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value> {
+        seed.deserialize(&mut *self.reader)
+    }
+}
+
+/// The one entry of `EMPTY_DICT key value SETITEM`.
+struct SingleItem<'a, 'de> {
+    reader: &'a mut Reader<'de>,
+    state: u8,
+}
+
+impl<'de> de::MapAccess<'de> for SingleItem<'_, 'de> {
+    type Error = DecodeError;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
+        if self.state > 0 {
+            return Ok(None);
+        }
+        self.state = 1;
+        seed.deserialize(&mut *self.reader).map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value> {
+        seed.deserialize(&mut *self.reader)
+    }
+}
+
+/// An enum: a variant name alone (unit variant), or inside `{variant: value}` (`wrapped`).
+struct Variant<'a, 'de> {
+    reader: &'a mut Reader<'de>,
+    wrapped: bool,
+}
+
+impl<'a, 'de> de::EnumAccess<'de> for Variant<'a, 'de> {
+    type Error = DecodeError;
+    type Variant = Self;
+
+    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Self)> {
+        if self.reader.peek()? != BINUNICODE {
+            return Err(malformed("enum variant name expected"));
+        }
+        let (_, name) = self.reader.take_op();
+        let name = std::str::from_utf8(name).map_err(|_| malformed("string is not UTF-8"))?;
+        let variant = seed.deserialize(name.into_deserializer())?;
+        Ok((variant, self))
+    }
+}
+
+impl<'de> de::VariantAccess<'de> for Variant<'_, 'de> {
+    type Error = DecodeError;
+
+    fn unit_variant(self) -> Result<()> {
+        if self.wrapped {
+            // `{variant: None}`: what serde-pickle reads as a unit variant too.
+            return de::Deserialize::deserialize(&mut *self.reader);
+        }
+        Ok(())
+    }
+
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value> {
+        if !self.wrapped {
+            return Err(de::Error::invalid_type(de::Unexpected::UnitVariant, &"newtype variant"));
+        }
+        seed.deserialize(&mut *self.reader)
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value> {
+        if !self.wrapped {
+            return Err(de::Error::invalid_type(de::Unexpected::UnitVariant, &"tuple variant"));
+        }
+        de::Deserializer::deserialize_any(&mut *self.reader, visitor)
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value> {
+        if !self.wrapped {
+            return Err(de::Error::invalid_type(de::Unexpected::UnitVariant, &"struct variant"));
+        }
+        de::Deserializer::deserialize_any(&mut *self.reader, visitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Unit;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Empty {}
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Wrapper(u32);
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    enum Shape {
+        Unit,
+        New(i64),
+        Nothing(()),
+        Pair(u8, String),
+        Record { a: Vec<u32>, b: Option<Box<Shape>> },
+        Hollow {},
+        Map(HashMap<String, Empty>),
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Everything {
+        small: i8,
+        int: i64,
+        big: u64,
+        float: f64,
+        text: String,
+        ch: char,
+        flag: bool,
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+        pairs: Vec<(u8, Option<String>)>,
+        map: BTreeMap<String, Shape>,
+        shapes: Vec<Shape>,
+        unit: (),
+        unit_struct: Unit,
+        empty: Empty,
+        wrapper: Wrapper,
+        empties: Vec<Empty>,
+        nested: Vec<Vec<(Empty, (), Vec<u8>)>>,
+        maps: Vec<HashMap<u16, Empty>>,
+    }
+
+    /// xorshift: reproducible pseudo-random numbers without a dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+
+        /// A length that often lands on serde-pickle's batch size of 1000.
+        fn len(&mut self) -> usize {
+            [0, 1, 2, 3, 999, 1000, 1001, 2000, 2001][self.below(9) as usize]
+        }
+
+        fn shape(&mut self, depth: u32) -> Shape {
+            match self.below(if depth > 3 { 4 } else { 7 }) {
+                0 => Shape::Unit,
+                1 => Shape::New(self.next() as i64),
+                2 => Shape::Nothing(()),
+                3 => Shape::Pair(self.next() as u8, "ü".repeat(self.below(4) as usize)),
+                4 => Shape::Record {
+                    a: (0..self.below(1500)).map(|i| i as u32).collect(),
+                    b: (self.below(2) == 0).then(|| Box::new(self.shape(depth + 1))),
+                },
+                5 => Shape::Hollow {},
+                _ => Shape::Map(
+                    (0..self.below(3))
+                        .map(|i| (i.to_string(), Empty {}))
+                        .collect(),
+                ),
+            }
+        }
+
+        fn everything(&mut self) -> Everything {
+            Everything {
+                small: self.next() as i8,
+                int: [0, -1, i64::MIN, i64::MAX, self.next() as i64][self.below(5) as usize],
+                big: [0, 255, 65_536, u64::MAX, self.next()][self.below(5) as usize],
+                float: f64::from_bits(self.next() & !0x7ff0_0000_0000_0000),
+                text: "x".repeat(self.len()),
+                ch: ['a', 'é', '😀'][self.below(3) as usize],
+                flag: self.below(2) == 0,
+                bytes: (0..self.below(300)).map(|i| i as u8).collect(),
+                pairs: (0..self.len())
+                    .map(|i| (i as u8, (i % 3 == 0).then(|| i.to_string())))
+                    .collect(),
+                map: (0..self.below(4))
+                    .map(|i| (format!("k{i}"), self.shape(0)))
+                    .collect(),
+                shapes: (0..self.below(6)).map(|_| self.shape(0)).collect(),
+                unit: (),
+                unit_struct: Unit,
+                empty: Empty {},
+                wrapper: Wrapper(self.next() as u32),
+                empties: vec![Empty {}; self.len()],
+                nested: (0..self.below(3))
+                    .map(|_| (0..self.below(3)).map(|_| (Empty {}, (), vec![])).collect())
+                    .collect(),
+                maps: (0..self.below(3))
+                    .map(|_| (0..self.len() as u16).map(|k| (k, Empty {})).collect())
+                    .collect(),
+            }
+        }
+    }
+
+    fn pickle<T: Serialize>(value: &T) -> Vec<u8> {
+        serde_pickle::to_vec(value, serde_pickle::SerOptions::new()).unwrap()
+    }
+
+    #[test]
+    fn reads_back_what_serde_pickle_writes() {
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        for _ in 0..300 {
+            let value = rng.everything();
+            let bytes = pickle(&value);
+            let decoded: Everything = decode(&bytes).expect("our opcodes").unwrap();
+            assert_eq!(decoded, value);
+        }
+    }
+
+    #[test]
+    fn untyped_values_match_serde_pickle() {
+        // serde-pickle reads integers beyond i64 only as errors: keep `big` in range here.
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..100 {
+            let mut value = rng.everything();
+            value.big &= i64::MAX as u64;
+            let bytes = pickle(&value);
+            let ours: serde_pickle::Value = decode(&bytes).expect("our opcodes").unwrap();
+            let theirs: serde_pickle::Value =
+                serde_pickle::from_slice(&bytes, serde_pickle::DeOptions::new()).unwrap();
+            assert_eq!(ours, theirs);
+        }
+    }
+
+    #[test]
+    fn integers_at_every_width() {
+        for v in [0i64, 1, -1, 255, 256, 65_535, 65_536, -129, i32::MAX as i64 + 1] {
+            assert_eq!(decode::<i64>(&pickle(&v)).expect("ours").unwrap(), v);
+        }
+        for v in [i64::MIN, i64::MAX] {
+            assert_eq!(decode::<i64>(&pickle(&v)).expect("ours").unwrap(), v);
+        }
+        // serde-pickle itself cannot read this one back.
+        assert_eq!(decode::<u64>(&pickle(&u64::MAX)).expect("ours").unwrap(), u64::MAX);
+        // 2**100 and -2**100 as CPython writes them (LONG1, 13 bytes).
+        let mut big = b"\x80\x03\x8a\x0d".to_vec();
+        big.extend([0; 12]);
+        big.extend([0x10, STOP]);
+        assert_eq!(decode::<i128>(&big).expect("ours").unwrap(), 1i128 << 100);
+        let mut negative = b"\x80\x03\x8a\x0d".to_vec();
+        negative.extend([0; 12]);
+        negative.extend([0xf0, STOP]);
+        assert_eq!(decode::<i128>(&negative).expect("ours").unwrap(), -(1i128 << 100));
+        let err = decode::<u8>(&pickle(&300u16)).unwrap().unwrap_err();
+        assert!(err.to_string().contains("300"), "{err}");
+    }
+
+    #[test]
+    fn type_mismatches_are_errors() {
+        let bytes = pickle(&(1u8, 2u8, 3u8));
+        assert!(decode::<(u8, u8)>(&bytes).unwrap().is_err());
+        let bytes = pickle(&vec![1u8, 2, 3]);
+        assert!(decode::<[u8; 2]>(&bytes).unwrap().is_err());
+        assert!(decode::<String>(&pickle(&5u8)).unwrap().is_err());
+        assert!(decode::<Shape>(&pickle(&"Nope")).unwrap().is_err());
+    }
+
+    #[test]
+    fn foreign_pickles_are_left_to_serde_pickle() {
+        // What CPython writes for [1, 2]: a memo PUT (`q\0`) this reader does not handle.
+        let python = b"\x80\x03]q\x00(K\x01K\x02e.";
+        assert!(decode::<Vec<u8>>(python).is_none());
+        // Protocol 4 framing, and a tuple by TUPLE2.
+        assert!(decode::<Vec<u8>>(b"\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00].").is_none());
+        assert!(decode::<(u8, u8)>(b"\x80\x03K\x01K\x02\x86.").is_none());
+    }
+
+    #[test]
+    fn damaged_input_never_panics() {
+        let mut rng = Rng(0xdead_beef_cafe_f00d);
+        let samples: Vec<Vec<u8>> = (0..20).map(|_| pickle(&rng.everything())).collect();
+        for sample in &samples {
+            for _ in 0..200 {
+                let mut bytes = sample.clone();
+                match rng.below(3) {
+                    0 => bytes.truncate(rng.below(bytes.len() as u64) as usize),
+                    1 => {
+                        let at = rng.below(bytes.len() as u64) as usize;
+                        bytes[at] = rng.next() as u8;
+                    }
+                    _ => {
+                        let at = rng.below(bytes.len() as u64) as usize;
+                        bytes.insert(at, [MARK, APPENDS, SETITEM, TUPLE][rng.below(4) as usize]);
+                    }
+                }
+                let _ = decode::<Everything>(&bytes);
+                let _ = decode::<serde_pickle::Value>(&bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowed() {
+        let mut bytes = vec![PROTO, 3];
+        bytes.extend(std::iter::repeat_n(MARK, 10_000));
+        bytes.extend(std::iter::repeat_n(TUPLE, 10_000));
+        bytes.push(STOP);
+        assert!(decode::<serde_pickle::Value>(&bytes).is_none());
+        // Enum dicts nest without marks.
+        let mut bytes = vec![PROTO, 3];
+        for _ in 0..10_000 {
+            bytes.extend([EMPTY_DICT, BINUNICODE, 1, 0, 0, 0, b'V']);
+        }
+        bytes.push(NONE);
+        bytes.extend(std::iter::repeat_n(SETITEM, 10_000));
+        bytes.push(STOP);
+        let result = decode::<serde_pickle::Value>(&bytes).expect("known opcodes");
+        assert!(result.is_err());
+    }
+}
