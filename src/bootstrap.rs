@@ -150,6 +150,8 @@ pub(crate) enum Failure {
 }
 
 /// The outcome of running the trampoline, still in the child.
+// The result stays inline (see `codec::Encoded`); an outcome is made once per child.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Outcome {
     Returned(codec::Encoded, Vec<OwnedFd>),
     Failed(Failure),
@@ -250,6 +252,10 @@ fn pre_main() {
             run(conn, Some(nonce))
         }
         ("forkserver", Some(_)) if sys::fd_is_open(ALIVE_FD) => {
+            if fields.get(3) == Some(&"bind-now") {
+                // Set by the parent for the dynamic linker only (see forkserver::Server).
+                let _ = sys::take_env(c"LD_BIND_NOW");
+            }
             // SAFETY: as above, for the control socket and the alive pipe.
             let (control, alive) = unsafe { (sys::own_fd(CHILD_FD), sys::own_fd(ALIVE_FD)) };
             crate::process::start::forkserver::serve(control, alive)
@@ -278,8 +284,10 @@ pub(crate) struct ChildSetup {
 pub(crate) enum Origin {
     /// Forked from the program itself.
     Forked,
-    /// Re-executed, or forked from the single-threaded forkserver.
+    /// Re-executed (spawn).
     Fresh,
+    /// Forked from the single-threaded forkserver, which installed the panic hook already.
+    Served,
 }
 
 /// The child side of spawn and forkserver: read the bootstrap message from `socket`, then run
@@ -290,7 +298,13 @@ pub(crate) fn run(socket: OwnedFd, expected_nonce: Option<u64>) -> ! {
     let conn = Connection::from_fd(socket);
     match receive_job(&conn, expected_nonce) {
         Ok((setup, trampoline, function, frame, args_offset, mut fds)) => {
-            run_job(conn, setup, Origin::Fresh, move || {
+            // Only spawn children carry a nonce; forkserver children are forked from the server.
+            let origin = if expected_nonce.is_some() {
+                Origin::Fresh
+            } else {
+                Origin::Served
+            };
+            run_job(conn, setup, origin, move || {
                 trampoline(function, &frame[args_offset..], &mut fds)
             })
         }
@@ -337,7 +351,7 @@ pub(crate) fn run_job(
             1
         }
     };
-    if origin == Origin::Fresh {
+    if origin != Origin::Forked {
         // Rust's stdout is line-buffered: only a partial last line can be pending. In a fork
         // child the stdout lock may be held by a thread that no longer exists, so it is left.
         let _ = std::io::stdout().flush();
@@ -431,7 +445,7 @@ fn send_outcome(conn: &Connection, outcome: Outcome) -> Result<(), Error> {
 
 /// Records where a panic happened, then lets the previous hook (the default one prints the
 /// message to stderr) run as usual.
-fn install_panic_hook() {
+pub(crate) fn install_panic_hook() {
     let previous = panic::take_hook();
     panic::set_hook(Box::new(move |info| {
         if let Some(loc) = info.location() {

@@ -57,6 +57,12 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Sets up this thread's receive buffer ahead of use: a forkserver does this once, so that
+/// each of its children inherits the buffer instead of allocating its own.
+pub(crate) fn warm_up() {
+    SCRATCH.with(|scratch| scratch.borrow_mut().reserve(RECORD_MAX));
+}
+
 /// The length of the message and where its payload starts in the first record.
 fn parse_header(record: &[u8]) -> Result<(usize, usize), Error> {
     let short = record.get(..4).ok_or_else(malformed)?;

@@ -239,6 +239,51 @@ fn forkserver_is_restarted_after_sigkill() {
     assert!(matches!(first_code, Some(0) | Some(255)), "{first_code:?}");
 }
 
+/// Runs in a child, so that the forkserver is its own: kills the server's spare (the child it
+/// forks ahead of the next request), then starts another child, which must run all the same.
+fn forkserver_spare_killed(_: ()) -> (usize, i32, Vec<u32>) {
+    let me = std::process::id();
+    with(StartMethod::Forkserver)
+        .spawn(noop, ())
+        .unwrap()
+        .join()
+        .unwrap();
+    let servers = children_of(me, &[]);
+    assert_eq!(servers.len(), 1, "one forkserver expected: {servers:?}");
+    // The server forks its next spare when it has nothing else to do.
+    let mut spares = Vec::new();
+    for _ in 0..200 {
+        spares = children_of(servers[0], &[]);
+        if !spares.is_empty() {
+            break;
+        }
+        sleep_ms(10);
+    }
+    for &spare in &spares {
+        // SAFETY: signalling a process of our own forkserver.
+        unsafe { libc::kill(spare as i32, libc::SIGKILL) };
+    }
+    sleep_ms(50);
+    let mut next = with(StartMethod::Forkserver)
+        .spawn(|x: i32| x * 2, 21)
+        .unwrap();
+    let result = next.join().unwrap();
+    assert!(!spares.contains(&next.pid()));
+    (spares.len(), result, children_of(me, &[]))
+}
+
+#[test]
+fn forkserver_replaces_a_killed_spare() {
+    let _guard = serial();
+    let mut p = with(StartMethod::Spawn)
+        .spawn(forkserver_spare_killed, ())
+        .unwrap();
+    let (spares, result, servers) = p.join().unwrap();
+    assert_eq!(spares, 1, "the server keeps one spare");
+    assert_eq!(result, 42);
+    assert_eq!(servers.len(), 1, "the same server carries on: {servers:?}");
+}
+
 /// Many threads starting and joining processes at once (the test harness's situation, made
 /// worse): every child runs and reports, under every method.
 #[test]

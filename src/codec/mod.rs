@@ -45,6 +45,12 @@ thread_local! {
     static INCOMING: RefCell<Option<FdTable>> = const { RefCell::new(None) };
 }
 
+/// Initialises this thread's side tables ahead of use (see `connection::warm_up`).
+pub(crate) fn warm_up() {
+    OUTGOING.with(|t| drop(t.borrow()));
+    INCOMING.with(|t| drop(t.borrow()));
+}
+
 /// Pickles `value`, appending the descriptors of any handles inside it to `fds`.
 pub(crate) fn encode_in<T: Serialize>(value: &T, fds: &mut Vec<OwnedFd>) -> Result<Vec<u8>, Error> {
     // Sized for a small value up front: growing from empty costs several reallocations.
@@ -81,6 +87,8 @@ fn encode_into<W: std::io::Write, T: Serialize>(
 }
 
 /// Pickled bytes, kept inline while they are small.
+// Inline on purpose: boxing the buffer would allocate, which is what this type is for avoiding.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Encoded {
     Inline {
         buf: [u8; Encoded::INLINE],

@@ -262,10 +262,16 @@ impl<'de> Reader<'de> {
         match op {
             BININT1 => visitor.visit_i64(arg[0].into()),
             BININT2 => visitor.visit_i64(u16::from_le_bytes([arg[0], arg[1]]).into()),
-            BININT => visitor.visit_i64(i32::from_le_bytes([arg[0], arg[1], arg[2], arg[3]]).into()),
+            BININT => {
+                visitor.visit_i64(i32::from_le_bytes([arg[0], arg[1], arg[2], arg[3]]).into())
+            }
             _ => {
                 // LONG1: little-endian two's complement, at most 16 bytes (checked by `scan`).
-                let fill = if arg.last().is_some_and(|b| b & 0x80 != 0) { 0xff } else { 0 };
+                let fill = if arg.last().is_some_and(|b| b & 0x80 != 0) {
+                    0xff
+                } else {
+                    0
+                };
                 let mut le = [fill; 16];
                 le[..arg.len()].copy_from_slice(arg);
                 let value = i128::from_le_bytes(le);
@@ -389,7 +395,9 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
                 self.depth -= 1;
                 Ok(value)
             }
-            _ => Err(malformed("enums must be a variant name or a {variant: value} dict")),
+            _ => Err(malformed(
+                "enums must be a variant name or a {variant: value} dict",
+            )),
         }
     }
 
@@ -556,14 +564,20 @@ impl<'de> de::VariantAccess<'de> for Variant<'_, 'de> {
 
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value> {
         if !self.wrapped {
-            return Err(de::Error::invalid_type(de::Unexpected::UnitVariant, &"newtype variant"));
+            return Err(de::Error::invalid_type(
+                de::Unexpected::UnitVariant,
+                &"newtype variant",
+            ));
         }
         seed.deserialize(&mut *self.reader)
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value> {
         if !self.wrapped {
-            return Err(de::Error::invalid_type(de::Unexpected::UnitVariant, &"tuple variant"));
+            return Err(de::Error::invalid_type(
+                de::Unexpected::UnitVariant,
+                &"tuple variant",
+            ));
         }
         de::Deserializer::deserialize_any(&mut *self.reader, visitor)
     }
@@ -574,7 +588,10 @@ impl<'de> de::VariantAccess<'de> for Variant<'_, 'de> {
         visitor: V,
     ) -> Result<V::Value> {
         if !self.wrapped {
-            return Err(de::Error::invalid_type(de::Unexpected::UnitVariant, &"struct variant"));
+            return Err(de::Error::invalid_type(
+                de::Unexpected::UnitVariant,
+                &"struct variant",
+            ));
         }
         de::Deserializer::deserialize_any(&mut *self.reader, visitor)
     }
@@ -734,14 +751,27 @@ mod tests {
 
     #[test]
     fn integers_at_every_width() {
-        for v in [0i64, 1, -1, 255, 256, 65_535, 65_536, -129, i32::MAX as i64 + 1] {
+        for v in [
+            0i64,
+            1,
+            -1,
+            255,
+            256,
+            65_535,
+            65_536,
+            -129,
+            i32::MAX as i64 + 1,
+        ] {
             assert_eq!(decode::<i64>(&pickle(&v)).expect("ours").unwrap(), v);
         }
         for v in [i64::MIN, i64::MAX] {
             assert_eq!(decode::<i64>(&pickle(&v)).expect("ours").unwrap(), v);
         }
         // serde-pickle itself cannot read this one back.
-        assert_eq!(decode::<u64>(&pickle(&u64::MAX)).expect("ours").unwrap(), u64::MAX);
+        assert_eq!(
+            decode::<u64>(&pickle(&u64::MAX)).expect("ours").unwrap(),
+            u64::MAX
+        );
         // 2**100 and -2**100 as CPython writes them (LONG1, 13 bytes).
         let mut big = b"\x80\x03\x8a\x0d".to_vec();
         big.extend([0; 12]);
@@ -750,7 +780,10 @@ mod tests {
         let mut negative = b"\x80\x03\x8a\x0d".to_vec();
         negative.extend([0; 12]);
         negative.extend([0xf0, STOP]);
-        assert_eq!(decode::<i128>(&negative).expect("ours").unwrap(), -(1i128 << 100));
+        assert_eq!(
+            decode::<i128>(&negative).expect("ours").unwrap(),
+            -(1i128 << 100)
+        );
         let err = decode::<u8>(&pickle(&300u16)).unwrap().unwrap_err();
         assert!(err.to_string().contains("300"), "{err}");
     }

@@ -802,43 +802,70 @@ pub(crate) fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io
 /// Polls several descriptors for readability; returns the indices that are ready (none if
 /// interrupted by a signal).
 pub(crate) fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<usize>> {
-    let mut pfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    // SAFETY: `pfds` is a valid array of pollfd of the given length.
-    let ret = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+    let mut ready = Vec::new();
+    poll_readable_into(fds, timeout_ms, &mut Vec::new(), &mut ready)?;
+    Ok(ready)
+}
+
+/// [`poll_readable`] with caller-kept buffers: `polled` is scratch space, `ready` receives the
+/// indices (empty after a timeout or an interruption).
+pub(crate) fn poll_readable_into(
+    fds: &[RawFd],
+    timeout_ms: i32,
+    polled: &mut Vec<libc::pollfd>,
+    ready: &mut Vec<usize>,
+) -> io::Result<()> {
+    polled.clear();
+    polled.extend(fds.iter().map(|&fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }));
+    ready.clear();
+    // SAFETY: `polled` is a valid array of pollfd of the given length.
+    let ret = unsafe {
+        libc::poll(
+            polled.as_mut_ptr(),
+            polled.len() as libc::nfds_t,
+            timeout_ms,
+        )
+    };
     if ret == -1 {
         let err = io::Error::last_os_error();
         if err.kind() == io::ErrorKind::Interrupted {
-            return Ok(Vec::new());
+            return Ok(());
         }
         return Err(err);
     }
-    Ok(pfds
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| p.revents != 0)
-        .map(|(i, _)| i)
-        .collect())
+    ready.extend(
+        polled
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.revents != 0)
+            .map(|(i, _)| i),
+    );
+    Ok(())
 }
 
 /// The identity of the running executable, to check that a re-executed child is the same
 /// binary as its parent: (device, inode, size, mtime seconds, mtime nanoseconds) of
 /// `/proc/self/exe`. rustc emits no build-id of its own (DESIGN §9).
 pub(crate) fn exe_identity() -> io::Result<[i64; 5]> {
+    // A process's executable never changes (the link follows the inode even if the file is
+    // replaced), so one stat serves the process and every fork of it.
+    static IDENTITY: std::sync::OnceLock<[i64; 5]> = std::sync::OnceLock::new();
+    if let Some(identity) = IDENTITY.get() {
+        return Ok(*identity);
+    }
     let st = nix::sys::stat::stat("/proc/self/exe")?;
-    Ok([
+    let identity = [
         st.st_dev as i64,
         st.st_ino as i64,
         st.st_size,
         st.st_mtime,
         st.st_mtime_nsec,
-    ])
+    ];
+    Ok(*IDENTITY.get_or_init(|| identity))
 }
 
 /// This process's id.
