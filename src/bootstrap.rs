@@ -274,8 +274,9 @@ fn pre_main() {
 pub(crate) struct ChildSetup {
     pub(crate) runtime: runtime::Prepared,
     pub(crate) daemon: bool,
-    /// The read end of the parent's alive pipe (a daemon watches it).
-    pub(crate) alive: OwnedFd,
+    /// The read end of the parent's alive pipe (a daemon watches it). A fork child that is
+    /// not a daemon gets none: it would only close it.
+    pub(crate) alive: Option<OwnedFd>,
 }
 
 /// Whether the child is a copy of a parent that may have had other threads (fork): then it
@@ -330,7 +331,9 @@ pub(crate) fn run_job(
 ) -> ! {
     runtime::install_child(setup.runtime);
     if setup.daemon {
-        watch_parent(setup.alive);
+        if let Some(alive) = setup.alive {
+            watch_parent(alive);
+        }
     } else {
         drop(setup.alive);
     }
@@ -400,7 +403,7 @@ fn receive_job(conn: &Connection, expected_nonce: Option<u64>) -> Result<Receive
             parent_pid: Some(header.parent_pid as u32),
             start_method: Some(header.start_method),
         }),
-        alive,
+        alive: Some(alive),
     };
     let function = address_at(header.function);
     Ok((

@@ -50,7 +50,7 @@ const RECORD_MAX: usize = 64 * 1024;
 
 /// The send buffer asked for on new pipes: larger records, fewer system calls per large
 /// message. The kernel caps it at `net.core.wmem_max`.
-const SEND_BUFFER: usize = 4 << 20;
+pub(crate) const SEND_BUFFER: usize = 4 << 20;
 
 thread_local! {
     /// Where the first record of each message lands before its length is known.

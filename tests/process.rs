@@ -555,6 +555,26 @@ fn stray_marker_never_runs_main() {
     );
 }
 
+fn checksum(bytes: multiproc::ByteBuf) -> (usize, u64) {
+    let sum = bytes.iter().enumerate().fold(0u64, |acc, (i, &b)| {
+        acc.wrapping_mul(31).wrapping_add(b as u64 ^ i as u64)
+    });
+    (bytes.len(), sum)
+}
+
+each_method! {
+    /// Arguments of every size arrive whole: in the bootstrap message's first record, across
+    /// records, and past the socket's send buffer (fork children have them in memory).
+    fn arguments_of_every_size(method: StartMethod) {
+        for n in [0, 64 * 1024 - 200, 64 * 1024 + 1, 9 << 20] {
+            let args = big_result(n);
+            let expected = checksum(args.clone());
+            let mut p = with(method).spawn(checksum, args).unwrap();
+            assert_eq!(p.join().unwrap(), expected, "{n} bytes");
+        }
+    }
+}
+
 fn big_result(n: usize) -> multiproc::ByteBuf {
     multiproc::ByteBuf::from((0..n).map(|i| (i % 251) as u8).collect::<Vec<u8>>())
 }

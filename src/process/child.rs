@@ -28,6 +28,8 @@ pub(crate) struct ChildShared {
     status_socket: Option<OwnedFd>,
     /// Set once the forkserver that owned `status_socket` is known to be gone.
     server_lost: AtomicBool,
+    /// Set once the pidfd has shown the child ended (it stays so).
+    ended: AtomicBool,
     status: Mutex<Option<WaitStatus>>,
     name: String,
     daemon: bool,
@@ -46,6 +48,7 @@ impl ChildShared {
             pidfd,
             status_socket,
             server_lost: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
             status: Mutex::new(None),
             name,
             daemon,
@@ -108,14 +111,17 @@ impl ChildShared {
     /// Waits for the child to end, until `deadline` (`None`: for ever). `Ok(None)` on timeout.
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> io::Result<Option<WaitStatus>> {
         loop {
+            if let Some(s) = *self.status.lock().unwrap_or_else(|e| e.into_inner()) {
+                return Ok(Some(s));
+            }
+            // Wait first, then collect: a child that has already ended makes the wait return
+            // at once, and a running one is not asked for a status it cannot have yet.
+            let ready = sys::wait_readable(self.ready_fd(), deadline)?;
             if let Some(s) = self.try_status() {
                 return Ok(Some(s));
             }
-            if !sys::wait_readable(self.ready_fd(), deadline)? {
-                return Ok(self.try_status());
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(self.try_status());
+            if !ready || deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
             }
         }
     }
@@ -130,7 +136,14 @@ impl ChildShared {
     }
 
     fn has_ended(&self) -> io::Result<bool> {
-        sys::wait_readable(self.pidfd.as_fd(), Some(Instant::now()))
+        if self.ended.load(Ordering::Acquire) {
+            return Ok(true);
+        }
+        let ended = sys::wait_readable(self.pidfd.as_fd(), Some(Instant::now()))?;
+        if ended {
+            self.ended.store(true, Ordering::Release);
+        }
+        Ok(ended)
     }
 
     /// One non-blocking attempt to learn the status. Called with `status` locked.

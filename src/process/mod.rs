@@ -305,10 +305,14 @@ impl Builder {
         let name = self.name.unwrap_or_else(|| rt.next_child_name());
         let daemon = self.daemon.unwrap_or(rt.identity().daemon);
 
-        let alive = rt
-            .alive_reader()
-            .and_then(|fd| fd.try_clone_to_owned())
-            .map_err(Error::os("pipe"))?;
+        // A fork child that is no daemon would only close its copy: skip the dup (and the
+        // child's close), two system calls on every start.
+        let alive = if method == StartMethod::Fork && !daemon {
+            None
+        } else {
+            let reader = rt.alive_reader().and_then(|fd| fd.try_clone_to_owned());
+            Some(reader.map_err(Error::os("pipe"))?)
+        };
         let setup = ChildSetup {
             runtime: runtime::prepare(Identity {
                 name: name.clone(),
@@ -320,8 +324,11 @@ impl Builder {
             alive,
         };
         // Everything that can fail on the caller's input fails here, before a process exists.
-        let (parent_end, child_end) = crate::connection::pipe_pair()?;
+        // Default-sized buffers: the child's report is small or travels in a memfd, and a large
+        // bootstrap message gets a larger buffer below. Sizing them costs two system calls.
+        let (parent_end, child_end) = sys::seqpacket_pair().map_err(Error::os("socketpair"))?;
         let conn = Connection::from_fd(parent_end);
+        let parent_end_fd = conn.as_fd().ok_or(Error::Closed)?;
         let started = if method == StartMethod::Fork {
             // The child has the arguments in memory: they are checked, not pickled (as in
             // CPython's fork), and the handles inside them stay open in the child.
@@ -343,7 +350,7 @@ impl Builder {
                 start_method: method,
                 name: name.clone(),
             };
-            fds.push(setup.alive);
+            fds.extend(setup.alive);
             let message = BootstrapMessage {
                 header: header.to_bytes(),
                 args,
@@ -352,6 +359,10 @@ impl Builder {
             // A message that fits in the socket buffer can go before the child exists: a
             // forkserver child then starts work right after its fork, without waiting for us to
             // wake up from the server's reply.
+            if message.len() > EARLY_MESSAGE_MAX {
+                // Best effort: fewer, larger records for large arguments.
+                let _ = sys::set_send_buffer_size(parent_end_fd, crate::connection::SEND_BUFFER);
+            }
             let sent_early =
                 method == StartMethod::Forkserver && message.len() <= EARLY_MESSAGE_MAX;
             if sent_early {
