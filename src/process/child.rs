@@ -18,7 +18,7 @@ use super::ProcessInfo;
 use crate::sys::{self, WaitStatus};
 
 /// The exit code reported when a forkserver died before it could report a child's status.
-const STATUS_LOST: i32 = 255;
+pub(crate) const STATUS_LOST: i32 = 255;
 
 #[derive(Debug)]
 pub(crate) struct ChildShared {
@@ -123,6 +123,47 @@ impl ChildShared {
             if !ready || deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(None);
             }
+        }
+    }
+
+    /// Waits until the child has ended, until `deadline`; `Ok(false)` on timeout. A child of
+    /// this process is reaped on the way; for a forkserver child this needs only the pidfd, not
+    /// the server's report of the status.
+    pub(crate) fn wait_ended(&self, deadline: Option<Instant>) -> io::Result<bool> {
+        if self.status_socket.is_none() {
+            return Ok(self.wait(deadline)?.is_some());
+        }
+        if self.has_ended()? {
+            return Ok(true);
+        }
+        sys::wait_readable(self.pidfd.as_fd(), deadline)?;
+        self.has_ended()
+    }
+
+    /// Whether the child is still running (a forkserver child that has ended counts as ended
+    /// even before its server reports the status).
+    pub(crate) fn is_running(&self) -> bool {
+        if self
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            return false;
+        }
+        if self.status_socket.is_some() {
+            return !self.has_ended().unwrap_or(false);
+        }
+        self.try_status().is_none()
+    }
+
+    /// Whether someone must still wait for this child: a child of ours until it is reaped; a
+    /// forkserver child until it has ended (its server reaps it).
+    pub(crate) fn needs_reaping(&self) -> bool {
+        if self.status_socket.is_some() {
+            !self.has_ended().unwrap_or(false)
+        } else {
+            self.try_status().is_none()
         }
     }
 

@@ -543,13 +543,20 @@ impl<R> Process<R> {
 
     /// Whether the child is still running. A finished child is reaped by this call.
     pub fn is_alive(&self) -> bool {
-        self.child.try_status().is_none()
+        self.child.is_running()
     }
 
     /// The exit code with CPython's meaning: `None` while running, `Some(n)` after
     /// `exit(n)` (0 after a normal return, 1 after a panic), `Some(-N)` if killed by signal `N`.
     pub fn exitcode(&self) -> Option<i32> {
-        self.child.try_status().map(|s| match s {
+        let status = match self.child.try_status() {
+            Some(status) => Some(status),
+            // Ended, but a forkserver has not reported the status yet: it does so promptly
+            // (or is gone, and the status is lost), so wait rather than say "still running".
+            None if !self.child.is_running() => self.child.wait(None).ok().flatten(),
+            None => None,
+        };
+        status.map(|s| match s {
             WaitStatus::Exited(code) => code,
             WaitStatus::Signaled(sig) => -sig,
         })
@@ -613,16 +620,22 @@ impl<R: DeserializeOwned> Process<R> {
             self.report = await_report(conn, &self.child, deadline)?;
             self.conn = None;
         }
-        let status = match self.child.wait(deadline).map_err(Error::os("waitid"))? {
-            Some(status) => status,
-            None => return Err(Error::Timeout),
+        // With a report in hand the child has ended and the result does not depend on its
+        // status, which a forkserver reports a moment later (`exitcode` waits for it).
+        let status = if self.report.is_some() {
+            None
+        } else {
+            match self.child.wait(deadline).map_err(Error::os("waitid"))? {
+                Some(status) => Some(status),
+                None => return Err(Error::Timeout),
+            }
         };
         self.joined = true;
         runtime::runtime().unregister(self.child.pid());
         self.outcome(status)
     }
 
-    fn outcome(&mut self, status: WaitStatus) -> Result<R, Error> {
+    fn outcome(&mut self, status: Option<WaitStatus>) -> Result<R, Error> {
         let pid = self.pid();
         match self.report.take() {
             Some(Report::Returned(frame, fds)) => {
@@ -645,8 +658,13 @@ impl<R: DeserializeOwned> Process<R> {
                 Failure::Refused(reason) => Error::Bootstrap { pid, reason },
             }),
             None => Err(match status {
-                WaitStatus::Signaled(signal) => Error::Signaled { pid, signal },
-                WaitStatus::Exited(code) => Error::Exited { pid, code },
+                Some(WaitStatus::Signaled(signal)) => Error::Signaled { pid, signal },
+                Some(WaitStatus::Exited(code)) => Error::Exited { pid, code },
+                // Not reached: without a report `finish` waits for the status.
+                None => Error::Exited {
+                    pid,
+                    code: child::STATUS_LOST,
+                },
             }),
         }
     }
@@ -656,7 +674,7 @@ impl<R> Drop for Process<R> {
     fn drop(&mut self) {
         // Closing our end makes a child blocked on writing a large result fail and exit.
         self.conn = None;
-        if self.child.try_status().is_none() {
+        if self.child.needs_reaping() {
             runtime::runtime().reap_later(self.child.clone());
         } else {
             runtime::runtime().unregister(self.child.pid());
@@ -673,7 +691,7 @@ fn await_report(
     child: &ChildShared,
     deadline: Option<Instant>,
 ) -> Result<Option<Report>, Error> {
-    if child.wait(deadline).map_err(Error::os("waitid"))?.is_none() {
+    if !child.wait_ended(deadline).map_err(Error::os("waitid"))? {
         return Err(Error::Timeout);
     }
     let conn_fd = conn.as_fd().ok_or(Error::Closed)?;
