@@ -371,7 +371,7 @@ impl Builder {
             let started = if method == StartMethod::Spawn {
                 start::spawn::start(child_end, nonce)?
             } else {
-                start::forkserver::start(rt, child_end)?
+                start::forkserver::start(rt, child_end, &conn)?
             };
             if let Err(e) = if sent_early {
                 Ok(())

@@ -617,18 +617,19 @@ pub(crate) fn window<'a>(
     count
 }
 
-/// Reads up to `buf.len()` bytes with `recvmsg`, collecting any descriptors attached to them
-/// into `fds` (received close-on-exec). Returns the byte count; 0 means end of stream.
-pub(crate) fn recv_with_fds(
+/// Reads up to `buf.len()` bytes with `recvmsg` without waiting (an empty socket gives
+/// `WouldBlock`), collecting any descriptors attached to them into `fds` (received
+/// close-on-exec). Returns the byte count; 0 means end of stream.
+pub(crate) fn try_recv_with_fds(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
     fds: &mut Vec<OwnedFd>,
 ) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of its length.
-    unsafe { recvmsg_into(fd, buf.as_mut_ptr(), buf.len(), fds, false) }
+    unsafe { recvmsg_into(fd, buf.as_mut_ptr(), buf.len(), fds, true) }
 }
 
-/// Like [`recv_with_fds`], but receives up to `max` bytes into the spare capacity of `out`
+/// Like [`try_recv_with_fds`], but can wait, and receives up to `max` bytes into the spare capacity of `out`
 /// (appending them) without zero-filling it first: a fresh child would otherwise pay a page
 /// fault for every page of a buffer it never uses.
 pub(crate) fn recv_with_fds_into_vec(
@@ -802,23 +803,26 @@ pub(crate) fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io
 /// Polls several descriptors for readability; returns the indices that are ready (none if
 /// interrupted by a signal).
 pub(crate) fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<usize>> {
+    let watch: Vec<(RawFd, libc::c_short)> = fds.iter().map(|&fd| (fd, libc::POLLIN)).collect();
     let mut ready = Vec::new();
-    poll_readable_into(fds, timeout_ms, &mut Vec::new(), &mut ready)?;
+    poll_into(&watch, timeout_ms, &mut Vec::new(), &mut ready)?;
     Ok(ready)
 }
 
-/// [`poll_readable`] with caller-kept buffers: `polled` is scratch space, `ready` receives the
-/// indices (empty after a timeout or an interruption).
-pub(crate) fn poll_readable_into(
-    fds: &[RawFd],
+/// `poll` with caller-kept buffers: each entry of `watch` is a descriptor and the events asked
+/// for (0: only hang-up and errors, which are always reported); `polled` is scratch space,
+/// `ready` receives the indices of the entries with events (empty after a timeout or an
+/// interruption).
+pub(crate) fn poll_into(
+    watch: &[(RawFd, libc::c_short)],
     timeout_ms: i32,
     polled: &mut Vec<libc::pollfd>,
     ready: &mut Vec<usize>,
 ) -> io::Result<()> {
     polled.clear();
-    polled.extend(fds.iter().map(|&fd| libc::pollfd {
+    polled.extend(watch.iter().map(|&(fd, events)| libc::pollfd {
         fd,
-        events: libc::POLLIN,
+        events,
         revents: 0,
     }));
     ready.clear();
