@@ -60,7 +60,7 @@ const IN_MEMFD: u8 = 0x80;
 /// report message stays small enough to sit in the socket buffer, so a child never blocks
 /// writing it and can always exit at once, and the parent waits for one event, the exit,
 /// instead of two (the report, then the exit): one wake-up fewer per process.
-const INLINE_RESULT_MAX: usize = 16 * 1024;
+pub(crate) const INLINE_RESULT_MAX: usize = 16 * 1024;
 
 /// What a child runs: decode the arguments, call `f`, encode the outcome.
 pub(crate) type Trampoline = fn(usize, &[u8], &mut FdTable) -> Outcome;
@@ -305,12 +305,13 @@ pub(crate) fn run(socket: OwnedFd, expected_nonce: Option<u64>) -> ! {
             } else {
                 Origin::Served
             };
-            run_job(conn, setup, origin, move || {
+            run_job(ReportTo::Socket(conn), setup, origin, move || {
                 trampoline(function, &frame[args_offset..], &mut fds)
             })
         }
         Err(reason) => {
-            let _ = send_outcome(&conn, Outcome::Failed(Failure::Refused(reason.clone())));
+            let report = ReportTo::Socket(conn);
+            let _ = send_outcome(&report, Outcome::Failed(Failure::Refused(reason.clone())));
             let _ = writeln!(
                 std::io::stderr(),
                 "multiproc child {}: {reason}",
@@ -321,10 +322,25 @@ pub(crate) fn run(socket: OwnedFd, expected_nonce: Option<u64>) -> ! {
     }
 }
 
-/// Runs `work`, sends its outcome on `conn`, and exits: 0 after a result, 1 after a panic or
-/// any other failure (CPython's code for an uncaught exception).
+/// Where a child sends its report: its own socket (spawn, forkserver), or its fork ticket.
+pub(crate) enum ReportTo<'a> {
+    Socket(Connection),
+    Ticket(&'a crate::process::Ticket),
+}
+
+impl ReportTo<'_> {
+    fn send(&self, tag: u8, body: &[u8], fds: &[OwnedFd]) -> Result<(), Error> {
+        match self {
+            ReportTo::Socket(conn) => conn.send_parts(&[&[tag], body], fds),
+            ReportTo::Ticket(ticket) => ticket.publish(tag, body, fds),
+        }
+    }
+}
+
+/// Runs `work`, sends its outcome to `report`, and exits: 0 after a result, 1 after a panic
+/// or any other failure (CPython's code for an uncaught exception).
 pub(crate) fn run_job(
-    conn: Connection,
+    report: ReportTo<'_>,
     setup: ChildSetup,
     origin: Origin,
     work: impl FnOnce() -> Outcome,
@@ -346,7 +362,7 @@ pub(crate) fn run_job(
         Outcome::Returned(..) => 0,
         Outcome::Failed(_) => 1,
     };
-    let code = match send_outcome(&conn, outcome) {
+    let code = match send_outcome(&report, outcome) {
         // A parent that dropped our handle no longer wants the result: not an error.
         Ok(()) | Err(Error::Disconnected) => code,
         Err(e) => {
@@ -416,7 +432,7 @@ fn receive_job(conn: &Connection, expected_nonce: Option<u64>) -> Result<Receive
     ))
 }
 
-fn send_outcome(conn: &Connection, outcome: Outcome) -> Result<(), Error> {
+fn send_outcome(report: &ReportTo<'_>, outcome: Outcome) -> Result<(), Error> {
     let (tag, body, mut fds) = match outcome {
         Outcome::Returned(bytes, fds) => (TAG_RETURNED, bytes, fds),
         Outcome::Failed(failure) => (
@@ -426,18 +442,18 @@ fn send_outcome(conn: &Connection, outcome: Outcome) -> Result<(), Error> {
         ),
     };
     if body.len() <= INLINE_RESULT_MAX {
-        return conn.send_parts(&[&[tag], &body], &fds);
+        return report.send(tag, &body, &fds);
     }
     match sys::memfd_with(c"multiproc-report", &body) {
         Ok(memfd) => {
             drop(body);
             fds.push(memfd);
-            conn.send_parts(&[&[tag | IN_MEMFD]], &fds)
+            report.send(tag | IN_MEMFD, &[], &fds)
         }
         // Say why rather than leave the parent with no report at all.
         Err(e) => {
             let failure = Failure::ResultUnencodable(format!("cannot create a memfd: {e}"));
-            conn.send_parts(&[&[TAG_FAILED], &codec::encode(&failure)?], &[])?;
+            report.send(TAG_FAILED, &codec::encode(&failure)?, &[])?;
             Err(Error::Os {
                 op: "memfd",
                 source: e,

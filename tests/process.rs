@@ -679,3 +679,80 @@ fn grandchild_does_not_keep_connections() {
     unsafe { libc::kill(grandchild as i32, libc::SIGKILL) };
     assert!(matches!(outcome, Err(Error::Disconnected)), "{outcome:?}");
 }
+
+fn pattern(n: usize) -> multiproc::ByteBuf {
+    big_result(n)
+}
+
+/// More un-joined fork children than there are report slots: the rest report on the shared
+/// overflow socket, and every result comes back to the right handle.
+#[test]
+fn fork_children_beyond_the_report_slots() {
+    let mut children: Vec<_> = (0..200i64)
+        .map(|i| with(StartMethod::Fork).spawn(double, i).unwrap())
+        .collect();
+    for (i, child) in children.iter_mut().enumerate().rev() {
+        assert_eq!(child.join().unwrap(), 2 * i as i64);
+    }
+}
+
+/// Fork children whose results are too large for a slot, left un-joined until the shared
+/// overflow socket is full: a join drains it while it waits, so no child stays blocked on it.
+#[test]
+fn fork_reports_fill_the_overflow_socket() {
+    let mut children: Vec<_> = (0..120)
+        .map(|i| with(StartMethod::Fork).spawn(pattern, 6000 + i).unwrap())
+        .collect();
+    for (i, child) in children.iter_mut().enumerate().rev() {
+        let got = child.join().unwrap();
+        assert_eq!(got.len(), 6000 + i);
+        assert!(got.iter().enumerate().all(|(j, &b)| b == (j % 251) as u8));
+    }
+}
+
+/// Handles dropped before their fork children report leave nothing behind: the next children
+/// still get their own results.
+#[test]
+fn dropped_fork_handles_do_not_confuse_later_reports() {
+    for i in 0..30 {
+        drop(with(StartMethod::Fork).spawn(pattern, 5000 + i).unwrap());
+        drop(with(StartMethod::Fork).spawn(double, i as i64).unwrap());
+    }
+    for i in 0..30i64 {
+        let mut p = with(StartMethod::Fork).spawn(double, i).unwrap();
+        assert_eq!(p.join().unwrap(), 2 * i);
+        let mut p = with(StartMethod::Fork).spawn(pattern, 7000).unwrap();
+        assert_eq!(p.join().unwrap().len(), 7000);
+    }
+}
+
+/// Fork children whose handles were dropped, with reports too large for a slot and more of
+/// them than the shared overflow socket holds: the reaper keeps it drained, so every one of
+/// them ends and is reaped.
+#[test]
+fn dropped_fork_children_never_block_on_their_reports() {
+    let mut pids = Vec::new();
+    for i in 0..100 {
+        let p = with(StartMethod::Fork).spawn(pattern, 6000 + i).unwrap();
+        pids.push(p.pid());
+    }
+    assert!(eventually(Duration::from_secs(30), || {
+        let active: Vec<u32> = multiproc::active_children().iter().map(|c| c.pid).collect();
+        pids.iter().all(|p| !active.contains(p))
+    }));
+}
+
+/// Fork children with reports too large for a slot, more than the shared overflow socket holds,
+/// watched with `is_alive` rather than joined: asking drains the socket, so all of them end.
+#[test]
+fn fork_children_watched_with_is_alive_all_end() {
+    let mut children: Vec<_> = (0..80)
+        .map(|i| with(StartMethod::Fork).spawn(pattern, 6000 + i).unwrap())
+        .collect();
+    assert!(eventually(Duration::from_secs(30), || children
+        .iter()
+        .all(|c| !c.is_alive())));
+    for (i, child) in children.iter_mut().enumerate() {
+        assert_eq!(child.join().unwrap().len(), 6000 + i);
+    }
+}

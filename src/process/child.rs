@@ -26,6 +26,9 @@ pub(crate) struct ChildShared {
     pidfd: OwnedFd,
     /// Forkserver children only: where the server writes the wait status.
     status_socket: Option<OwnedFd>,
+    /// Fork children only: how the child reports (see `process::reports`). Released when this
+    /// state is dropped, which is after the child has ended.
+    ticket: Option<super::Ticket>,
     /// Set once the forkserver that owned `status_socket` is known to be gone.
     server_lost: AtomicBool,
     /// Set once the pidfd has shown the child ended (it stays so).
@@ -40,6 +43,7 @@ impl ChildShared {
         pid: libc::pid_t,
         pidfd: OwnedFd,
         status_socket: Option<OwnedFd>,
+        ticket: Option<super::Ticket>,
         name: String,
         daemon: bool,
     ) -> ChildShared {
@@ -47,6 +51,7 @@ impl ChildShared {
             pid,
             pidfd,
             status_socket,
+            ticket,
             server_lost: AtomicBool::new(false),
             ended: AtomicBool::new(false),
             status: Mutex::new(None),
@@ -61,6 +66,10 @@ impl ChildShared {
 
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    pub(crate) fn ticket(&self) -> Option<&super::Ticket> {
+        self.ticket.as_ref()
     }
 
     pub(crate) fn pidfd(&self) -> BorrowedFd<'_> {
@@ -154,7 +163,15 @@ impl ChildShared {
         if self.status_socket.is_some() {
             return !self.has_ended().unwrap_or(false);
         }
-        self.try_status().is_none()
+        let running = self.try_status().is_none();
+        if running {
+            // A fork child may be blocked on a full shared report socket: whoever watches it
+            // keeps that socket drained (see `process::reports`).
+            if let Some(ticket) = &self.ticket {
+                ticket.reports().drain(None);
+            }
+        }
+        running
     }
 
     /// Whether someone must still wait for this child: a child of ours until it is reaped; a

@@ -1,8 +1,11 @@
 //! `Process`: run a function in a new OS process and get its result back.
 
 pub(crate) mod child;
+mod reports;
 pub(crate) mod runtime;
 pub(crate) mod start;
+
+pub(crate) use reports::{ForkReports, Ticket};
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -324,17 +327,19 @@ impl Builder {
             alive,
         };
         // Everything that can fail on the caller's input fails here, before a process exists.
-        // Default-sized buffers: the child's report is small or travels in a memfd, and a large
-        // bootstrap message gets a larger buffer below. Sizing them costs two system calls.
-        let (parent_end, child_end) = sys::seqpacket_pair().map_err(Error::os("socketpair"))?;
-        let conn = Connection::from_fd(parent_end);
-        let parent_end_fd = conn.as_fd().ok_or(Error::Closed)?;
-        let started = if method == StartMethod::Fork {
+        let (started, source, ticket) = if method == StartMethod::Fork {
             // The child has the arguments in memory: they are checked, not pickled (as in
             // CPython's fork), and the handles inside them stay open in the child.
             let keep = codec::scan_handles(&args)?;
-            start::fork::start(child_end, &keep, setup, move || bootstrap::call(f, args))?
+            let (started, ticket) =
+                start::fork::start(rt, &keep, setup, move || bootstrap::call(f, args))?;
+            (started, ReportSource::Ticket, Some(ticket))
         } else {
+            // Default-sized buffers: the child's report is small or travels in a memfd, and a
+            // large bootstrap message gets a larger buffer below. Sizing costs system calls.
+            let (parent_end, child_end) = sys::seqpacket_pair().map_err(Error::os("socketpair"))?;
+            let conn = Connection::from_fd(parent_end);
+            let parent_end_fd = conn.as_fd().ok_or(Error::Closed)?;
             let mut fds: Vec<OwnedFd> = Vec::new();
             let args = codec::encode_in(&args, &mut fds)?;
             let nonce = new_nonce();
@@ -385,19 +390,20 @@ impl Builder {
                 }
                 return Err(e);
             }
-            started
+            (started, ReportSource::Socket(conn), None)
         };
         let child = Arc::new(ChildShared::new(
             started.pid,
             started.pidfd,
             started.status_socket,
+            ticket,
             name,
             daemon,
         ));
         rt.register(child.clone());
         Ok(Process {
             child,
-            conn: Some(conn),
+            source,
             report: None,
             joined: false,
             method,
@@ -473,8 +479,8 @@ fn new_nonce() -> u64 {
 /// ```
 pub struct Process<R> {
     child: Arc<ChildShared>,
-    /// The socket the child reports on; `None` once its report was read.
-    conn: Option<Connection>,
+    /// Where the child's report comes from, until it was read.
+    source: ReportSource,
     report: Option<Report>,
     joined: bool,
     method: StartMethod,
@@ -616,9 +622,16 @@ impl<R: DeserializeOwned> Process<R> {
         if self.joined {
             return Err(Error::AlreadyJoined { pid: self.pid() });
         }
-        if let Some(conn) = &self.conn {
-            self.report = await_report(conn, &self.child, deadline)?;
-            self.conn = None;
+        match &self.source {
+            ReportSource::Socket(conn) => {
+                self.report = await_report(conn, &self.child, deadline)?;
+                self.source = ReportSource::Taken;
+            }
+            ReportSource::Ticket => {
+                self.report = await_fork_report(&self.child, deadline)?;
+                self.source = ReportSource::Taken;
+            }
+            ReportSource::Taken => {}
         }
         // With a report in hand the child has ended and the result does not depend on its
         // status, which a forkserver reports a moment later (`exitcode` waits for it).
@@ -673,12 +686,64 @@ impl<R: DeserializeOwned> Process<R> {
 impl<R> Drop for Process<R> {
     fn drop(&mut self) {
         // Closing our end makes a child blocked on writing a large result fail and exit.
-        self.conn = None;
+        self.source = ReportSource::Taken;
         if self.child.needs_reaping() {
             runtime::runtime().reap_later(self.child.clone());
         } else {
             runtime::runtime().unregister(self.child.pid());
         }
+    }
+}
+
+/// Where a child's report comes from.
+enum ReportSource {
+    /// The child's own socket (spawn, forkserver).
+    Socket(Connection),
+    /// The fork ticket in the child's shared state (see `reports`).
+    Ticket,
+    /// Already read (or given up on, when the handle is dropped).
+    Taken,
+}
+
+/// The fork child's counterpart of [`await_report`]: waits for the child to end, draining the
+/// shared overflow socket meanwhile (a child blocked on it would never end otherwise), then
+/// collects its report from its slot or the stash.
+fn await_fork_report(
+    child: &ChildShared,
+    deadline: Option<Instant>,
+) -> Result<Option<Report>, Error> {
+    let Some(ticket) = child.ticket() else {
+        return Ok(None);
+    };
+    let watched = [
+        std::os::fd::AsRawFd::as_raw_fd(&child.pidfd()),
+        std::os::fd::AsRawFd::as_raw_fd(&ticket.reports().recv_fd()),
+    ];
+    loop {
+        let timeout = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                // Round up, so that a wait never ends just before the deadline.
+                i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+            }
+        };
+        let ready = sys::poll_readable(&watched, timeout).map_err(Error::os("poll"))?;
+        if ready.contains(&1) {
+            ticket.reports().drain(None);
+        }
+        if ready.contains(&0) {
+            break;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Error::Timeout);
+        }
+    }
+    // Reap it now: the status is known from here on.
+    child.wait(None).map_err(Error::os("waitid"))?;
+    match ticket.collect() {
+        Some((frame, fds)) => bootstrap::parse_report(frame, fds).map(Some),
+        None => Ok(None),
     }
 }
 

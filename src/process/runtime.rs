@@ -37,6 +37,8 @@ pub(crate) struct Runtime {
     reaper: OnceLock<Mutex<Sender<Arc<ChildShared>>>>,
     reaper_wake: OnceLock<OwnedFd>,
     pub(crate) forkserver: Mutex<Option<super::start::forkserver::Server>>,
+    /// How fork children report (see `process::reports`). Made on the first fork.
+    fork_reports: OnceLock<super::ForkReports>,
 }
 
 /// The current state (a leaked `Runtime`) lives in `sys::FORK_PAGE.runtime`, and the write end
@@ -140,7 +142,22 @@ impl Runtime {
             reaper: OnceLock::new(),
             reaper_wake: OnceLock::new(),
             forkserver: Mutex::new(None),
+            fork_reports: OnceLock::new(),
         }
+    }
+
+    /// The report channel of fork children, made on first use.
+    pub(crate) fn fork_reports(&'static self) -> std::io::Result<&'static super::ForkReports> {
+        if let Some(reports) = self.fork_reports.get() {
+            return Ok(reports);
+        }
+        let fresh = super::ForkReports::new()?;
+        // Another thread may have made one first: then ours is dropped and theirs used.
+        let _ = self.fork_reports.set(fresh);
+        Ok(self
+            .fork_reports
+            .get()
+            .expect("fork report channel was just set"))
     }
 
     pub(crate) fn identity(&self) -> &Identity {
@@ -196,6 +213,10 @@ impl Runtime {
 
     /// `active_children()`: reaps the finished children and lists the others.
     pub(crate) fn active_children(&self) -> Vec<ProcessInfo> {
+        // Fork children blocked on a full shared report socket end once it is drained.
+        if let Some(reports) = self.fork_reports.get() {
+            reports.drain(None);
+        }
         let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
         children.retain(|c| c.try_status().is_none());
         children.iter().map(|c| c.info()).collect()
@@ -251,6 +272,10 @@ fn reaper_loop(
             }
         });
         let mut fds: Vec<RawFd> = wake.iter().map(|w| w.as_raw_fd()).collect();
+        // Fork children report on a shared socket; one whose handle was dropped could block on
+        // it when it is full, and never end: keep it drained (see `process::reports`).
+        let reports = rt.fork_reports.get();
+        fds.extend(reports.map(|r| r.recv_fd().as_raw_fd()));
         fds.extend(pending.iter().map(|c| c.ready_fd().as_raw_fd()));
         // With nothing pending, sleep until woken; otherwise also wake now and then in case a
         // forkserver died and a child must be watched by its pidfd instead.
@@ -260,6 +285,11 @@ fn reaper_loop(
             1000
         };
         let ready = sys::poll_readable(&fds, timeout).unwrap_or_default();
+        if let Some(reports) = reports {
+            if ready.contains(&usize::from(wake.is_some())) {
+                reports.drain(None);
+            }
+        }
         if let (Some(w), true) = (&wake, ready.contains(&0)) {
             let mut drain = [0u8; 64];
             let _ = nix::unistd::read(w, &mut drain);
