@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""The Python half of the side-by-side comparison (issue 7): CPython's multiprocessing doing
+the workloads of main.rs, printed as one JSON object on stdout. Kept to the standard library
+and few imports: under forkserver and spawn every child re-imports this main module.
+
+    python3 benches/compare/python.py [--quick]
+"""
+
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+
+
+def noop():
+    pass
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def start_join(method, n):
+    ctx = mp.get_context(method)
+    for _ in range(3):
+        p = ctx.Process(target=noop)
+        p.start()
+        p.join()
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter()
+        p = ctx.Process(target=noop)
+        p.start()
+        p.join()
+        samples.append((time.perf_counter() - t) * 1e6)
+        assert p.exitcode == 0
+    return median(samples)
+
+
+def echo(conn, pickled):
+    # Stops on an empty message: a fork child also holds the parent's end of the pipe, so it
+    # would never see end of stream (multiproc's fork children close theirs).
+    while True:
+        msg = conn.recv() if pickled else conn.recv_bytes()
+        if not msg:
+            return
+        if pickled:
+            conn.send(msg)
+        else:
+            conn.send_bytes(msg)
+
+
+def round_trip(pickled, n, trials):
+    here, there = mp.Pipe()
+    child = mp.Process(target=echo, args=(there, pickled))
+    child.start()
+    there.close()
+    value = (42, "abc")
+
+    def one():
+        if pickled:
+            here.send(value)
+            here.recv()
+        else:
+            here.send_bytes(b"8 bytes!")
+            here.recv_bytes()
+
+    for _ in range(1000):
+        one()
+    samples = []
+    for _ in range(trials):
+        t = time.perf_counter()
+        for _ in range(n):
+            one()
+        samples.append((time.perf_counter() - t) * 1e6 / n)
+    if pickled:
+        here.send(None)
+    else:
+        here.send_bytes(b"")
+    child.join()
+    return median(samples)
+
+
+def sink(conn, n):
+    for _ in range(n):
+        conn.recv_bytes()
+    conn.send_bytes(b"done")
+
+
+def bandwidth(n, trials):
+    payload = bytes(1 << 20)
+    samples = []
+    for _ in range(trials):
+        here, there = mp.Pipe()
+        child = mp.Process(target=sink, args=(there, n))
+        child.start()
+        there.close()
+        t = time.perf_counter()
+        for _ in range(n):
+            here.send_bytes(payload)
+        here.recv_bytes()
+        samples.append(n * (1 << 20) / (time.perf_counter() - t) / 1e6)
+        child.join()
+    return median(samples)
+
+
+def main():
+    quick = "--quick" in sys.argv
+    scale = (lambda n: max(3, n // 10)) if quick else (lambda n: n)
+    rows = {}
+    for method, n in (("fork", 300), ("forkserver", 100), ("spawn", 30)):
+        print(f"  process.start_join.{method}", file=sys.stderr)
+        rows[f"process.start_join.{method}"] = (start_join(method, scale(n)), "us")
+    os.sched_setaffinity(0, {0})
+    print("  pipe.rtt", file=sys.stderr)
+    rows["pipe.rtt.send_bytes_8B"] = (round_trip(False, scale(20000), 5), "us")
+    rows["pipe.rtt.send_pickled"] = (round_trip(True, scale(20000), 5), "us")
+    print("  pipe.1mib", file=sys.stderr)
+    rows["pipe.1mib.send_bytes"] = (bandwidth(scale(500), 5), "MB/s")
+    print(json.dumps({k: {"value": round(v, 3), "unit": u} for k, (v, u) in rows.items()},
+                     indent=2))
+
+
+if __name__ == "__main__":
+    mp.set_start_method("fork")
+    main()
