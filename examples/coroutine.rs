@@ -27,16 +27,12 @@ async fn run_task(url: String) {
 
 fn main() -> std::io::Result<()> {
     let delay_ms: u64 = common::arg("--delay-ms", 200);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let base = pages::serve(delay_ms).await?;
-        let urls = pages::PAGES
-            .iter()
-            .map(|(path, _, _)| format!("{base}{path}"));
+    pages::run_with_pages(delay_ms, |urls| async move {
         // gevent.spawn for each URL, then gevent.joinall.
-        let greenlets: Vec<_> = urls.map(|url| tokio::spawn(run_task(url))).collect();
+        let greenlets: Vec<_> = urls
+            .into_iter()
+            .map(|url| tokio::spawn(run_task(url)))
+            .collect();
         for greenlet in greenlets {
             greenlet.await.map_err(std::io::Error::other)?;
         }

@@ -49,15 +49,7 @@ async fn pool_map(size: usize, urls: Vec<String>) -> Result<Vec<String>, tokio::
 
 fn main() -> std::io::Result<()> {
     let delay_ms: u64 = common::arg("--delay-ms", 200);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let base = pages::serve(delay_ms).await?;
-        let urls = pages::PAGES
-            .iter()
-            .map(|(path, _, _)| format!("{base}{path}"))
-            .collect();
+    pages::run_with_pages(delay_ms, |urls| async move {
         let results = pool_map(2, urls).await.map_err(std::io::Error::other)?;
         println!("{results:?}");
         Ok(())

@@ -44,6 +44,26 @@ async fn answer(mut stream: TcpStream, delay_ms: u64) -> std::io::Result<()> {
     stream.write_all(&vec![b'x'; size]).await
 }
 
+/// Runs `visit` on a single-threaded tokio runtime (one thread, as gevent's greenlets share
+/// one), with the page server started and the URLs of [`PAGES`] in hand.
+pub fn run_with_pages<F, Fut>(delay_ms: u64, visit: F) -> std::io::Result<()>
+where
+    F: FnOnce(Vec<String>) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<()>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let base = serve(delay_ms).await?;
+        let urls = PAGES
+            .iter()
+            .map(|(path, _, _)| format!("{base}{path}"))
+            .collect();
+        visit(urls).await
+    })
+}
+
 /// The listing's `urllib2.urlopen(url).read()`: fetches `url` over HTTP/1.0 and returns the body.
 pub async fn fetch(url: &str) -> std::io::Result<Vec<u8>> {
     let rest = url
