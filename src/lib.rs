@@ -106,6 +106,8 @@ mod bootstrap;
 mod codec;
 mod connection;
 mod error;
+pub mod managers;
+pub mod pickle;
 mod process;
 mod sys;
 
