@@ -6,6 +6,7 @@
 //! in tests/py/. Every Python child is reaped, and ports are chosen by the OS (port 0).
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -66,7 +67,12 @@ struct Py(Child);
 
 impl Drop for Py {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        // The whole group: a `manager.start()` server is a child of the script.
+        // Only while the leader is unreaped: its pid (the group id) is then still ours.
+        if let Ok(None) = self.0.try_wait() {
+            let group = nix::unistd::Pid::from_raw(self.0.id() as i32);
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        }
         let _ = self.0.wait();
     }
 }
@@ -74,6 +80,7 @@ impl Drop for Py {
 fn spawn(python: &Path, args: &[&str]) -> Py {
     Py(Command::new(python)
         .args(args)
+        .process_group(0)
         .current_dir(py_dir())
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::piped())

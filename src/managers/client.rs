@@ -151,6 +151,8 @@ impl Manager {
         let deadline = Instant::now() + self.options.connect_timeout;
         let (stream, mut reader) = self.open(deadline)?;
         wire::send_value(&stream, &wire::request(None, method, args, Vec::new()))?;
+        // A control request is answered at once: a server that does not is not waited for.
+        wire::until(&stream, Some(Instant::now() + self.options.connect_timeout))?;
         let reply = reader.recv_value(&stream, self.options.max_frame, &Limits::default())?;
         unpack(reply)
     }
@@ -307,7 +309,7 @@ pub(crate) fn open(
         .unwrap_or(Duration::from_millis(1));
     let stream = TcpStream::connect_timeout(&address, left).map_err(Error::os("connect"))?;
     wire::configure(&stream)?;
-    let mut reader = FrameReader::new();
+    let mut reader = FrameReader::client();
     wire::until(&stream, Some(deadline))?;
     auth::answer_challenge(&stream, &mut reader, auth)?;
     wire::until(&stream, Some(deadline))?;

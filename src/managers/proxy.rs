@@ -138,7 +138,10 @@ impl Proxy {
             Some(conn) => conn,
             None => self.open()?,
         };
-        wire::until(&stream, deadline)?;
+        // Pooled connections carry no timeout; only a call with a deadline sets (and resets) it.
+        if deadline.is_some() {
+            wire::until(&stream, deadline)?;
+        }
         wire::send_value(&stream, &request)?;
         let reply =
             reader.recv_value(&stream, self.manager.options.max_frame, &Limits::default())?;

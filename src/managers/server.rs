@@ -707,7 +707,7 @@ impl Inner {
 
     fn serve_connection(&self, stream: &TcpStream) -> Result<(), Error> {
         wire::configure(stream)?;
-        let mut reader = FrameReader::new();
+        let mut reader = FrameReader::server();
         let deadline = Instant::now() + self.config.handshake_timeout;
         wire::until(stream, Some(deadline))?;
         let handshake =
@@ -736,6 +736,7 @@ impl Inner {
                     }
                     Err(e) => return Err(e),
                 };
+            reader.quickack_inside_frames_only();
             let (reply, outcome) = match parse_request(request) {
                 Ok((ident, method, args, kwargs)) => {
                     if proxy {
