@@ -233,7 +233,14 @@ struct PyServer {
 
 impl PyServer {
     fn start(python: &Path, form: &str) -> PyServer {
-        let mut child = spawn(python, &["server.py", &key_hex(), form]);
+        PyServer::start_with(python, &[], form)
+    }
+
+    fn start_with(python: &Path, flags: &[&str], form: &str) -> PyServer {
+        let key = key_hex();
+        let mut args = flags.to_vec();
+        args.extend(["server.py", key.as_str(), form]);
+        let mut child = spawn(python, &args);
         let stdin = child.0.stdin.take().unwrap();
         let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
         let mut line = String::new();
@@ -265,7 +272,11 @@ impl PyServer {
 
 /// PROTOCOL.md §9 C1–C4, C7, C8 and CATALOGUE scenario 29 against one CPython server.
 fn rust_client_session(python: &Path, form: &str) -> String {
-    let mut server = PyServer::start(python, form);
+    rust_client_session_with(python, &[], form)
+}
+
+fn rust_client_session_with(python: &Path, flags: &[&str], form: &str) -> String {
+    let mut server = PyServer::start_with(python, flags, form);
     let address = ("127.0.0.1", server.port);
     // C4: a wrong key is refused, and the trailing '#TRACEBACK' frame is ignored.
     assert!(matches!(
@@ -476,4 +487,39 @@ for p in (2, 3, 4, 5):
     assert!(decoded.windows(2).all(|w| w[0] == w[1]));
     assert_eq!(decoded[0].5, "h\u{e9}");
     assert_eq!(decoded[0].7.as_slice(), b"ba");
+}
+
+/// C9: a CPython server run with `python -O` (its `assert`s gone) behaves the same.
+#[test]
+fn rust_client_with_optimized_cpython_server() {
+    let Some(python) = python3() else { return };
+    rust_client_session_with(&python, &["-O"], "native");
+}
+
+/// S11: a strict server refuses MD5 answers (CPython <= 3.11) and welcomes {sha256} (3.12+).
+#[test]
+fn strict_server_refuses_md5_clients() {
+    let Some(python) = python3() else { return };
+    let mut server = ManagerServer::bind("127.0.0.1:0", KEY).unwrap();
+    server.register_queue("get_task_queue", 0);
+    server.strict(true);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = log.clone();
+    server.on_log(move |line| sink.lock().unwrap().push(line.to_string()));
+    let server = server.start_thread().unwrap();
+    let port = server.address().port();
+    // The form each interpreter answers with when not forced: MD5 before 3.12.
+    let modern_native = Command::new(&python)
+        .args(["-c", "import sys; print(sys.version_info >= (3, 12))"])
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"True"));
+    let (md5_form, sha_form) = if modern_native {
+        ("other", "native")
+    } else {
+        ("native", "other")
+    };
+    let out = run_client(&python, port, &key_hex(), md5_form, "wrongkey");
+    assert!(out.contains("legacy"), "{out}");
+    run_client(&python, port, &key_hex(), sha_form, "roundtrip");
+    assert_eq!(log.lock().unwrap().len(), 1);
 }

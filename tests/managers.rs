@@ -759,3 +759,22 @@ fn calls_fail_when_the_server_is_gone() {
         "{err:?}"
     );
 }
+
+fn start_manager_and_return(_: ()) -> u32 {
+    let (mut server, _) = quiet(b"k");
+    server.register_queue("get_task_queue", 0);
+    let child = server.start().unwrap();
+    let pid = child.pid();
+    std::mem::forget(child); // no shutdown: this process just ends
+    pid
+}
+
+/// BEYOND-05: a manager server process does not outlive the process that started it.
+#[test]
+fn server_process_dies_with_its_parent() {
+    let mut parent = Process::spawn(start_manager_and_return, ()).unwrap();
+    let pid = parent.join().unwrap();
+    assert!(common::eventually(Duration::from_secs(20), || {
+        !common::pid_exists(pid) || common::pid_state(pid) == Some('Z')
+    }));
+}

@@ -203,7 +203,8 @@ impl ManagerServer {
         self
     }
 
-    /// Caps the nesting depth of request pickles (default 256).
+    /// Caps the nesting depth of request pickles (default 256). Decoding recurses once per
+    /// level on a connection thread's stack: keep this in the thousands at most.
     ///
     /// # Examples
     ///
@@ -326,7 +327,8 @@ impl ManagerServer {
     /// Serves from a child process, as CPython's `BaseManager.start()` does.
     ///
     /// The child is **forked** whatever the default start method: the registered factories
-    /// are Rust closures, which cannot be re-created in a re-executed binary. It inherits the
+    /// are Rust closures, which cannot be re-created in a re-executed binary. It is a daemon:
+    /// it dies with this process, however this process ends. It inherits the
     /// listening socket (so [`ManagerProcess::address`] is known at once) and exits when a
     /// client sends `shutdown` or [`ManagerProcess::shutdown`] is called. [`ServedQueue`]
     /// handles kept by the parent refer to the parent's copies, not the child's.
@@ -357,6 +359,9 @@ impl ManagerServer {
         let started = Process::builder()
             .start_method(StartMethod::Fork)
             .name("multiproc-manager")
+            // No orphaned servers: the child is killed when this process ends, however it ends
+            // (CPython leaves a manager process running when its parent is SIGKILLed).
+            .daemon(true)
             .spawn(serve_handed_off, ());
         // The parent's copy of the listener closes here; the child keeps its own.
         HANDOFF.lock().unwrap_or_else(|e| e.into_inner()).take();
