@@ -24,6 +24,7 @@
 //! | `q.get()`, `q.get_nowait()`, `q.get(timeout=t)` | [`QueueProxy::get`], [`try_get`](QueueProxy::try_get), [`get_timeout`](QueueProxy::get_timeout) |
 //! | `queue.Empty`, `queue.Full`, other exceptions, `RemoteError` | [`Error::Empty`](crate::Error::Empty), [`Error::Full`](crate::Error::Full), [`Error::Remote`](crate::Error::Remote) |
 //! | `AuthenticationError` | [`Error::Auth`](crate::Error::Auth) |
+//! | `multiprocessing.connection.Listener(address, authkey)` / `Client(address, authkey)` | [`Listener`] / [`Client`], giving [`TcpConnection`]s |
 //!
 //! # The protocol
 //! Every message, both ways, is a frame: a 4-byte big-endian signed length (or −1 and an
@@ -81,6 +82,7 @@
 
 mod auth;
 mod client;
+mod listener;
 mod proxy;
 mod queue;
 mod referent;
@@ -89,6 +91,7 @@ mod wire;
 
 pub use auth::ChallengeForm;
 pub use client::{ConnectOptions, Manager};
+pub use listener::{Client, Listener, TcpConnection};
 pub use proxy::{Proxy, QueueProxy};
 pub use queue::ServedQueue;
 pub use referent::{bind, PyException, Referent};

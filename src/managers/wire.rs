@@ -102,6 +102,11 @@ impl FrameReader {
         }
     }
 
+    /// Whether bytes read ahead wait in the buffer.
+    pub(crate) fn has_buffered(&self) -> bool {
+        self.end > self.start
+    }
+
     /// Reads one frame of at most `cap` bytes. The cap is checked on the declared length,
     /// before anything is allocated. A clean end of stream before a frame starts is
     /// [`Error::Disconnected`]; one inside a frame is [`Error::Protocol`].
