@@ -112,6 +112,47 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    /// A queue `get` found nothing: at once (`try_get`) or within its timeout. Also what a
+    /// manager's remote `queue.Empty` becomes.
+    #[error("the queue is empty")]
+    Empty,
+
+    /// A queue `put` found no room: at once (`try_put`) or within its timeout. Also what a
+    /// manager's remote `queue.Full` becomes. The caller still owns the value it offered.
+    #[error("the queue is full")]
+    Full,
+
+    /// A manager handshake failed: a wrong authkey on either side, or a peer that does not
+    /// speak the handshake.
+    #[error("authentication failed: {reason}")]
+    Auth {
+        /// What went wrong, e.g. `"digest sent was rejected"`.
+        reason: &'static str,
+    },
+
+    /// A manager's served object raised a Python exception, or the server reported a failure
+    /// (`RemoteError`, for an unknown object, method or request).
+    #[error("remote {class}: {message}")]
+    Remote {
+        /// The exception's class, `module.Name` (`"builtins.ValueError"`,
+        /// `"multiprocessing.managers.RemoteError"`).
+        class: String,
+        /// Its message (the first argument, or the traceback text the server sent).
+        message: String,
+    },
+
+    /// A peer broke the managers' wire protocol (bad frame, oversized frame, a reply of the
+    /// wrong shape).
+    #[error("protocol error: {reason}")]
+    Protocol {
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// A pickle on a manager's wire could not be read or mapped to the Rust type.
+    #[error(transparent)]
+    Pickle(#[from] crate::pickle::PickleError),
+
     /// The operating system refused a call.
     #[error("{op} failed: {source}")]
     Os {

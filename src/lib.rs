@@ -90,6 +90,29 @@
 //! assert_eq!(Process::spawn(checksum, data).unwrap().join().unwrap(), 1 << 20);
 //! ```
 //!
+//! ## Managers: queues over TCP, wire-compatible with CPython
+//!
+//! A [`managers::ManagerServer`] serves objects — first of all queues — over TCP, guarded by an
+//! authkey; a [`managers::Manager`] connects and hands out proxies whose calls run on the
+//! server. Both speak CPython's `multiprocessing.managers` protocol, so either side can be an
+//! unmodified Python program (`BaseManager.register('get_task_queue')`, `m.connect()`). Values
+//! travel as pickles read by an inert decoder ([`pickle`]) that never executes anything.
+//!
+//! ```
+//! use multiproc::managers::{Manager, ManagerServer};
+//!
+//! let mut server = ManagerServer::bind("127.0.0.1:0", b"secret").unwrap();
+//! let tasks = server.register_queue("get_task_queue", 0);
+//! let server = server.start_thread().unwrap();
+//!
+//! // Elsewhere (another process, another machine, or Python):
+//! let manager = Manager::connect(server.address(), b"secret").unwrap();
+//! let q = manager.get_queue::<(u32, String)>("get_task_queue").unwrap();
+//! q.put(&(1, "one".to_string())).unwrap();
+//!
+//! assert_eq!(tasks.get::<(u32, String)>().unwrap(), (1, "one".to_string()));
+//! ```
+//!
 //! ## Limits, stated up front
 //! - Linux only for now (pidfds, `close_range`, `/proc/self/exe`); platform code lives in one
 //!   module so that macOS can follow.
@@ -106,6 +129,8 @@ mod bootstrap;
 mod codec;
 mod connection;
 mod error;
+pub mod managers;
+pub mod pickle;
 mod process;
 mod sys;
 

@@ -139,6 +139,7 @@ const TESTED: &[&str] = &[
     "thread_local",
     "coroutine",
     "coroutine_pool",
+    "manager",
 ];
 
 #[test]
@@ -372,4 +373,13 @@ fn coroutine_pool() {
         "results come back in input order: {results}"
     );
     assert!(results.ends_with("/ --->finish\"]"), "{results}");
+}
+
+#[test]
+fn manager() {
+    let out = run("manager", &[]);
+    for n in 1..=10u64 {
+        assert!(out.contains(&format!("{n} * {n} = {}\n", n * n)), "{out}");
+    }
+    assert!(out.ends_with("10 tasks done by 2 workers\n"), "{out}");
 }

@@ -5,6 +5,8 @@
 //! `posix_spawn_file_actions_addclosefrom_np`) live here so that a macOS port replaces this one
 //! module.
 
+pub(crate) mod net;
+
 use std::ffi::{CStr, CString};
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};

@@ -1,0 +1,402 @@
+//! The client: connects to a manager server (Rust or CPython), runs control requests, and
+//! makes proxies.
+
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use super::auth::{self, AuthConfig, ChallengeForm};
+use super::proxy::{Proxy, QueueProxy};
+use super::wire::{self, FrameReader};
+use crate::pickle::{Limits, Value};
+use crate::Error;
+
+/// Client settings for [`Manager::connect_with`].
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::managers::ConnectOptions;
+/// let options = ConnectOptions { strict: true, ..ConnectOptions::default() };
+/// assert!(options.max_frame > 0);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Refuse a server that answers our challenge with HMAC-MD5 (every CPython ≤ 3.11).
+    pub strict: bool,
+    /// The challenge we send the server.
+    pub challenge_form: ChallengeForm,
+    /// The largest reply frame accepted (default 64 MiB).
+    pub max_frame: usize,
+    /// How long connecting plus the handshake may take (default 10 s).
+    pub connect_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> ConnectOptions {
+        ConnectOptions {
+            strict: false,
+            challenge_form: ChallengeForm::Sha256,
+            max_frame: 64 << 20,
+            connect_timeout: wire::HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+/// A client of a manager server: CPython's `BaseManager(address, authkey).connect()`.
+///
+/// Cheap to clone; every request opens its own authenticated connection, as CPython's
+/// control requests do, and each proxy keeps its own connections for method calls.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::managers::{Manager, ManagerServer};
+///
+/// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+/// server.register_queue("get_task_queue", 0);
+/// let server = server.start_thread().unwrap();
+///
+/// let manager = Manager::connect(server.address(), b"k").unwrap();
+/// let q = manager.get_queue::<String>("get_task_queue").unwrap();
+/// q.put(&"hello".to_string()).unwrap();
+/// assert_eq!(q.get().unwrap(), "hello");
+/// ```
+#[derive(Clone)]
+pub struct Manager {
+    pub(crate) address: SocketAddr,
+    pub(crate) auth: AuthConfig,
+    pub(crate) options: ConnectOptions,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("address", &self.address)
+            .field("auth", &self.auth)
+            .finish()
+    }
+}
+
+impl Manager {
+    /// Connects to the server at `address` with `authkey` and checks both (CPython's
+    /// `connect()`, which sends `dummy`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Auth`] for a wrong key on either side; [`Error::Os`] when the server cannot
+    /// be reached; [`Error::Protocol`] when the peer does not speak the protocol.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::managers::{Manager, ManagerServer};
+    /// let server = ManagerServer::bind("127.0.0.1:0", b"right").unwrap().start_thread().unwrap();
+    /// assert!(matches!(Manager::connect(server.address(), b"wrong"), Err(multiproc::Error::Auth { .. })));
+    /// ```
+    pub fn connect(address: impl ToSocketAddrs, authkey: &[u8]) -> Result<Manager, Error> {
+        Manager::connect_with(address, authkey, ConnectOptions::default())
+    }
+
+    /// As [`connect`](Self::connect), with settings.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::managers::{ConnectOptions, Manager, ManagerServer};
+    /// let server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap().start_thread().unwrap();
+    /// let options = ConnectOptions { strict: true, ..ConnectOptions::default() };
+    /// Manager::connect_with(server.address(), b"k", options).unwrap();
+    /// ```
+    pub fn connect_with(
+        address: impl ToSocketAddrs,
+        authkey: &[u8],
+        options: ConnectOptions,
+    ) -> Result<Manager, Error> {
+        let address = address
+            .to_socket_addrs()
+            .map_err(Error::os("resolve address"))?
+            .next()
+            .ok_or_else(|| Error::InvalidArgument("the address resolves to nothing".into()))?;
+        let manager = Manager {
+            address,
+            auth: AuthConfig {
+                key: authkey.to_vec(),
+                form: options.challenge_form,
+                strict: options.strict,
+            },
+            options,
+        };
+        manager.control("dummy", Vec::new())?;
+        Ok(manager)
+    }
+
+    /// The server's address.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::managers::{Manager, ManagerServer};
+    /// let server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap().start_thread().unwrap();
+    /// assert_eq!(Manager::connect(server.address(), b"k").unwrap().address(), server.address());
+    /// ```
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub(crate) fn control(&self, method: &str, args: Vec<Value>) -> Result<Value, Error> {
+        let deadline = Instant::now() + self.options.connect_timeout;
+        let (stream, mut reader) = self.open(deadline)?;
+        wire::send_value(&stream, &wire::request(None, method, args, Vec::new()))?;
+        // A control request is answered at once: a server that does not is not waited for.
+        wire::until(&stream, Some(Instant::now() + self.options.connect_timeout))?;
+        let reply = reader.recv_value(&stream, self.options.max_frame, &Limits::default())?;
+        unpack(reply)
+    }
+
+    /// Opens an authenticated connection (the handshake bounded by `deadline`).
+    pub(crate) fn open(&self, deadline: Instant) -> Result<(TcpStream, FrameReader), Error> {
+        open(self.address, &self.auth, deadline)
+    }
+
+    /// Creates an object of `typeid` on the server and returns a proxy to it (CPython's
+    /// `manager.<typeid>()`). The proxy owns the reference `create` took; dropping it sends
+    /// `decref`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Remote`] for an unknown typeid; connection errors as for
+    /// [`connect`](Self::connect).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::managers::{Manager, ManagerServer};
+    /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// server.register_queue("q", 0);
+    /// let server = server.start_thread().unwrap();
+    /// let proxy = Manager::connect(server.address(), b"k").unwrap().create("q").unwrap();
+    /// assert!(proxy.exposed().iter().any(|m| m == "get"));
+    /// ```
+    pub fn create(&self, typeid: &str) -> Result<Proxy, Error> {
+        let reply = self.control("create", vec![Value::Str(typeid.to_string())])?;
+        let bad = || Error::Protocol {
+            reason: "create() replied with something other than (ident, exposed)".into(),
+        };
+        let Value::Tuple(items) = reply else {
+            return Err(bad());
+        };
+        let [ident, exposed]: [Value; 2] = items.try_into().map_err(|_| bad())?;
+        let Value::Str(ident) = ident else {
+            return Err(bad());
+        };
+        let exposed = match exposed {
+            Value::Tuple(names) | Value::List(names) => names
+                .into_iter()
+                .map(|n| match n {
+                    Value::Str(s) => Ok(s),
+                    _ => Err(bad()),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Value::None => Vec::new(),
+            _ => return Err(bad()),
+        };
+        Ok(Proxy::new(self.clone(), ident, exposed))
+    }
+
+    /// A typed proxy to the queue the server serves under `typeid` (e.g. `"get_task_queue"`).
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::managers::{Manager, ManagerServer};
+    /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// server.register_queue("q", 0);
+    /// let server = server.start_thread().unwrap();
+    /// let q = Manager::connect(server.address(), b"k").unwrap().get_queue::<u32>("q").unwrap();
+    /// q.put(&3).unwrap();
+    /// assert_eq!(q.qsize().unwrap(), 1);
+    /// ```
+    pub fn get_queue<T>(&self, typeid: &str) -> Result<QueueProxy<T>, Error> {
+        self.create(typeid).map(QueueProxy::new)
+    }
+
+    /// The number of objects the server holds references to (`number_of_objects`).
+    ///
+    /// # Errors
+    ///
+    /// Connection errors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::managers::{Manager, ManagerServer};
+    /// let server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap().start_thread().unwrap();
+    /// assert_eq!(Manager::connect(server.address(), b"k").unwrap().number_of_objects().unwrap(), 0);
+    /// ```
+    pub fn number_of_objects(&self) -> Result<usize, Error> {
+        match self.control("number_of_objects", Vec::new())? {
+            Value::Int(n) if n >= 0 => Ok(n as usize),
+            _ => Err(Error::Protocol {
+                reason: "number_of_objects() did not return an int".into(),
+            }),
+        }
+    }
+
+    /// The server's description of its objects and reference counts (`debug_info`).
+    ///
+    /// # Errors
+    ///
+    /// Connection errors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::managers::{Manager, ManagerServer};
+    /// let server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap().start_thread().unwrap();
+    /// assert_eq!(Manager::connect(server.address(), b"k").unwrap().debug_info().unwrap(), "");
+    /// ```
+    pub fn debug_info(&self) -> Result<String, Error> {
+        match self.control("debug_info", Vec::new())? {
+            Value::Str(s) => Ok(s),
+            _ => Err(Error::Protocol {
+                reason: "debug_info() did not return a str".into(),
+            }),
+        }
+    }
+
+    /// Asks the server to stop (`shutdown`); a CPython server process then exits.
+    ///
+    /// # Errors
+    ///
+    /// Connection errors before the request was sent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::managers::{Manager, ManagerServer};
+    /// let server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap().start_thread().unwrap();
+    /// Manager::connect(server.address(), b"k").unwrap().shutdown().unwrap();
+    /// ```
+    pub fn shutdown(&self) -> Result<(), Error> {
+        let deadline = Instant::now() + self.options.connect_timeout;
+        control_request(
+            self.address,
+            &self.auth,
+            "shutdown",
+            Vec::new(),
+            Some(deadline),
+        )
+        .map(|_| ())
+    }
+}
+
+/// Connects and authenticates: answer the server's challenge, then challenge it.
+pub(crate) fn open(
+    address: SocketAddr,
+    auth: &AuthConfig,
+    deadline: Instant,
+) -> Result<(TcpStream, FrameReader), Error> {
+    let left = deadline
+        .checked_duration_since(Instant::now())
+        .unwrap_or(Duration::from_millis(1));
+    let stream = TcpStream::connect_timeout(&address, left).map_err(Error::os("connect"))?;
+    wire::configure(&stream)?;
+    let mut reader = FrameReader::client();
+    wire::until(&stream, Some(deadline))?;
+    auth::answer_challenge(&stream, &mut reader, auth)?;
+    wire::until(&stream, Some(deadline))?;
+    auth::deliver_challenge(&stream, &mut reader, auth)?;
+    wire::until(&stream, None)?;
+    Ok((stream, reader))
+}
+
+/// One control request on a fresh connection. For `shutdown`, end of stream instead of a
+/// reply counts as done.
+pub(crate) fn control_request(
+    address: SocketAddr,
+    auth: &AuthConfig,
+    method: &str,
+    args: Vec<Value>,
+    deadline: Option<Instant>,
+) -> Result<Value, Error> {
+    let deadline = deadline.unwrap_or_else(|| Instant::now() + wire::HANDSHAKE_TIMEOUT);
+    let (stream, mut reader) = open(address, auth, deadline)?;
+    wire::send_value(&stream, &wire::request(None, method, args, Vec::new()))?;
+    wire::until(&stream, Some(deadline))?;
+    match reader.recv_value(&stream, 64 << 20, &Limits::default()) {
+        Ok(reply) => unpack(reply),
+        Err(Error::Disconnected) if method == "shutdown" => Ok(Value::None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The class name CPython's `RemoteError` has.
+const REMOTE_ERROR: &str = "multiprocessing.managers.RemoteError";
+
+/// Turns a reply `(kind, payload)` into the value or the typed error (PROTOCOL.md §5.2).
+pub(crate) fn unpack(reply: Value) -> Result<Value, Error> {
+    let bad = || Error::Protocol {
+        reason: "a reply must be (kind, payload)".into(),
+    };
+    let Value::Tuple(items) = reply else {
+        return Err(bad());
+    };
+    let [kind, payload]: [Value; 2] = items.try_into().map_err(|_| bad())?;
+    match (kind.as_str(), payload) {
+        (Some("#RETURN"), value) => Ok(value),
+        (Some("#ERROR"), exception) => Err(remote_exception(&exception)),
+        (Some("#TRACEBACK"), Value::Str(text)) => Err(Error::Remote {
+            class: REMOTE_ERROR.into(),
+            message: text,
+        }),
+        (Some("#UNSERIALIZABLE"), Value::Str(text)) => Err(Error::Remote {
+            class: REMOTE_ERROR.into(),
+            message: format!("Unserializable message: {text}"),
+        }),
+        (Some("#PROXY"), _) => Err(Error::Protocol {
+            reason: "'#PROXY' replies (method_to_typeid) are not supported".into(),
+        }),
+        _ => Err(bad()),
+    }
+}
+
+/// `queue.Empty` (CPython names it `_queue.Empty`) and `queue.Full` become [`Error::Empty`]
+/// and [`Error::Full`]; any other exception [`Error::Remote`].
+fn remote_exception(exception: &Value) -> Error {
+    match exception.class_name() {
+        Some(("queue" | "_queue", "Empty")) => Error::Empty,
+        Some(("queue", "Full")) => Error::Full,
+        Some((module, name)) => Error::Remote {
+            class: format!("{module}.{name}"),
+            message: exception_message(exception),
+        },
+        None => Error::Protocol {
+            reason: "'#ERROR' carried something other than an exception".into(),
+        },
+    }
+}
+
+/// `str(exception)` for the common cases: its one `str` argument, or its arguments.
+fn exception_message(exception: &Value) -> String {
+    let args = match exception {
+        Value::Reduce { args, .. } | Value::Object { args, .. } => &**args,
+        _ => return String::new(),
+    };
+    match args {
+        Value::Tuple(items) if items.is_empty() => String::new(),
+        Value::Tuple(items) => match &items[..] {
+            [Value::Str(s)] => s.clone(),
+            [other] => format!("{other:?}"),
+            _ => format!("{items:?}"),
+        },
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,100 @@
+//! Managers: objects served over TCP to many machines, wire-compatible with CPython's
+//! `multiprocessing.managers.BaseManager`.
+//!
+//! A [`ManagerServer`] holds objects — first of all queues ([`ServedQueue`]) — and serves them
+//! to clients guarded by an authkey; a [`Manager`] connects to a server (Rust or CPython) and
+//! hands out proxies ([`Proxy`], [`QueueProxy`]) whose calls run on the server. Either side can
+//! be an unmodified CPython 3.8+ program:
+//!
+//! ```text
+//! # Python master                                 // Rust worker
+//! class M(BaseManager): pass                      let m = Manager::connect(addr, b"abc")?;
+//! M.register('get_task_queue', callable=...)      let tasks = m.get_queue::<i64>("get_task_queue")?;
+//! m = M(('', 50000), b'abc'); m.start()           let n = tasks.get()?;
+//! ```
+//!
+//! | Python | here |
+//! |---|---|
+//! | `BaseManager(address, authkey)` + `register(typeid, callable)` | [`ManagerServer::bind`] + [`ManagerServer::register`] / [`register_queue`](ManagerServer::register_queue) |
+//! | `manager.start()` / `get_server().serve_forever()` | [`ManagerServer::start`] / [`serve_forever`](ManagerServer::serve_forever); also [`start_thread`](ManagerServer::start_thread) |
+//! | `manager.shutdown()` | [`ManagerProcess::shutdown`], [`ServerHandle::shutdown`], [`Manager::shutdown`] |
+//! | `BaseManager(address, authkey).connect()` | [`Manager::connect`] |
+//! | `manager.get_task_queue()` | [`Manager::get_queue`] (typed) or [`Manager::create`] (untyped) |
+//! | `q.put(x)`, `q.put_nowait(x)`, `q.put(x, timeout=t)` | [`QueueProxy::put`], [`try_put`](QueueProxy::try_put), [`put_timeout`](QueueProxy::put_timeout) |
+//! | `q.get()`, `q.get_nowait()`, `q.get(timeout=t)` | [`QueueProxy::get`], [`try_get`](QueueProxy::try_get), [`get_timeout`](QueueProxy::get_timeout) |
+//! | `queue.Empty`, `queue.Full`, other exceptions, `RemoteError` | [`Error::Empty`](crate::Error::Empty), [`Error::Full`](crate::Error::Full), [`Error::Remote`](crate::Error::Remote) |
+//! | `AuthenticationError` | [`Error::Auth`](crate::Error::Auth) |
+//! | `multiprocessing.connection.Listener(address, authkey)` / `Client(address, authkey)` | [`Listener`] / [`Client`], giving [`TcpConnection`]s |
+//!
+//! # The protocol
+//! Every message, both ways, is a frame: a 4-byte big-endian signed length (or −1 and an
+//! 8-byte length) and the payload. Each TCP connection starts with a mutual HMAC handshake of
+//! six frames:
+//!
+//! 1. server → client: `#CHALLENGE#` + M_s;
+//! 2. client → server: the MAC of M_s;
+//! 3. server → client: `#WELCOME#` or `#FAILURE#`;
+//! 4. to 6. the same with the roles swapped (the client challenges the server).
+//!
+//! Two forms exist. CPython ≤ 3.11 sends 20 random bytes and expects a raw 16-byte HMAC-MD5;
+//! CPython 3.12+ sends `{sha256}` + 40 random bytes and expects `{sha256}` + HMAC-SHA256 over
+//! all 48 bytes, but also accepts a raw MD5 answer. This crate always challenges in the
+//! modern form (every CPython 3.8+ answers it; [`ChallengeForm::LegacyMd5`] exists for tests),
+//! answers whichever form it is sent, and can refuse MD5 answers ([`ManagerServer::strict`],
+//! [`ConnectOptions::strict`]), which locks out CPython ≤ 3.11.
+//!
+//! After the handshake each frame is one pickle: a request `(ident, methodname, args, kwds)`
+//! and a reply `(kind, payload)`, kind being `'#RETURN'`, `'#ERROR'` (an exception instance),
+//! `'#TRACEBACK'` (text) or `'#UNSERIALIZABLE'`. A *control* connection carries one request
+//! (`dummy`, `create`, `incref`, `decref`, `number_of_objects`, `debug_info`, `get_methods`,
+//! `shutdown`) and is closed by the server; a *proxy* connection starts with
+//! `accept_connection` and then carries any number of method calls, one at a time. `create`
+//! takes one reference to the object for the proxy; dropping the proxy sends `decref`.
+//!
+//! # Security
+//! The authkey is a full credential **for CPython peers**: a CPython server or client unpickles
+//! whatever an authenticated peer sends, and pickles can run code. This crate is stricter:
+//! - nothing is decoded before both sides are authenticated; handshake frames are capped at
+//!   256 bytes and the whole handshake has a deadline ([`ManagerServer::handshake_timeout`]);
+//! - frames after it are capped ([`ManagerServer::max_frame`], checked on the declared length
+//!   before allocating), pickles are capped in nesting depth, and decoding never executes
+//!   anything ([`crate::pickle`]): globals are data, refused where a plain value is expected;
+//! - a wrong key, garbage, a truncated frame or an absurd length closes that one connection,
+//!   with the reason sent to the log hook ([`ManagerServer::on_log`]); the number of
+//!   simultaneous connections is bounded ([`ManagerServer::max_connections`]).
+//!
+//! The traffic itself is neither encrypted nor integrity-protected: run it on a trusted
+//! network, or inside TLS, SSH or WireGuard.
+//!
+//! # Latency
+//! Every socket has `TCP_NODELAY` and every frame leaves in one write. Before each read the
+//! receiver re-arms `TCP_QUICKACK`: CPython writes frames above 16 KiB in two pieces, and its
+//! handshake would otherwise stall on delayed ACKs (≈ 44 ms per CPython `connect()` against a
+//! CPython server on Linux, well under a millisecond against this one).
+//!
+//! # Differences from CPython
+//! - Registered factories take no constructor arguments, and `method_to_typeid` (`'#PROXY'`
+//!   replies) is not supported.
+//! - [`ManagerServer::start`] forks (Rust closures cannot be re-created in a re-executed
+//!   binary).
+//! - Queue items are kept as inert pickled data, so a Rust-served queue carries Python objects
+//!   between Python clients; a Rust client reading one gets [`Error::Pickle`](crate::Error::Pickle).
+
+mod auth;
+mod client;
+mod listener;
+mod proxy;
+mod queue;
+mod referent;
+mod server;
+mod wire;
+
+pub use auth::ChallengeForm;
+pub use client::{ConnectOptions, Manager};
+pub use listener::{Client, Listener, TcpConnection};
+pub use proxy::{Proxy, QueueProxy};
+pub use queue::ServedQueue;
+pub use referent::{bind, PyException, Referent};
+pub use server::{
+    ManagerProcess, ManagerServer, ServerHandle, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME,
+};

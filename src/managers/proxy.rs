@@ -1,0 +1,392 @@
+//! Proxies: a handle to an object on a manager server whose method calls run remotely.
+
+use std::marker::PhantomData;
+use std::net::TcpStream;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::client::{self, Manager};
+use super::wire::{self, FrameReader};
+use crate::pickle::{self, Limits, Value};
+use crate::Error;
+
+/// How long past a remote timeout a call waits for the server's reply before giving up on
+/// the connection (the server runs `get(timeout=t)` itself and then replies).
+const REPLY_GRACE: Duration = Duration::from_secs(10);
+
+/// A proxy to an object on a manager server (CPython's `BaseProxy` / auto-proxy).
+///
+/// Calls go over proxy connections (`accept_connection`, then one request and one reply at a
+/// time). The proxy keeps a small pool of them, so several threads may call at once, each on
+/// its own connection, as CPython gives each thread its own. Dropping the proxy sends
+/// `decref`, releasing the server's reference.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::managers::{Manager, ManagerServer};
+/// use multiproc::pickle::Value;
+///
+/// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+/// server.register_queue("q", 0);
+/// let server = server.start_thread().unwrap();
+/// let proxy = Manager::connect(server.address(), b"k").unwrap().create("q").unwrap();
+/// proxy.call("put", vec![Value::Int(1)], vec![]).unwrap();
+/// assert_eq!(proxy.call("qsize", vec![], vec![]).unwrap(), Value::Int(1));
+/// ```
+pub struct Proxy {
+    manager: Manager,
+    ident: String,
+    exposed: Vec<String>,
+    idle: Mutex<Vec<(TcpStream, FrameReader)>>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("address", &self.manager.address)
+            .field("ident", &self.ident)
+            .finish()
+    }
+}
+
+impl Proxy {
+    pub(crate) fn new(manager: Manager, ident: String, exposed: Vec<String>) -> Proxy {
+        Proxy {
+            manager,
+            ident,
+            exposed,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The object's id on the server.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::managers::{Manager, ManagerServer};
+    /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// server.register_queue("q", 0);
+    /// let server = server.start_thread().unwrap();
+    /// let proxy = Manager::connect(server.address(), b"k").unwrap().create("q").unwrap();
+    /// assert!(!proxy.ident().is_empty());
+    /// ```
+    pub fn ident(&self) -> &str {
+        &self.ident
+    }
+
+    /// The methods the server exposes for this object.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::managers::{Manager, ManagerServer};
+    /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// server.register_queue("q", 0);
+    /// let server = server.start_thread().unwrap();
+    /// let proxy = Manager::connect(server.address(), b"k").unwrap().create("q").unwrap();
+    /// assert!(proxy.exposed().contains(&"put".to_string()));
+    /// ```
+    pub fn exposed(&self) -> &[String] {
+        &self.exposed
+    }
+
+    /// Calls `method` with positional `args` and keyword `kwargs` and waits for the reply.
+    ///
+    /// # Errors
+    ///
+    /// The remote exception as a typed error ([`Error::Empty`], [`Error::Full`],
+    /// [`Error::Remote`]); [`Error::Disconnected`] when the server went away.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::managers::{Manager, ManagerServer};
+    /// use multiproc::{pickle::Value, Error};
+    /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// server.register_queue("q", 0);
+    /// let server = server.start_thread().unwrap();
+    /// let proxy = Manager::connect(server.address(), b"k").unwrap().create("q").unwrap();
+    /// assert!(matches!(proxy.call("get_nowait", vec![], vec![]), Err(Error::Empty)));
+    /// ```
+    pub fn call(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Result<Value, Error> {
+        self.call_until(method, args, kwargs, None)
+    }
+
+    /// As [`call`](Self::call), but waiting for the reply only until `deadline`; then the
+    /// connection is dropped (its late reply must not be read by another call) and the result
+    /// is [`Error::Timeout`].
+    pub(crate) fn call_until(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+        deadline: Option<Instant>,
+    ) -> Result<Value, Error> {
+        let request = wire::request(Some(&self.ident), method, args, kwargs);
+        let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let (stream, mut reader) = match pooled {
+            Some(conn) => conn,
+            None => self.open()?,
+        };
+        // Pooled connections carry no timeout; only a call with a deadline sets (and resets) it.
+        if deadline.is_some() {
+            wire::until(&stream, deadline)?;
+        }
+        wire::send_value(&stream, &request)?;
+        let reply =
+            reader.recv_value(&stream, self.manager.options.max_frame, &Limits::default())?;
+        if deadline.is_some() {
+            wire::until(&stream, None)?;
+        }
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((stream, reader));
+        client::unpack(reply)
+    }
+
+    fn open(&self) -> Result<(TcpStream, FrameReader), Error> {
+        let deadline = Instant::now() + self.manager.options.connect_timeout;
+        let (stream, mut reader) = self.manager.open(deadline)?;
+        let name = Value::Str(crate::current_process().name);
+        wire::send_value(
+            &stream,
+            &wire::request(None, "accept_connection", vec![name], Vec::new()),
+        )?;
+        let reply =
+            reader.recv_value(&stream, self.manager.options.max_frame, &Limits::default())?;
+        client::unpack(reply)?;
+        Ok((stream, reader))
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        // Errors (the server is gone) are not worth more than the release they attempted.
+        let _ = client::control_request(
+            self.manager.address,
+            &self.manager.auth,
+            "decref",
+            vec![Value::Str(self.ident.clone())],
+            Some(Instant::now() + Duration::from_secs(2)),
+        );
+    }
+}
+
+/// A typed proxy to a served `queue.Queue`: [`Manager::get_queue`]. Values of `T` travel
+/// pickled; a value put by a Python client must map to `T` when read here.
+///
+/// Each method is the remote method of the same Python name; `try_` means `block=False`
+/// (`put_nowait`/`get_nowait`), `_timeout` means `timeout=t`, executed by the server.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use multiproc::managers::{Manager, ManagerServer};
+/// use multiproc::Error;
+///
+/// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+/// server.register_queue("get_task_queue", 0);
+/// let server = server.start_thread().unwrap();
+/// let q = Manager::connect(server.address(), b"k").unwrap().get_queue::<(u32, String)>("get_task_queue").unwrap();
+/// q.put(&(1, "a".into())).unwrap();
+/// assert_eq!(q.get().unwrap(), (1, "a".to_string()));
+/// assert!(matches!(q.get_timeout(Duration::from_millis(50)), Err(Error::Empty)));
+/// ```
+pub struct QueueProxy<T> {
+    proxy: Proxy,
+    _items: PhantomData<fn(T) -> T>,
+}
+
+impl<T> std::fmt::Debug for QueueProxy<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueProxy")
+            .field("proxy", &self.proxy)
+            .finish()
+    }
+}
+
+fn timeout_kw(timeout: Duration) -> Vec<(String, Value)> {
+    vec![("timeout".into(), Value::Float(timeout.as_secs_f64()))]
+}
+
+fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout + REPLY_GRACE)
+}
+
+impl<T> QueueProxy<T> {
+    pub(crate) fn new(proxy: Proxy) -> QueueProxy<T> {
+        QueueProxy {
+            proxy,
+            _items: PhantomData,
+        }
+    }
+
+    /// The untyped proxy underneath.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::managers::{Manager, ManagerServer};
+    /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// server.register_queue("q", 0);
+    /// let server = server.start_thread().unwrap();
+    /// let q = Manager::connect(server.address(), b"k").unwrap().get_queue::<u8>("q").unwrap();
+    /// assert!(!q.proxy().ident().is_empty());
+    /// ```
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
+    fn unit(&self, method: &str) -> Result<Value, Error> {
+        self.proxy.call(method, Vec::new(), Vec::new())
+    }
+
+    /// `qsize()`.
+    ///
+    /// # Errors
+    ///
+    /// Connection errors.
+    pub fn qsize(&self) -> Result<usize, Error> {
+        match self.unit("qsize")? {
+            Value::Int(n) if n >= 0 => Ok(n as usize),
+            _ => Err(Error::Protocol {
+                reason: "qsize() did not return an int".into(),
+            }),
+        }
+    }
+
+    /// `empty()`.
+    ///
+    /// # Errors
+    ///
+    /// Connection errors.
+    pub fn is_empty(&self) -> Result<bool, Error> {
+        Ok(self.unit("empty")?.truthy())
+    }
+
+    /// `full()`.
+    ///
+    /// # Errors
+    ///
+    /// Connection errors.
+    pub fn is_full(&self) -> Result<bool, Error> {
+        Ok(self.unit("full")?.truthy())
+    }
+
+    /// `task_done()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Remote`] (`ValueError`) when called more often than items were put.
+    pub fn task_done(&self) -> Result<(), Error> {
+        self.unit("task_done").map(|_| ())
+    }
+
+    /// `join()`: waits until every item put has been marked done.
+    ///
+    /// # Errors
+    ///
+    /// Connection errors.
+    pub fn join(&self) -> Result<(), Error> {
+        self.unit("join").map(|_| ())
+    }
+}
+
+impl<T: Serialize> QueueProxy<T> {
+    fn put_with(
+        &self,
+        method: &str,
+        item: &T,
+        kwargs: Vec<(String, Value)>,
+        deadline: Option<Instant>,
+    ) -> Result<(), Error> {
+        // Serialized before anything is sent: a value that cannot travel fails here and the
+        // connection stays usable.
+        let value = pickle::to_value(item)?;
+        self.proxy
+            .call_until(method, vec![value], kwargs, deadline)
+            .map(|_| ())
+    }
+
+    /// `put(item)`: waits for room as long as it takes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Pickle`] when `item` cannot be pickled; connection errors.
+    pub fn put(&self, item: &T) -> Result<(), Error> {
+        self.put_with("put", item, Vec::new(), None)
+    }
+
+    /// `put_nowait(item)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Full`] when there is no room now; as [`put`](Self::put).
+    pub fn try_put(&self, item: &T) -> Result<(), Error> {
+        self.put_with("put_nowait", item, Vec::new(), None)
+    }
+
+    /// `put(item, timeout=t)`, the wait done by the server.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Full`] when no room came in time; as [`put`](Self::put).
+    pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<(), Error> {
+        self.put_with("put", item, timeout_kw(timeout), deadline_after(timeout))
+    }
+}
+
+impl<T: DeserializeOwned> QueueProxy<T> {
+    fn get_with(
+        &self,
+        method: &str,
+        kwargs: Vec<(String, Value)>,
+        deadline: Option<Instant>,
+    ) -> Result<T, Error> {
+        let value = self
+            .proxy
+            .call_until(method, Vec::new(), kwargs, deadline)?;
+        Ok(pickle::from_value(value)?)
+    }
+
+    /// `get()`: waits for an item as long as it takes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Pickle`] when the item does not map to `T` (a Python object, for instance);
+    /// connection errors.
+    pub fn get(&self) -> Result<T, Error> {
+        self.get_with("get", Vec::new(), None)
+    }
+
+    /// `get_nowait()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Empty`] when there is nothing now; as [`get`](Self::get).
+    pub fn try_get(&self) -> Result<T, Error> {
+        self.get_with("get_nowait", Vec::new(), None)
+    }
+
+    /// `get(timeout=t)`, the wait done by the server.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Empty`] when nothing came in time; as [`get`](Self::get).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, Error> {
+        self.get_with("get", timeout_kw(timeout), deadline_after(timeout))
+    }
+}

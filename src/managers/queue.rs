@@ -1,0 +1,501 @@
+//! The queue a manager serves, with `queue.Queue` semantics, executed on the server.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::referent::{bind, PyException, Referent};
+use crate::pickle::{self, Value};
+use crate::Error;
+
+/// The methods a CPython 3.8–3.12 `queue.Queue` proxy lists (PROTOCOL.md §7.1).
+const EXPOSED: [&str; 9] = [
+    "empty",
+    "full",
+    "get",
+    "get_nowait",
+    "join",
+    "put",
+    "put_nowait",
+    "qsize",
+    "task_done",
+];
+
+/// A FIFO queue held by a manager server: what `queue.Queue(maxsize)` is to a CPython
+/// manager. Clients reach it through proxies; the server's own code uses this handle
+/// directly, with typed values. Items are kept as pickled data ([`Value`]), so a queue served
+/// by Rust also carries Python objects it cannot map to Rust types (between Python clients).
+///
+/// Cloning gives another handle to the same queue.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::managers::ServedQueue;
+///
+/// let q = ServedQueue::new(0);
+/// q.put(&(1, "one")).unwrap();
+/// assert_eq!(q.qsize(), 1);
+/// let (n, s): (i32, String) = q.get().unwrap();
+/// assert_eq!((n, s.as_str()), (1, "one"));
+/// assert!(matches!(q.try_get::<i32>(), Err(multiproc::Error::Empty)));
+/// ```
+#[derive(Clone)]
+pub struct ServedQueue(Arc<Shared>);
+
+struct Shared {
+    maxsize: usize,
+    state: Mutex<State>,
+    not_empty: Condvar,
+    not_full: Condvar,
+    all_done: Condvar,
+}
+
+struct State {
+    items: VecDeque<Value>,
+    unfinished: usize,
+}
+
+impl std::fmt::Debug for ServedQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServedQueue")
+            .field("maxsize", &self.0.maxsize)
+            .field("qsize", &self.qsize())
+            .finish()
+    }
+}
+
+/// How long a blocking operation may wait.
+#[derive(Clone, Copy)]
+enum Wait {
+    No,
+    Forever,
+    Until(Instant),
+}
+
+impl Wait {
+    fn timeout(timeout: Duration) -> Wait {
+        Instant::now()
+            .checked_add(timeout)
+            .map_or(Wait::Forever, Wait::Until)
+    }
+}
+
+impl ServedQueue {
+    /// A queue holding at most `maxsize` items; 0 means unbounded (as in Python).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = multiproc::managers::ServedQueue::new(2);
+    /// assert!(q.is_empty());
+    /// ```
+    pub fn new(maxsize: usize) -> ServedQueue {
+        ServedQueue(Arc::new(Shared {
+            maxsize,
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                unfinished: 0,
+            }),
+            not_empty: Condvar::new(),
+            not_full: Condvar::new(),
+            all_done: Condvar::new(),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits on `cv` while `blocked` holds; false if `wait` ran out first.
+    fn wait_while<'a>(
+        &self,
+        mut guard: MutexGuard<'a, State>,
+        cv: &Condvar,
+        wait: Wait,
+        blocked: impl Fn(&State) -> bool,
+    ) -> (MutexGuard<'a, State>, bool) {
+        while blocked(&guard) {
+            guard = match wait {
+                Wait::No => return (guard, false),
+                Wait::Forever => cv.wait(guard).unwrap_or_else(|e| e.into_inner()),
+                Wait::Until(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return (guard, false);
+                    }
+                    cv.wait_timeout(guard, deadline - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+        (guard, true)
+    }
+
+    fn put_value(&self, item: Value, wait: Wait) -> bool {
+        let max = self.0.maxsize;
+        let guard = self.lock();
+        let (mut guard, ok) = self.wait_while(guard, &self.0.not_full, wait, |s| {
+            max > 0 && s.items.len() >= max
+        });
+        if ok {
+            guard.items.push_back(item);
+            guard.unfinished += 1;
+            self.0.not_empty.notify_one();
+        }
+        ok
+    }
+
+    fn get_value(&self, wait: Wait) -> Option<Value> {
+        let guard = self.lock();
+        let (mut guard, ok) =
+            self.wait_while(guard, &self.0.not_empty, wait, |s| s.items.is_empty());
+        let item = if ok { guard.items.pop_front() } else { None };
+        if item.is_some() {
+            self.0.not_full.notify_one();
+        }
+        item
+    }
+
+    fn typed_put<T: Serialize>(&self, item: &T, wait: Wait) -> Result<(), Error> {
+        let value = pickle::to_value(item)?;
+        if self.put_value(value, wait) {
+            Ok(())
+        } else {
+            Err(Error::Full)
+        }
+    }
+
+    fn typed_get<T: DeserializeOwned>(&self, wait: Wait) -> Result<T, Error> {
+        let value = self.get_value(wait).ok_or(Error::Empty)?;
+        Ok(pickle::from_value(value)?)
+    }
+
+    /// Puts `item`, waiting for room as long as it takes (Python's `put(item)`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Pickle`] when `item` does not serialize.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = multiproc::managers::ServedQueue::new(0);
+    /// q.put(&7).unwrap();
+    /// ```
+    pub fn put<T: Serialize>(&self, item: &T) -> Result<(), Error> {
+        self.typed_put(item, Wait::Forever)
+    }
+
+    /// Puts `item` if there is room now (`put_nowait`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Full`]; [`Error::Pickle`] when `item` does not serialize.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = multiproc::managers::ServedQueue::new(1);
+    /// q.try_put(&1).unwrap();
+    /// assert!(matches!(q.try_put(&2), Err(multiproc::Error::Full)));
+    /// ```
+    pub fn try_put<T: Serialize>(&self, item: &T) -> Result<(), Error> {
+        self.typed_put(item, Wait::No)
+    }
+
+    /// Puts `item`, waiting at most `timeout` for room (`put(item, timeout=t)`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Full`] when no room came in time; [`Error::Pickle`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let q = multiproc::managers::ServedQueue::new(1);
+    /// q.put(&1).unwrap();
+    /// assert!(q.put_timeout(&2, Duration::from_millis(10)).is_err());
+    /// ```
+    pub fn put_timeout<T: Serialize>(&self, item: &T, timeout: Duration) -> Result<(), Error> {
+        self.typed_put(item, Wait::timeout(timeout))
+    }
+
+    /// Takes the oldest item, waiting as long as it takes (`get()`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Pickle`] when the item does not map to `T` (it is then lost).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = multiproc::managers::ServedQueue::new(0);
+    /// q.put(&"x").unwrap();
+    /// assert_eq!(q.get::<String>().unwrap(), "x");
+    /// ```
+    pub fn get<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        self.typed_get(Wait::Forever)
+    }
+
+    /// Takes the oldest item if there is one (`get_nowait`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Empty`]; [`Error::Pickle`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = multiproc::managers::ServedQueue::new(0);
+    /// assert!(matches!(q.try_get::<u8>(), Err(multiproc::Error::Empty)));
+    /// ```
+    pub fn try_get<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        self.typed_get(Wait::No)
+    }
+
+    /// Takes the oldest item, waiting at most `timeout` (`get(timeout=t)`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Empty`] when nothing came in time; [`Error::Pickle`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let q = multiproc::managers::ServedQueue::new(0);
+    /// assert!(q.get_timeout::<u8>(Duration::from_millis(10)).is_err());
+    /// ```
+    pub fn get_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T, Error> {
+        self.typed_get(Wait::timeout(timeout))
+    }
+
+    /// The number of items (`qsize()`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(multiproc::managers::ServedQueue::new(0).qsize(), 0);
+    /// ```
+    pub fn qsize(&self) -> usize {
+        self.lock().items.len()
+    }
+
+    /// Whether the queue holds nothing (`empty()`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(multiproc::managers::ServedQueue::new(0).is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.lock().items.is_empty()
+    }
+
+    /// Whether a bounded queue is at its `maxsize` (`full()`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(!multiproc::managers::ServedQueue::new(0).is_full());
+    /// ```
+    pub fn is_full(&self) -> bool {
+        self.0.maxsize > 0 && self.lock().items.len() >= self.0.maxsize
+    }
+
+    /// Marks one item taken earlier as processed (`task_done()`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when called more often than items were put (Python's
+    /// `ValueError`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = multiproc::managers::ServedQueue::new(0);
+    /// assert!(q.task_done().is_err());
+    /// ```
+    pub fn task_done(&self) -> Result<(), Error> {
+        self.task_done_inner()
+            .map_err(|_| Error::InvalidArgument("task_done() called too many times".into()))
+    }
+
+    fn task_done_inner(&self) -> Result<(), PyException> {
+        let mut guard = self.lock();
+        if guard.unfinished == 0 {
+            return Err(PyException::value_error(
+                "task_done() called too many times",
+            ));
+        }
+        guard.unfinished -= 1;
+        if guard.unfinished == 0 {
+            self.0.all_done.notify_all();
+        }
+        Ok(())
+    }
+
+    fn join_wait(&self, wait: Wait) -> bool {
+        let guard = self.lock();
+        self.wait_while(guard, &self.0.all_done, wait, |s| s.unfinished > 0)
+            .1
+    }
+
+    /// Waits until every item put has been marked done (`join()`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = multiproc::managers::ServedQueue::new(0);
+    /// q.join();
+    /// ```
+    pub fn join(&self) {
+        self.join_wait(Wait::Forever);
+    }
+
+    /// As [`join`](Self::join), giving up after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] when items are still unfinished.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let q = multiproc::managers::ServedQueue::new(0);
+    /// q.put(&1).unwrap();
+    /// assert!(q.join_timeout(Duration::from_millis(10)).is_err());
+    /// ```
+    pub fn join_timeout(&self, timeout: Duration) -> Result<(), Error> {
+        if self.join_wait(Wait::timeout(timeout)) {
+            Ok(())
+        } else {
+            Err(Error::Timeout)
+        }
+    }
+}
+
+/// Python's rules for `block` and `timeout` (`queue.Queue.get`/`put`).
+fn wait_for(block: &Value, timeout: &Value) -> Result<Wait, PyException> {
+    if !block.truthy() {
+        return Ok(Wait::No);
+    }
+    let seconds = match timeout {
+        Value::None => return Ok(Wait::Forever),
+        Value::Int(i) => *i as f64,
+        Value::Bool(b) => f64::from(u8::from(*b)),
+        Value::Float(f) => *f,
+        Value::BigInt(_) => f64::INFINITY,
+        _ => {
+            return Err(PyException::type_error(
+                "'timeout' must be a number or None",
+            ))
+        }
+    };
+    if seconds.is_nan() || seconds < 0.0 {
+        return Err(PyException::value_error(
+            "'timeout' must be a non-negative number",
+        ));
+    }
+    Ok(Duration::try_from_secs_f64(seconds).map_or(Wait::Forever, Wait::timeout))
+}
+
+fn no_args(name: &str, args: Vec<Value>, kwargs: Vec<(String, Value)>) -> Result<(), PyException> {
+    bind(name, args, kwargs, &[]).map(|_| ())
+}
+
+impl Referent for ServedQueue {
+    fn exposed(&self) -> Vec<String> {
+        EXPOSED.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Result<Value, PyException> {
+        let block_timeout = || {
+            [
+                ("block", Some(Value::Bool(true))),
+                ("timeout", Some(Value::None)),
+            ]
+        };
+        match method {
+            "put" => {
+                let [item, block, timeout] = bound::<3>(bind(
+                    "put",
+                    args,
+                    kwargs,
+                    &[
+                        ("item", None),
+                        ("block", Some(Value::Bool(true))),
+                        ("timeout", Some(Value::None)),
+                    ],
+                )?);
+                let wait = wait_for(&block, &timeout)?;
+                if self.put_value(item, wait) {
+                    Ok(Value::None)
+                } else {
+                    Err(PyException::full())
+                }
+            }
+            "put_nowait" => {
+                let [item] = bound::<1>(bind("put_nowait", args, kwargs, &[("item", None)])?);
+                if self.put_value(item, Wait::No) {
+                    Ok(Value::None)
+                } else {
+                    Err(PyException::full())
+                }
+            }
+            "get" => {
+                let [block, timeout] = bound::<2>(bind("get", args, kwargs, &block_timeout())?);
+                let wait = wait_for(&block, &timeout)?;
+                self.get_value(wait).ok_or_else(PyException::empty)
+            }
+            "get_nowait" => {
+                no_args("get_nowait", args, kwargs)?;
+                self.get_value(Wait::No).ok_or_else(PyException::empty)
+            }
+            "qsize" => {
+                no_args("qsize", args, kwargs)?;
+                Ok(Value::Int(self.qsize() as i64))
+            }
+            "empty" => {
+                no_args("empty", args, kwargs)?;
+                Ok(Value::Bool(self.is_empty()))
+            }
+            "full" => {
+                no_args("full", args, kwargs)?;
+                Ok(Value::Bool(self.is_full()))
+            }
+            "task_done" => {
+                no_args("task_done", args, kwargs)?;
+                self.task_done_inner().map(|()| Value::None)
+            }
+            "join" => {
+                no_args("join", args, kwargs)?;
+                self.join_wait(Wait::Forever);
+                Ok(Value::None)
+            }
+            _ => Err(PyException::new(
+                "builtins",
+                "AttributeError",
+                &format!("'Queue' object has no attribute '{method}'"),
+            )),
+        }
+    }
+}
+
+/// The bound values as an array (`bind` returns exactly one per parameter).
+fn bound<const N: usize>(values: Vec<Value>) -> [Value; N] {
+    let mut it = values.into_iter();
+    std::array::from_fn(|_| it.next().unwrap_or(Value::None))
+}

@@ -1,0 +1,966 @@
+//! The server: accepts connections, authenticates them, and serves control requests and
+//! proxy calls, one thread per connection.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::auth::{self, AuthConfig, ChallengeForm};
+use super::queue::ServedQueue;
+use super::referent::{PyException, Referent};
+use super::wire::{self, FrameReader};
+use crate::pickle::{Limits, Value};
+use crate::process::{Process, StartMethod};
+use crate::Error;
+
+type Factory = Arc<dyn Fn() -> Arc<dyn Referent> + Send + Sync>;
+type LogHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Default cap on a frame after the handshake.
+pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
+/// Default cap on simultaneous connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
+struct Config {
+    auth: AuthConfig,
+    registry: HashMap<String, Factory>,
+    max_frame: usize,
+    max_connections: usize,
+    handshake_timeout: Duration,
+    limits: Limits,
+    log: LogHook,
+}
+
+/// A manager server: CPython's `BaseManager` on the serving side, speaking CPython's wire
+/// protocol (see the [module docs](crate::managers)).
+///
+/// Bind it, register what it serves, then run it: [`serve_forever`](Self::serve_forever) on
+/// this thread, [`start_thread`](Self::start_thread) in the background, or
+/// [`start`](Self::start) in a child process.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::managers::{Manager, ManagerServer};
+///
+/// let mut server = ManagerServer::bind("127.0.0.1:0", b"secret").unwrap();
+/// let tasks = server.register_queue("get_task_queue", 0);
+/// let server = server.start_thread().unwrap();
+///
+/// let client = Manager::connect(server.address(), b"secret").unwrap();
+/// let q = client.get_queue::<i64>("get_task_queue").unwrap();
+/// q.put(&42).unwrap();
+/// assert_eq!(tasks.get::<i64>().unwrap(), 42);
+/// server.shutdown();
+/// ```
+pub struct ManagerServer {
+    listener: TcpListener,
+    config: Config,
+}
+
+impl std::fmt::Debug for ManagerServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagerServer")
+            .field("address", &self.listener.local_addr().ok())
+            .field("auth", &self.config.auth)
+            .field("typeids", &self.config.registry.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl ManagerServer {
+    /// Binds a TCP listener on `address` (port 0 picks a free port; see
+    /// [`address`](Self::address)) guarded by `authkey`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] when the address cannot be bound (e.g. it is in use).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = multiproc::managers::ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// assert_ne!(server.address().port(), 0);
+    /// ```
+    pub fn bind(address: impl ToSocketAddrs, authkey: &[u8]) -> Result<ManagerServer, Error> {
+        let listener = TcpListener::bind(address).map_err(Error::os("bind"))?;
+        Ok(ManagerServer {
+            listener,
+            config: Config {
+                auth: AuthConfig {
+                    key: authkey.to_vec(),
+                    ..AuthConfig::default()
+                },
+                registry: HashMap::new(),
+                max_frame: DEFAULT_MAX_FRAME,
+                max_connections: DEFAULT_MAX_CONNECTIONS,
+                handshake_timeout: wire::HANDSHAKE_TIMEOUT,
+                limits: Limits::default(),
+                log: Arc::new(|line| eprintln!("multiproc manager: {line}")),
+            },
+        })
+    }
+
+    /// The address the server listens on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = multiproc::managers::ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// assert!(server.address().ip().is_loopback());
+    /// ```
+    pub fn address(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Serves objects made by `factory` under `typeid` (CPython's `register(typeid,
+    /// callable)`): each `create` calls it. A factory returning the same `Arc` every time
+    /// serves one shared object, as `callable=lambda: q` does in Python.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use multiproc::managers::{ManagerServer, ServedQueue};
+    ///
+    /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// server.register("Queue", || Arc::new(ServedQueue::new(0)));
+    /// ```
+    pub fn register<R: Referent>(
+        &mut self,
+        typeid: &str,
+        factory: impl Fn() -> Arc<R> + Send + Sync + 'static,
+    ) -> &mut Self {
+        let factory: Factory = Arc::new(move || factory() as Arc<dyn Referent>);
+        self.config.registry.insert(typeid.to_string(), factory);
+        self
+    }
+
+    /// Serves one shared [`ServedQueue`] under `typeid` (`maxsize` 0 = unbounded) and returns
+    /// a handle for the server's own code: Python's
+    /// `q = queue.Queue(); register(typeid, callable=lambda: q)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut server = multiproc::managers::ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// let results = server.register_queue("get_result_queue", 0);
+    /// assert!(results.is_empty());
+    /// ```
+    pub fn register_queue(&mut self, typeid: &str, maxsize: usize) -> ServedQueue {
+        let queue = ServedQueue::new(maxsize);
+        let shared = Arc::new(queue.clone());
+        self.register(typeid, move || shared.clone());
+        queue
+    }
+
+    /// Caps each frame after the handshake (default [`DEFAULT_MAX_FRAME`], 16 MiB). A larger
+    /// declared length closes that connection before anything is allocated.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut server = multiproc::managers::ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// server.max_frame(1 << 20);
+    /// ```
+    pub fn max_frame(&mut self, bytes: usize) -> &mut Self {
+        self.config.max_frame = bytes;
+        self
+    }
+
+    /// Caps simultaneous connections (default [`DEFAULT_MAX_CONNECTIONS`]); more are closed at
+    /// once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut server = multiproc::managers::ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// server.max_connections(16);
+    /// ```
+    pub fn max_connections(&mut self, n: usize) -> &mut Self {
+        self.config.max_connections = n;
+        self
+    }
+
+    /// How long the six handshake frames may take in all (default 10 s); a peer that is
+    /// slower is disconnected without a reply.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let mut server = multiproc::managers::ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// server.handshake_timeout(Duration::from_secs(2));
+    /// ```
+    pub fn handshake_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.config.handshake_timeout = timeout;
+        self
+    }
+
+    /// Caps the nesting depth of request pickles (default 256). Decoding recurses once per
+    /// level on a connection thread's stack: keep this in the thousands at most.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut server = multiproc::managers::ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// server.max_depth(32);
+    /// ```
+    pub fn max_depth(&mut self, depth: usize) -> &mut Self {
+        self.config.limits.max_depth = depth;
+        self
+    }
+
+    /// The challenge this server sends (default [`ChallengeForm::Sha256`], which every
+    /// CPython client answers).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::managers::{ChallengeForm, ManagerServer};
+    /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// server.challenge_form(ChallengeForm::LegacyMd5);
+    /// ```
+    pub fn challenge_form(&mut self, form: ChallengeForm) -> &mut Self {
+        self.config.auth.form = form;
+        self
+    }
+
+    /// Refuses clients that answer with HMAC-MD5 (every CPython ≤ 3.11); off by default.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut server = multiproc::managers::ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// server.strict(true);
+    /// ```
+    pub fn strict(&mut self, strict: bool) -> &mut Self {
+        self.config.auth.strict = strict;
+        self
+    }
+
+    /// Where the server reports connections it closed and why (default: a line on stderr).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut server = multiproc::managers::ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// server.on_log(|_line| {}); // quiet
+    /// ```
+    pub fn on_log(&mut self, hook: impl Fn(&str) + Send + Sync + 'static) -> &mut Self {
+        self.config.log = Arc::new(hook);
+        self
+    }
+
+    fn into_inner(self) -> Arc<Inner> {
+        Arc::new(Inner {
+            address: self.address(),
+            listener: Mutex::new(Some(Arc::new(self.listener))),
+            config: self.config,
+            objects: Mutex::new(HashMap::new()),
+            active: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            connections: Mutex::new(HashMap::new()),
+            next_connection: AtomicU64::new(0),
+        })
+    }
+
+    /// Serves on this thread until a client sends `shutdown` (CPython's
+    /// `get_server().serve_forever()`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] when accepting fails for a reason other than a peer's.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::managers::{Manager, ManagerServer};
+    ///
+    /// let server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// let address = server.address();
+    /// let t = std::thread::spawn(move || server.serve_forever());
+    /// Manager::connect(address, b"k").unwrap().shutdown().unwrap();
+    /// t.join().unwrap().unwrap();
+    /// ```
+    pub fn serve_forever(self) -> Result<(), Error> {
+        let inner = self.into_inner();
+        let result = inner.accept_loop();
+        inner.stop();
+        result
+    }
+
+    /// Serves from a background thread of this process.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] when the thread cannot be started.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = multiproc::managers::ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// let handle = server.start_thread().unwrap();
+    /// handle.shutdown();
+    /// ```
+    pub fn start_thread(self) -> Result<ServerHandle, Error> {
+        let inner = self.into_inner();
+        let serving = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("multiproc-manager".into())
+            .spawn(move || {
+                let _ = serving.accept_loop();
+            })
+            .map_err(Error::os("spawn manager thread"))?;
+        Ok(ServerHandle {
+            inner,
+            thread: Some(thread),
+        })
+    }
+
+    /// Serves from a child process, as CPython's `BaseManager.start()` does.
+    ///
+    /// The child is **forked** whatever the default start method: the registered factories
+    /// are Rust closures, which cannot be re-created in a re-executed binary. It is a daemon:
+    /// it dies with this process, however this process ends. It inherits the
+    /// listening socket (so [`ManagerProcess::address`] is known at once) and exits when a
+    /// client sends `shutdown` or [`ManagerProcess::shutdown`] is called. [`ServedQueue`]
+    /// handles kept by the parent refer to the parent's copies, not the child's.
+    ///
+    /// # Errors
+    ///
+    /// What starting a process can fail with.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::managers::{Manager, ManagerServer};
+    ///
+    /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// server.register_queue("q", 0);
+    /// let mut child = server.start().unwrap();
+    /// let client = Manager::connect(child.address(), b"k").unwrap();
+    /// client.get_queue::<u8>("q").unwrap().put(&1).unwrap();
+    /// child.shutdown().unwrap();
+    /// ```
+    pub fn start(self) -> Result<ManagerProcess, Error> {
+        let address = self.address();
+        let auth = self.config.auth.clone();
+        // One start at a time. The child never touches this lock; it must not inherit
+        // HANDOFF locked, so that one is released before forking.
+        let _starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+        *HANDOFF.lock().unwrap_or_else(|e| e.into_inner()) = Some(self);
+        let started = Process::builder()
+            .start_method(StartMethod::Fork)
+            .name("multiproc-manager")
+            // No orphaned servers: the child is killed when this process ends, however it ends
+            // (CPython leaves a manager process running when its parent is SIGKILLed).
+            .daemon(true)
+            .spawn(serve_handed_off, ());
+        // The parent's copy of the listener closes here; the child keeps its own.
+        HANDOFF.lock().unwrap_or_else(|e| e.into_inner()).take();
+        Ok(ManagerProcess {
+            process: started?,
+            address,
+            auth,
+        })
+    }
+}
+
+/// The server a forked child is to run: the child's copy of memory holds it.
+static HANDOFF: Mutex<Option<ManagerServer>> = Mutex::new(None);
+/// Held by the parent while it forks a server child.
+static STARTING: Mutex<()> = Mutex::new(());
+
+fn serve_handed_off(_: ()) {
+    let server = HANDOFF.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(server) = server {
+        let _ = server.serve_forever();
+    }
+}
+
+/// A manager server running in a child process ([`ManagerServer::start`]).
+///
+/// Dropping it shuts the server down (a `shutdown` request, then SIGTERM if it lingers).
+#[derive(Debug)]
+pub struct ManagerProcess {
+    process: Process<()>,
+    address: SocketAddr,
+    auth: AuthConfig,
+}
+
+impl ManagerProcess {
+    /// The address the server listens on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = multiproc::managers::ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// let expected = server.address();
+    /// let child = server.start().unwrap();
+    /// assert_eq!(child.address(), expected);
+    /// ```
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The child's pid.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = multiproc::managers::ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// let child = server.start().unwrap();
+    /// assert_ne!(child.pid(), std::process::id());
+    /// ```
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// Asks the server to stop and waits for the child to exit (SIGTERM after 5 s), as
+    /// CPython's `shutdown()` does.
+    ///
+    /// # Errors
+    ///
+    /// What joining the child reports (e.g. [`Error::Signaled`] if it had to be terminated).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = multiproc::managers::ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// server.start().unwrap().shutdown().unwrap();
+    /// ```
+    pub fn shutdown(&mut self) -> Result<(), Error> {
+        if self.process.exitcode().is_none() {
+            let _ = super::client::control_request(
+                self.address,
+                &self.auth,
+                "shutdown",
+                Vec::new(),
+                Some(Instant::now() + Duration::from_secs(5)),
+            );
+        }
+        match self.process.join_timeout(Duration::from_secs(5)) {
+            Err(Error::Timeout) => {
+                self.process.terminate()?;
+                self.process.join()
+            }
+            Err(Error::AlreadyJoined { .. }) => Ok(()),
+            other => other,
+        }
+    }
+}
+
+impl Drop for ManagerProcess {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// A manager server running on a background thread ([`ManagerServer::start_thread`]).
+///
+/// Dropping it shuts the server down.
+pub struct ServerHandle {
+    inner: Arc<Inner>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("address", &self.inner.address)
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    /// The address the server listens on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = multiproc::managers::ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// let expected = server.address();
+    /// assert_eq!(server.start_thread().unwrap().address(), expected);
+    /// ```
+    pub fn address(&self) -> SocketAddr {
+        self.inner.address
+    }
+
+    /// The number of objects with a non-zero reference count (`number_of_objects`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = multiproc::managers::ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// assert_eq!(server.start_thread().unwrap().number_of_objects(), 0);
+    /// ```
+    pub fn number_of_objects(&self) -> usize {
+        self.inner.objects().len()
+    }
+
+    /// The number of connections being served right now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = multiproc::managers::ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// assert_eq!(server.start_thread().unwrap().connections(), 0);
+    /// ```
+    pub fn connections(&self) -> usize {
+        self.inner.active.load(Ordering::Acquire)
+    }
+
+    /// Whether the server has stopped (a client sent `shutdown`, or [`shutdown`](Self::shutdown)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = multiproc::managers::ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// assert!(!server.start_thread().unwrap().is_stopped());
+    /// ```
+    pub fn is_stopped(&self) -> bool {
+        self.inner.stopping.load(Ordering::Acquire)
+    }
+
+    /// Stops accepting, closes every connection, and waits for the accepting thread. The
+    /// listening socket is closed when this returns, so the address can be bound again.
+    /// A served method blocked at that moment (a `get` without timeout) finishes on its own
+    /// thread when it can; its reply goes nowhere.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = multiproc::managers::ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// server.start_thread().unwrap().shutdown();
+    /// ```
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.inner.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Entry {
+    object: Arc<dyn Referent>,
+    typeid: String,
+    exposed: Vec<String>,
+    refcount: usize,
+}
+
+struct Inner {
+    address: SocketAddr,
+    /// Taken (and shut down) by `stop`; the accept loop holds its own reference until it ends.
+    listener: Mutex<Option<Arc<TcpListener>>>,
+    config: Config,
+    objects: Mutex<HashMap<String, Entry>>,
+    active: AtomicUsize,
+    stopping: AtomicBool,
+    /// Open connections, to close them at shutdown.
+    connections: Mutex<HashMap<u64, TcpStream>>,
+    next_connection: AtomicU64,
+}
+
+/// Counts a connection while it is served.
+struct Active {
+    inner: Arc<Inner>,
+    id: u64,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.inner
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+        self.inner.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// How a request ended a connection.
+enum Outcome {
+    /// Keep serving (proxy connections).
+    Continue,
+    /// Close (control connections).
+    Close,
+    /// Close and stop the server (`shutdown`).
+    Stop,
+}
+
+impl Inner {
+    fn log(&self, line: &str) {
+        (self.config.log)(line);
+    }
+
+    fn objects(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        self.objects.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn accept_loop(self: &Arc<Self>) -> Result<(), Error> {
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(listener) = listener else {
+            return Ok(());
+        };
+        loop {
+            let accepted = listener.accept();
+            if self.stopping.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => match e.kind() {
+                    std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::ConnectionReset => continue,
+                    _ if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                        self.log(&format!("accept: {e}; pausing"));
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                    _ => {
+                        return Err(Error::Os {
+                            op: "accept",
+                            source: e,
+                        })
+                    }
+                },
+            };
+            if self.active.fetch_add(1, Ordering::AcqRel) >= self.config.max_connections {
+                self.active.fetch_sub(1, Ordering::AcqRel);
+                self.log(&format!(
+                    "refused connection from {peer}: {} connections already open",
+                    self.config.max_connections
+                ));
+                continue;
+            }
+            let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+            if let Ok(copy) = stream.try_clone() {
+                self.connections
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id, copy);
+            }
+            let guard = Active {
+                inner: self.clone(),
+                id,
+            };
+            let spawned = std::thread::Builder::new()
+                .name("multiproc-manager-conn".into())
+                .spawn(move || {
+                    let inner = guard.inner.clone();
+                    if let Err(e) = inner.serve_connection(&stream) {
+                        if !matches!(e, Error::Disconnected) {
+                            inner.log(&format!("closed connection from {peer}: {e}"));
+                        }
+                    }
+                    drop(guard);
+                });
+            if let Err(e) = spawned {
+                self.log(&format!("cannot serve {peer}: {e}"));
+            }
+        }
+    }
+
+    /// Stops accepting (wakes the blocked `accept`) and closes every open connection.
+    fn stop(&self) {
+        if self.stopping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // shutdown(2) on a listening socket makes a blocked accept() return (Linux).
+        if let Some(listener) = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ =
+                nix::sys::socket::shutdown(listener.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        }
+        let open: Vec<TcpStream> = self
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        for stream in open {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn serve_connection(&self, stream: &TcpStream) -> Result<(), Error> {
+        wire::configure(stream)?;
+        let mut reader = FrameReader::server();
+        let deadline = Instant::now() + self.config.handshake_timeout;
+        wire::until(stream, Some(deadline))?;
+        let handshake =
+            auth::deliver_challenge(stream, &mut reader, &self.config.auth).and_then(|()| {
+                wire::until(stream, Some(deadline))?;
+                auth::answer_challenge(stream, &mut reader, &self.config.auth)
+            });
+        match handshake {
+            Err(Error::Timeout) => {
+                return Err(Error::Protocol {
+                    reason: "handshake deadline passed".into(),
+                })
+            }
+            other => other?,
+        }
+        wire::until(stream, None)?;
+        let mut proxy = false;
+        loop {
+            let request =
+                match reader.recv_value(stream, self.config.max_frame, &self.config.limits) {
+                    Ok(r) => r,
+                    Err(Error::Disconnected) if proxy => return Ok(()),
+                    Err(e @ Error::Pickle(_)) => {
+                        let _ = wire::send_value(stream, &traceback(&format!("{e}")));
+                        return Err(e);
+                    }
+                    Err(e) => return Err(e),
+                };
+            reader.quickack_inside_frames_only();
+            let (reply, outcome) = match parse_request(request) {
+                Ok((ident, method, args, kwargs)) => {
+                    if proxy {
+                        (self.call(&ident, &method, args, kwargs), Outcome::Continue)
+                    } else if method == "accept_connection" {
+                        proxy = true;
+                        (wire::reply("#RETURN", Value::None), Outcome::Continue)
+                    } else {
+                        self.control(&method, args)
+                    }
+                }
+                Err(text) => (traceback(&text), Outcome::Close),
+            };
+            wire::send_value(stream, &reply)?;
+            match outcome {
+                Outcome::Continue => {}
+                Outcome::Close => return Ok(()),
+                Outcome::Stop => {
+                    self.stop();
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn control(&self, method: &str, args: Vec<Value>) -> (Value, Outcome) {
+        let ok = |v| (wire::reply("#RETURN", v), Outcome::Close);
+        let ident_arg = |args: &[Value]| match args {
+            [Value::Str(ident)] => Ok(ident.clone()),
+            _ => Err(format!("TypeError: {method}() takes one str argument\n")),
+        };
+        let result: Result<Value, String> = match method {
+            "dummy" => Ok(Value::None),
+            "create" => self.create(args),
+            "incref" => ident_arg(&args).and_then(|ident| {
+                let mut objects = self.objects();
+                let entry = objects.get_mut(&ident).ok_or_else(|| key_error(&ident))?;
+                entry.refcount += 1;
+                Ok(Value::None)
+            }),
+            "decref" => ident_arg(&args).and_then(|ident| {
+                let mut objects = self.objects();
+                let entry = objects.get_mut(&ident).ok_or_else(|| key_error(&ident))?;
+                entry.refcount -= 1;
+                if entry.refcount == 0 {
+                    objects.remove(&ident);
+                }
+                Ok(Value::None)
+            }),
+            "number_of_objects" => Ok(Value::Int(self.objects().len() as i64)),
+            "debug_info" => {
+                let objects = self.objects();
+                let mut lines: Vec<String> = objects
+                    .iter()
+                    .map(|(ident, e)| {
+                        format!("  {ident}:       refcount={}\n    {}", e.refcount, e.typeid)
+                    })
+                    .collect();
+                lines.sort();
+                Ok(Value::Str(lines.join("\n")))
+            }
+            "get_methods" => match args.first().and_then(token_ident) {
+                Some(ident) => self
+                    .objects()
+                    .get(&ident)
+                    .map(|e| exposed_tuple(&e.exposed))
+                    .ok_or_else(|| key_error(&ident)),
+                None => Err("TypeError: get_methods() takes a Token\n".into()),
+            },
+            "shutdown" => {
+                return (wire::reply("#RETURN", Value::None), Outcome::Stop);
+            }
+            other => Err(format!("AssertionError: {other:?} unrecognized\n")),
+        };
+        match result {
+            Ok(v) => ok(v),
+            Err(text) => (traceback(&text), Outcome::Close),
+        }
+    }
+
+    fn create(&self, args: Vec<Value>) -> Result<Value, String> {
+        let typeid = match &args[..] {
+            [Value::Str(typeid)] => typeid.clone(),
+            [Value::Str(typeid), ..] => {
+                return Err(format!(
+                    "TypeError: {typeid} takes no constructor arguments on this server\n"
+                ))
+            }
+            _ => return Err("TypeError: create() needs a typeid\n".into()),
+        };
+        let factory = self
+            .config
+            .registry
+            .get(&typeid)
+            .ok_or_else(|| key_error(&typeid))?;
+        let object = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory()))
+            .map_err(|_| format!("RuntimeError: the factory of {typeid} panicked\n"))?;
+        let ident = format!("{:x}", Arc::as_ptr(&object) as *const () as usize);
+        let mut objects = self.objects();
+        let entry = objects.entry(ident.clone()).or_insert_with(|| Entry {
+            exposed: object.exposed(),
+            object,
+            typeid,
+            refcount: 0,
+        });
+        entry.refcount += 1;
+        Ok(Value::Tuple(vec![
+            Value::Str(ident),
+            exposed_tuple(&entry.exposed),
+        ]))
+    }
+
+    fn call(
+        &self,
+        ident: &Option<String>,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Value {
+        let Some(ident) = ident else {
+            return traceback("TypeError: a proxy call needs an object id\n");
+        };
+        let found = self.objects().get(ident).map(|e| {
+            (
+                e.object.clone(),
+                e.typeid.clone(),
+                e.exposed.contains(&method.to_string()),
+            )
+        });
+        let Some((object, typeid, exposed)) = found else {
+            return traceback(&key_error(ident));
+        };
+        if exposed {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                object.call(method, args, kwargs)
+            }));
+            return match result {
+                Ok(Ok(v)) => wire::reply("#RETURN", v),
+                Ok(Err(exception)) => wire::reply("#ERROR", exception.to_value()),
+                Err(_) => wire::reply(
+                    "#ERROR",
+                    PyException::new("builtins", "RuntimeError", &format!("{method}() panicked"))
+                        .to_value(),
+                ),
+            };
+        }
+        match method {
+            "#GETVALUE" => wire::reply(
+                "#UNSERIALIZABLE",
+                Value::Str(format!("TypeError: cannot pickle a served {typeid} object")),
+            ),
+            "__str__" | "__repr__" => {
+                wire::reply("#RETURN", Value::Str(format!("<{typeid} object {ident}>")))
+            }
+            _ => traceback(&format!(
+                "AttributeError: method {method:?} of {typeid:?} object is not exposed\n"
+            )),
+        }
+    }
+}
+
+fn key_error(key: &str) -> String {
+    format!("KeyError: {key:?}\n")
+}
+
+fn traceback(text: &str) -> Value {
+    wire::reply("#TRACEBACK", Value::Str(text.to_string()))
+}
+
+fn exposed_tuple(exposed: &[String]) -> Value {
+    Value::Tuple(exposed.iter().map(|s| Value::Str(s.clone())).collect())
+}
+
+/// The ident inside a pickled `Token` (PROTOCOL.md §6.4): its state is
+/// `(typeid, address, ident)`.
+fn token_ident(token: &Value) -> Option<String> {
+    match token {
+        Value::Object {
+            state: Some(state), ..
+        }
+        | Value::Reduce {
+            state: Some(state), ..
+        } => match &**state {
+            Value::Tuple(items) => items.get(2).and_then(Value::as_str).map(str::to_string),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+type Request = (Option<String>, String, Vec<Value>, Vec<(String, Value)>);
+
+/// Splits `(ident, methodname, args, kwds)`; the error is the traceback text to send.
+fn parse_request(request: Value) -> Result<Request, String> {
+    let bad = || "TypeError: a request must be (ident, methodname, args, kwds)\n".to_string();
+    let Value::Tuple(items) = request else {
+        return Err(bad());
+    };
+    let [ident, method, args, kwds]: [Value; 4] = items.try_into().map_err(|_| bad())?;
+    let ident = match ident {
+        Value::None => None,
+        Value::Str(s) => Some(s),
+        _ => return Err(bad()),
+    };
+    let Value::Str(method) = method else {
+        return Err(bad());
+    };
+    let Value::Tuple(args) = args else {
+        return Err(bad());
+    };
+    let Value::Dict(kwds) = kwds else {
+        return Err(bad());
+    };
+    let kwargs = kwds
+        .into_iter()
+        .map(|(k, v)| match k {
+            Value::Str(k) => Ok((k, v)),
+            _ => Err(bad()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((ident, method, args, kwargs))
+}

@@ -1,0 +1,269 @@
+//! Framing on a TCP stream (PROTOCOL.md §1): a 4-byte big-endian signed length, or −1 and an
+//! 8-byte length, then the payload. Each frame leaves in one `write`; reads are buffered so
+//! that a small frame costs one `read`; `TCP_QUICKACK` is re-armed before each read.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use crate::error::connection_io;
+use crate::pickle::{self, Limits, Value};
+use crate::{sys, Error};
+
+/// The largest payload written with the short header.
+const SHORT_MAX: usize = 0x7fff_ffff;
+
+/// Handshake frames are capped at 256 bytes, as CPython caps them.
+pub(crate) const HANDSHAKE_FRAME_MAX: usize = 256;
+
+/// How much a reader pulls in one `read` before it knows the frame length.
+const READ_AHEAD: usize = 16 * 1024;
+
+/// Prepares a fresh socket: no Nagle delay (each frame is one write anyway).
+pub(crate) fn configure(stream: &TcpStream) -> Result<(), Error> {
+    stream
+        .set_nodelay(true)
+        .map_err(Error::os("setsockopt(TCP_NODELAY)"))
+}
+
+/// Writes one frame whose payload starts at byte 4 of `frame` (bytes 0..4 are room for the
+/// header), in a single `write` call for payloads up to 2 GiB − 1.
+pub(crate) fn send_frame(mut stream: &TcpStream, mut frame: Vec<u8>) -> Result<(), Error> {
+    let len = frame.len() - 4;
+    if len <= SHORT_MAX {
+        frame[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    } else {
+        let mut long = Vec::with_capacity(len + 12);
+        long.extend_from_slice(&[0xff; 4]);
+        long.extend_from_slice(&(len as u64).to_be_bytes());
+        long.extend_from_slice(&frame[4..]);
+        frame = long;
+    }
+    stream.write_all(&frame).map_err(connection_io("send"))
+}
+
+/// Writes `payload` as one frame.
+pub(crate) fn send_bytes(stream: &TcpStream, payload: &[u8]) -> Result<(), Error> {
+    let mut frame = Vec::with_capacity(payload.len() + 4);
+    frame.extend_from_slice(&[0; 4]);
+    frame.extend_from_slice(payload);
+    send_frame(stream, frame)
+}
+
+/// Pickles `value` and writes it as one frame.
+pub(crate) fn send_value(stream: &TcpStream, value: &Value) -> Result<(), Error> {
+    let mut frame = Vec::with_capacity(128);
+    frame.extend_from_slice(&[0; 4]);
+    pickle::dumps_into(value, &mut frame);
+    send_frame(stream, frame)
+}
+
+/// Reads frames from one stream, keeping bytes read past the end of a frame for the next.
+#[derive(Debug)]
+pub(crate) struct FrameReader {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Re-arm `TCP_QUICKACK` before every read, not only inside a frame.
+    eager_quickack: bool,
+}
+
+impl FrameReader {
+    /// A reader for a server: `TCP_QUICKACK` before every read. A CPython client (no
+    /// `TCP_NODELAY`) writes its last handshake frame and its first request back to back, and
+    /// Nagle holds the request until the previous frame is ACKed: an ACK delayed by the
+    /// kernel costs ≈ 40 ms there. Re-arming the option before the read that waits for the
+    /// request sends the pending ACK at once.
+    pub(crate) fn server() -> FrameReader {
+        FrameReader {
+            buf: vec![0; READ_AHEAD],
+            start: 0,
+            end: 0,
+            eager_quickack: true,
+        }
+    }
+
+    /// From now on, `TCP_QUICKACK` only inside a frame: once a peer's first request has been
+    /// read, it alternates request and reply, and an ACK forced before every read would only
+    /// add a packet to each call.
+    pub(crate) fn quickack_inside_frames_only(&mut self) {
+        self.eager_quickack = false;
+    }
+
+    /// A reader for a client: `TCP_QUICKACK` only inside a frame. A CPython server writes a
+    /// frame above 16 KiB as the header and then the payload, the payload waiting for the
+    /// header's ACK; the client acknowledges the header at once. Between frames nothing waits
+    /// on the client's ACKs, so the common small reply costs no extra system call.
+    pub(crate) fn client() -> FrameReader {
+        FrameReader {
+            eager_quickack: false,
+            ..FrameReader::server()
+        }
+    }
+
+    /// Whether bytes read ahead wait in the buffer.
+    pub(crate) fn has_buffered(&self) -> bool {
+        self.end > self.start
+    }
+
+    /// Reads one frame of at most `cap` bytes. The cap is checked on the declared length,
+    /// before anything is allocated. A clean end of stream before a frame starts is
+    /// [`Error::Disconnected`]; one inside a frame is [`Error::Protocol`].
+    pub(crate) fn recv(&mut self, stream: &TcpStream, cap: usize) -> Result<Vec<u8>, Error> {
+        if !self.fill(stream, 4)? {
+            return Err(if self.end == self.start {
+                Error::Disconnected
+            } else {
+                truncated()
+            });
+        }
+        let b = &self.buf[self.start..self.start + 4];
+        let short = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        let (len, header) = if short >= 0 {
+            (short as u64, 4)
+        } else if short == -1 {
+            if !self.fill(stream, 12)? {
+                return Err(truncated());
+            }
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&self.buf[self.start + 4..self.start + 12]);
+            (u64::from_be_bytes(a), 12)
+        } else {
+            return Err(Error::Protocol {
+                reason: format!("negative frame length {short}"),
+            });
+        };
+        if len > cap as u64 {
+            return Err(Error::Protocol {
+                reason: format!("frame of {len} bytes exceeds the limit of {cap}"),
+            });
+        }
+        let len = len as usize;
+        self.start += header;
+        let available = self.end - self.start;
+        if available >= len {
+            let payload = self.buf[self.start..self.start + len].to_vec();
+            self.start += len;
+            return Ok(payload);
+        }
+        let mut payload = Vec::with_capacity(len.min(1 << 20));
+        payload.extend_from_slice(&self.buf[self.start..self.end]);
+        self.start = 0;
+        self.end = 0;
+        while payload.len() < len {
+            quickack(stream);
+            let want = (len - payload.len()) as u64;
+            let n = (&mut &*stream)
+                .take(want)
+                .read_to_end(&mut payload)
+                .map_err(read_error)?;
+            if n == 0 {
+                return Err(truncated());
+            }
+        }
+        Ok(payload)
+    }
+
+    /// Makes at least `n` unread bytes available; false on end of stream first.
+    fn fill(&mut self, stream: &TcpStream, n: usize) -> Result<bool, Error> {
+        if self.end - self.start >= n {
+            return Ok(true);
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        while self.end < n {
+            if self.eager_quickack || self.end > 0 {
+                quickack(stream);
+            }
+            let got = loop {
+                match (&*stream).read(&mut self.buf[self.end..]) {
+                    Ok(got) => break got,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(read_error(e)),
+                }
+            };
+            if got == 0 {
+                return Ok(false);
+            }
+            self.end += got;
+        }
+        Ok(true)
+    }
+
+    /// Reads one frame and unpickles it inertly.
+    pub(crate) fn recv_value(
+        &mut self,
+        stream: &TcpStream,
+        cap: usize,
+        limits: &Limits,
+    ) -> Result<Value, Error> {
+        let payload = self.recv(stream, cap)?;
+        if payload.is_empty() {
+            return Err(Error::Protocol {
+                reason: "empty frame where a pickle was expected".into(),
+            });
+        }
+        Ok(pickle::loads_with(&payload, limits)?)
+    }
+}
+
+fn truncated() -> Error {
+    Error::Protocol {
+        reason: "stream ended inside a frame".into(),
+    }
+}
+
+fn read_error(e: io::Error) -> Error {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout,
+        _ => connection_io("recv")(e),
+    }
+}
+
+fn quickack(stream: &TcpStream) {
+    // Best effort: a failure only costs latency.
+    let _ = sys::net::set_quickack(stream.as_fd());
+}
+
+/// Sets the read and write timeouts to what is left until `deadline`.
+pub(crate) fn until(stream: &TcpStream, deadline: Option<Instant>) -> Result<(), Error> {
+    let left = match deadline {
+        None => None,
+        Some(d) => Some(
+            d.checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())
+                .ok_or(Error::Timeout)?,
+        ),
+    };
+    stream
+        .set_read_timeout(left)
+        .and_then(|()| stream.set_write_timeout(left))
+        .map_err(Error::os("setsockopt(SO_RCVTIMEO)"))
+}
+
+/// A request `(ident, methodname, args, kwds)` (PROTOCOL.md §5.1).
+pub(crate) fn request(
+    ident: Option<&str>,
+    method: &str,
+    args: Vec<Value>,
+    kwds: Vec<(String, Value)>,
+) -> Value {
+    Value::Tuple(vec![
+        ident.map_or(Value::None, |i| Value::Str(i.to_string())),
+        Value::Str(method.to_string()),
+        Value::Tuple(args),
+        Value::Dict(kwds.into_iter().map(|(k, v)| (Value::Str(k), v)).collect()),
+    ])
+}
+
+/// A reply `(kind, payload)` (PROTOCOL.md §5.2).
+pub(crate) fn reply(kind: &str, payload: Value) -> Value {
+    Value::Tuple(vec![Value::Str(kind.to_string()), payload])
+}
+
+/// A default for how long a whole handshake may take.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

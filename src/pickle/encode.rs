@@ -1,0 +1,186 @@
+//! The encoder: protocol 3, no memo (PROTOCOL.md §4.4).
+
+use super::value::Value;
+
+/// Pickles `value` (protocol 3).
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::pickle::{dumps, Value};
+/// assert_eq!(dumps(&Value::Int(42)), b"\x80\x03K*.");
+/// ```
+pub fn dumps(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    dumps_into(value, &mut out);
+    out
+}
+
+/// Pickles `value` (protocol 3), appending to `out` (e.g. after room for a frame header).
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::pickle::{dumps_into, Value};
+/// let mut out = vec![0; 4];
+/// dumps_into(&Value::None, &mut out);
+/// assert_eq!(&out[4..], b"\x80\x03N.");
+/// ```
+pub fn dumps_into(value: &Value, out: &mut Vec<u8>) {
+    out.extend_from_slice(&[0x80, 3]);
+    write(value, out);
+    out.push(b'.');
+}
+
+fn write(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::None => out.push(b'N'),
+        Value::Bool(true) => out.push(0x88),
+        Value::Bool(false) => out.push(0x89),
+        Value::Int(i) => write_int(*i, out),
+        Value::BigInt(bytes) => write_long(bytes, out),
+        Value::Float(f) => {
+            out.push(b'G');
+            out.extend_from_slice(&f.to_be_bytes());
+        }
+        Value::Str(s) => write_sized(s.as_bytes(), None, 0x58, 0x8d, out),
+        Value::Bytes(b) => write_sized(b, Some(0x43), 0x42, 0x8e, out),
+        Value::ByteArray(b) => {
+            write_global("builtins", "bytearray", out);
+            write_sized(b, Some(0x43), 0x42, 0x8e, out);
+            out.extend_from_slice(&[0x85, b'R']);
+        }
+        Value::Tuple(items) => match items.len() {
+            0 => out.push(b')'),
+            n @ 1..=3 => {
+                items.iter().for_each(|v| write(v, out));
+                out.push(0x84 + n as u8);
+            }
+            _ => {
+                out.push(b'(');
+                items.iter().for_each(|v| write(v, out));
+                out.push(b't');
+            }
+        },
+        Value::List(items) => {
+            out.push(b']');
+            if !items.is_empty() {
+                out.push(b'(');
+                items.iter().for_each(|v| write(v, out));
+                out.push(b'e');
+            }
+        }
+        Value::Dict(items) => {
+            out.push(b'}');
+            if !items.is_empty() {
+                out.push(b'(');
+                for (k, v) in items {
+                    write(k, out);
+                    write(v, out);
+                }
+                out.push(b'u');
+            }
+        }
+        Value::Set(items) | Value::FrozenSet(items) => {
+            let name = if matches!(value, Value::Set(_)) {
+                "set"
+            } else {
+                "frozenset"
+            };
+            write_global("builtins", name, out);
+            write(&Value::List(items.clone()), out);
+            out.extend_from_slice(&[0x85, b'R']);
+        }
+        Value::Global { module, name } => write_global(module, name, out),
+        Value::Reduce {
+            callable,
+            args,
+            state,
+        } => {
+            write(callable, out);
+            write(args, out);
+            out.push(b'R');
+            if let Some(state) = state {
+                write(state, out);
+                out.push(b'b');
+            }
+        }
+        Value::Object {
+            class,
+            args,
+            kwargs,
+            state,
+        } => {
+            write(class, out);
+            write(args, out);
+            match kwargs {
+                // NEWOBJ_EX is protocol 4; CPython reads any opcode whatever the header says.
+                Some(kwargs) => {
+                    write(kwargs, out);
+                    out.push(0x92);
+                }
+                None => out.push(0x81),
+            }
+            if let Some(state) = state {
+                write(state, out);
+                out.push(b'b');
+            }
+        }
+    }
+}
+
+fn write_int(i: i64, out: &mut Vec<u8>) {
+    if (0..=0xff).contains(&i) {
+        out.extend_from_slice(&[b'K', i as u8]);
+    } else if (0..=0xffff).contains(&i) {
+        out.push(b'M');
+        out.extend_from_slice(&(i as u16).to_le_bytes());
+    } else if let Ok(i) = i32::try_from(i) {
+        out.push(b'J');
+        out.extend_from_slice(&i.to_le_bytes());
+    } else {
+        let bytes = i.to_le_bytes();
+        let negative = i < 0;
+        let fill = if negative { 0xff } else { 0 };
+        let mut len = 8;
+        while len > 1 && bytes[len - 1] == fill && (bytes[len - 2] & 0x80 != 0) == negative {
+            len -= 1;
+        }
+        write_long(&bytes[..len], out);
+    }
+}
+
+fn write_long(bytes: &[u8], out: &mut Vec<u8>) {
+    if let Ok(n) = u8::try_from(bytes.len()) {
+        out.extend_from_slice(&[0x8a, n]);
+    } else {
+        out.push(0x8b);
+        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    }
+    out.extend_from_slice(bytes);
+}
+
+/// `data` with the shortest length opcode available: `short` (1-byte length) when given, then
+/// `long` (4 bytes), then `huge` (8 bytes, protocol 4, for 4 GiB and more).
+fn write_sized(data: &[u8], short: Option<u8>, long: u8, huge: u8, out: &mut Vec<u8>) {
+    match (short, u8::try_from(data.len()), u32::try_from(data.len())) {
+        (Some(op), Ok(n), _) => out.extend_from_slice(&[op, n]),
+        (_, _, Ok(n)) => {
+            out.push(long);
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        _ => {
+            out.push(huge);
+            out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        }
+    }
+    out.extend_from_slice(data);
+}
+
+fn write_global(module: &str, name: &str, out: &mut Vec<u8>) {
+    out.push(b'c');
+    out.extend_from_slice(module.as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(name.as_bytes());
+    out.push(b'\n');
+}

@@ -1,0 +1,50 @@
+//! A pickle codec for the managers' wire: a small value model, an inert decoder with limits,
+//! a protocol 3 encoder, and a bridge to serde.
+//!
+//! # Why not serde-pickle alone
+//! A manager's replies carry Python *objects*: `queue.Empty()` and `queue.Full()` are a class
+//! global applied to an argument tuple, and a proxy `Token` is a class built from a state tuple.
+//! serde-pickle either refuses such globals or replaces them with `None`, which would erase the
+//! difference between `Empty` and `Full`. This module decodes them into data —
+//! [`Value::Global`], [`Value::Reduce`], [`Value::Object`] — and **never imports, looks up or
+//! calls anything** (CPython's own unpickler does, which is how an authenticated peer can run
+//! code in a CPython manager; gh-84220). Plain payloads are then mapped to and from Rust types
+//! through serde ([`to_value`], [`from_value`]); a global found where a plain value is expected
+//! is refused with [`PickleError::Global`].
+//!
+//! # What is read and what is written
+//! [`loads`] reads protocols 2 to 5 as CPython 3.8–3.14 write them (protocol 4 framing and
+//! memoization, `STACK_GLOBAL`, protocol 5 `BYTEARRAY8`); it refuses the protocol 0/1 text
+//! opcodes, persistent ids, extension codes and out-of-band buffers, none of which a manager
+//! emits. [`dumps`] writes protocol 3 (PROTOCOL.md §4.4), which every Python 3 reads, without
+//! memoization.
+//!
+//! # Limits
+//! Every declared length is checked against the bytes left in the input before anything is
+//! allocated; nesting is capped ([`Limits::max_depth`]); shared references (memo gets) are
+//! expanded into copies under a budget ([`Limits::max_nodes`]), so a small hostile pickle cannot
+//! make a huge value. The decoder never panics: any input gives a value or a [`PickleError`].
+//!
+//! # Examples
+//!
+//! ```
+//! use multiproc::pickle::{self, Value};
+//!
+//! let bytes = pickle::dumps(&Value::Tuple(vec![Value::Int(1), Value::Str("x".into())]));
+//! assert_eq!(pickle::loads(&bytes).unwrap(), Value::Tuple(vec![Value::Int(1), Value::Str("x".into())]));
+//!
+//! // Rust values go through serde:
+//! let v = pickle::to_value(&(1u8, "x")).unwrap();
+//! let back: (u8, String) = pickle::from_value(v).unwrap();
+//! assert_eq!(back, (1, "x".to_string()));
+//! ```
+
+mod bridge;
+mod decode;
+mod encode;
+mod value;
+
+pub use bridge::{from_value, to_value};
+pub use decode::{loads, loads_with, Limits};
+pub use encode::{dumps, dumps_into};
+pub use value::{PickleError, Value};

@@ -1,0 +1,525 @@
+//! Tests for managers against CPython: a Rust server with unmodified CPython clients, and a
+//! CPython server (`manager.start()`) with a Rust client, in both handshake forms.
+//!
+//! They run the machine's `python3` (skipped with a message when it is missing) and, when
+//! present, the pyenv interpreters 3.12.1 and 3.13.0 (CI has only 3.11). The Python side lives
+//! in tests/py/. Every Python child is reaped, and ports are chosen by the OS (port 0).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use multiproc::managers::{Manager, ManagerServer, ServerHandle};
+use multiproc::pickle::{self, Value};
+use multiproc::{ByteBuf, Error};
+
+const KEY: &[u8] = b"interop key \x00\xff";
+
+fn key_hex() -> String {
+    KEY.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn py_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("py")
+}
+
+/// The machine's python3, or `None` after printing why the test is skipped.
+fn python3() -> Option<PathBuf> {
+    let ok = Command::new("python3")
+        .arg("-c")
+        .arg("import multiprocessing.managers")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        Some(PathBuf::from("python3"))
+    } else {
+        println!("SKIPPED: python3 is not installed; the CPython interop tests did not run");
+        None
+    }
+}
+
+/// Extra interpreters of other handshake generations, when this machine has them.
+fn extra_pythons() -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for version in ["3.12.1", "3.13.0"] {
+        let path = PathBuf::from(format!("/root/.pyenv/versions/{version}/bin/python3"));
+        if path.exists() {
+            found.push(path);
+        } else {
+            println!(
+                "SKIPPED for Python {version}: {} is not present",
+                path.display()
+            );
+        }
+    }
+    found
+}
+
+/// A Python child that is killed and reaped however the test ends.
+struct Py(Child);
+
+impl Drop for Py {
+    fn drop(&mut self) {
+        // The whole group: a `manager.start()` server is a child of the script.
+        // Only while the leader is unreaped: its pid (the group id) is then still ours.
+        if let Ok(None) = self.0.try_wait() {
+            let group = nix::unistd::Pid::from_raw(self.0.id() as i32);
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(python: &Path, args: &[&str]) -> Py {
+    Py(Command::new(python)
+        .args(args)
+        .process_group(0)
+        .current_dir(py_dir())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start python"))
+}
+
+/// Runs a client script to its end (hang guard: 120 s) and returns its stdout; panics with its
+/// stderr if it failed.
+fn run_client(python: &Path, port: u16, key: &str, form: &str, scenario: &str) -> String {
+    let mut child = spawn(
+        python,
+        &["client.py", &port.to_string(), key, form, scenario],
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            let mut out = String::new();
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut out).unwrap();
+            std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
+            assert!(
+                status.success() && out.starts_with("ok"),
+                "{} client.py {scenario} {form} failed ({status}):\n{out}\n{err}",
+                python.display()
+            );
+            return out;
+        }
+        assert!(Instant::now() < deadline, "client.py {scenario} hung");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The server the Python clients talk to: the three queues of client.py, and a log sink.
+fn rust_server() -> (
+    ServerHandle,
+    multiproc::managers::ServedQueue,
+    multiproc::managers::ServedQueue,
+    Arc<Mutex<Vec<String>>>,
+) {
+    let mut server = ManagerServer::bind("127.0.0.1:0", KEY).unwrap();
+    let tasks = server.register_queue("get_task_queue", 0);
+    let results = server.register_queue("get_result_queue", 0);
+    server.register_queue("get_bounded_queue", 2);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = log.clone();
+    server.on_log(move |line| sink.lock().unwrap().push(line.to_string()));
+    (server.start_thread().unwrap(), tasks, results, log)
+}
+
+#[test]
+fn smoke() {
+    let Some(python) = python3() else { return };
+    let (server, _, _, _) = rust_server();
+    let out = run_client(
+        &python,
+        server.address().port(),
+        &key_hex(),
+        "native",
+        "roundtrip",
+    );
+    assert!(out.contains("roundtrip"), "{out}");
+}
+
+/// PROTOCOL.md §9 S1–S13 and CATALOGUE scenario 28 with the machine's python3, in its own
+/// handshake form and forced into the other one.
+#[test]
+fn cpython_client_full_session_both_forms() {
+    let Some(python) = python3() else { return };
+    let (server, _, _, log) = rust_server();
+    let port = server.address().port();
+    let native = run_client(&python, port, &key_hex(), "native", "full");
+    let other = run_client(&python, port, &key_hex(), "other", "full");
+    // The client reports the form it used; the two runs used different ones.
+    let form = |out: &str| out.split_whitespace().nth(2).unwrap().to_string();
+    assert_ne!(form(&native), form(&other), "{native} / {other}");
+    assert_eq!(server.number_of_objects(), 0);
+    assert!(log.lock().unwrap().is_empty(), "{:?}", log.lock().unwrap());
+}
+
+#[test]
+fn cpython_clients_of_other_versions() {
+    if python3().is_none() {
+        return;
+    }
+    let (server, _, _, _) = rust_server();
+    for python in extra_pythons() {
+        for form in ["native", "other"] {
+            run_client(&python, server.address().port(), &key_hex(), form, "full");
+        }
+    }
+}
+
+/// CATALOGUE scenario 27 with a Python worker: the Rust master puts tasks, an unmodified
+/// CPython worker squares them and puts the answers on the result queue.
+#[test]
+fn rust_master_cpython_worker() {
+    let Some(python) = python3() else { return };
+    let (server, tasks, results, _) = rust_server();
+    for n in 0..10i64 {
+        tasks.put(&n).unwrap();
+    }
+    tasks.put(&()).unwrap(); // None: stop
+    let out = run_client(
+        &python,
+        server.address().port(),
+        &key_hex(),
+        "native",
+        "worker",
+    );
+    assert!(out.contains("worker did 10"), "{out}");
+    let mut answers: Vec<String> = (0..10)
+        .map(|_| results.get_timeout(Duration::from_secs(10)).unwrap())
+        .collect();
+    answers.sort();
+    let mut expected: Vec<String> = (0..10).map(|n| format!("{n} * {n} = {}", n * n)).collect();
+    expected.sort();
+    assert_eq!(answers, expected);
+}
+
+/// S9: a CPython client with the wrong key gets AuthenticationError; the server logs the
+/// failure and decoded nothing.
+#[test]
+fn cpython_client_with_wrong_key_is_refused() {
+    let Some(python) = python3() else { return };
+    let (server, tasks, _, log) = rust_server();
+    for form in ["native", "other"] {
+        run_client(&python, server.address().port(), "00ff", form, "wrongkey");
+    }
+    let lines = log.lock().unwrap().clone();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l.contains("authentication failed")),
+        "{lines:?}"
+    );
+    assert_eq!(server.number_of_objects(), 0);
+    assert!(tasks.is_empty());
+}
+
+/// A CPython manager server started with `manager.start()`, driven over stdin.
+struct PyServer {
+    child: Py,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    port: u16,
+    form: String,
+}
+
+impl PyServer {
+    fn start(python: &Path, form: &str) -> PyServer {
+        PyServer::start_with(python, &[], form)
+    }
+
+    fn start_with(python: &Path, flags: &[&str], form: &str) -> PyServer {
+        let key = key_hex();
+        let mut args = flags.to_vec();
+        args.extend(["server.py", key.as_str(), form]);
+        let mut child = spawn(python, &args);
+        let stdin = child.0.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words.first(), Some(&"port"), "server.py said {line:?}");
+        PyServer {
+            port: words[1].parse().unwrap(),
+            form: words[2].to_string(),
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn ask(&mut self, command: &str) -> String {
+        writeln!(self.stdin, "{command}").unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line.trim_end().to_string()
+    }
+
+    fn exit(mut self) {
+        assert_eq!(self.ask("exit"), "bye");
+        let status = self.child.0.wait().unwrap();
+        assert!(status.success());
+    }
+}
+
+/// PROTOCOL.md §9 C1–C4, C7, C8 and CATALOGUE scenario 29 against one CPython server.
+fn rust_client_session(python: &Path, form: &str) -> String {
+    rust_client_session_with(python, &[], form)
+}
+
+fn rust_client_session_with(python: &Path, flags: &[&str], form: &str) -> String {
+    let mut server = PyServer::start_with(python, flags, form);
+    let address = ("127.0.0.1", server.port);
+    // C4: a wrong key is refused, and the trailing '#TRACEBACK' frame is ignored.
+    assert!(matches!(
+        Manager::connect(address, b"wrong"),
+        Err(Error::Auth { .. })
+    ));
+    let manager = Manager::connect(address, KEY).unwrap();
+    let baseline = manager.number_of_objects().unwrap();
+    {
+        // Scenario 29: 100 ints in, read by the Python side in order.
+        let q = manager.get_queue::<i64>("get_task_queue").unwrap();
+        for n in 0..100 {
+            q.put(&n).unwrap();
+        }
+        let expected: Vec<String> = (0..100).map(|n| n.to_string()).collect();
+        assert_eq!(
+            server.ask("drain 100"),
+            format!("items [{}]", expected.join(", "))
+        );
+        // C2: Empty after the timeout, executed by the CPython server.
+        let t0 = Instant::now();
+        assert!(matches!(
+            q.get_timeout(Duration::from_millis(200)),
+            Err(Error::Empty)
+        ));
+        assert!(t0.elapsed() >= Duration::from_millis(150));
+        assert!(matches!(q.try_get(), Err(Error::Empty)));
+        // C2: ValueError carries its class and message.
+        let proxy = q.proxy();
+        let err = proxy
+            .call("get", vec![], vec![("timeout".into(), Value::Int(-1))])
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Remote { class, message } if class == "builtins.ValueError" && message.contains("non-negative")),
+            "{err}"
+        );
+        // C8: '#UNSERIALIZABLE' and '#TRACEBACK' become remote errors with their text.
+        let err = proxy.call("#GETVALUE", vec![], vec![]).unwrap_err();
+        assert!(
+            matches!(&err, Error::Remote { message, .. } if message.contains("Unserializable")),
+            "{err}"
+        );
+        let err = proxy.call("no_such_method", vec![], vec![]).unwrap_err();
+        assert!(
+            matches!(&err, Error::Remote { class, .. } if class.ends_with("RemoteError")),
+            "{err}"
+        );
+        assert!(matches!(
+            manager.create("no_such_typeid"),
+            Err(Error::Remote { .. })
+        ));
+    }
+    {
+        // C2: Full from a bounded queue; qsize/full/empty; FIFO.
+        let b = manager.get_queue::<String>("get_bounded_queue").unwrap();
+        b.put(&"a".into()).unwrap();
+        b.put(&"b".into()).unwrap();
+        assert!(matches!(b.try_put(&"c".into()), Err(Error::Full)));
+        assert!(matches!(
+            b.put_timeout(&"c".into(), Duration::from_millis(100)),
+            Err(Error::Full)
+        ));
+        assert_eq!(
+            (
+                b.qsize().unwrap(),
+                b.is_full().unwrap(),
+                b.is_empty().unwrap()
+            ),
+            (2, true, false)
+        );
+        assert_eq!(b.get().unwrap(), "a");
+        assert_eq!(b.get().unwrap(), "b");
+        b.task_done().unwrap();
+        b.task_done().unwrap();
+        b.join().unwrap();
+    }
+    {
+        // C3: values pickled by CPython (protocol 4, framed, memoized) decode into Rust types.
+        type Mixed = (
+            i64,
+            String,
+            ByteBuf,
+            Option<i32>,
+            f64,
+            bool,
+            Vec<Vec<u8>>,
+            std::collections::BTreeMap<String, (i32, i32)>,
+            std::collections::BTreeSet<i64>,
+        );
+        let q = manager.get_queue::<Mixed>("get_task_queue").unwrap();
+        let value: Mixed = (
+            -(1 << 40),
+            "h\u{e9}llo \u{2603}".into(),
+            ByteBuf::from((0..=255u8).collect::<Vec<u8>>()),
+            None,
+            2.5,
+            true,
+            vec![vec![1, 2], vec![]],
+            [("k".to_string(), (1, 2)), ("j".to_string(), (1, 2))].into(),
+            [1, -2, 1 << 35].into(),
+        );
+        q.put(&value).unwrap();
+        assert_eq!(q.get_timeout(Duration::from_secs(10)).unwrap(), value);
+        // The same value re-pickled here and decoded must also match.
+        let v = pickle::to_value(&value).unwrap();
+        assert_eq!(
+            pickle::from_value::<Mixed>(pickle::loads(&pickle::dumps(&v)).unwrap()).unwrap(),
+            value
+        );
+    }
+    // C7: dropping the proxies released every reference.
+    assert_eq!(manager.number_of_objects().unwrap(), baseline);
+    let form_used = server.form.clone();
+    server.exit();
+    form_used
+}
+
+#[test]
+fn rust_client_with_cpython_server_both_forms() {
+    let Some(python) = python3() else { return };
+    let native = rust_client_session(&python, "native");
+    let other = rust_client_session(&python, "other");
+    assert_ne!(native, other);
+}
+
+#[test]
+fn rust_client_with_cpython_servers_of_other_versions() {
+    if python3().is_none() {
+        return;
+    }
+    for python in extra_pythons() {
+        for form in ["native", "other"] {
+            rust_client_session(&python, form);
+        }
+    }
+}
+
+/// C5: `shutdown` of a CPython server from a Rust client; its process then exits.
+#[test]
+fn rust_client_shuts_down_a_cpython_server() {
+    let Some(python) = python3() else { return };
+    let mut server = PyServer::start(&python, "native");
+    let manager = Manager::connect(("127.0.0.1", server.port), KEY).unwrap();
+    manager.shutdown().unwrap();
+    // The server process is gone: new connections are refused.
+    let refused = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        Manager::connect(("127.0.0.1", server.port), KEY).is_err()
+    });
+    assert!(refused);
+    // server.py's own shutdown() then finds the server gone; reap it whatever it says.
+    let _ = writeln!(server.stdin, "exit");
+    let _ = server.child.0.wait();
+}
+
+/// C3: protocols 2 to 5 as CPython writes them decode to the same values.
+#[test]
+fn decodes_every_protocol_cpython_writes() {
+    let Some(python) = python3() else { return };
+    let script = r#"
+import pickle, sys
+v = (None, True, 2**70, -5, 1.5, 'h\u00e9', b'\x00\xff', bytearray(b'ba'), [[1], [2]], {'a': [1]}, {3}, frozenset({4}))
+for p in (2, 3, 4, 5):
+    sys.stdout.write(pickle.dumps(v, protocol=p).hex() + '\n')
+"#;
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let lines: Vec<Vec<u8>> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            (0..l.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&l[i..i + 2], 16).unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(lines.len(), 4);
+    type Plain = (
+        Option<i32>,
+        bool,
+        Vec<u8>,
+        i64,
+        f64,
+        String,
+        ByteBuf,
+        ByteBuf,
+        Vec<Vec<i32>>,
+        std::collections::BTreeMap<String, Vec<i32>>,
+        std::collections::BTreeSet<i32>,
+        std::collections::BTreeSet<i32>,
+    );
+    let mut decoded = Vec::new();
+    for bytes in &lines {
+        let v = pickle::loads(bytes).unwrap_or_else(|e| panic!("{e}"));
+        // The big int stays a Value; compare the rest through serde.
+        let Value::Tuple(mut items) = v else { panic!() };
+        assert_eq!(items[2], Value::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0, 0x40]));
+        items[2] = Value::List(vec![]);
+        let plain: Plain =
+            pickle::from_value(Value::Tuple(items)).unwrap_or_else(|e| panic!("{e}"));
+        decoded.push(plain);
+    }
+    assert!(decoded.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(decoded[0].5, "h\u{e9}");
+    assert_eq!(decoded[0].7.as_slice(), b"ba");
+}
+
+/// C9: a CPython server run with `python -O` (its `assert`s gone) behaves the same.
+#[test]
+fn rust_client_with_optimized_cpython_server() {
+    let Some(python) = python3() else { return };
+    rust_client_session_with(&python, &["-O"], "native");
+}
+
+/// S11: a strict server refuses MD5 answers (CPython <= 3.11) and welcomes {sha256} (3.12+).
+#[test]
+fn strict_server_refuses_md5_clients() {
+    let Some(python) = python3() else { return };
+    let mut server = ManagerServer::bind("127.0.0.1:0", KEY).unwrap();
+    server.register_queue("get_task_queue", 0);
+    server.strict(true);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = log.clone();
+    server.on_log(move |line| sink.lock().unwrap().push(line.to_string()));
+    let server = server.start_thread().unwrap();
+    let port = server.address().port();
+    // The form each interpreter answers with when not forced: MD5 before 3.12.
+    let modern_native = Command::new(&python)
+        .args(["-c", "import sys; print(sys.version_info >= (3, 12))"])
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"True"));
+    let (md5_form, sha_form) = if modern_native {
+        ("other", "native")
+    } else {
+        ("native", "other")
+    };
+    let out = run_client(&python, port, &key_hex(), md5_form, "wrongkey");
+    assert!(out.contains("legacy"), "{out}");
+    run_client(&python, port, &key_hex(), sha_form, "roundtrip");
+    assert_eq!(log.lock().unwrap().len(), 1);
+}

@@ -1,0 +1,780 @@
+//! Tests for managers: a Rust server and Rust clients, CATALOGUE §14 and §6 ported with their
+//! CPython names, and hostile peers (garbage, truncated and oversized frames, deep pickles,
+//! globals, idle connections) that must cost one connection and nothing else.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use multiproc::managers::{
+    bind, ChallengeForm, ConnectOptions, Manager, ManagerServer, PyException, Referent,
+    ServedQueue, ServerHandle,
+};
+use multiproc::pickle::{self, Value};
+use multiproc::{ByteBuf, Error, Process};
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+/// A server whose log lines are collected instead of printed.
+fn quiet(key: &[u8]) -> (ManagerServer, Log) {
+    let mut server = ManagerServer::bind("127.0.0.1:0", key).unwrap();
+    let log: Log = Arc::default();
+    let sink = log.clone();
+    server.on_log(move |line| sink.lock().unwrap().push(line.to_string()));
+    (server, log)
+}
+
+fn queue_server(key: &[u8]) -> (ServerHandle, ServedQueue, Log) {
+    let (mut server, log) = quiet(key);
+    let q = server.register_queue("get_task_queue", 0);
+    (server.start_thread().unwrap(), q, log)
+}
+
+/// One full round trip from a fresh client: the server still serves.
+fn still_serves(address: SocketAddr, key: &[u8]) {
+    let q = Manager::connect(address, key)
+        .unwrap()
+        .get_queue::<String>("get_task_queue")
+        .unwrap();
+    q.put(&"alive".to_string()).unwrap();
+    assert_eq!(q.get().unwrap(), "alive");
+}
+
+fn wait_for_log(log: &Log, needle: &str) -> Vec<String> {
+    let found = common::eventually(Duration::from_secs(20), || {
+        log.lock().unwrap().iter().any(|l| l.contains(needle))
+    });
+    let lines = log.lock().unwrap().clone();
+    assert!(found, "no log line with {needle:?}: {lines:?}");
+    lines
+}
+
+#[test]
+fn smoke() {
+    let (server, tasks, _) = queue_server(b"abc");
+    let q = Manager::connect(server.address(), b"abc")
+        .unwrap()
+        .get_queue::<(u32, String)>("get_task_queue")
+        .unwrap();
+    q.put(&(7, "seven".into())).unwrap();
+    assert_eq!(tasks.get::<(u32, String)>().unwrap(), (7, "seven".into()));
+    tasks.put(&(8, "eight")).unwrap();
+    assert_eq!(q.get().unwrap(), (8, "eight".into()));
+}
+
+type Remote = (String, Option<i32>, bool, f64, String, ByteBuf);
+
+fn producer((address, key, item): (String, ByteBuf, Remote)) {
+    let q = Manager::connect(address.as_str(), &key)
+        .unwrap()
+        .get_queue::<Remote>("get_task_queue")
+        .unwrap();
+    q.put(&item).unwrap();
+}
+
+/// MGR-01. CPython: _TestRemoteManager.test_remote
+#[test]
+fn remote_manager_carries_every_value() {
+    let key: Vec<u8> = (0..32).map(|i| (i * 37 + 11) as u8).collect();
+    let (server, _, _) = queue_server(&key);
+    let item: Remote = (
+        "hello world".into(),
+        None,
+        true,
+        2.25,
+        "h\u{e9}llo w\u{f6}rld".into(),
+        ByteBuf::from(b"hall\xe5 v\xe4rlden".to_vec()),
+    );
+    let mut child = Process::spawn(
+        producer,
+        (
+            server.address().to_string(),
+            ByteBuf::from(key.clone()),
+            item.clone(),
+        ),
+    )
+    .unwrap();
+    child.join().unwrap();
+    let q = Manager::connect(server.address(), &key)
+        .unwrap()
+        .get_queue::<Remote>("get_task_queue")
+        .unwrap();
+    assert_eq!(q.get_timeout(Duration::from_secs(10)).unwrap(), item);
+}
+
+struct Unserializable;
+
+impl serde::Serialize for Unserializable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("this value refuses to travel"))
+    }
+}
+
+/// MGR-02. CPython: _TestRemoteManager.test_remote (the unpicklable value)
+#[test]
+fn unserializable_value_fails_at_the_client() {
+    let (mut server, _) = quiet(b"k");
+    server.register_queue("q", 0);
+    let server = server.start_thread().unwrap();
+    let q = Manager::connect(server.address(), b"k")
+        .unwrap()
+        .get_queue::<Unserializable>("q")
+        .unwrap();
+    let err = q.put(&Unserializable).unwrap_err();
+    assert!(err.to_string().contains("refuses to travel"), "{err}");
+    assert_eq!(q.qsize().unwrap(), 0); // the connection stays usable
+}
+
+/// MGR-03. CPython: _TestManagerRestart.test_rapid_restart
+#[test]
+fn rapid_restart_on_the_same_address() {
+    let (server, _, _) = queue_server(b"k");
+    let address = server.address();
+    still_serves(address, b"k");
+    server.shutdown();
+    let mut again = ManagerServer::bind(address, b"k").unwrap();
+    again.register_queue("get_task_queue", 0);
+    let again = again.start_thread().unwrap();
+    still_serves(address, b"k");
+    again.shutdown();
+}
+
+struct Counter(Mutex<i64>);
+
+impl Referent for Counter {
+    fn exposed(&self) -> Vec<String> {
+        vec!["add".into(), "_secret".into()]
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Result<Value, PyException> {
+        match method {
+            "add" => {
+                let [by] = <[Value; 1]>::try_from(bind("add", args, kwargs, &[("by", None)])?)
+                    .map_err(|_| PyException::type_error("add() takes one argument"))?;
+                let by: i64 =
+                    pickle::from_value(by).map_err(|e| PyException::type_error(&e.to_string()))?;
+                let mut n = self.0.lock().unwrap();
+                *n += by;
+                Ok(Value::Int(*n))
+            }
+            "_secret" => Ok(Value::Str("explicitly exposed".into())),
+            "hidden" => Ok(Value::Str("must never be reached".into())),
+            _ => Err(PyException::new("builtins", "AttributeError", method)),
+        }
+    }
+}
+
+/// MGR-04. CPython: _TestMyManager.test_mymanager (exposed methods)
+#[test]
+fn only_exposed_methods_are_callable() {
+    let (mut server, _) = quiet(b"k");
+    server.register("Counter", || Arc::new(Counter(Mutex::new(0))));
+    let server = server.start_thread().unwrap();
+    let manager = Manager::connect(server.address(), b"k").unwrap();
+    let counter = manager.create("Counter").unwrap();
+    assert_eq!(counter.exposed(), ["add", "_secret"]);
+    assert_eq!(
+        counter.call("add", vec![Value::Int(2)], vec![]).unwrap(),
+        Value::Int(2)
+    );
+    assert_eq!(
+        counter
+            .call("add", vec![], vec![("by".into(), Value::Int(3))])
+            .unwrap(),
+        Value::Int(5)
+    );
+    assert_eq!(
+        counter.call("_secret", vec![], vec![]).unwrap(),
+        Value::Str("explicitly exposed".into())
+    );
+    match counter.call("hidden", vec![], vec![]) {
+        Err(Error::Remote { message, .. }) => assert!(message.contains("hidden"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    // A wrong argument is the method's own TypeError, reported as the Python class.
+    match counter.call("add", vec![], vec![("bogus".into(), Value::Int(1))]) {
+        Err(Error::Remote { class, message }) => {
+            assert_eq!(class, "builtins.TypeError");
+            assert!(message.contains("bogus"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Each create makes a new object here: two objects, one reference each.
+    let second = manager.create("Counter").unwrap();
+    assert_ne!(second.ident(), counter.ident());
+    assert_eq!(manager.number_of_objects().unwrap(), 2);
+}
+
+/// MGR-05. CPython: _TestMyManager.test_mymanager, TestManagerExceptions.test_queue_get
+#[test]
+fn remote_failures_keep_their_kind() {
+    let (mut server, _) = quiet(b"k");
+    server.register_queue("q", 1);
+    let server = server.start_thread().unwrap();
+    let q = Manager::connect(server.address(), b"k")
+        .unwrap()
+        .get_queue::<i32>("q")
+        .unwrap();
+    assert!(matches!(q.try_get(), Err(Error::Empty)));
+    let t0 = Instant::now();
+    assert!(matches!(
+        q.get_timeout(Duration::from_millis(100)),
+        Err(Error::Empty)
+    ));
+    assert!(t0.elapsed() >= Duration::from_millis(50));
+    q.put(&1).unwrap();
+    assert!(matches!(q.try_put(&2), Err(Error::Full)));
+    assert!(matches!(
+        q.put_timeout(&2, Duration::from_millis(50)),
+        Err(Error::Full)
+    ));
+    let err = q
+        .proxy()
+        .call("get", vec![], vec![("timeout".into(), Value::Float(-1.0))])
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Remote { class, message } if class == "builtins.ValueError" && message.contains("non-negative")),
+        "{err}"
+    );
+    assert!(matches!(q.task_done(), Ok(())));
+    assert!(matches!(q.task_done(), Err(Error::Remote { .. })));
+}
+
+/// MGR-06. CPython: _TestMyManager.test_mymanager, test_mymanager_context,
+/// test_mymanager_context_prestarted
+#[test]
+fn server_process_lifecycle() {
+    // start() then shutdown(): the child exits 0.
+    let (mut server, _) = quiet(b"k");
+    server.register_queue("get_task_queue", 0);
+    let mut child = server.start().unwrap();
+    still_serves(child.address(), b"k");
+    child.shutdown().unwrap();
+    assert!(!common::pid_exists(child.pid()) || common::pid_state(child.pid()) == Some('Z'));
+
+    // Scoped: dropping the handle shuts the server down.
+    let (mut server, _) = quiet(b"k");
+    server.register_queue("get_task_queue", 0);
+    let child = server.start().unwrap();
+    let (pid, address) = (child.pid(), child.address());
+    still_serves(address, b"k");
+    drop(child);
+    assert!(!common::pid_exists(pid));
+    assert!(Manager::connect(address, b"k").is_err());
+
+    // A client's `shutdown` stops it too; shutdown() then only reaps it.
+    let (server, _) = quiet(b"k");
+    let mut child = server.start().unwrap();
+    Manager::connect(child.address(), b"k")
+        .unwrap()
+        .shutdown()
+        .unwrap();
+    child.shutdown().unwrap();
+}
+
+fn check_bounded((address, key): (String, ByteBuf)) -> (usize, bool, bool, i32, i32) {
+    let q = Manager::connect(address.as_str(), &key)
+        .unwrap()
+        .get_queue::<i32>("get_bounded_queue")
+        .unwrap();
+    let seen = (
+        q.qsize().unwrap(),
+        q.is_full().unwrap(),
+        q.is_empty().unwrap(),
+    );
+    (seen.0, seen.1, seen.2, q.get().unwrap(), q.get().unwrap())
+}
+
+/// MGR-07. CPython: TestSyncManagerTypes.test_queue, test_joinable_queue
+#[test]
+fn bounded_queue_seen_from_another_process() {
+    let (mut server, _) = quiet(b"k");
+    let q = server.register_queue("get_bounded_queue", 2);
+    let server = server.start_thread().unwrap();
+    q.put(&5).unwrap();
+    q.put(&6).unwrap();
+    let mut child = Process::spawn(
+        check_bounded,
+        (server.address().to_string(), ByteBuf::from(b"k".to_vec())),
+    )
+    .unwrap();
+    assert_eq!(child.join().unwrap(), (2, true, false, 5, 6));
+    assert!(q.is_empty() && !q.is_full());
+    // The joinable flavour: join returns once both items are marked done.
+    assert!(q.join_timeout(Duration::from_millis(10)).is_err());
+    q.task_done().unwrap();
+    q.task_done().unwrap();
+    q.join_timeout(Duration::from_secs(5)).unwrap();
+}
+
+/// MGR-08. CPython: OtherTest.test_deliver_challenge_auth_failure, _TestRemoteManager.test_remote
+#[test]
+fn wrong_authkey_is_refused_before_dispatch() {
+    let (server, tasks, log) = queue_server(b"right");
+    match Manager::connect(server.address(), b"wrong") {
+        Err(Error::Auth { reason }) => assert_eq!(reason, "digest sent was rejected"),
+        other => panic!("{other:?}"),
+    }
+    let lines = wait_for_log(&log, "authentication failed");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(server.number_of_objects(), 0);
+    assert!(tasks.is_empty());
+    still_serves(server.address(), b"right");
+}
+
+fn send_frame(stream: &mut TcpStream, payload: &[u8]) {
+    let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(payload);
+    stream.write_all(&frame).unwrap();
+}
+
+/// Reads one frame; `None` at end of stream or on a reset.
+fn recv_frame(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut header = [0u8; 4];
+    stream.read_exact(&mut header).ok()?;
+    let mut payload = vec![0; u32::from_be_bytes(header) as usize];
+    stream.read_exact(&mut payload).ok()?;
+    Some(payload)
+}
+
+fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).unwrap();
+    mac.update(message);
+    mac.finalize().into_bytes().to_vec()
+}
+
+fn hmac_md5(key: &[u8], message: &[u8]) -> Vec<u8> {
+    let mut mac = <Hmac<md5::Md5> as Mac>::new_from_slice(key).unwrap();
+    mac.update(message);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// A hand-made client: answers the server's challenge (with MD5 when `md5`), then challenges
+/// it in the legacy form and accepts whatever it answers. Returns whether it was welcomed.
+fn raw_handshake(stream: &mut TcpStream, key: &[u8], md5: bool) -> bool {
+    let challenge = recv_frame(stream).unwrap();
+    let m = challenge.strip_prefix(b"#CHALLENGE#").unwrap();
+    assert!(m.starts_with(b"{sha256}") && m.len() == 48, "{m:?}");
+    let answer = if md5 {
+        hmac_md5(key, m)
+    } else {
+        [&b"{sha256}"[..], &hmac_sha256(key, m)].concat()
+    };
+    send_frame(stream, &answer);
+    if recv_frame(stream).as_deref() != Some(b"#WELCOME#") {
+        return false;
+    }
+    send_frame(stream, &[&b"#CHALLENGE#"[..], &[7u8; 20]].concat());
+    let reply = recv_frame(stream).unwrap();
+    assert_eq!(
+        reply,
+        hmac_md5(key, &[7u8; 20]),
+        "a legacy challenge gets raw MD5"
+    );
+    send_frame(stream, b"#WELCOME#");
+    true
+}
+
+fn authenticated(address: SocketAddr, key: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    assert!(raw_handshake(&mut stream, key, false));
+    stream
+}
+
+fn request(ident: Option<&str>, method: &str, args: Vec<Value>) -> Vec<u8> {
+    pickle::dumps(&Value::Tuple(vec![
+        ident.map_or(Value::None, |i| Value::Str(i.into())),
+        Value::Str(method.into()),
+        Value::Tuple(args),
+        Value::Dict(vec![]),
+    ]))
+}
+
+fn reply_kind(frame: &[u8]) -> String {
+    match pickle::loads(frame).unwrap() {
+        Value::Tuple(items) => items[0].as_str().unwrap().to_string(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// NET-06 on the client side: a server that rejects a right answer (bogus verdict), and one
+/// that answers the client's challenge wrongly (bogus answer).
+/// CPython: OtherTest.test_answer_challenge_auth_failure, test_deliver_challenge_auth_failure
+#[test]
+fn client_detects_bogus_verdict_and_bogus_answer() {
+    for bogus_answer in [false, true] {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let fake = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let m = [&b"{sha256}"[..], &[1u8; 40]].concat();
+            send_frame(&mut s, &[&b"#CHALLENGE#"[..], &m].concat());
+            let _answer = recv_frame(&mut s).unwrap();
+            if !bogus_answer {
+                send_frame(&mut s, b"#FAILURE#");
+                return;
+            }
+            send_frame(&mut s, b"#WELCOME#");
+            let _challenge = recv_frame(&mut s).unwrap();
+            send_frame(&mut s, &[&b"{sha256}"[..], &[0u8; 32]].concat());
+            let verdict = recv_frame(&mut s).unwrap();
+            assert_eq!(verdict, b"#FAILURE#");
+        });
+        match Manager::connect(address, b"k") {
+            Err(Error::Auth { reason }) => assert_eq!(
+                reason,
+                if bogus_answer {
+                    "digest received was wrong"
+                } else {
+                    "digest sent was rejected"
+                }
+            ),
+            other => panic!("{other:?}"),
+        }
+        fake.join().unwrap();
+    }
+}
+
+/// NET-07: both handshake forms, and strict mode. CPython: ChallengeResponseTest.test_challengeresponse
+#[test]
+fn both_challenge_forms_interoperate() {
+    // A legacy-challenging server with a default client, and a legacy-challenging client.
+    let (mut server, _) = quiet(b"k");
+    server.challenge_form(ChallengeForm::LegacyMd5);
+    server.register_queue("get_task_queue", 0);
+    let server = server.start_thread().unwrap();
+    still_serves(server.address(), b"k");
+    let legacy = ConnectOptions {
+        challenge_form: ChallengeForm::LegacyMd5,
+        ..ConnectOptions::default()
+    };
+    Manager::connect_with(server.address(), b"k", legacy.clone()).unwrap();
+    // A strict client refuses the legacy server? No: the server answers its {sha256}
+    // challenge with {sha256}; strict only refuses MD5 answers.
+    let strict = ConnectOptions {
+        strict: true,
+        ..ConnectOptions::default()
+    };
+    Manager::connect_with(server.address(), b"k", strict).unwrap();
+
+    // A strict server refuses a client answering with raw MD5 (CPython <= 3.11) and welcomes
+    // one answering with {sha256} (3.12+).
+    let (mut server, log) = quiet(b"k");
+    server.strict(true);
+    let server = server.start_thread().unwrap();
+    let mut md5_client = TcpStream::connect(server.address()).unwrap();
+    assert!(!raw_handshake(&mut md5_client, b"k", true));
+    let mut sha_client = TcpStream::connect(server.address()).unwrap();
+    assert!(raw_handshake(&mut sha_client, b"k", false));
+    wait_for_log(&log, "authentication failed");
+    // Not strict: the same MD5 answer is welcome.
+    let (server, _, _) = queue_server(b"k");
+    let mut md5_client = TcpStream::connect(server.address()).unwrap();
+    assert!(raw_handshake(&mut md5_client, b"k", true));
+}
+
+/// NET-09. CPython: _TestListener.test_empty_authkey (bpo-43952)
+#[test]
+fn empty_authkey_still_authenticates() {
+    let (server, _, _) = queue_server(b"");
+    still_serves(server.address(), b"");
+    assert!(matches!(
+        Manager::connect(server.address(), b"x"),
+        Err(Error::Auth { .. })
+    ));
+}
+
+/// BEYOND-13: garbage before the handshake, an oversized handshake frame, an idle peer.
+#[test]
+fn hostile_peers_before_authentication() {
+    let (mut server, log) = quiet(b"k");
+    server.handshake_timeout(Duration::from_millis(300));
+    server.register_queue("get_task_queue", 0);
+    let server = server.start_thread().unwrap();
+    let address = server.address();
+
+    // Garbage instead of an answer: closed, logged, no reply but #FAILURE#.
+    let mut garbage = TcpStream::connect(address).unwrap();
+    let _challenge = recv_frame(&mut garbage).unwrap();
+    garbage
+        .write_all(b"\x00\x00\x00\x10GET / HTTP/1.1\r\n")
+        .unwrap();
+    assert_eq!(recv_frame(&mut garbage).as_deref(), Some(&b"#FAILURE#"[..]));
+    assert_eq!(recv_frame(&mut garbage), None);
+
+    // A 2 GiB length prefix during the handshake: rejected unread.
+    let mut huge = TcpStream::connect(address).unwrap();
+    let _challenge = recv_frame(&mut huge).unwrap();
+    huge.write_all(&0x7fff_ffffu32.to_be_bytes()).unwrap();
+    assert_eq!(recv_frame(&mut huge), None);
+    wait_for_log(&log, "exceeds the limit of 256");
+
+    // An idle peer is dropped at the handshake deadline.
+    let mut idle = TcpStream::connect(address).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let _challenge = recv_frame(&mut idle).unwrap();
+    assert_eq!(recv_frame(&mut idle), None);
+    wait_for_log(&log, "handshake deadline");
+
+    still_serves(address, b"k");
+}
+
+/// BEYOND-13, BEYOND-14: authenticated peers sending an absurd length, a truncated frame, a
+/// negative length, garbage, a deep pickle, and globals. Each costs its own connection only.
+#[test]
+fn hostile_frames_after_authentication() {
+    let (mut server, log) = quiet(b"k");
+    let tasks = server.register_queue("get_task_queue", 0);
+    let server = server.start_thread().unwrap();
+    let address = server.address();
+    let steady = Manager::connect(address, b"k")
+        .unwrap()
+        .get_queue::<i32>("get_task_queue")
+        .unwrap();
+    steady.put(&1).unwrap();
+
+    // A 2 GiB length prefix, and the 64-bit form claiming 2^62 bytes.
+    let mut s = authenticated(address, b"k");
+    s.write_all(&0x8000_0000u32.to_be_bytes()[..]).unwrap();
+    s.write_all(&[0x7f, 0xff, 0xff, 0xff]).unwrap();
+    assert_eq!(recv_frame(&mut s), None);
+    let mut s = authenticated(address, b"k");
+    s.write_all(&[0xff, 0xff, 0xff, 0xff, 0x40, 0, 0, 0, 0, 0, 0, 0])
+        .unwrap();
+    assert_eq!(recv_frame(&mut s), None);
+    wait_for_log(&log, "exceeds the limit");
+
+    // A negative length other than -1.
+    let mut s = authenticated(address, b"k");
+    s.write_all(&(-2i32).to_be_bytes()).unwrap();
+    assert_eq!(recv_frame(&mut s), None);
+    wait_for_log(&log, "negative frame length");
+
+    // A truncated frame: the header promises 100 bytes, 10 come, then the peer closes.
+    let mut s = authenticated(address, b"k");
+    s.write_all(&100u32.to_be_bytes()).unwrap();
+    s.write_all(&[0x80; 10]).unwrap();
+    drop(s);
+    wait_for_log(&log, "stream ended inside a frame");
+
+    // Garbage that is not a pickle, and a pickle nested 100 000 deep: a traceback, then close.
+    for payload in [b"\x80\x03garbage".to_vec(), {
+        let mut deep = vec![0x80, 0x03];
+        deep.extend(vec![b']'; 100_000]);
+        deep.extend(vec![b'a'; 99_999]);
+        deep.push(b'.');
+        deep
+    }] {
+        let mut s = authenticated(address, b"k");
+        send_frame(&mut s, &payload);
+        assert_eq!(reply_kind(&recv_frame(&mut s).unwrap()), "#TRACEBACK");
+        assert_eq!(recv_frame(&mut s), None);
+    }
+    wait_for_log(&log, "nested deeper than 256");
+
+    // A global where the method name should be: refused with a traceback, nothing called.
+    let mut s = authenticated(address, b"k");
+    let evil = pickle::dumps(&Value::Tuple(vec![
+        Value::None,
+        Value::global("os", "system"),
+        Value::Tuple(vec![Value::Str("echo pwned".into())]),
+        Value::Dict(vec![]),
+    ]));
+    send_frame(&mut s, &evil);
+    assert_eq!(reply_kind(&recv_frame(&mut s).unwrap()), "#TRACEBACK");
+
+    // A REDUCE as a queue item is stored as inert data; a typed reader refuses it as a value.
+    let ident = steady.proxy().ident().to_string();
+    let mut s = authenticated(address, b"k");
+    send_frame(
+        &mut s,
+        &request(None, "accept_connection", vec![Value::Str("x".into())]),
+    );
+    assert_eq!(reply_kind(&recv_frame(&mut s).unwrap()), "#RETURN");
+    let payload = Value::Reduce {
+        callable: Box::new(Value::global("os", "system")),
+        args: Box::new(Value::Tuple(vec![Value::Str("echo pwned".into())])),
+        state: None,
+    };
+    send_frame(&mut s, &request(Some(&ident), "put", vec![payload]));
+    assert_eq!(reply_kind(&recv_frame(&mut s).unwrap()), "#RETURN");
+    assert_eq!(steady.get().unwrap(), 1);
+    match tasks.try_get::<String>() {
+        Err(Error::Pickle(pickle::PickleError::Global { module, name })) => {
+            assert_eq!((module.as_str(), name.as_str()), ("os", "system"))
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // The steady client and a new one were never disturbed.
+    steady.put(&2).unwrap();
+    assert_eq!(steady.get().unwrap(), 2);
+    still_serves(address, b"k");
+}
+
+/// A bound on connections: more are closed at once, the others keep working.
+#[test]
+fn connections_are_bounded() {
+    let (mut server, log) = quiet(b"k");
+    server.max_connections(2);
+    server.register_queue("get_task_queue", 0);
+    let server = server.start_thread().unwrap();
+    let mut a = TcpStream::connect(server.address()).unwrap();
+    let mut b = TcpStream::connect(server.address()).unwrap();
+    assert!(recv_frame(&mut a).is_some() && recv_frame(&mut b).is_some());
+    let mut c = TcpStream::connect(server.address()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    assert_eq!(recv_frame(&mut c), None);
+    wait_for_log(&log, "connections already open");
+    drop((a, b));
+    assert!(common::eventually(Duration::from_secs(20), || server
+        .connections()
+        == 0));
+    still_serves(server.address(), b"k");
+}
+
+/// Runs a server and 1 000 client connections in this (fresh) process; returns the
+/// descriptor counts before and after, once every connection thread has finished.
+fn count_descriptors_around_cycles(cycles: usize) -> (usize, usize) {
+    let (server, _, _) = queue_server(b"k");
+    still_serves(server.address(), b"k");
+    common::eventually(Duration::from_secs(20), || server.connections() == 0);
+    let before = common::open_fds();
+    for _ in 0..cycles {
+        Manager::connect(server.address(), b"k").unwrap();
+    }
+    common::eventually(Duration::from_secs(20), || {
+        server.connections() == 0 && common::open_fds() == before
+    });
+    (before, common::open_fds())
+}
+
+/// 1 000 connect/disconnect cycles leave the server's descriptors where they started. Run in
+/// a child process, whose descriptor table no other test shares.
+#[test]
+fn connect_cycles_do_not_leak_descriptors() {
+    let mut child = Process::spawn(count_descriptors_around_cycles, 1000).unwrap();
+    let (before, after) = child.join().unwrap();
+    assert_eq!(before, after);
+}
+
+/// S12 and CPython's blocking semantics: a get waiting on the server is served by a put
+/// from another client; concurrent clients each get their own connection.
+#[test]
+fn blocked_get_is_served_by_another_client() {
+    let (server, _, _) = queue_server(b"k");
+    let address = server.address();
+    let waiter = std::thread::spawn(move || {
+        let q = Manager::connect(address, b"k")
+            .unwrap()
+            .get_queue::<String>("get_task_queue")
+            .unwrap();
+        q.get_timeout(Duration::from_secs(30))
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let q = Manager::connect(address, b"k")
+        .unwrap()
+        .get_queue::<String>("get_task_queue")
+        .unwrap();
+    q.put(&"wake".into()).unwrap();
+    assert_eq!(waiter.join().unwrap().unwrap(), "wake");
+
+    // One proxy shared by threads: each call finds a free connection.
+    let q = Arc::new(q);
+    let workers: Vec<_> = (0..8)
+        .map(|i| {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                for j in 0..25 {
+                    q.put(&format!("{i}-{j}")).unwrap();
+                    q.get_timeout(Duration::from_secs(30)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(q.qsize().unwrap(), 0);
+}
+
+/// S7 / C7: references are counted as CPython counts them; dropping proxies releases them.
+#[test]
+fn dropping_proxies_releases_references() {
+    let (server, _, _) = queue_server(b"k");
+    let manager = Manager::connect(server.address(), b"k").unwrap();
+    let a = manager.get_queue::<u8>("get_task_queue").unwrap();
+    let b = manager.get_queue::<u8>("get_task_queue").unwrap();
+    assert_eq!(a.proxy().ident(), b.proxy().ident()); // one shared queue
+    assert_eq!(manager.number_of_objects().unwrap(), 1);
+    assert!(manager.debug_info().unwrap().contains("refcount=2"));
+    drop(a);
+    assert!(manager.debug_info().unwrap().contains("refcount=1"));
+    drop(b);
+    assert_eq!(manager.number_of_objects().unwrap(), 0);
+    assert_eq!(server.number_of_objects(), 0);
+    // Unknown typeids and unknown control requests are remote errors.
+    assert!(matches!(manager.create("nope"), Err(Error::Remote { .. })));
+}
+
+/// serve_forever runs on the caller's thread until a client asks for shutdown.
+#[test]
+fn serve_forever_until_shutdown() {
+    let (mut server, _) = quiet(b"k");
+    server.register_queue("get_task_queue", 0);
+    let address = server.address();
+    let serving = std::thread::spawn(move || server.serve_forever());
+    still_serves(address, b"k");
+    Manager::connect(address, b"k").unwrap().shutdown().unwrap();
+    serving.join().unwrap().unwrap();
+    assert!(Manager::connect(address, b"k").is_err());
+}
+
+/// BEYOND-18 (first half): a client whose server went away gets a typed error, never a hang.
+#[test]
+fn calls_fail_when_the_server_is_gone() {
+    let (server, _, _) = queue_server(b"k");
+    let q = Manager::connect(server.address(), b"k")
+        .unwrap()
+        .get_queue::<u8>("get_task_queue")
+        .unwrap();
+    q.put(&1).unwrap();
+    server.shutdown();
+    let err = q.get().unwrap_err();
+    assert!(
+        matches!(err, Error::Disconnected | Error::Os { .. }),
+        "{err:?}"
+    );
+}
+
+fn start_manager_and_return(_: ()) -> u32 {
+    let (mut server, _) = quiet(b"k");
+    server.register_queue("get_task_queue", 0);
+    let child = server.start().unwrap();
+    let pid = child.pid();
+    std::mem::forget(child); // no shutdown: this process just ends
+    pid
+}
+
+/// BEYOND-05: a manager server process does not outlive the process that started it.
+#[test]
+fn server_process_dies_with_its_parent() {
+    let mut parent = Process::spawn(start_manager_and_return, ()).unwrap();
+    let pid = parent.join().unwrap();
+    assert!(common::eventually(Duration::from_secs(20), || {
+        !common::pid_exists(pid) || common::pid_state(pid) == Some('Z')
+    }));
+}

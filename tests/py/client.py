@@ -1,0 +1,128 @@
+"""An unmodified-style CPython manager client, run by tests/interop.rs against a Rust server.
+
+usage: client.py PORT AUTHKEY_HEX FORM SCENARIO
+Prints "ok <details>" and exits 0 when every check of SCENARIO held.
+"""
+import datetime
+import faulthandler
+import gc
+import queue
+import sys
+import threading
+import time
+from multiprocessing.context import AuthenticationError
+from multiprocessing.managers import BaseManager, RemoteError
+
+import mp_compat
+
+
+class QueueManager(BaseManager):
+    pass
+
+
+QueueManager.register("get_task_queue")
+QueueManager.register("get_result_queue")
+QueueManager.register("get_bounded_queue")
+
+
+def expect(exc, fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+    except exc as e:
+        return e
+    raise AssertionError(f"{fn} did not raise {exc.__name__}")
+
+
+def full_session(m):
+    q = m.get_task_queue()
+    values = [None, True, False, 0, 255, 65535, -5, 2**31, 2**70, -2**70, 1.5, -0.0,
+              "h\u00e9llo \u2603", "", b"", bytes(range(256)), b"x" * 300, bytearray(b"ab"),
+              (1, "x", b"y", None, 2.5, True), [1, [2, [3]]], {"a": 1, 2: (3,)}, {1, 2, 3},
+              frozenset({"f"}), {"nested": [{"deep": (1, {2})}]},
+              datetime.date(2024, 1, 2)]  # a Python object: carried inertly by the Rust server
+    for v in values:
+        q.put(v)
+        got = q.get(timeout=10)
+        assert got == v and type(got) is type(v), (v, got)
+    # S3: get with a timeout on an empty queue raises queue.Empty after the timeout
+    t0 = time.monotonic()
+    expect(queue.Empty, q.get, timeout=0.2)
+    assert time.monotonic() - t0 >= 0.15
+    expect(queue.Empty, q.get, True, 0)
+    expect(queue.Empty, q.get, False)
+    expect(queue.Empty, q.get_nowait)
+    # S5
+    e = expect(ValueError, q.get, timeout=-1)
+    assert "non-negative" in str(e), e
+    expect(TypeError, q.put, item=1, bogus=2)
+    # S4, S6 and MGR-07: bounded queue of 2
+    b = m.get_bounded_queue()
+    b.put(1)
+    b.put("two", block=True, timeout=1)
+    assert b.qsize() == 2 and b.full() and not b.empty()
+    expect(queue.Full, b.put_nowait, 3)
+    expect(queue.Full, b.put, 3, timeout=0.1)
+    assert b.get() == 1 and b.get() == "two"
+    assert b.empty() and not b.full()
+    # task_done / join: two items were put on b, both taken
+    b.task_done()
+    b.task_done()
+    b.join()
+    expect(ValueError, b.task_done)
+    # S13: an unexposed method, reached around the proxy's own check
+    expect(RemoteError, q._callmethod, "_private")
+    # S12: a blocked get in one thread is served by a put from another connection
+    got = []
+    t = threading.Thread(target=lambda: got.append(q.get(timeout=10)))
+    t.start()
+    time.sleep(0.1)
+    q2 = m.get_task_queue()  # S8: second proxy, second thread, second proxy connection
+    q2.put("late")
+    t.join(15)
+    assert got == ["late"], got
+    # S7: dropping the proxies releases the server's references
+    del q, q2, b, e, t
+    gc.collect()  # exceptions kept above reference the proxies through their tracebacks
+    n = m._number_of_objects()
+    assert n == 0, n
+    return "full"
+
+
+def worker(m):
+    """The tutorial worker: squares tasks from a Rust master until a None arrives."""
+    tasks, results = m.get_task_queue(), m.get_result_queue()
+    n = 0
+    while True:
+        x = tasks.get(timeout=30)
+        if x is None:
+            break
+        results.put(f"{x} * {x} = {x * x}")
+        n += 1
+    return f"worker did {n}"
+
+
+def roundtrip28(m):
+    q = m.get_task_queue()
+    item = (1, "x", b"y", None, 2.5, True)
+    q.put(item)
+    got = q.get(timeout=10)
+    assert got == item, got
+    return "roundtrip"
+
+
+def main():
+    faulthandler.dump_traceback_later(60, exit=True)  # a hang becomes a failure with a stack
+    port, key, form, scenario = int(sys.argv[1]), bytes.fromhex(sys.argv[2]), sys.argv[3], sys.argv[4]
+    used = mp_compat.force(form)
+    m = QueueManager(address=("127.0.0.1", port), authkey=key)
+    if scenario == "wrongkey":
+        expect(AuthenticationError, m.connect)
+        print("ok wrongkey", used)
+        return
+    m.connect()
+    detail = {"full": full_session, "worker": worker, "roundtrip": roundtrip28}[scenario](m)
+    print("ok", detail, used, "server-challenge=" + ",".join(sorted(set(mp_compat.SEEN))))
+
+
+if __name__ == "__main__":
+    main()
