@@ -106,11 +106,13 @@ mod bootstrap;
 mod codec;
 mod connection;
 mod error;
+mod pool;
 mod process;
 mod sys;
 
 pub use connection::{Connection, Pipe, RecvEnd, SendEnd};
 pub use error::Error;
+pub use pool::{AsyncResult, Callbacks, IMapIterator, MapResult, Pool, PoolBuilder};
 pub use process::{
     active_children, cpu_count, current_process, current_start_method, get_start_method,
     parent_pid, set_start_method, Builder, Process, ProcessInfo, StartMethod,
