@@ -13,7 +13,8 @@
 //! cargo bench --bench pool_throughput
 //! ```
 //!
-//! It also prints the resident memory (VmRSS) of an idle worker per start method. Without
+//! It also prints the resident memory (VmRSS) of an idle worker per start method, and of the
+//! parent and the workers over 1 000 000 tasks. Without
 //! `python3` on the PATH the Python columns are skipped, with a message saying so.
 
 use std::process::Command;
@@ -107,7 +108,10 @@ fn idle_worker_rss_kib(method: StartMethod) -> Option<u64> {
         .build()
         .ok()?;
     pool.apply(noop, 0).ok()?;
-    let pid = *pool.pids().first()?;
+    vm_rss_kib(*pool.pids().first()?)
+}
+
+fn vm_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -116,6 +120,21 @@ fn idle_worker_rss_kib(method: StartMethod) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// The parent's and the workers' VmRSS after each of ten rounds of 100 000 `apply_async`.
+fn memory_over_a_million_tasks() -> Vec<(u64, u64)> {
+    let pool = Pool::new(2).expect("start the pool");
+    (0..10)
+        .map(|_| {
+            let results: Vec<_> = (0..100_000u64)
+                .map(|i| pool.apply_async(noop, i).expect("submit"))
+                .collect();
+            results.into_iter().for_each(|r| r.get().expect("result"));
+            let workers = pool.pids().iter().filter_map(|&p| vm_rss_kib(p)).sum();
+            (vm_rss_kib(std::process::id()).unwrap_or(0), workers)
+        })
+        .collect()
 }
 
 fn main() {
@@ -146,5 +165,12 @@ fn main() {
             Some(kib) => println!("  {:<10} {kib} KiB", method.name()),
             None => println!("  {:<10} unavailable", method.name()),
         }
+    }
+    println!("\nVmRSS over 1 000 000 apply_async on Pool::new(2), after each 100 000 (KiB):");
+    for (round, (parent, workers)) in memory_over_a_million_tasks().into_iter().enumerate() {
+        println!(
+            "  {:>9} tasks: parent {parent}, workers {workers}",
+            (round + 1) * 100_000
+        );
     }
 }

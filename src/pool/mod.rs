@@ -492,7 +492,7 @@ impl Pool {
     ) -> Result<Vec<R>, Error>
     where
         A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
     {
         self.map_async(f, items, None)?.get()
     }
@@ -509,7 +509,7 @@ impl Pool {
     ) -> Result<Vec<R>, Error>
     where
         A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
     {
         self.map_async(f, items, Some(chunksize))?.get()
     }
@@ -528,7 +528,7 @@ impl Pool {
     ) -> Result<MapResult<R>, Error>
     where
         A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
     {
         self.map_async_with(f, items, chunksize, Callbacks::new())
     }
@@ -547,7 +547,7 @@ impl Pool {
     ) -> Result<MapResult<R>, Error>
     where
         A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
     {
         let entry = Entry::new(
             bootstrap::chunk_trampoline::<A, R> as Trampoline,
@@ -585,7 +585,7 @@ impl Pool {
     where
         A: Serialize + DeserializeOwned,
         B: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
     {
         self.starmap_async(f, items, None)?.get()
     }
@@ -603,7 +603,7 @@ impl Pool {
     where
         A: Serialize + DeserializeOwned,
         B: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
     {
         let entry = Entry::new(
             bootstrap::star_chunk_trampoline::<A, B, R> as Trampoline,

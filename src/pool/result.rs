@@ -272,7 +272,7 @@ impl<R> fmt::Debug for MapResult<R> {
     }
 }
 
-impl<R: DeserializeOwned> MapResult<R> {
+impl<R: DeserializeOwned + Send> MapResult<R> {
     pub(crate) fn new(collector: Arc<Collector>) -> MapResult<R> {
         MapResult {
             inner: AsyncResult::new(collector),
@@ -330,19 +330,71 @@ impl<R> MapResult<R> {
     }
 }
 
-/// Decodes map chunks (each a pickled list) into one list, or returns the first error.
-pub(crate) fn decode_chunks<R: DeserializeOwned>(raws: Vec<Raw>) -> Result<Vec<R>, Error> {
+/// Below this many pickled bytes, map chunks are decoded on the calling thread alone.
+const PARALLEL_DECODE_BYTES: usize = 256 * 1024;
+
+/// Decodes map chunks (each a pickled list) into one list, or returns the first error in
+/// input order. Large results are decoded on several threads: unpickling is most of a large
+/// `map`'s cost in the parent (serde-pickle builds a value tree, and a 64-bit integer goes
+/// through a big integer), and the workers are idle by now.
+pub(crate) fn decode_chunks<R: DeserializeOwned + Send>(raws: Vec<Raw>) -> Result<Vec<R>, Error> {
+    let bytes: usize = raws.iter().map(|r| r.as_ref().map_or(0, Vec::len)).sum();
+    let threads = crate::cpu_count().min(raws.len());
+    let decoded: Vec<Result<Vec<R>, Error>> = if bytes < PARALLEL_DECODE_BYTES || threads < 2 {
+        raws.into_iter().map(decode_chunk).collect()
+    } else {
+        decode_on_threads(raws, threads)
+    };
     let mut out = Vec::new();
-    for raw in raws {
-        let chunk: Vec<R> = codec::decode(&raw?)?;
+    for chunk in decoded {
+        let chunk = chunk?;
         if out.is_empty() {
             out = chunk;
-            let _ = out.try_reserve(0);
         } else {
             out.extend(chunk);
         }
     }
     Ok(out)
+}
+
+fn decode_chunk<R: DeserializeOwned>(raw: Raw) -> Result<Vec<R>, Error> {
+    codec::decode(&raw?)
+}
+
+/// Decodes chunk `i` on thread `i % threads`, keeping input order.
+fn decode_on_threads<R: DeserializeOwned + Send>(
+    raws: Vec<Raw>,
+    threads: usize,
+) -> Vec<Result<Vec<R>, Error>> {
+    let n = raws.len();
+    let mut shares: Vec<Vec<(usize, Raw)>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, raw) in raws.into_iter().enumerate() {
+        shares[i % threads].push((i, raw));
+    }
+    let mut out: Vec<Option<Result<Vec<R>, Error>>> = (0..n).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = shares
+            .into_iter()
+            .map(|share| {
+                scope.spawn(move || {
+                    share
+                        .into_iter()
+                        .map(|(i, raw)| (i, decode_chunk::<R>(raw)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for handle in handles {
+            // A decoder thread only panics if `R`'s Deserialize impl does: pass it on.
+            let decoded = handle.join().unwrap_or_else(|p| panic::resume_unwind(p));
+            for (i, chunk) in decoded {
+                out[i] = Some(chunk);
+            }
+        }
+    });
+    out.into_iter()
+        .map(|c| c.unwrap_or(Err(Error::ResultTaken)))
+        .collect()
 }
 
 /// The iterator of [`Pool::imap`](super::Pool::imap) and
