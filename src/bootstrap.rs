@@ -189,9 +189,45 @@ pub(crate) fn trampoline<A: DeserializeOwned, R: Serialize>(
     call(f, args)
 }
 
+/// Decodes a list of `A`, runs `f` on each item, encodes the list of `R`: one pool chunk.
+pub(crate) fn chunk_trampoline<A: DeserializeOwned, R: Serialize>(
+    function: usize,
+    args: &[u8],
+    fds: &mut FdTable,
+) -> Outcome {
+    let items: Vec<A> = match codec::decode_in(args, fds) {
+        Ok(a) => a,
+        Err(e) => return Outcome::Failed(Failure::ArgsUndecodable(e.to_string())),
+    };
+    // SAFETY: as in `trampoline`: `function` is an `fn(A) -> R` of this executable, sent with
+    // the address of this monomorphisation.
+    let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(function) };
+    call_with(move || items.into_iter().map(f).collect::<Vec<R>>())
+}
+
+/// Like [`chunk_trampoline`] for a function of two arguments given as pairs (`starmap`).
+pub(crate) fn star_chunk_trampoline<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(
+    function: usize,
+    args: &[u8],
+    fds: &mut FdTable,
+) -> Outcome {
+    let items: Vec<(A, B)> = match codec::decode_in(args, fds) {
+        Ok(a) => a,
+        Err(e) => return Outcome::Failed(Failure::ArgsUndecodable(e.to_string())),
+    };
+    // SAFETY: as in `trampoline`, for an `fn(A, B) -> R`.
+    let f = unsafe { std::mem::transmute::<usize, fn(A, B) -> R>(function) };
+    call_with(move || items.into_iter().map(|(a, b)| f(a, b)).collect::<Vec<R>>())
+}
+
 /// Runs `f(args)` under `catch_unwind` and encodes what came of it.
 pub(crate) fn call<A, R: Serialize>(f: fn(A) -> R, args: A) -> Outcome {
-    match panic::catch_unwind(AssertUnwindSafe(move || f(args))) {
+    call_with(move || f(args))
+}
+
+/// Runs `work` under `catch_unwind` and encodes what came of it.
+pub(crate) fn call_with<R: Serialize>(work: impl FnOnce() -> R) -> Outcome {
+    match panic::catch_unwind(AssertUnwindSafe(work)) {
         Ok(result) => {
             let mut fds = Vec::new();
             match codec::encode_small_in(&result, &mut fds) {
@@ -206,6 +242,57 @@ pub(crate) fn call<A, R: Serialize>(f: fn(A) -> R, args: A) -> Outcome {
                 .unwrap_or_else(|e| e.into_inner())
                 .take(),
         }),
+    }
+}
+
+/// An encoded call that a long-lived worker (the pool's) can run many times: the offsets of
+/// a trampoline and of the function it calls, as in the bootstrap [`Header`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Entry {
+    trampoline: i64,
+    function: i64,
+}
+
+impl Entry {
+    /// The size of [`to_bytes`](Self::to_bytes).
+    pub(crate) const LEN: usize = 16;
+
+    /// Names `function` (an `fn` of the type that `trampoline` expects) for another process
+    /// running this same executable.
+    pub(crate) fn new(trampoline: Trampoline, function: usize) -> Entry {
+        Entry {
+            trampoline: offset_of(trampoline as usize),
+            function: offset_of(function),
+        }
+    }
+
+    pub(crate) fn to_bytes(self) -> [u8; Entry::LEN] {
+        let mut out = [0u8; Entry::LEN];
+        out[..8].copy_from_slice(&self.trampoline.to_le_bytes());
+        out[8..].copy_from_slice(&self.function.to_le_bytes());
+        out
+    }
+
+    pub(crate) fn from_bytes(bytes: &[u8; Entry::LEN]) -> Entry {
+        let (t, f) = bytes.split_at(8);
+        Entry {
+            trampoline: i64::from_le_bytes(t.try_into().unwrap_or_default()),
+            function: i64::from_le_bytes(f.try_into().unwrap_or_default()),
+        }
+    }
+
+    /// Runs the call on pickled `args`.
+    ///
+    /// Only for entries made by [`Entry::new`] in the parent that started this process through
+    /// the bootstrap (which checked that both run the same executable) and received from it
+    /// over a private socket: the offsets then name a `Trampoline` and the function it expects.
+    pub(crate) fn run(self, args: &[u8]) -> Outcome {
+        // SAFETY: per this method's contract, the trampoline offset was computed in the
+        // parent from a `Trampoline` of this same executable (identity checked at bootstrap,
+        // or inherited by fork), so the address is that function.
+        let trampoline =
+            unsafe { std::mem::transmute::<usize, Trampoline>(address_at(self.trampoline)) };
+        trampoline(address_at(self.function), args, &mut FdTable::default())
     }
 }
 

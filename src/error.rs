@@ -153,6 +153,39 @@ pub enum Error {
     #[error(transparent)]
     Pickle(#[from] crate::pickle::PickleError),
 
+    /// A pool worker died (killed by a signal, or exited) while it held this task; the pool
+    /// has started a replacement and every other task carries on (CPython's `Pool` hangs here,
+    /// bpo-22393).
+    #[error("pool worker {pid} died while running the task ({})", describe_death(*signal, *code))]
+    WorkerLost {
+        /// The worker's pid.
+        pid: u32,
+        /// The signal that killed it, if a signal did.
+        signal: Option<i32>,
+        /// Its exit code, if it exited.
+        code: Option<i32>,
+    },
+
+    /// The pool was closed (`close`, `terminate` or drop) before this call: it takes no new work.
+    #[error("the pool is closed")]
+    PoolClosed,
+
+    /// The pool was terminated before this task produced a result.
+    #[error("the task was cancelled: the pool was terminated")]
+    Cancelled,
+
+    /// The pool cannot run work: its initializer failed in a worker, or a worker could not be
+    /// started. Pending and later tasks fail with this error rather than wait.
+    #[error("the pool is broken: {reason}")]
+    PoolBroken {
+        /// What broke it (the worker's pid and panic message, or the start error).
+        reason: String,
+    },
+
+    /// The result was already taken out by an earlier `get_timeout`.
+    #[error("the result was already taken")]
+    ResultTaken,
+
     /// The operating system refused a call.
     #[error("{op} failed: {source}")]
     Os {
@@ -201,4 +234,13 @@ pub(crate) fn signal_name(signal: i32) -> &'static str {
     nix::sys::signal::Signal::try_from(signal)
         .map(|s| s.as_str())
         .unwrap_or("unknown signal")
+}
+
+/// How a worker ended, for [`Error::WorkerLost`]'s message.
+fn describe_death(signal: Option<i32>, code: Option<i32>) -> String {
+    match (signal, code) {
+        (Some(signal), _) => format!("killed by signal {signal} ({})", signal_name(signal)),
+        (None, Some(code)) => format!("exited with code {code}"),
+        (None, None) => "ended".to_string(),
+    }
 }

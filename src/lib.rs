@@ -75,6 +75,20 @@
 //! child.join().unwrap();
 //! ```
 //!
+//! Run many small tasks on a [`Pool`] of long-lived workers (CPython's `multiprocessing.Pool`);
+//! a worker that dies takes only its own task down, as [`Error::WorkerLost`]:
+//!
+//! ```
+//! use multiproc::Pool;
+//!
+//! fn square(x: u64) -> u64 { x * x }
+//!
+//! let pool = Pool::new(2).unwrap();
+//! assert_eq!(pool.map(square, 0..5).unwrap(), [0, 1, 4, 9, 16]);
+//! let pending = pool.apply_async(square, 12).unwrap();
+//! assert_eq!(pending.get().unwrap(), 144);
+//! ```
+//!
 //! ## Bytes: use the fast path
 //!
 //! serde-pickle writes a `Vec<u8>` as a *list of integers* (about 30 MB/s). For byte payloads
@@ -131,11 +145,13 @@ mod connection;
 mod error;
 pub mod managers;
 pub mod pickle;
+mod pool;
 mod process;
 mod sys;
 
 pub use connection::{Connection, Pipe, RecvEnd, SendEnd};
 pub use error::Error;
+pub use pool::{AsyncResult, Callbacks, IMapIterator, MapResult, Pool, PoolBuilder};
 pub use process::{
     active_children, cpu_count, current_process, current_start_method, get_start_method,
     parent_pid, set_start_method, Builder, Process, ProcessInfo, StartMethod,

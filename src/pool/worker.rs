@@ -1,0 +1,121 @@
+//! The worker loop: a long-lived process that runs batches of tasks until its socket closes.
+//!
+//! A worker reads one batch, runs its tasks in order, and writes their results in order. It
+//! flushes the results it holds when they reach [`FLUSH_BYTES`], when [`FLUSH_AFTER`] has
+//! passed since the last flush (so a slow task's neighbours are not held back), and always at
+//! the end of a batch, before it reads the next one: the parent relies on that to know which
+//! batch a dead worker was running. A panicking task is caught by its trampoline and reported
+//! as a failure; the worker carries on. End of stream on the socket (the parent closed it to
+//! retire the worker or to close the pool) ends the loop and the process exits 0.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::bootstrap::{Entry, Failure, Outcome};
+use crate::codec;
+use crate::connection::Connection;
+
+use super::job::{self, Reader, INIT_FAILED_ID, TAG_FAILED, TAG_RETURNED};
+
+/// Flush the results held once they reach this size (one socket record).
+pub(crate) const FLUSH_BYTES: usize = 60 * 1024;
+/// Flush the results held once this long has passed since the last flush.
+const FLUSH_AFTER: Duration = Duration::from_millis(1);
+
+/// What a worker process is started with.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct WorkerArgs {
+    /// Tasks in, results out.
+    pub(crate) conn: Connection,
+    /// The initializer: the 16-byte entry, then its pickled arguments.
+    pub(crate) init: Option<serde_bytes::ByteBuf>,
+}
+
+/// The worker process's function.
+pub(crate) fn main(args: WorkerArgs) {
+    let conn = args.conn;
+    if let Some(init) = args.init {
+        if let Err(failure) = run_initializer(&init) {
+            let mut out = 0u64.to_le_bytes().to_vec();
+            let body = codec::encode(&failure).unwrap_or_default();
+            job::push_result(&mut out, INIT_FAILED_ID, TAG_FAILED, &body);
+            let _ = conn.send_parts(&[&out], &[]);
+            return;
+        }
+    }
+    let mut out = Vec::with_capacity(FLUSH_BYTES + 1024);
+    while let Ok((batch, _fds)) = conn.recv_raw() {
+        if run_batch(&conn, &batch, &mut out).is_err() {
+            return;
+        }
+    }
+}
+
+fn run_initializer(init: &[u8]) -> Result<(), Failure> {
+    let (entry, args) = init.split_at(Entry::LEN.min(init.len()));
+    let entry = entry
+        .try_into()
+        .map_err(|_| Failure::Refused("malformed initializer".into()))?;
+    match Entry::from_bytes(entry).run(args) {
+        Outcome::Returned(..) => Ok(()),
+        Outcome::Failed(failure) => Err(failure),
+    }
+}
+
+/// Runs every task of one batch, flushing results as described in the module docs.
+fn run_batch(conn: &Connection, batch: &[u8], out: &mut Vec<u8>) -> Result<(), crate::Error> {
+    let mut reader = Reader::new(batch);
+    let mut since_flush = Instant::now();
+    out.clear();
+    out.extend_from_slice(&0u64.to_le_bytes());
+    while !reader.is_empty() {
+        let Some((id, entry, args)) = reader.task() else {
+            // A malformed batch cannot come from our parent; stop rather than guess.
+            return Err(crate::Error::InvalidArgument("malformed pool batch".into()));
+        };
+        record(out, id, entry.run(args));
+        let elapsed = since_flush.elapsed();
+        if out.len() >= FLUSH_BYTES || elapsed >= FLUSH_AFTER {
+            flush(conn, out, elapsed)?;
+            since_flush = Instant::now();
+        }
+    }
+    flush(conn, out, since_flush.elapsed())
+}
+
+fn record(out: &mut Vec<u8>, id: u64, outcome: Outcome) {
+    match outcome {
+        Outcome::Returned(bytes, fds) if fds.is_empty() => {
+            job::push_result(out, id, TAG_RETURNED, &bytes)
+        }
+        Outcome::Returned(..) => {
+            let failure = Failure::ResultUnencodable(
+                "it holds OS handles, which a pool result cannot carry".into(),
+            );
+            job::push_result(
+                out,
+                id,
+                TAG_FAILED,
+                &codec::encode(&failure).unwrap_or_default(),
+            )
+        }
+        Outcome::Failed(failure) => job::push_result(
+            out,
+            id,
+            TAG_FAILED,
+            &codec::encode(&failure).unwrap_or_default(),
+        ),
+    }
+}
+
+/// Sends the held results (if any) with the time spent on them, and starts a new buffer.
+fn flush(conn: &Connection, out: &mut Vec<u8>, busy: Duration) -> Result<(), crate::Error> {
+    if out.len() > 8 {
+        out[..8].copy_from_slice(&(busy.as_nanos() as u64).to_le_bytes());
+        conn.send_parts(&[out], &[])?;
+    }
+    out.clear();
+    out.extend_from_slice(&0u64.to_le_bytes());
+    Ok(())
+}
