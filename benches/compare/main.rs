@@ -10,7 +10,8 @@
 
 use std::time::Instant;
 
-use multiproc::{Connection, Pipe, Process, StartMethod};
+use multiproc::managers::{Manager, ManagerServer};
+use multiproc::{Connection, Pipe, Pool, Process, StartMethod};
 
 fn noop(_: ()) {}
 
@@ -141,11 +142,85 @@ fn bandwidth(n: usize, trials: usize) -> f64 {
     median(samples)
 }
 
+fn noop_task(_: u64) {}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// Median rate (items per second) of `trials` runs of `work`, which handles `items` items.
+fn rate(items: usize, trials: usize, mut work: impl FnMut()) -> f64 {
+    work();
+    let samples = (0..trials)
+        .map(|_| {
+            let t = Instant::now();
+            work();
+            items as f64 / t.elapsed().as_secs_f64()
+        })
+        .collect();
+    median(samples)
+}
+
+/// The pool workloads of issue 5, on a pool of `cpu_count()` workers.
+fn pool_rows(scale: impl Fn(usize) -> usize, rows: &mut Vec<(String, f64, &'static str)>) {
+    let pool = Pool::new(multiproc::cpu_count()).unwrap();
+    let n = scale(20_000);
+    eprintln!("  pool.apply_async_noop");
+    let r = rate(n, 5, || {
+        let pending: Vec<_> = (0..n as u64)
+            .map(|i| pool.apply_async(noop_task, i).unwrap())
+            .collect();
+        pending.into_iter().for_each(|p| p.get().unwrap());
+    });
+    rows.push(("pool.apply_async_noop".into(), r, "tasks/s"));
+    let n = scale(100_000);
+    eprintln!("  pool.map");
+    let r = rate(n, 5, || {
+        pool.map_chunked(square, 0..n as u64, 1).unwrap();
+    });
+    rows.push(("pool.map_chunksize1".into(), r, "items/s"));
+    let r = rate(n, 5, || {
+        pool.map(square, 0..n as u64).unwrap();
+    });
+    rows.push(("pool.map_default".into(), r, "items/s"));
+    pool.close();
+    pool.join().unwrap();
+}
+
+/// A put+get pair on a manager's queue over loopback, both ends on CPU 0: median µs.
+fn manager_round_trip(n: usize) -> f64 {
+    let mut server = ManagerServer::bind("127.0.0.1:0", b"abc").unwrap();
+    server.register_queue("get_queue", 0);
+    let server = server.start_thread().unwrap();
+    let manager = Manager::connect(server.address(), b"abc").unwrap();
+    let queue = manager.get_queue::<i64>("get_queue").unwrap();
+    let one = || {
+        queue.put(&7).unwrap();
+        queue.get().unwrap();
+    };
+    for _ in 0..200 {
+        one();
+    }
+    let samples = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..n {
+                one();
+            }
+            t.elapsed().as_secs_f64() * 1e6 / n as f64
+        })
+        .collect();
+    drop(queue);
+    drop(manager);
+    server.shutdown();
+    median(samples)
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; anything else selects a quick run.
     let quick = std::env::args().any(|a| a == "--quick");
     let scale = |n: usize| if quick { (n / 10).max(3) } else { n };
-    let mut rows: Vec<(String, f64, &str)> = Vec::new();
+    let mut rows: Vec<(String, f64, &'static str)> = Vec::new();
     for (method, n) in [
         (StartMethod::Fork, 300),
         (StartMethod::Forkserver, 300),
@@ -155,7 +230,14 @@ fn main() {
         eprintln!("  {key}");
         rows.push((key, start_join(method, scale(n)), "us"));
     }
+    pool_rows(scale, &mut rows);
     pin_to_cpu0();
+    eprintln!("  manager.queue_rtt");
+    rows.push((
+        "manager.queue_rtt".into(),
+        manager_round_trip(scale(2_000)),
+        "us",
+    ));
     eprintln!("  pipe.rtt");
     rows.push((
         "pipe.rtt.send_bytes_8B".into(),

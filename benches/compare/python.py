@@ -107,6 +107,78 @@ def bandwidth(n, trials):
     return median(samples)
 
 
+def noop_task(_):
+    pass
+
+
+def square(x):
+    return x * x
+
+
+def rate(items, trials, work):
+    work()
+    samples = []
+    for _ in range(trials):
+        t = time.perf_counter()
+        work()
+        samples.append(items / (time.perf_counter() - t))
+    return median(samples)
+
+
+def pool_rows(scale, rows):
+    with mp.Pool(os.cpu_count()) as pool:
+        n = scale(20000)
+        print("  pool.apply_async_noop", file=sys.stderr)
+
+        def apply_async():
+            for r in [pool.apply_async(noop_task, (i,)) for i in range(n)]:
+                r.get()
+
+        rows["pool.apply_async_noop"] = (rate(n, 5, apply_async), "tasks/s")
+        n = scale(100000)
+        print("  pool.map", file=sys.stderr)
+        rows["pool.map_chunksize1"] = (
+            rate(n, 5, lambda: pool.map(square, range(n), chunksize=1)), "items/s")
+        rows["pool.map_default"] = (rate(n, 5, lambda: pool.map(square, range(n))), "items/s")
+
+
+_QUEUE = None
+
+
+def _get_queue():
+    return _QUEUE
+
+
+def manager_round_trip(n):
+    import queue
+    from multiprocessing.managers import BaseManager
+
+    global _QUEUE
+    _QUEUE = queue.Queue()
+
+    class QueueManager(BaseManager):
+        pass
+
+    QueueManager.register("get_queue", callable=_get_queue)
+    manager = QueueManager(address=("127.0.0.1", 0), authkey=b"abc")
+    manager.start()
+    try:
+        q = manager.get_queue()
+        for _ in range(200):
+            q.put(7)
+            q.get()
+        samples = []
+        for _ in range(5):
+            t = time.perf_counter()
+            for _ in range(n):
+                q.put(7)
+                q.get()
+            samples.append((time.perf_counter() - t) * 1e6 / n)
+        return median(samples)
+    finally:
+        manager.shutdown()
+
+
 def main():
     quick = "--quick" in sys.argv
     scale = (lambda n: max(3, n // 10)) if quick else (lambda n: n)
@@ -114,7 +186,10 @@ def main():
     for method, n in (("fork", 300), ("forkserver", 100), ("spawn", 30)):
         print(f"  process.start_join.{method}", file=sys.stderr)
         rows[f"process.start_join.{method}"] = (start_join(method, scale(n)), "us")
+    pool_rows(scale, rows)
     os.sched_setaffinity(0, {0})
+    print("  manager.queue_rtt", file=sys.stderr)
+    rows["manager.queue_rtt"] = (manager_round_trip(scale(2000)), "us")
     print("  pipe.rtt", file=sys.stderr)
     rows["pipe.rtt.send_bytes_8B"] = (round_trip(False, scale(20000), 5), "us")
     rows["pipe.rtt.send_pickled"] = (round_trip(True, scale(20000), 5), "us")

@@ -22,10 +22,10 @@ ROWS = {
     "pipe.1mib.send_bytes": ("Pipe 1 MiB messages one way (one CPU)", True),
     "queue.16B": ("Queue, 16 B items, 1 producer -> 1 consumer", True),
     "queue.1mib": ("Queue, 1 MiB items", True),
-    "pool.apply_async_noop": ("Pool(2).apply_async of a no-op", True),
-    "pool.map_chunksize1": ("Pool(2).map, 100 000 items, chunksize=1", True),
-    "pool.map_default": ("Pool(2).map, 100 000 items, default chunks", True),
-    "manager.queue_rtt": ("Manager queue put+get round trip (loopback)", False),
+    "pool.apply_async_noop": ("Pool.apply_async of a no-op, 20 000 tasks", True),
+    "pool.map_chunksize1": ("Pool.map, 100 000 items, chunksize=1", True),
+    "pool.map_default": ("Pool.map, 100 000 items, default chunks", True),
+    "manager.queue_rtt": ("Manager queue put+get, loopback (one CPU)", False),
 }
 
 
@@ -42,6 +42,8 @@ def fmt(value, unit):
         return f"{value / 1000:.2f} ms" if value >= 1000 else f"{value:.1f} µs"
     if unit == "MB/s":
         return f"{value / 1000:.2f} GB/s" if value >= 1000 else f"{value:.0f} MB/s"
+    if unit.endswith("/s"):
+        return f"{value / 1e6:.2f} M {unit}" if value >= 1e6 else f"{value / 1e3:.1f} k {unit}"
     return f"{value:,.0f} {unit}"
 
 
