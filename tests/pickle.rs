@@ -416,3 +416,74 @@ fn fuzz_decoder_never_panics() {
     // Both outcomes occur, so the mutations reach past the first opcode.
     assert!(outcomes[0] > 0 && outcomes[1] > 0, "{outcomes:?}");
 }
+
+mod properties {
+    //! Property tests (proptest) over the decoder: whatever the input, a value or an error,
+    //! never a panic, a hang or an allocation out of proportion to the input; and every plain
+    //! value survives `dumps` then `loads`.
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Plain Python data, nested a few levels.
+    fn plain_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::None),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            (-1e300f64..1e300).prop_map(Value::Float),
+            ".{0,20}".prop_map(Value::Str),
+            proptest::collection::vec(any::<u8>(), 0..40).prop_map(Value::Bytes),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Tuple),
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::List),
+                proptest::collection::vec((any::<i64>().prop_map(Value::Int), inner), 0..8)
+                    .prop_map(Value::Dict),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(input in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = pickle::loads(&input);
+        }
+
+        #[test]
+        fn any_bytes_after_a_protocol_header_decode_or_fail_cleanly(
+            proto in 2u8..=5,
+            body in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let mut input = vec![0x80, proto];
+            input.extend(body);
+            let _ = pickle::loads(&input);
+        }
+
+        #[test]
+        fn plain_values_round_trip(value in plain_value()) {
+            let bytes = pickle::dumps(&value);
+            prop_assert_eq!(pickle::loads(&bytes).unwrap(), value);
+        }
+
+        #[test]
+        fn edited_pickles_decode_or_fail_cleanly(
+            value in plain_value(),
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..6),
+        ) {
+            let mut bytes = pickle::dumps(&value);
+            for (at, byte, kind) in edits {
+                let at = at % (bytes.len() + 1);
+                match kind {
+                    0 if at < bytes.len() => bytes[at] = byte,
+                    1 => bytes.insert(at, byte),
+                    _ => bytes.truncate(at),
+                }
+            }
+            let _ = pickle::loads(&bytes);
+        }
+    }
+}

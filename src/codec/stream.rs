@@ -850,4 +850,24 @@ mod tests {
         let result = decode::<serde_pickle::Value>(&bytes).expect("known opcodes");
         assert!(result.is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Any body after a protocol header: a value, an error, or "not ours" — never a panic.
+        #[test]
+        fn any_body_decodes_or_fails_cleanly(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let mut input = vec![PROTO, 3];
+            input.extend(body);
+            let _ = decode::<serde_pickle::Value>(&input);
+            let _ = decode::<Everything>(&input);
+        }
+
+        /// Small integers and strings read back as serde-pickle wrote them.
+        #[test]
+        fn pairs_round_trip(n in proptest::prelude::any::<i64>(), text in ".{0,40}") {
+            let bytes = pickle(&(n, text.clone()));
+            proptest::prop_assert_eq!(decode::<(i64, String)>(&bytes).expect("ours").unwrap(), (n, text));
+        }
+    }
 }
