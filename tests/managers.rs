@@ -778,3 +778,35 @@ fn server_process_dies_with_its_parent() {
         !common::pid_exists(pid) || common::pid_state(pid) == Some('Z')
     }));
 }
+
+/// Whether `pid` ignores SIGINT, from the `SigIgn` mask in /proc.
+fn ignores_sigint(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+        .unwrap();
+    mask & (1 << (libc::SIGINT - 1)) != 0
+}
+
+/// MGR-13. CPython: _TestSharedMemory.test_shared_memory_SharedMemoryServer_ignores_sigint
+/// (bpo-36368): SIGINT does not stop a server process, and this process's handling is unchanged.
+#[test]
+fn server_process_ignores_sigint() {
+    use nix::sys::signal::{kill, Signal};
+    let (mut server, _) = quiet(b"k");
+    server.register_queue("get_task_queue", 0);
+    let mut child = server.start().unwrap();
+    assert!(common::eventually(Duration::from_secs(20), || {
+        ignores_sigint(child.pid())
+    }));
+    kill(
+        nix::unistd::Pid::from_raw(child.pid() as i32),
+        Signal::SIGINT,
+    )
+    .unwrap();
+    still_serves(child.address(), b"k");
+    child.shutdown().unwrap();
+    assert!(!ignores_sigint(std::process::id()));
+}

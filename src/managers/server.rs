@@ -328,7 +328,8 @@ impl ManagerServer {
     ///
     /// The child is **forked** whatever the default start method: the registered factories
     /// are Rust closures, which cannot be re-created in a re-executed binary. It is a daemon:
-    /// it dies with this process, however this process ends. It inherits the
+    /// it dies with this process, however this process ends, and it ignores SIGINT (Ctrl-C in
+    /// a terminal reaches the whole process group; the server stays up for its clients). It inherits the
     /// listening socket (so [`ManagerProcess::address`] is known at once) and exits when a
     /// client sends `shutdown` or [`ManagerProcess::shutdown`] is called. [`ServedQueue`]
     /// handles kept by the parent refer to the parent's copies, not the child's.
@@ -379,6 +380,7 @@ static HANDOFF: Mutex<Option<ManagerServer>> = Mutex::new(None);
 static STARTING: Mutex<()> = Mutex::new(());
 
 fn serve_handed_off(_: ()) {
+    crate::sys::net::ignore_sigint();
     let server = HANDOFF.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(server) = server {
         let _ = server.serve_forever();

@@ -26,3 +26,13 @@ pub(crate) fn set_quickack(fd: BorrowedFd<'_>) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// Sets `SIGINT` to ignored in this process (a manager server child: Ctrl-C in a terminal
+/// goes to the whole foreground group, and the server must outlive it for its clients, as
+/// CPython's does since bpo-36368).
+pub(crate) fn ignore_sigint() {
+    // SAFETY: installing SIG_IGN has no memory-safety preconditions.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+    }
+}
