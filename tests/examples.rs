@@ -159,14 +159,24 @@ fn smoke() {
 fn hello() {
     let out = run("hello", &[]);
     for method in ["fork", "spawn", "forkserver"] {
-        assert_eq!(lines_with(&out, &format!("{method}: pid ")).len(), 1, "{out}");
+        assert_eq!(
+            lines_with(&out, &format!("{method}: pid ")).len(),
+            1,
+            "{out}"
+        );
     }
     assert_eq!(lines_with(&out, "speed-up").len(), 2, "{out}");
     let reused = lines_with(&out, "100 pool tasks ran in ");
-    assert!(number_after(reused[0], "ran in ") as usize <= multiproc::cpu_count(), "{out}");
+    assert!(
+        number_after(reused[0], "ran in ") as usize <= multiproc::cpu_count(),
+        "{out}"
+    );
     assert!(out.contains("answered 3 messages"), "{out}");
     for n in 1..=5 {
-        assert!(out.contains(&format!("result: {n} * {n} = {}\n", n * n)), "{out}");
+        assert!(
+            out.contains(&format!("result: {n} * {n} = {}\n", n * n)),
+            "{out}"
+        );
     }
     assert!(out.ends_with("did 5 tasks\n"), "{out}");
 }
