@@ -574,6 +574,7 @@ fn task_master_and_task_worker() {
         &["--host", "127.0.0.1", "--port", "0"],
     ));
     let port = port_in(&master.wait_for("Listening on"));
+    master.wait_for("Try get results...");
     let worker = run(
         "task_worker",
         &["--port", &port, "--sleep-ms", "0", "--wait", "2"],
@@ -596,6 +597,9 @@ fn image_master_and_image_worker() {
         }
         let master = Background::start(example_command("image_master", &args));
         let port = port_in(&master.wait_for("Listening on"));
+        // The worker loops `while not task.empty()`, as the listing does: start it once the
+        // tasks are in, or it finds the queue empty and is done at once.
+        master.wait_for("try get result...");
         let worker = run("image_worker", &["--port", &port, "--sleep-ms", "0"]);
         assert_eq!(
             lines_with(&worker, "run task download ImageUrl_").len(),
@@ -680,6 +684,7 @@ fn rust_task_master_with_python_task_worker() {
             &["--host", "127.0.0.1", "--port", "0"],
         ));
         let port = port_in(&master.wait_for("Listening on"));
+        master.wait_for("Try get results...");
         let worker = Background::start(listing(&python, &port, "task_worker.py")).finish();
         assert_eq!(
             lines_with(&worker, "run task ").len(),
