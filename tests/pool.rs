@@ -669,3 +669,74 @@ fn large_pool() {
     let total: i64 = pool.map(square, 0..1000).unwrap().iter().sum();
     assert_eq!(total, (0..1000).map(square).sum());
 }
+
+/// Pickles fine; refuses to unpickle.
+#[derive(Debug, Serialize)]
+struct Undecodable(u32);
+
+impl<'de> serde::Deserialize<'de> for Undecodable {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom(
+            "Undecodable refuses to be unpickled",
+        ))
+    }
+}
+
+fn take_undecodable(_: Undecodable) -> u32 {
+    1
+}
+
+fn make_undecodable(x: u32) -> Undecodable {
+    Undecodable(x)
+}
+
+// CPython: cf/test_deadlock: test_error_at_task_unpickle (PERR-07),
+// test_error_during_result_unpickle_in_result_handler (PERR-08)
+#[test]
+fn decode_failures_fail_only_their_task() {
+    let pool = Pool::new(1).unwrap();
+    let before = pool.pids();
+    match pool.apply(take_undecodable, Undecodable(1)) {
+        Err(Error::Deserialize { type_name, reason }) => {
+            assert!(type_name.contains("Undecodable"), "{type_name}");
+            assert!(reason.contains("refuses"), "{reason}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    match pool.apply(make_undecodable, 1) {
+        Err(Error::Deserialize { reason, .. }) => assert!(reason.contains("refuses")),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(pool.pids(), before);
+    assert_eq!(pool.apply(square, 3).unwrap(), 9);
+}
+
+fn abort_big(data: multiproc::ByteBuf) -> usize {
+    if data[0] == 1 {
+        std::process::abort();
+    }
+    data.len()
+}
+
+// CPython: cf/test_deadlock: test_crash_big_data (gh-94777) (PERR-09)
+#[test]
+fn crash_with_big_payloads_in_flight() {
+    let pool = Pool::new(2).unwrap();
+    let big = |first: u8| {
+        let mut v = vec![0u8; 4 << 20];
+        v[0] = first;
+        multiproc::ByteBuf::from(v)
+    };
+    let results: Vec<_> = [0, 1, 0, 0, 1, 0]
+        .into_iter()
+        .map(|first| (first, pool.apply_async(abort_big, big(first)).unwrap()))
+        .collect();
+    for (first, result) in results {
+        match (first, result.get()) {
+            (0, Ok(len)) => assert_eq!(len, 4 << 20),
+            (1, Err(Error::WorkerLost { signal, .. })) => assert_eq!(signal, Some(libc::SIGABRT)),
+            (_, other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(pool.pids().len(), 2);
+}

@@ -196,7 +196,13 @@ impl PoolBuilder {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("multiproc-pool".into())
-                .spawn(move || shared.supervise())
+                .spawn(move || {
+                    let supervised = shared.clone();
+                    let run = std::panic::AssertUnwindSafe(move || supervised.supervise());
+                    if std::panic::catch_unwind(run).is_err() {
+                        shared.abandon();
+                    }
+                })
         };
         let supervisor = match supervisor {
             Ok(handle) => handle,
