@@ -456,23 +456,30 @@ each_method! {
 
 fn noop(_: u32) {}
 
+/// Runs in a fresh child (so other tests' descriptors do not count): the descriptors open
+/// before and after queueing 100 000 tasks on a pool, and the number of results.
+fn fds_around_many_tasks(n: u32) -> (usize, usize, usize) {
+    let pool = Pool::new(2).unwrap();
+    let before = common::open_fds();
+    let results: Vec<_> = (0..n).map(|i| pool.apply_async(noop, i).unwrap()).collect();
+    let after = common::open_fds();
+    let done = results
+        .into_iter()
+        .filter(|r| r.wait_timeout(Duration::from_secs(120)))
+        .count();
+    (before, after, done)
+}
+
 // CPython: cf/test_deadlock: test_gh105829_should_not_deadlock_if_wakeup_pipe_full (PERR-12)
 #[test]
 fn many_queued_tasks_use_constant_descriptors() {
+    let mut child = common::with(StartMethod::Spawn)
+        .spawn(fds_around_many_tasks, 100_000)
+        .unwrap();
+    let (before, after, done) = child.join().unwrap();
+    assert_eq!(before, after);
+    assert_eq!(done, 100_000);
     let pool = Pool::new(2).unwrap();
-    let fds = common::open_fds();
-    let results: Vec<_> = (0..100_000)
-        .map(|i| pool.apply_async(noop, i).unwrap())
-        .collect();
-    assert!(
-        common::open_fds() <= fds + 2,
-        "{} -> {}",
-        fds,
-        common::open_fds()
-    );
-    for r in results {
-        r.get().unwrap();
-    }
     let ids: Vec<u32> = (0..100_000).collect();
     assert_eq!(pool.map_chunked(my_pid, ids, 1).unwrap().len(), 100_000);
 }
@@ -739,4 +746,28 @@ fn crash_with_big_payloads_in_flight() {
         }
     }
     assert_eq!(pool.pids().len(), 2);
+}
+
+// A callback that owns the pool and drops it must not wait for itself.
+#[test]
+fn dropping_the_pool_in_its_own_callback() {
+    let pool = std::sync::Arc::new(Pool::new(1).unwrap());
+    let pids = pool.pids();
+    let (tx, rx) = mpsc::channel();
+    let held = std::sync::Arc::clone(&pool);
+    let result = pool
+        .apply_async_with(
+            nap_ms,
+            300,
+            Callbacks::new().on_success(move |v| {
+                // By now the test has dropped its handle: this is the last one.
+                drop(held);
+                tx.send(v).unwrap();
+            }),
+        )
+        .unwrap();
+    drop(pool);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(30)).unwrap(), 300);
+    assert_eq!(result.get().unwrap(), 300);
+    assert_reaped(&pids);
 }

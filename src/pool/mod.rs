@@ -226,7 +226,8 @@ impl PoolBuilder {
 ///
 /// They run once, on the pool's supervisor thread, when the result is complete and before a
 /// waiter sees it as ready; like CPython's, they should return quickly. A panic in a callback
-/// is contained.
+/// is contained. A callback must not wait for the result it is called for (it runs before
+/// that result reads as ready); it may submit more work, or drop the pool.
 ///
 /// # Examples
 ///
@@ -762,6 +763,19 @@ impl Pool {
         if !self.shared.is_closed() {
             return Err(Error::InvalidArgument(
                 "join() needs close() or terminate() first".into(),
+            ));
+        }
+        let on_supervisor = self
+            .supervisor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|h| h.thread().id() == std::thread::current().id());
+        if on_supervisor {
+            // A callback that drops or joins its own pool: the supervisor finishes the
+            // shutdown once the callback returns; waiting here would wait for ourselves.
+            return Err(Error::InvalidArgument(
+                "a pool cannot be joined from its own callback".into(),
             ));
         }
         if !self.shared.wait_finished(deadline) {
