@@ -771,3 +771,30 @@ fn dropping_the_pool_in_its_own_callback() {
     assert_eq!(result.get().unwrap(), 300);
     assert_reaped(&pids);
 }
+
+/// Runs in a child: starts a pool, reports its workers, and exits with the pool alive.
+fn exit_with_live_pool(conn: multiproc::Connection) {
+    let pool = Pool::new(2).unwrap();
+    assert_eq!(pool.apply(square, 2).unwrap(), 4);
+    conn.send(&pool.pids()).unwrap();
+    std::process::exit(0);
+}
+
+// CPython: _TestPoolWorkerLifetime.test_worker_finalization_via_atexit_handler_of_multiprocessing
+// (bpo-38744) (PLIFE-07)
+#[test]
+fn program_exiting_with_a_live_pool() {
+    let (here, there) = multiproc::Pipe::new().unwrap();
+    let mut child = common::with(StartMethod::Spawn)
+        .spawn(exit_with_live_pool, there)
+        .unwrap();
+    let workers: Vec<u32> = here.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert!(matches!(child.join(), Err(Error::Exited { code: 0, .. })));
+    for pid in workers {
+        // Orphaned daemon workers die with their parent; whoever adopted them reaps them.
+        assert!(eventually(Duration::from_secs(30), || common::pid_state(
+            pid
+        )
+        .map_or(true, |s| s == 'Z')));
+    }
+}
