@@ -237,7 +237,8 @@ impl Shared {
         if next.wire_len() > BATCH_BYTES && !w.in_flight.is_empty() {
             return false;
         }
-        let outstanding = if st.task_ns >= PIPELINE_BELOW_NS {
+        // Until a task time is measured, no pipelining: the first tasks may be long.
+        let outstanding = if st.task_ns == 0.0 || st.task_ns >= PIPELINE_BELOW_NS {
             1
         } else {
             2
