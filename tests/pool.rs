@@ -798,3 +798,83 @@ fn program_exiting_with_a_live_pool() {
         .map_or(true, |s| s == 'Z')));
     }
 }
+
+/// Ends the worker while it is being unpickled there.
+#[derive(Debug, Serialize)]
+struct ExitsWhenDecoded;
+
+impl<'de> serde::Deserialize<'de> for ExitsWhenDecoded {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        std::process::exit(7)
+    }
+}
+
+/// Crashes the worker while it is being pickled there.
+#[derive(Debug, serde::Deserialize)]
+struct AbortsWhenEncoded;
+
+impl Serialize for AbortsWhenEncoded {
+    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        std::process::abort()
+    }
+}
+
+fn take_exiting(_: ExitsWhenDecoded) -> u32 {
+    1
+}
+
+fn make_aborting(_: u32) -> AbortsWhenEncoded {
+    AbortsWhenEncoded
+}
+
+// CPython: cf/test_deadlock: test_exit_at_task_unpickle (PERR-07),
+// test_crash_during_result_pickle_on_worker (PERR-08)
+#[test]
+fn worker_death_while_pickling_fails_only_that_task() {
+    let pool = Pool::new(2).unwrap();
+    match pool.apply(take_exiting, ExitsWhenDecoded) {
+        Err(Error::WorkerLost { code, .. }) => assert_eq!(code, Some(7)),
+        other => panic!("unexpected {other:?}"),
+    }
+    match pool.apply(make_aborting, 0) {
+        Err(Error::WorkerLost { signal, .. }) => assert_eq!(signal, Some(libc::SIGABRT)),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(pool.map(square, 0..4).unwrap(), squares(4));
+}
+
+// CPython: cf/test_process_pool: test_killed_child with SIGTERM (PERR-10);
+// test_force_shutdown_workers_dead_workers (PLIFE-18)
+#[test]
+fn sigterm_mid_task_then_terminate_with_dead_workers() {
+    let dir = TempDir::new("term");
+    let pool = Pool::new(1).unwrap();
+    let victim = pool.apply_async(report_then_hang, dir.path()).unwrap();
+    let pid = wait_for_pid(&dir);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    match victim.get() {
+        Err(Error::WorkerLost {
+            pid: lost, signal, ..
+        }) => {
+            assert_eq!((lost, signal), (pid, Some(libc::SIGTERM)))
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // Kill the replacement from outside too; terminate must still be clean.
+    let replacement = pool.pids();
+    for &p in &replacement {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p as i32),
+            nix::sys::signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    pool.terminate();
+    pool.join().unwrap();
+    assert_reaped(&replacement);
+    assert!(matches!(pool.apply(square, 1), Err(Error::PoolClosed)));
+}
