@@ -73,6 +73,11 @@ use supervisor::{Config, Shared};
 /// returns [`Error::Panicked`] and its worker carries on. Dropping the pool terminates it and
 /// reaps every worker.
 ///
+/// Tiny tasks travel to a worker in batches of about a millisecond of work; when a worker
+/// dies, the unfinished tasks of the batch it was running all fail with `WorkerLost` (the pool
+/// cannot tell which of them had started), while batches it had not begun go to other
+/// workers. No task ever runs twice.
+///
 /// The method names are CPython's: `apply`, `apply_async`, `map`, `map_async`, `imap`,
 /// `imap_unordered`, `starmap`, `starmap_async`, `close`, `join`, `terminate`. Python's
 /// `chunksize=` keyword is an `Option<usize>` argument (or a `_chunked` variant for the
