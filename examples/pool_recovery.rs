@@ -1,7 +1,7 @@
 //! A pool of worker processes: the tutorial's "5 tasks on 3 workers" (at most 3 pids), a map,
 //! results as they finish, and a worker killed mid-task that takes down only its own task.
 //!
-//!     cargo run --example pool
+//!     cargo run --example pool_recovery
 
 use std::collections::HashSet;
 use std::time::Duration;
