@@ -456,23 +456,30 @@ each_method! {
 
 fn noop(_: u32) {}
 
+/// Runs in a fresh child (so other tests' descriptors do not count): the descriptors open
+/// before and after queueing 100 000 tasks on a pool, and the number of results.
+fn fds_around_many_tasks(n: u32) -> (usize, usize, usize) {
+    let pool = Pool::new(2).unwrap();
+    let before = common::open_fds();
+    let results: Vec<_> = (0..n).map(|i| pool.apply_async(noop, i).unwrap()).collect();
+    let after = common::open_fds();
+    let done = results
+        .into_iter()
+        .filter(|r| r.wait_timeout(Duration::from_secs(120)))
+        .count();
+    (before, after, done)
+}
+
 // CPython: cf/test_deadlock: test_gh105829_should_not_deadlock_if_wakeup_pipe_full (PERR-12)
 #[test]
 fn many_queued_tasks_use_constant_descriptors() {
+    let mut child = common::with(StartMethod::Spawn)
+        .spawn(fds_around_many_tasks, 100_000)
+        .unwrap();
+    let (before, after, done) = child.join().unwrap();
+    assert_eq!(before, after);
+    assert_eq!(done, 100_000);
     let pool = Pool::new(2).unwrap();
-    let fds = common::open_fds();
-    let results: Vec<_> = (0..100_000)
-        .map(|i| pool.apply_async(noop, i).unwrap())
-        .collect();
-    assert!(
-        common::open_fds() <= fds + 2,
-        "{} -> {}",
-        fds,
-        common::open_fds()
-    );
-    for r in results {
-        r.get().unwrap();
-    }
     let ids: Vec<u32> = (0..100_000).collect();
     assert_eq!(pool.map_chunked(my_pid, ids, 1).unwrap().len(), 100_000);
 }
@@ -668,4 +675,206 @@ fn large_pool() {
     let pool = Pool::new(50).unwrap();
     let total: i64 = pool.map(square, 0..1000).unwrap().iter().sum();
     assert_eq!(total, (0..1000).map(square).sum());
+}
+
+/// Pickles fine; refuses to unpickle.
+#[derive(Debug, Serialize)]
+struct Undecodable(u32);
+
+impl<'de> serde::Deserialize<'de> for Undecodable {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom(
+            "Undecodable refuses to be unpickled",
+        ))
+    }
+}
+
+fn take_undecodable(_: Undecodable) -> u32 {
+    1
+}
+
+fn make_undecodable(x: u32) -> Undecodable {
+    Undecodable(x)
+}
+
+// CPython: cf/test_deadlock: test_error_at_task_unpickle (PERR-07),
+// test_error_during_result_unpickle_in_result_handler (PERR-08)
+#[test]
+fn decode_failures_fail_only_their_task() {
+    let pool = Pool::new(1).unwrap();
+    let before = pool.pids();
+    match pool.apply(take_undecodable, Undecodable(1)) {
+        Err(Error::Deserialize { type_name, reason }) => {
+            assert!(type_name.contains("Undecodable"), "{type_name}");
+            assert!(reason.contains("refuses"), "{reason}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    match pool.apply(make_undecodable, 1) {
+        Err(Error::Deserialize { reason, .. }) => assert!(reason.contains("refuses")),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(pool.pids(), before);
+    assert_eq!(pool.apply(square, 3).unwrap(), 9);
+}
+
+fn abort_big(data: multiproc::ByteBuf) -> usize {
+    if data[0] == 1 {
+        std::process::abort();
+    }
+    data.len()
+}
+
+// CPython: cf/test_deadlock: test_crash_big_data (gh-94777) (PERR-09)
+#[test]
+fn crash_with_big_payloads_in_flight() {
+    let pool = Pool::new(2).unwrap();
+    let big = |first: u8| {
+        let mut v = vec![0u8; 4 << 20];
+        v[0] = first;
+        multiproc::ByteBuf::from(v)
+    };
+    let results: Vec<_> = [0, 1, 0, 0, 1, 0]
+        .into_iter()
+        .map(|first| (first, pool.apply_async(abort_big, big(first)).unwrap()))
+        .collect();
+    for (first, result) in results {
+        match (first, result.get()) {
+            (0, Ok(len)) => assert_eq!(len, 4 << 20),
+            (1, Err(Error::WorkerLost { signal, .. })) => assert_eq!(signal, Some(libc::SIGABRT)),
+            (_, other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(pool.pids().len(), 2);
+}
+
+// A callback that owns the pool and drops it must not wait for itself.
+#[test]
+fn dropping_the_pool_in_its_own_callback() {
+    let pool = std::sync::Arc::new(Pool::new(1).unwrap());
+    let pids = pool.pids();
+    let (tx, rx) = mpsc::channel();
+    let held = std::sync::Arc::clone(&pool);
+    let result = pool
+        .apply_async_with(
+            nap_ms,
+            300,
+            Callbacks::new().on_success(move |v| {
+                // By now the test has dropped its handle: this is the last one.
+                drop(held);
+                tx.send(v).unwrap();
+            }),
+        )
+        .unwrap();
+    drop(pool);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(30)).unwrap(), 300);
+    assert_eq!(result.get().unwrap(), 300);
+    assert_reaped(&pids);
+}
+
+/// Runs in a child: starts a pool, reports its workers, and exits with the pool alive.
+fn exit_with_live_pool(conn: multiproc::Connection) {
+    let pool = Pool::new(2).unwrap();
+    assert_eq!(pool.apply(square, 2).unwrap(), 4);
+    conn.send(&pool.pids()).unwrap();
+    std::process::exit(0);
+}
+
+// CPython: _TestPoolWorkerLifetime.test_worker_finalization_via_atexit_handler_of_multiprocessing
+// (bpo-38744) (PLIFE-07)
+#[test]
+fn program_exiting_with_a_live_pool() {
+    let (here, there) = multiproc::Pipe::new().unwrap();
+    let mut child = common::with(StartMethod::Spawn)
+        .spawn(exit_with_live_pool, there)
+        .unwrap();
+    let workers: Vec<u32> = here.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert!(matches!(child.join(), Err(Error::Exited { code: 0, .. })));
+    for pid in workers {
+        // Orphaned daemon workers die with their parent; whoever adopted them reaps them.
+        assert!(eventually(Duration::from_secs(30), || common::pid_state(
+            pid
+        )
+        .map_or(true, |s| s == 'Z')));
+    }
+}
+
+/// Ends the worker while it is being unpickled there.
+#[derive(Debug, Serialize)]
+struct ExitsWhenDecoded;
+
+impl<'de> serde::Deserialize<'de> for ExitsWhenDecoded {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        std::process::exit(7)
+    }
+}
+
+/// Crashes the worker while it is being pickled there.
+#[derive(Debug, serde::Deserialize)]
+struct AbortsWhenEncoded;
+
+impl Serialize for AbortsWhenEncoded {
+    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        std::process::abort()
+    }
+}
+
+fn take_exiting(_: ExitsWhenDecoded) -> u32 {
+    1
+}
+
+fn make_aborting(_: u32) -> AbortsWhenEncoded {
+    AbortsWhenEncoded
+}
+
+// CPython: cf/test_deadlock: test_exit_at_task_unpickle (PERR-07),
+// test_crash_during_result_pickle_on_worker (PERR-08)
+#[test]
+fn worker_death_while_pickling_fails_only_that_task() {
+    let pool = Pool::new(2).unwrap();
+    match pool.apply(take_exiting, ExitsWhenDecoded) {
+        Err(Error::WorkerLost { code, .. }) => assert_eq!(code, Some(7)),
+        other => panic!("unexpected {other:?}"),
+    }
+    match pool.apply(make_aborting, 0) {
+        Err(Error::WorkerLost { signal, .. }) => assert_eq!(signal, Some(libc::SIGABRT)),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(pool.map(square, 0..4).unwrap(), squares(4));
+}
+
+// CPython: cf/test_process_pool: test_killed_child with SIGTERM (PERR-10);
+// test_force_shutdown_workers_dead_workers (PLIFE-18)
+#[test]
+fn sigterm_mid_task_then_terminate_with_dead_workers() {
+    let dir = TempDir::new("term");
+    let pool = Pool::new(1).unwrap();
+    let victim = pool.apply_async(report_then_hang, dir.path()).unwrap();
+    let pid = wait_for_pid(&dir);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    match victim.get() {
+        Err(Error::WorkerLost {
+            pid: lost, signal, ..
+        }) => {
+            assert_eq!((lost, signal), (pid, Some(libc::SIGTERM)))
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // Kill the replacement from outside too; terminate must still be clean.
+    let replacement = pool.pids();
+    for &p in &replacement {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p as i32),
+            nix::sys::signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    pool.terminate();
+    pool.join().unwrap();
+    assert_reaped(&replacement);
+    assert!(matches!(pool.apply(square, 1), Err(Error::PoolClosed)));
 }

@@ -6,6 +6,7 @@
 //! - [`worker`]: the loop each worker process runs until its socket closes.
 //! - [`supervisor`]: the shared state, how work is handed out, and the supervisor thread.
 //! - [`result`]: where results land, and [`AsyncResult`], [`MapResult`], [`IMapIterator`].
+//! - [`fast_decode`]: a fast path for unpickling flat lists of scalars (large `map` results).
 //!
 //! ## The protocol (DESIGN §6)
 //! Each worker is a [`Process`](crate::Process) started with the pool's start method, holding
@@ -35,6 +36,7 @@
 //!    workers once the queue is empty; `terminate` kills and reaps them and fails what is
 //!    left with [`Error::Cancelled`].
 
+mod fast_decode;
 mod job;
 mod result;
 mod supervisor;
@@ -70,6 +72,11 @@ use supervisor::{Config, Shared};
 /// [`Error::WorkerLost`], a replacement starts and every other task completes; a panicking task
 /// returns [`Error::Panicked`] and its worker carries on. Dropping the pool terminates it and
 /// reaps every worker.
+///
+/// Tiny tasks travel to a worker in batches of about a millisecond of work; when a worker
+/// dies, the unfinished tasks of the batch it was running all fail with `WorkerLost` (the pool
+/// cannot tell which of them had started), while batches it had not begun go to other
+/// workers. No task ever runs twice.
 ///
 /// The method names are CPython's: `apply`, `apply_async`, `map`, `map_async`, `imap`,
 /// `imap_unordered`, `starmap`, `starmap_async`, `close`, `join`, `terminate`. Python's
@@ -196,7 +203,13 @@ impl PoolBuilder {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("multiproc-pool".into())
-                .spawn(move || shared.supervise())
+                .spawn(move || {
+                    let supervised = shared.clone();
+                    let run = std::panic::AssertUnwindSafe(move || supervised.supervise());
+                    if std::panic::catch_unwind(run).is_err() {
+                        shared.abandon();
+                    }
+                })
         };
         let supervisor = match supervisor {
             Ok(handle) => handle,
@@ -220,7 +233,8 @@ impl PoolBuilder {
 ///
 /// They run once, on the pool's supervisor thread, when the result is complete and before a
 /// waiter sees it as ready; like CPython's, they should return quickly. A panic in a callback
-/// is contained.
+/// is contained. A callback must not wait for the result it is called for (it runs before
+/// that result reads as ready); it may submit more work, or drop the pool.
 ///
 /// # Examples
 ///
@@ -756,6 +770,19 @@ impl Pool {
         if !self.shared.is_closed() {
             return Err(Error::InvalidArgument(
                 "join() needs close() or terminate() first".into(),
+            ));
+        }
+        let on_supervisor = self
+            .supervisor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|h| h.thread().id() == std::thread::current().id());
+        if on_supervisor {
+            // A callback that drops or joins its own pool: the supervisor finishes the
+            // shutdown once the callback returns; waiting here would wait for ourselves.
+            return Err(Error::InvalidArgument(
+                "a pool cannot be joined from its own callback".into(),
             ));
         }
         if !self.shared.wait_finished(deadline) {

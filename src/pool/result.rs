@@ -358,7 +358,11 @@ pub(crate) fn decode_chunks<R: DeserializeOwned + Send>(raws: Vec<Raw>) -> Resul
 }
 
 fn decode_chunk<R: DeserializeOwned>(raw: Raw) -> Result<Vec<R>, Error> {
-    codec::decode(&raw?)
+    let bytes = raw?;
+    match super::fast_decode::list(&bytes) {
+        Some(items) => Ok(items),
+        None => codec::decode(&bytes),
+    }
 }
 
 /// Decodes chunk `i` on thread `i % threads`, keeping input order.

@@ -206,22 +206,39 @@ impl Shared {
         let _ = self.wake_tx.send_bytes(&[1]);
     }
 
-    /// Hands queued tasks to every worker that can take more.
+    /// Hands queued tasks to every worker that can take more, one batch per worker per pass
+    /// (so the first worker does not fill its pipeline while another has nothing), starting
+    /// from a rotating worker.
     fn dispatch(&self, st: &mut State) {
         let n = st.workers.len();
-        for k in 0..n {
-            let i = (st.rotate + k) % n.max(1);
-            while !st.queue.is_empty() && self.can_take(st, i) {
-                let batch = self.take_batch(st, i);
-                send_batch(&mut st.workers[i], batch);
+        let mut progressed = true;
+        while progressed && !st.queue.is_empty() {
+            progressed = false;
+            for k in 0..n {
+                let i = (st.rotate + k) % n;
+                if self.can_take(st, i) {
+                    let batch = self.take_batch(st, i);
+                    send_batch(&mut st.workers[i], batch);
+                    progressed = true;
+                }
             }
         }
         st.rotate = st.rotate.wrapping_add(1);
     }
 
     fn can_take(&self, st: &State, i: usize) -> bool {
+        let Some(next) = st.queue.front() else {
+            return false;
+        };
         let w = &st.workers[i];
-        let outstanding = if st.task_ns >= PIPELINE_BELOW_NS {
+        // A message larger than a batch may not fit the socket buffer: it goes only to a
+        // worker with nothing in flight, which is waiting to read it, so the send cannot
+        // block on a worker that is itself blocked writing results to us.
+        if next.wire_len() > BATCH_BYTES && !w.in_flight.is_empty() {
+            return false;
+        }
+        // Until a task time is measured, no pipelining: the first tasks may be long.
+        let outstanding = if st.task_ns == 0.0 || st.task_ns >= PIPELINE_BELOW_NS {
             1
         } else {
             2
@@ -235,7 +252,8 @@ impl Shared {
     }
 
     fn take_batch(&self, st: &mut State, i: usize) -> Vec<Task> {
-        let per_worker = st.queue.len().div_ceil(st.workers.len().max(1));
+        // A fair share of the queue over every worker's two pipeline slots.
+        let per_worker = st.queue.len().div_ceil(2 * st.workers.len().max(1));
         let by_time = if st.task_ns > 0.0 {
             (BATCH_TARGET_NS / st.task_ns) as usize
         } else {
@@ -295,6 +313,23 @@ impl Shared {
                 self.finished.notify_all();
                 return;
             }
+        }
+    }
+
+    /// The end of a supervisor that panicked (a bug): stop every worker, fail what is left
+    /// and let `join` return, rather than leave callers waiting for ever.
+    pub(crate) fn abandon(&self) {
+        let mut deliveries = Deliveries::new();
+        {
+            let mut st = self.lock();
+            st.closed = true;
+            st.terminated = true;
+            self.tend(&mut st, &mut deliveries);
+            st.finished = true;
+        }
+        self.finished.notify_all();
+        for (sink, index, raw) in deliveries {
+            sink.deliver(index, raw);
         }
     }
 
