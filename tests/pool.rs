@@ -878,3 +878,114 @@ fn sigterm_mid_task_then_terminate_with_dead_workers() {
     assert_reaped(&replacement);
     assert!(matches!(pool.apply(square, 1), Err(Error::PoolClosed)));
 }
+
+/// Lowers this process's descriptor limit to `extra` above the descriptors open now, so that
+/// starting processes (sockets, pidfds) fails with `EMFILE` soon: the one way to make a worker
+/// fail to start that also works as root.
+fn allow_only(extra: usize) {
+    let limit = (common::open_fds() + extra) as libc::rlim_t;
+    let rl = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: `rl` is a valid rlimit for the duration of the call.
+    let ret = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) };
+    assert_eq!(ret, 0, "setrlimit: {}", std::io::Error::last_os_error());
+}
+
+/// Live (not zombie) children of this process.
+fn live_children() -> Vec<u32> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{me}/task"))
+        .unwrap()
+        .flatten()
+    {
+        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+            out.extend(
+                list.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    out.retain(|&p| common::pid_state(p).is_some_and(|s| s != 'Z'));
+    out
+}
+
+/// Runs in a spawned child (its descriptor limit must not touch the test harness): a pool of
+/// eight spawn workers with room for about two. Returns whether `build` failed, and the
+/// children left running a moment later.
+fn pool_that_cannot_start(_: ()) -> (bool, Vec<u32>) {
+    allow_only(8);
+    let result = Pool::builder()
+        .processes(8)
+        .start_method(StartMethod::Spawn)
+        .build();
+    let failed = result.is_err();
+    drop(result);
+    let mut left = live_children();
+    for _ in 0..200 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        left = live_children();
+    }
+    (failed, left)
+}
+
+// CPython: TestPoolNotLeakOnFailure.test_release_unused_processes (PLIFE-15, bpo-19675)
+#[test]
+fn failing_to_start_a_worker_leaves_none_running() {
+    let mut child = common::with(StartMethod::Spawn)
+        .spawn(pool_that_cannot_start, ())
+        .unwrap();
+    let (failed, left) = child.join().unwrap();
+    assert!(failed, "a pool of 8 started with descriptors for about 2");
+    assert!(left.is_empty(), "workers left running: {left:?}");
+}
+
+/// Runs in a spawned child: a pool of two spawn workers, then no descriptor to spare, then a
+/// worker killed while tasks are queued. Its replacement cannot start; every task must still
+/// end (done, or failed with an error saying why) instead of waiting for ever.
+fn pool_whose_replacement_cannot_start(_: ()) -> (usize, usize, bool) {
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(StartMethod::Spawn)
+        .build()
+        .unwrap();
+    let pending: Vec<_> = (0..40)
+        .map(|_| pool.apply_async(nap_ms, 20).unwrap())
+        .collect();
+    allow_only(0);
+    let victim = pool.pids()[0];
+    // SAFETY: signalling our own pool worker.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    let (mut done, mut failed, mut says_broken) = (0, 0, false);
+    for mut result in pending {
+        match result.get_timeout(Duration::from_secs(60)) {
+            Ok(_) => done += 1,
+            Err(Error::Timeout) => panic!("a task waited for ever"),
+            Err(e) => {
+                failed += 1;
+                says_broken |= matches!(e, Error::PoolBroken { .. });
+            }
+        }
+    }
+    (done, failed, says_broken)
+}
+
+// CPython: cf/test_process_pool: test_failed_worker_replacement_breaks_pool (PLIFE-14)
+#[test]
+fn a_replacement_that_cannot_start_fails_the_queued_tasks() {
+    let mut child = common::with(StartMethod::Spawn)
+        .spawn(pool_whose_replacement_cannot_start, ())
+        .unwrap();
+    let (done, failed, says_broken) = child.join().unwrap();
+    assert_eq!(done + failed, 40);
+    assert!(failed > 0, "the killed worker's tasks fail");
+    assert!(
+        says_broken,
+        "queued tasks say the pool is broken ({done} done, {failed} failed)"
+    );
+}
