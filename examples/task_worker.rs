@@ -47,7 +47,16 @@ fn main() -> Result<(), Error> {
                 println!("run task {n} * {n}...");
                 let r = format!("{n} * {n} = {}", n * n);
                 std::thread::sleep(Duration::from_millis(sleep_ms));
-                result.put(&r)?;
+                match result.put(&r) {
+                    Ok(()) => {}
+                    // The master had what it wanted and shut its manager down before our put
+                    // was answered.
+                    Err(Error::Disconnected) => {
+                        println!("master has shut down.");
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             Err(Error::Empty) => {
                 println!("task queue is empty.");

@@ -265,6 +265,7 @@ impl ManagerServer {
             config: self.config,
             objects: Mutex::new(HashMap::new()),
             active: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             connections: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(0),
@@ -293,6 +294,7 @@ impl ManagerServer {
         let inner = self.into_inner();
         let result = inner.accept_loop();
         inner.stop();
+        inner.drain();
         result
     }
 
@@ -548,6 +550,7 @@ impl ServerHandle {
 
     fn stop(&mut self) {
         self.inner.stop();
+        self.inner.drain();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -574,6 +577,8 @@ struct Inner {
     config: Config,
     objects: Mutex<HashMap<String, Entry>>,
     active: AtomicUsize,
+    /// Requests being answered right now: `stop` lets them write their replies.
+    busy: AtomicUsize,
     stopping: AtomicBool,
     /// Open connections, to close them at shutdown.
     connections: Mutex<HashMap<u64, TcpStream>>,
@@ -594,6 +599,22 @@ impl Drop for Active {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.id);
         self.inner.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Counts a request from its arrival until its reply is written.
+struct Busy<'a>(&'a AtomicUsize);
+
+impl<'a> Busy<'a> {
+    fn new(counter: &'a AtomicUsize) -> Busy<'a> {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Busy(counter)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -707,8 +728,19 @@ impl Inner {
             .drain()
             .map(|(_, s)| s)
             .collect();
+        // Reading side only: a connection waiting for its next request ends at once, and one
+        // whose request is being answered still sends the reply (a worker's last `put` would
+        // otherwise fail when its master shuts the manager down the moment it has the result).
         for stream in open {
-            let _ = stream.shutdown(std::net::Shutdown::Both);
+            let _ = stream.shutdown(std::net::Shutdown::Read);
+        }
+    }
+
+    /// After `stop`: waits, a second at most, for the replies being written to go out.
+    fn drain(&self) {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.busy.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -744,6 +776,7 @@ impl Inner {
                     Err(e) => return Err(e),
                 };
             reader.quickack_inside_frames_only();
+            let busy = Busy::new(&self.busy);
             let (reply, outcome) = match parse_request(request) {
                 Ok((ident, method, args, kwargs)) => {
                     if proxy {
@@ -758,6 +791,7 @@ impl Inner {
                 Err(text) => (traceback(&text), Outcome::Close),
             };
             wire::send_value(stream, &reply)?;
+            drop(busy);
             match outcome {
                 Outcome::Continue => {}
                 Outcome::Close => return Ok(()),
