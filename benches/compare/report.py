@@ -96,10 +96,9 @@ def main():
     ax.set_xlabel("speed-up over CPython's multiprocessing (log scale; 1 = as fast)")
     for y, f in enumerate(factors[::-1]):
         ax.text(f, y, f" {f:.1f}×", va="center", fontsize=8)
-    ax.set_title(f"multiproc vs CPython multiprocessing — {stamp['date']}, {stamp['machine']}",
-                 fontsize=9)
-    fig.text(0.01, 0.01, f"{stamp['rustc']}; {stamp['python']}; commit {stamp['commit']}",
-             fontsize=7, color="#555")
+    ax.set_title("multiproc vs CPython's multiprocessing (higher is better)", fontsize=10)
+    fig.text(0.01, 0.01, f"{stamp['date']}; {stamp['machine']}; {stamp['rustc']}; "
+             f"{stamp['python']}; commit {stamp['commit']}", fontsize=7, color="#555")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(out / "plot.png", dpi=110)
     print(f"wrote {out / 'plot.png'}", file=sys.stderr)
