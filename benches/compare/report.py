@@ -62,8 +62,8 @@ def main():
     lines = [
         "# multiproc vs CPython multiprocessing",
         "",
-        "Measured " + ", ".join(f"{k} {v}" if k != "machine" else v for k, v in stamp.items())
-        + ", both halves in one run of `bash benches/compare/run.sh`.",
+        f"Measured {stamp['date']} on {stamp['machine']}, {stamp['rustc']}, {stamp['python']}, "
+        f"commit {stamp['commit']}, both halves in one run of `bash benches/compare/run.sh`.",
         "",
         "| workload | CPython | multiproc | multiproc is |",
         "|---|---:|---:|---:|",
