@@ -5,7 +5,7 @@
 //!    speed, where CPython needs processes to use more than one core at all).
 //! 2. Processes started by fork, spawn and forkserver, each reporting its PID and a result,
 //!    and the pool's workers being reused across many tasks.
-//! 3. A duplex pipe to a child.
+//! 3. A duplex pipe to a child, and a queue fed by two producer processes.
 //! 4. A manager serving a queue over TCP on loopback to a worker process, on CPython's own
 //!    wire protocol (a Python `BaseManager` client could connect in its place).
 //!
@@ -15,7 +15,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use multiproc::managers::{Manager, ManagerServer};
-use multiproc::{current_process, ByteBuf, Connection, Pipe, Pool, Process, StartMethod};
+use multiproc::{
+    current_process, ByteBuf, Connection, Pipe, Pool, Process, SimpleQueue, StartMethod,
+};
 
 /// CPU-bound work: count the primes below `limit`, by trial division.
 fn count_primes(limit: u64) -> u64 {
@@ -45,6 +47,13 @@ fn shout(conn: Connection) -> usize {
         answered += 1;
     }
     answered
+}
+
+/// Runs in a child: puts three numbered items on the queue.
+fn produce((q, id): (SimpleQueue<(u32, u32)>, u32)) {
+    for i in 1..=3 {
+        q.put(&(id, i)).expect("put on the queue");
+    }
 }
 
 /// Runs in a child: a manager client that squares numbers until it gets `None`.
@@ -135,7 +144,7 @@ fn main() -> Result<(), multiproc::Error> {
     pool.join()?;
 
     // 3. A duplex pipe.
-    println!("\n3. a pipe:");
+    println!("\n3. a pipe and a queue:");
     let (here, there) = Pipe::new()?;
     let mut child = Process::spawn(shout, there)?;
     for word in ["hello", "from", "the parent"] {
@@ -148,6 +157,16 @@ fn main() -> Result<(), multiproc::Error> {
         child.pid(),
         child.join()?
     );
+    let q = SimpleQueue::new()?;
+    let producers = [
+        Process::spawn(produce, (q.try_clone()?, 1))?,
+        Process::spawn(produce, (q.try_clone()?, 2))?,
+    ];
+    let items: Vec<(u32, u32)> = (0..6).map(|_| q.get()).collect::<Result<_, _>>()?;
+    for mut p in producers {
+        p.join()?;
+    }
+    println!("   a queue fed by two producer processes delivered {items:?}");
 
     // 4. A manager serving queues on loopback, and a worker process using them over TCP.
     println!("\n4. a manager on loopback:");

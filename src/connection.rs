@@ -46,7 +46,7 @@ const SHORT_FRAME_MAX: usize = 0x7fff_ffff;
 /// must be ready to take before it knows the length. A record must fit in the socket's send
 /// buffer whole (Linux's default is 208 KiB). Continuation records may be larger (see
 /// `Endpoint::record_max`); a receiver takes them at whatever size they come.
-const RECORD_MAX: usize = 64 * 1024;
+pub(crate) const RECORD_MAX: usize = 64 * 1024;
 
 /// The send buffer asked for on new pipes: larger records, fewer system calls per large
 /// message. The kernel caps it at `net.core.wmem_max`.
@@ -623,10 +623,27 @@ impl Connection {
 }
 
 impl RecvEnd {
+    /// Receives a payload and its descriptors, waiting until `deadline` at most (`None`: for
+    /// ever); [`Error::Timeout`] when it passes.
+    pub(crate) fn recv_raw_until(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<(Vec<u8>, Vec<OwnedFd>), Error> {
+        self.end.as_ref().ok_or(Error::Closed)?.recv_frame(deadline)
+    }
+
     receiving_methods!();
 }
 
 impl SendEnd {
+    /// Sends one message made of `parts`, with descriptors attached.
+    pub(crate) fn send_parts(&self, parts: &[&[u8]], fds: &[OwnedFd]) -> Result<(), Error> {
+        self.end
+            .as_ref()
+            .ok_or(Error::Closed)?
+            .send_with_fds(parts, fds)
+    }
+
     sending_methods!();
 }
 

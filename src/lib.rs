@@ -147,6 +147,7 @@ pub mod managers;
 pub mod pickle;
 mod pool;
 mod process;
+mod queue;
 mod sys;
 
 pub use connection::{Connection, Pipe, RecvEnd, SendEnd};
@@ -156,4 +157,5 @@ pub use process::{
     active_children, cpu_count, current_process, current_start_method, get_start_method,
     parent_pid, set_start_method, Builder, Process, ProcessInfo, StartMethod,
 };
+pub use queue::SimpleQueue;
 pub use serde_bytes::{ByteBuf, Bytes};

@@ -147,6 +147,8 @@ const TESTED: &[&str] = &[
     "task_worker",
     "image_master",
     "image_worker",
+    "queue",
+    "queue_urls",
 ];
 
 #[test]
@@ -172,6 +174,11 @@ fn hello() {
         "{out}"
     );
     assert!(out.contains("answered 3 messages"), "{out}");
+    let fed = lines_with(&out, "a queue fed by two producer processes delivered");
+    assert_eq!(fed.len(), 1, "{out}");
+    for item in ["(1, 1)", "(1, 2)", "(1, 3)", "(2, 1)", "(2, 2)", "(2, 3)"] {
+        assert!(fed[0].contains(item), "{out}");
+    }
     for n in 1..=5 {
         assert!(
             out.contains(&format!("result: {n} * {n} = {}\n", n * n)),
@@ -694,4 +701,62 @@ fn rust_task_master_with_python_task_worker() {
         assert!(worker.ends_with("worker exit.\n"), "{python}: {worker}");
         check_master(&master.finish(), "Put task ");
     }
+}
+
+#[test]
+fn queue() {
+    let out = run("queue", &["--sleep-ms", "10"]);
+    let got: Vec<&str> = lines_with(&out, "Get ");
+    assert_eq!(
+        got,
+        [
+            "Get A from queue.",
+            "Get B from queue.",
+            "Get C from queue."
+        ],
+        "{out}"
+    );
+    assert_eq!(lines_with(&out, "Put ").len(), 3, "{out}");
+    assert!(
+        out.ends_with("reader terminated (exit code Some(-15))\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn queue_urls() {
+    let out = run("queue_urls", &["--sleep-ms", "10"]);
+    let got = |prefix: &str| -> Vec<String> {
+        lines_with(&out, prefix)
+            .iter()
+            .map(|l| l.split_whitespace().nth(1).unwrap_or_default().to_string())
+            .collect()
+    };
+    let mut gets = got("Get ");
+    // Each writer's URLs arrive in its order; together, all six once.
+    let order = |urls: &[String], of: &[&str]| -> Vec<String> {
+        urls.iter()
+            .filter(|u| of.contains(&u.as_str()))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        order(&gets, &["url_1", "url_2", "url_3"]),
+        ["url_1", "url_2", "url_3"]
+    );
+    assert_eq!(
+        order(&gets, &["url_4", "url_5", "url_6"]),
+        ["url_4", "url_5", "url_6"]
+    );
+    gets.sort();
+    assert_eq!(
+        gets,
+        ["url_1", "url_2", "url_3", "url_4", "url_5", "url_6"],
+        "{out}"
+    );
+    assert_eq!(lines_with(&out, "is writing...").len(), 2, "{out}");
+    assert!(
+        out.ends_with("reader terminated (exit code Some(-15))\n"),
+        "{out}"
+    );
 }
