@@ -149,6 +149,7 @@ const TESTED: &[&str] = &[
     "image_worker",
     "queue",
     "queue_urls",
+    "rlock",
 ];
 
 #[test]
@@ -759,4 +760,26 @@ fn queue_urls() {
         out.ends_with("reader terminated (exit code Some(-15))\n"),
         "{out}"
     );
+}
+
+#[test]
+fn rlock() {
+    let out = run("rlock", &[]);
+    // Increments happen only under the lock: the numbers each thread sees never go down,
+    // every value 0..4 is seen locked once before the count stops, and the total is 4.
+    let locked: Vec<u32> = lines_with(&out, " locked, Number: ")
+        .iter()
+        .map(|l| number_after(l, "Number: "))
+        .collect();
+    let below_four: Vec<u32> = locked.iter().copied().filter(|&n| n < 4).collect();
+    assert_eq!(below_four, [0, 1, 2, 3], "{out}");
+    assert!(
+        !lines_with(&out, "Thread_1 released, Number: 4").is_empty(),
+        "{out}"
+    );
+    assert!(
+        !lines_with(&out, "Thread_2 released, Number: 4").is_empty(),
+        "{out}"
+    );
+    assert!(out.ends_with("final Number: 4\n"), "{out}");
 }
