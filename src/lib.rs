@@ -148,6 +148,7 @@ pub mod pickle;
 mod pool;
 mod process;
 mod queue;
+mod shared;
 mod sys;
 
 pub use connection::{Connection, Pipe, RecvEnd, SendEnd};
@@ -159,3 +160,4 @@ pub use process::{
 };
 pub use queue::SimpleQueue;
 pub use serde_bytes::{ByteBuf, Bytes};
+pub use shared::{Array, ArrayGuard, Element, Value, ValueGuard};

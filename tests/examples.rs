@@ -150,6 +150,7 @@ const TESTED: &[&str] = &[
     "queue",
     "queue_urls",
     "rlock",
+    "value_array",
 ];
 
 #[test]
@@ -782,4 +783,10 @@ fn rlock() {
         "{out}"
     );
     assert!(out.ends_with("final Number: 4\n"), "{out}");
+}
+
+#[test]
+fn value_array() {
+    let out = run("value_array", &[]);
+    assert_eq!(out, "3.1415927\n[0, -1, -2, -3, -4, -5, -6, -7, -8, -9]\n");
 }

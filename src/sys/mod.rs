@@ -12,7 +12,9 @@ use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
+mod shm;
 mod slots;
+pub(crate) use shm::{futex_wait, futex_wake, gettid, thread_alive, SharedMapping};
 pub(crate) use slots::SharedSlots;
 
 use nix::sys::socket::{

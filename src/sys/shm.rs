@@ -1,0 +1,190 @@
+//! Shared memory that travels between processes as a descriptor: a memfd mapped
+//! `MAP_SHARED` (DESIGN §5), and futex waits on words inside it.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+/// A shared mapping of a memfd, and the memfd (to send to other processes).
+pub(crate) struct SharedMapping {
+    fd: OwnedFd,
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is process-shared memory; this type only hands out a base pointer and
+// length, and its users access it through atomics or under their own locks.
+unsafe impl Send for SharedMapping {}
+// SAFETY: as above.
+unsafe impl Sync for SharedMapping {}
+
+impl SharedMapping {
+    /// A new zero-filled mapping of `len` bytes.
+    pub(crate) fn new(len: usize) -> io::Result<SharedMapping> {
+        // SAFETY: a plain syscall with a valid C string; it returns a descriptor nobody owns.
+        let raw = unsafe { libc::memfd_create(c"multiproc-shared".as_ptr(), libc::MFD_CLOEXEC) };
+        if raw == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` was just returned by the kernel and is owned by no one else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        nix::unistd::ftruncate(&fd, len as libc::off_t)?;
+        SharedMapping::map(fd, len)
+    }
+
+    /// Maps a memfd received from another process; its size is the mapping's length, which
+    /// must be at least `min_len`.
+    pub(crate) fn from_fd(fd: OwnedFd, min_len: usize) -> io::Result<SharedMapping> {
+        let len = nix::sys::stat::fstat(fd.as_fd())?.st_size as usize;
+        if len < min_len {
+            return Err(io::Error::other(format!(
+                "shared memory of {len} bytes, {min_len} expected"
+            )));
+        }
+        SharedMapping::map(fd, len)
+    }
+
+    fn map(fd: OwnedFd, len: usize) -> io::Result<SharedMapping> {
+        // SAFETY: a fresh mapping of `len` bytes of the memfd, not overlapping anything (no
+        // address hint); the memfd is at least `len` bytes long.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len.max(1),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap gave null"))?;
+        Ok(SharedMapping { fd, base, len })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Reads the `T` at `offset`. Callers hold the region's lock (`shared.rs`), so no other
+    /// process writes it meanwhile.
+    ///
+    /// # Panics
+    /// If it does not lie inside the mapping or is misaligned.
+    pub(crate) fn read<T: Copy>(&self, offset: usize) -> T {
+        self.check::<T>(offset);
+        // SAFETY: in bounds and aligned (checked); T is a plain numeric type (shared.rs only
+        // instantiates this with them), valid for any bit pattern a writer left.
+        unsafe { std::ptr::read_volatile(self.base.as_ptr().add(offset).cast::<T>()) }
+    }
+
+    /// Writes `value` at `offset`, under the region's lock as for [`read`](Self::read).
+    ///
+    /// # Panics
+    /// As `read`.
+    pub(crate) fn write<T: Copy>(&self, offset: usize, value: T) {
+        self.check::<T>(offset);
+        // SAFETY: in bounds and aligned (checked); the mapping is writable shared memory.
+        unsafe { std::ptr::write_volatile(self.base.as_ptr().add(offset).cast::<T>(), value) }
+    }
+
+    fn check<T>(&self, offset: usize) {
+        let size = std::mem::size_of::<T>();
+        assert!(
+            offset % std::mem::align_of::<T>() == 0 && offset + size <= self.len,
+            "shared access of {size} bytes at {offset} outside a {}-byte mapping",
+            self.len
+        );
+    }
+
+    /// The aligned `u32` at `offset` as an atomic.
+    ///
+    /// # Panics
+    /// If it does not lie inside the mapping or is not 4-byte aligned.
+    pub(crate) fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
+        assert!(
+            offset % 4 == 0 && offset + 4 <= self.len,
+            "bad atomic offset {offset}"
+        );
+        // SAFETY: in bounds and aligned (checked; the mapping is page-aligned); shared memory
+        // accessed only atomically at this offset; lives as long as `self`.
+        unsafe { &*self.base.as_ptr().add(offset).cast::<AtomicU32>() }
+    }
+}
+
+impl Drop for SharedMapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `map`; nothing borrows it any more.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), self.len.max(1));
+        }
+    }
+}
+
+/// Sleeps while `word` holds `expected`, at most `timeout`. Spurious wake-ups happen: callers
+/// check their condition again.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: FUTEX_WAIT (shared, not PRIVATE: the word is in memory other processes map) on
+    // a valid aligned u32; `ts_ptr` is null or points to a timespec alive during the call.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            ts_ptr,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Wakes up to `n` processes waiting on `word`.
+pub(crate) fn futex_wake(word: &AtomicU32, n: u32) {
+    // SAFETY: FUTEX_WAKE on a valid aligned u32; no other pointer is read.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            n,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// The calling thread's id (the owner recorded in a shared lock).
+pub(crate) fn gettid() -> u32 {
+    // SAFETY: gettid has no arguments and cannot fail.
+    unsafe { libc::gettid() as u32 }
+}
+
+/// Whether thread `tid` (of any process) still runs: `/proc/<tid>` exists and is not a
+/// zombie. (`kill(tid, 0)` would call a killed but unreaped owner alive.)
+pub(crate) fn thread_alive(tid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{tid}/stat")) {
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next()),
+            Some('Z' | 'X')
+        ),
+        Err(_) => false,
+    }
+}
