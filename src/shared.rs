@@ -18,8 +18,6 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -34,9 +32,6 @@ const COUNT: usize = 8;
 const TYPECODE: usize = 12;
 const ELEMENT_SIZE: usize = 13;
 const DATA: usize = 16;
-
-/// How long a waiter sleeps before it checks whether the owner is still alive.
-const OWNER_CHECK: Duration = Duration::from_millis(100);
 
 mod sealed {
     pub trait Sealed {}
@@ -116,35 +111,17 @@ impl<T: Element> Region<T> {
         DATA + i * std::mem::size_of::<T>()
     }
 
+    fn raw_lock(&self) -> sys::RobustLock<'_> {
+        sys::RobustLock::new(self.map.atomic_u32(LOCK), self.map.atomic_u32(WAITERS))
+    }
+
     /// Takes the lock; `true` if it was taken over from an owner that died holding it.
     fn lock(&self) -> bool {
-        let me = sys::gettid();
-        let word = self.map.atomic_u32(LOCK);
-        let waiters = self.map.atomic_u32(WAITERS);
-        loop {
-            let owner = match word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
-                Ok(_) => return false,
-                Err(owner) => owner,
-            };
-            waiters.fetch_add(1, Ordering::SeqCst);
-            sys::futex_wait(word, owner, Some(OWNER_CHECK));
-            waiters.fetch_sub(1, Ordering::SeqCst);
-            if word.load(Ordering::Acquire) == owner
-                && !sys::thread_alive(owner)
-                && word
-                    .compare_exchange(owner, me, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
-                return true;
-            }
-        }
+        self.raw_lock().lock_until(None) == Some(sys::Acquired::OwnerDied)
     }
 
     fn unlock(&self) {
-        self.map.atomic_u32(LOCK).store(0, Ordering::SeqCst);
-        if self.map.atomic_u32(WAITERS).load(Ordering::SeqCst) > 0 {
-            sys::futex_wake(self.map.atomic_u32(LOCK), 1);
-        }
+        self.raw_lock().unlock();
     }
 
     fn get(&self, i: usize) -> T {

@@ -12,8 +12,11 @@ use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
+mod lock;
 mod shm;
 mod slots;
+pub(crate) use lock::{Acquired, RobustLock};
+#[allow(unused_imports)] // the sync primitives and `Queue` use these next
 pub(crate) use shm::{futex_wait, futex_wake, gettid, thread_alive, SharedMapping};
 pub(crate) use slots::SharedSlots;
 
