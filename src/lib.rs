@@ -149,6 +149,7 @@ mod pool;
 mod process;
 mod queue;
 mod shared;
+mod sync;
 mod sys;
 
 pub use connection::{Connection, Pipe, RecvEnd, SendEnd};
@@ -160,4 +161,8 @@ pub use process::{
 };
 pub use queue::SimpleQueue;
 pub use serde_bytes::{ByteBuf, Bytes};
-pub use shared::{Array, ArrayGuard, Element, Value, ValueGuard};
+pub use shared::{Array, ArrayGuard, Element, RawArray, RawValue, Value, ValueGuard};
+pub use sync::{
+    Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, RLock,
+    RLockGuard, Semaphore, SemaphoreGuard,
+};

@@ -16,7 +16,7 @@ mod lock;
 mod shm;
 mod slots;
 pub(crate) use lock::{Acquired, RobustLock};
-#[allow(unused_imports)] // the sync primitives and `Queue` use these next
+#[allow(unused_imports)] // `Queue` uses `thread_alive` next
 pub(crate) use shm::{futex_wait, futex_wake, gettid, thread_alive, SharedMapping};
 pub(crate) use slots::SharedSlots;
 
