@@ -618,6 +618,13 @@ impl<T: Element> ArrayGuard<'_, T> {
 /// Process::spawn(publish, v.try_clone().unwrap()).unwrap().join().unwrap();
 /// assert_eq!(v.get(), 2.0 / 3.0);
 /// ```
+///
+/// It has no lock to take (CPython's `lock=False` object has no `get_lock`):
+///
+/// ```compile_fail
+/// let v = multiproc::RawValue::new(1i32).unwrap();
+/// let _guard = v.lock();
+/// ```
 #[derive(Serialize, Deserialize)]
 #[serde(bound(deserialize = "T: Element"))]
 pub struct RawValue<T>(Region<T>);
