@@ -153,7 +153,7 @@ impl Lock {
 
     /// Releases the lock for a condition wait, keeping the guard.
     pub(crate) fn suspend(&self) {
-        self.raw().unlock();
+        self.raw().unlock_mine();
     }
 
     /// Takes the lock back after [`suspend`](Self::suspend); `true` if the owner died.
@@ -222,7 +222,7 @@ impl<'a> LockGuard<'a> {
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
         // Does nothing if someone already released it for this thread with `Lock::release`.
-        self.lock.raw().unlock();
+        self.lock.raw().unlock_mine();
     }
 }
 

@@ -109,9 +109,15 @@ impl<'a> RobustLock<'a> {
             .map(|_| Acquired::OwnerDied)
     }
 
+    /// Releases the lock; the caller holds it.
+    pub(crate) fn unlock(&self) {
+        self.word.store(0, Ordering::SeqCst);
+        self.wake_one();
+    }
+
     /// Releases the lock if the calling thread holds it; `false` (and nothing changes) if it
-    /// does not, e.g. because someone released it for this thread.
-    pub(crate) fn unlock(&self) -> bool {
+    /// does not, e.g. because someone released it for this thread (`Lock::release`).
+    pub(crate) fn unlock_mine(&self) -> bool {
         let released = self
             .word
             .compare_exchange(gettid(), 0, Ordering::SeqCst, Ordering::Relaxed)
