@@ -73,7 +73,7 @@ pub(crate) fn encode_small_in<T: Serialize>(
     Ok(bytes)
 }
 
-fn encode_into<W: std::io::Write, T: Serialize>(
+pub(crate) fn encode_into<W: std::io::Write, T: Serialize>(
     writer: &mut W,
     value: &T,
     fds: &mut Vec<OwnedFd>,

@@ -96,6 +96,57 @@ impl SharedMapping {
         unsafe { std::ptr::write_volatile(self.base.as_ptr().add(offset).cast::<T>(), value) }
     }
 
+    /// Copies `bytes` into the mapping at `offset`. Callers hold the lock that guards that
+    /// part of the mapping, so no other process reads or writes it meanwhile.
+    ///
+    /// # Panics
+    /// If the range does not lie inside the mapping.
+    pub(crate) fn write_bytes(&self, offset: usize, bytes: &[u8]) {
+        assert!(
+            offset
+                .checked_add(bytes.len())
+                .is_some_and(|end| end <= self.len),
+            "shared write of {} bytes at {offset} outside a {}-byte mapping",
+            bytes.len(),
+            self.len
+        );
+        // SAFETY: the range is inside the mapping (checked); `bytes` is ordinary memory of
+        // this process, so the two do not overlap; the caller's lock excludes other accesses.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.base.as_ptr().add(offset),
+                bytes.len(),
+            )
+        }
+    }
+
+    /// Appends the `len` bytes at `offset` to `out`, under the caller's lock as for
+    /// [`write_bytes`](Self::write_bytes).
+    ///
+    /// # Panics
+    /// If the range does not lie inside the mapping.
+    pub(crate) fn read_bytes_into(&self, offset: usize, len: usize, out: &mut Vec<u8>) {
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= self.len),
+            "shared read of {len} bytes at {offset} outside a {}-byte mapping",
+            self.len
+        );
+        out.reserve(len);
+        let start = out.len();
+        // SAFETY: the source range is inside the mapping (checked) and the destination is the
+        // spare capacity of `out`, reserved above; they do not overlap. The bytes are
+        // initialised (the mapping is zero-filled memory), so setting the length is sound.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.base.as_ptr().add(offset),
+                out.as_mut_ptr().add(start),
+                len,
+            );
+            out.set_len(start + len);
+        }
+    }
+
     fn check<T>(&self, offset: usize) {
         let size = std::mem::size_of::<T>();
         assert!(
