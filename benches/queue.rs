@@ -7,7 +7,10 @@
 //! warm-up):
 //! - 16-byte items (`bytes` of 16, pickled), 1 000 000 of them: items per second.
 //!   - raw baseline: a pipe carrying the same 16 bytes, one `write` and one `read` per item.
-//! - 1 MiB items, 200 of them: bytes per second.
+//! - 1 MiB items, 200 of them: bytes per second, through an unbounded queue (the producer
+//!   runs ahead, its feeder thread holding what the ring cannot) and through
+//!   `Queue::bounded(2)` (the producer waits for room, as the raw writer waits for buffer
+//!   space).
 //!   - raw baseline: an `AF_UNIX` stream socket pair with default buffers, one `write` of the
 //!     whole item per item, the reader reading each item whole.
 //!
@@ -73,8 +76,14 @@ fn consume_simple((q, done, n, runs): (SimpleQueue<ByteBuf>, Connection, usize, 
     }
 }
 
-fn queue_rate(item_len: usize, n: usize) -> f64 {
-    let q = Queue::new().expect("queue");
+/// `maxsize` 0: unbounded.
+fn queue_rate(item_len: usize, n: usize, maxsize: usize) -> f64 {
+    let q = if maxsize == 0 {
+        Queue::new()
+    } else {
+        Queue::bounded(maxsize)
+    }
+    .expect("queue");
     let (done, theirs) = Pipe::new().expect("pipe");
     let mut child = Process::spawn(consume_queue, (q.try_clone().unwrap(), theirs, n, RUNS + 1))
         .expect("spawn consumer");
@@ -286,13 +295,14 @@ fn main() {
     let started = Instant::now();
     let (mut small_ours, mut small_simple, mut small_raw) = (f64::NAN, f64::NAN, f64::NAN);
     if wants("small") {
-        small_ours = queue_rate(SMALL, SMALL_ITEMS);
+        small_ours = queue_rate(SMALL, SMALL_ITEMS, 0);
         small_simple = simple_queue_rate(SMALL, SMALL_ITEMS / 4);
         small_raw = raw_rate("pipe", SMALL, SMALL_ITEMS);
     }
-    let (mut big_ours, mut big_raw) = (f64::NAN, f64::NAN);
+    let (mut big_ours, mut big_bounded, mut big_raw) = (f64::NAN, f64::NAN, f64::NAN);
     if wants("big") {
-        big_ours = queue_rate(MIB, BIG_ITEMS);
+        big_ours = queue_rate(MIB, BIG_ITEMS, 0);
+        big_bounded = queue_rate(MIB, BIG_ITEMS, 2);
         big_raw = raw_rate("socket", MIB, BIG_ITEMS);
     }
     let py = if only.is_none() { python() } else { None };
@@ -335,6 +345,14 @@ fn main() {
         100.0 * big_ours / big_raw,
         cell(py_big, &bytes),
         cell(py_big, &|p| format!("{:.1}×", big_ours / p)),
+    );
+    println!(
+        "| Queue::bounded(2), 1 MiB items | {} | {} | {:.0}% | {} | {} | ≥ 90% of raw |",
+        bytes(big_bounded),
+        bytes(big_raw),
+        100.0 * big_bounded / big_raw,
+        cell(py_big, &bytes),
+        cell(py_big, &|p| format!("{:.1}×", big_bounded / p)),
     );
     if let Some((version, ..)) = py {
         println!();

@@ -3,19 +3,22 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::ring::{Encoded, Put, Ring};
+use super::ring::{Encoded, Put, Ring, Src, Taken};
 use crate::Error;
 
 /// This process's side of a queue: the shared ring, and the items waiting for room in it.
 struct Handle {
     ring: Arc<Ring>,
     local: Arc<Local>,
+    /// The pickle length of the last item put through this handle.
+    last_len: AtomicUsize,
 }
 
 /// Items an unbounded queue accepted while the ring was full, and the feeder thread that
@@ -49,6 +52,7 @@ impl Handle {
         Handle {
             ring: Arc::new(ring),
             local: Arc::default(),
+            last_len: AtomicUsize::new(0),
         }
     }
 
@@ -107,7 +111,7 @@ fn feed(ring: &Ring, local: &Local) {
         };
         state.in_flight = true;
         drop(state);
-        if let Err(e) = ring.put_until(&item, None) {
+        if let Err(e) = ring.put_until(&mut Src::Encoded(&item), None) {
             // Only an OS failure of the socket gets here (the item was pickled in `put`).
             eprintln!("multiproc: a queue's feeder thread dropped an item: {e}");
         }
@@ -205,6 +209,9 @@ impl<T> fmt::Debug for Queue<T> {
             .finish()
     }
 }
+
+/// Pickles at least this long are written straight into the ring (after measuring them).
+const DIRECT_MIN: usize = 64 * 1024;
 
 /// Buffers kept for the next item are dropped above this size.
 const KEEP_BUFFER_MAX: usize = 4 << 20;
@@ -321,10 +328,35 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     fn put_until(&self, item: &T, deadline: Option<Instant>) -> Result<(), Error> {
         let handle = self.check_open()?;
-        let encoded = Encoded::new(item, PUT_BUF.take())?;
         let ring = &handle.ring;
+        // After a large item, expect another: measure it first and pickle it straight into the
+        // ring, saving a copy (and the allocation) of the whole pickle.
+        if handle.last_len.load(Ordering::Relaxed) >= DIRECT_MIN {
+            let (len, handles) = crate::codec::measure(item)?;
+            handle.last_len.store(len, Ordering::Relaxed);
+            if !handles && len >= DIRECT_MIN && Src::direct_fits(len) {
+                let mut write = |bytes: &mut [u8]| crate::codec::encode_exact(item, bytes);
+                let mut src = Src::Direct(len, &mut write);
+                if ring.maxsize() != 0 {
+                    return match ring.put_until(&mut src, deadline)? {
+                        true => Ok(()),
+                        false => Err(Error::Full),
+                    };
+                }
+                let state = handle.local.state();
+                if state.pending.is_empty() && !state.in_flight {
+                    if let Put::Done = ring.try_put(&mut src, None)? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        let encoded = Encoded::new(item, PUT_BUF.take())?;
+        if let Encoded::Ring(bytes) = &encoded {
+            handle.last_len.store(bytes.len(), Ordering::Relaxed);
+        }
         if ring.maxsize() != 0 {
-            let put = ring.put_until(&encoded, deadline);
+            let put = ring.put_until(&mut Src::Encoded(&encoded), deadline);
             recycle(encoded);
             return match put? {
                 true => Ok(()),
@@ -333,7 +365,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
         let mut state = handle.local.state();
         if state.pending.is_empty() && !state.in_flight {
-            match ring.try_put(&encoded, None) {
+            match ring.try_put(&mut Src::Encoded(&encoded), None) {
                 Ok(Put::Done) => {
                     recycle(encoded);
                     return Ok(());
@@ -384,8 +416,15 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 Err(_) => &mut own,
             };
             buf.clear();
-            let taken = ring.take_until(buf, deadline)?.ok_or(Error::Empty)?;
-            let item = taken.decode(buf);
+            let mut decoded = None;
+            let mut in_place = |bytes: &[u8]| decoded = Some(crate::codec::decode(bytes));
+            let taken = ring
+                .take_until(buf, deadline, &mut in_place)?
+                .ok_or(Error::Empty)?;
+            let item = match (taken, decoded) {
+                (Taken::InPlace, Some(item)) => item,
+                (taken, _) => taken.decode(buf),
+            };
             if buf.capacity() > KEEP_BUFFER_MAX {
                 *buf = Vec::new();
             }

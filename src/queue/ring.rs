@@ -73,6 +73,9 @@ const RECORD_INLINE: u8 = 0;
 const RECORD_MEMFD: u8 = 1;
 const RECORD_INLINE_MAX: usize = RECORD_MAX - 1;
 
+/// Pickles at least this large are unpickled straight from the ring, under its lock.
+const IN_PLACE_MIN: usize = 64 * 1024;
+
 /// How long a waiting consumer spins on the item count before it sleeps.
 const SPINS: u32 = 2000;
 
@@ -116,10 +119,28 @@ impl Encoded {
     }
 }
 
+/// What a put writes.
+pub(crate) enum Src<'a> {
+    /// An item pickled beforehand.
+    Encoded(&'a Encoded),
+    /// A pickle of the given length that the function writes straight into the ring (it must
+    /// fill the slice it is given, and carry no handles).
+    Direct(usize, &'a mut dyn FnMut(&mut [u8]) -> Result<(), Error>),
+}
+
+impl Src<'_> {
+    /// Whether the item can live in the ring (the largest pickle that fits).
+    pub(crate) fn direct_fits(len: usize) -> bool {
+        len <= RING_ITEM_MAX
+    }
+}
+
 /// What a consumer took from the ring.
 pub(crate) enum Taken {
     /// The pickle is in the caller's buffer.
     Data,
+    /// A large pickle was handed to the caller's `in_place` function under the lock.
+    InPlace,
     /// A socket record's payload (tag first) and descriptors.
     Record(Vec<u8>, Vec<OwnedFd>),
 }
@@ -129,6 +150,9 @@ impl Taken {
     pub(crate) fn decode<T: serde::de::DeserializeOwned>(self, buf: &[u8]) -> Result<T, Error> {
         match self {
             Taken::Data => codec::decode(buf),
+            Taken::InPlace => Err(Error::InvalidArgument(
+                "an item decoded in place has no bytes left to decode".into(),
+            )),
             Taken::Record(record, mut fds) => {
                 let malformed = || Error::InvalidArgument("malformed queue record".into());
                 match record.first() {
@@ -265,7 +289,7 @@ impl Ring {
     /// deadline passed with the queue still full.
     pub(crate) fn put_until(
         &self,
-        item: &Encoded,
+        item: &mut Src<'_>,
         deadline: Option<Instant>,
     ) -> Result<bool, Error> {
         loop {
@@ -289,7 +313,11 @@ impl Ring {
     }
 
     /// One attempt to put `item`: it goes in if there is room now.
-    pub(crate) fn try_put(&self, item: &Encoded, deadline: Option<Instant>) -> Result<Put, Error> {
+    pub(crate) fn try_put(
+        &self,
+        item: &mut Src<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<Put, Error> {
         let Some(_locked) = self.locked(deadline) else {
             return Ok(Put::LockTimeout);
         };
@@ -297,18 +325,24 @@ impl Ring {
             return Ok(Put::NoRoom);
         }
         let len = match item {
-            Encoded::Ring(bytes) => bytes.len(),
-            Encoded::Record(..) => 0,
+            Src::Encoded(Encoded::Ring(bytes)) => bytes.len(),
+            Src::Encoded(Encoded::Record(..)) => 0,
+            Src::Direct(len, _) => *len,
         };
         let Some((pos, wrap_at)) = self.room_for(len) else {
             return Ok(Put::NoRoom);
         };
         match item {
-            Encoded::Ring(bytes) => {
+            Src::Encoded(Encoded::Ring(bytes)) => {
                 self.map.write_bytes(DATA + pos + ENTRY_HEADER, bytes);
                 self.write_entry_header(pos, len as u32, KIND_DATA);
             }
-            Encoded::Record(record, fds) => {
+            Src::Direct(len, write) => {
+                self.map
+                    .with_bytes_mut(DATA + pos + ENTRY_HEADER, *len, |bytes| write(bytes))?;
+                self.write_entry_header(pos, *len as u32, KIND_DATA);
+            }
+            Src::Encoded(Encoded::Record(record, fds)) => {
                 let writer = self.writer.as_fd().ok_or(Error::Closed)?;
                 let raw: Vec<RawFd> = fds.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
                 if !sys::try_send_record(writer, &[record], &raw).map_err(Error::os("sendmsg"))? {
@@ -355,12 +389,13 @@ impl Ring {
         }
     }
 
-    /// Takes the item at the front, waiting until `deadline` (`None`: for ever). A ring item's
-    /// pickle is appended to `buf`. `Ok(None)` if the deadline passed with the queue empty.
+    /// Takes the item at the front, waiting until `deadline` (`None`: for ever). A small ring
+    /// item's pickle is appended to `buf`; a large one is passed to `in_place` under the lock. `Ok(None)` if the deadline passed with the queue empty.
     pub(crate) fn take_until(
         &self,
         buf: &mut Vec<u8>,
         deadline: Option<Instant>,
+        in_place: &mut dyn FnMut(&[u8]),
     ) -> Result<Option<Taken>, Error> {
         loop {
             let seq = self.word(PUT_SEQ).load(Ordering::SeqCst);
@@ -368,7 +403,7 @@ impl Ring {
                 let Some(locked) = self.locked(deadline) else {
                     return Ok(None);
                 };
-                let Some(taken) = self.take_locked(buf)? else {
+                let Some(taken) = self.take_locked(buf, in_place)? else {
                     // The count said an item was there and the ring disagrees: trust the ring.
                     self.repair();
                     continue;
@@ -407,7 +442,11 @@ impl Ring {
 
     /// Under the lock: takes the front entry. `None` if the ring is empty (or held only entries
     /// whose records a dead consumer took).
-    fn take_locked(&self, buf: &mut Vec<u8>) -> Result<Option<Taken>, Error> {
+    fn take_locked(
+        &self,
+        buf: &mut Vec<u8>,
+        in_place: &mut dyn FnMut(&[u8]),
+    ) -> Result<Option<Taken>, Error> {
         let tail: u64 = self.map.read(TAIL);
         let mut head: u64 = self.map.read(HEAD);
         let corrupt = || Error::InvalidArgument("the queue's shared memory is corrupt".into());
@@ -425,8 +464,14 @@ impl Ring {
                     if next > tail || pos + entry_size(len) > self.capacity as usize {
                         return Err(corrupt());
                     }
-                    self.map
-                        .read_bytes_into(DATA + pos + ENTRY_HEADER, len, buf);
+                    let at = DATA + pos + ENTRY_HEADER;
+                    if len >= IN_PLACE_MIN {
+                        // Saves copying a large pickle out; the lock is held a little longer.
+                        self.map.with_bytes(at, len, |bytes| in_place(bytes));
+                        self.commit_take(next);
+                        return Ok(Some(Taken::InPlace));
+                    }
+                    self.map.read_bytes_into(at, len, buf);
                     self.commit_take(next);
                     return Ok(Some(Taken::Data));
                 }

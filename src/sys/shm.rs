@@ -4,7 +4,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// A shared mapping of a memfd, and the memfd (to send to other processes).
@@ -147,6 +147,48 @@ impl SharedMapping {
         }
     }
 
+    /// Runs `f` over the `len` bytes at `offset`, under the caller's lock as for
+    /// [`write_bytes`](Self::write_bytes): no process writes them while `f` runs.
+    ///
+    /// # Panics
+    /// If the range does not lie inside the mapping.
+    pub(crate) fn with_bytes<R>(&self, offset: usize, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= self.len),
+            "shared read of {len} bytes at {offset} outside a {}-byte mapping",
+            self.len
+        );
+        // SAFETY: the range is inside the mapping (checked), which stays mapped while `self`
+        // is borrowed; the bytes are initialised (zero-filled memory, or written by a
+        // producer), and the caller's lock keeps every writer out while the slice lives.
+        let bytes = unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(offset), len) };
+        f(bytes)
+    }
+
+    /// Runs `f` over the `len` bytes at `offset`, writable, under the caller's lock as for
+    /// [`write_bytes`](Self::write_bytes): no other process reads or writes them while `f`
+    /// runs.
+    ///
+    /// # Panics
+    /// If the range does not lie inside the mapping.
+    pub(crate) fn with_bytes_mut<R>(
+        &self,
+        offset: usize,
+        len: usize,
+        f: impl FnOnce(&mut [u8]) -> R,
+    ) -> R {
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= self.len),
+            "shared write of {len} bytes at {offset} outside a {}-byte mapping",
+            self.len
+        );
+        // SAFETY: the range is inside the mapping (checked), which stays mapped while `self`
+        // is borrowed; the memory is initialised; the caller's lock excludes every other
+        // access in any process, and no other slice of this range exists in this one.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(offset), len) };
+        f(bytes)
+    }
+
     fn check<T>(&self, offset: usize) {
         let size = std::mem::size_of::<T>();
         assert!(
@@ -221,10 +263,42 @@ pub(crate) fn futex_wake(word: &AtomicU32, n: u32) {
     }
 }
 
-/// The calling thread's id (the owner recorded in a shared lock).
+/// Bumped in the child of every `fork` (a `pthread_atfork` handler), so that a thread id cached
+/// before a fork is not trusted after it.
+static FORK_GENERATION: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+thread_local! {
+    /// This thread's id and the fork generation it was read in.
+    static TID: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// The calling thread's id (the owner recorded in a shared lock). Cached per thread: the
+/// system call costs more than an uncontended lock. The cache is dropped in a forked child,
+/// whose only thread has a new id.
 pub(crate) fn gettid() -> u32 {
-    // SAFETY: gettid has no arguments and cannot fail.
-    unsafe { libc::gettid() as u32 }
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    REGISTER.call_once(|| {
+        // SAFETY: registers a child handler that only does an atomic add, which is
+        // async-signal-safe as a fork child handler must be; no prepare or parent handler.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        }
+    });
+    let generation = FORK_GENERATION.load(Ordering::Relaxed);
+    TID.with(|cached| {
+        let (tid, seen) = cached.get();
+        if tid != 0 && seen == generation {
+            return tid;
+        }
+        // SAFETY: gettid has no arguments and cannot fail.
+        let tid = unsafe { libc::gettid() as u32 };
+        cached.set((tid, generation));
+        tid
+    })
 }
 
 /// Whether thread `tid` (of any process) still runs: `/proc/<tid>` exists and is not a
