@@ -122,6 +122,11 @@ pub enum Error {
     #[error("the queue is full")]
     Full,
 
+    /// `JoinableQueue::task_done` was called more times than items were put (CPython's
+    /// `ValueError`); the count of unfinished tasks stays at 0.
+    #[error("task_done() called more times than items were put")]
+    TaskDoneTooOften,
+
     /// A manager handshake failed: a wrong authkey on either side, or a peer that does not
     /// speak the handshake.
     #[error("authentication failed: {reason}")]

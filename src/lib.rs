@@ -159,7 +159,7 @@ pub use process::{
     active_children, cpu_count, current_process, current_start_method, get_start_method,
     parent_pid, set_start_method, Builder, Process, ProcessInfo, StartMethod,
 };
-pub use queue::SimpleQueue;
+pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use serde_bytes::{ByteBuf, Bytes};
 pub use shared::{Array, ArrayGuard, Element, RawArray, RawValue, Value, ValueGuard};
 pub use sync::{

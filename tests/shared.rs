@@ -72,6 +72,9 @@ each_method! {
     /// the next `lock` takes it over and says so.
     fn owner_death_is_reported_not_a_hang(method: StartMethod) {
         let v = Value::new(0i32).unwrap();
+        // Locks once here first: a fork child must not take this thread's (cached) id as its
+        // own, or the takeover below would see itself as the owner.
+        v.set(0);
         let (told, held) = multiproc::Pipe::one_way().unwrap();
         let mut holder = with(method).spawn(hold_and_hang, (v.try_clone().unwrap(), held)).unwrap();
         told.recv::<()>().unwrap();

@@ -73,7 +73,7 @@ pub(crate) fn encode_small_in<T: Serialize>(
     Ok(bytes)
 }
 
-fn encode_into<W: std::io::Write, T: Serialize>(
+pub(crate) fn encode_into<W: std::io::Write, T: Serialize>(
     writer: &mut W,
     value: &T,
     fds: &mut Vec<OwnedFd>,
@@ -148,6 +148,43 @@ pub(crate) fn scan_handles<T: Serialize>(value: &T) -> Result<Vec<RawFd>, Error>
         Some(Outgoing::Scan(fds)) => fds,
         _ => Vec::new(),
     })
+}
+
+/// The length of `value`'s pickle and whether it holds handles, without keeping the bytes.
+pub(crate) fn measure<T: Serialize>(value: &T) -> Result<(usize, bool), Error> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            self.0 += data.len();
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let previous = OUTGOING.with(|t| t.replace(Some(Outgoing::Scan(Vec::new()))));
+    let mut count = Count(0);
+    let result = serde_pickle::to_writer(&mut count, value, serde_pickle::SerOptions::new());
+    let scanned = OUTGOING.with(|t| t.replace(previous));
+    result.map_err(|e| serialize_error::<T>(e))?;
+    let handles = matches!(scanned, Some(Outgoing::Scan(fds)) if !fds.is_empty());
+    Ok((count.0, handles))
+}
+
+/// Pickles a handle-free `value` into `out`, which must be exactly as long as its pickle (see
+/// [`measure`]).
+pub(crate) fn encode_exact<T: Serialize>(value: &T, out: &mut [u8]) -> Result<(), Error> {
+    let expected = out.len();
+    let mut rest = out;
+    let mut fds = Vec::new();
+    encode_into(&mut rest, value, &mut fds)?;
+    if !rest.is_empty() || !fds.is_empty() {
+        return Err(Error::Serialize {
+            type_name: std::any::type_name::<T>(),
+            reason: format!("its pickle changed between two serializations ({expected} bytes)"),
+        });
+    }
+    Ok(())
 }
 
 fn serialize_error<T>(e: serde_pickle::Error) -> Error {

@@ -16,8 +16,7 @@ mod lock;
 mod shm;
 mod slots;
 pub(crate) use lock::{Acquired, RobustLock};
-#[allow(unused_imports)] // `Queue` uses `thread_alive` next
-pub(crate) use shm::{futex_wait, futex_wake, gettid, thread_alive, SharedMapping};
+pub(crate) use shm::{futex_wait, futex_wake, gettid, SharedMapping};
 pub(crate) use slots::SharedSlots;
 
 use nix::sys::socket::{
@@ -598,6 +597,38 @@ pub(crate) fn send_all(fd: BorrowedFd<'_>, parts: &[&[u8]], fds: &[RawFd]) -> io
     Ok(())
 }
 
+/// Sends `parts` as one record on a `SOCK_SEQPACKET` socket with `fds` attached, without
+/// waiting: `Ok(false)` if the socket's buffer has no room now. A record goes whole or not at
+/// all. Never raises `SIGPIPE`.
+pub(crate) fn try_send_record(
+    fd: BorrowedFd<'_>,
+    parts: &[&[u8]],
+    fds: &[RawFd],
+) -> io::Result<bool> {
+    assert!(parts.len() <= MAX_PARTS, "too many parts for one record");
+    let mut slices = [IoSlice::new(&[]); MAX_PARTS];
+    for (slice, part) in slices.iter_mut().zip(parts) {
+        *slice = IoSlice::new(part);
+    }
+    let slices = &slices[..parts.len()];
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+    loop {
+        match sendmsg::<()>(
+            fd.as_raw_fd(),
+            slices,
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+            None,
+        ) {
+            Ok(_) => return Ok(true),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::EAGAIN) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// The most parts one [`send_all`] call may write.
 pub(crate) const MAX_PARTS: usize = 6;
 
@@ -776,6 +807,20 @@ pub(crate) fn read_exact_into_vec(
 /// Waits until `fd` is readable (data, end of stream, or a process exit for a pidfd) or the
 /// deadline passes. `None` waits for ever. Retries on `EINTR` with the time that is left.
 pub(crate) fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Result<bool> {
+    wait_events(fd, libc::POLLIN, deadline)
+}
+
+/// Waits until `fd` can be written without blocking (or is broken: the write then reports
+/// why), or the deadline passes; as [`wait_readable`].
+pub(crate) fn wait_writable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Result<bool> {
+    wait_events(fd, libc::POLLOUT, deadline)
+}
+
+fn wait_events(
+    fd: BorrowedFd<'_>,
+    events: libc::c_short,
+    deadline: Option<Instant>,
+) -> io::Result<bool> {
     loop {
         let timeout_ms: libc::c_int = match deadline {
             None => -1,
@@ -788,7 +833,7 @@ pub(crate) fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io
         };
         let mut pfd = libc::pollfd {
             fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
+            events,
             revents: 0,
         };
         // SAFETY: one valid pollfd, count 1.

@@ -1,12 +1,10 @@
 //! Shared memory that travels between processes as a descriptor: a memfd mapped
 //! `MAP_SHARED` (DESIGN §5), and futex waits on words inside it.
 
-use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::Once;
 use std::time::Duration;
 
 /// A shared mapping of a memfd, and the memfd (to send to other processes).
@@ -96,6 +94,99 @@ impl SharedMapping {
         self.check::<T>(offset);
         // SAFETY: in bounds and aligned (checked); the mapping is writable shared memory.
         unsafe { std::ptr::write_volatile(self.base.as_ptr().add(offset).cast::<T>(), value) }
+    }
+
+    /// Copies `bytes` into the mapping at `offset`. Callers hold the lock that guards that
+    /// part of the mapping, so no other process reads or writes it meanwhile.
+    ///
+    /// # Panics
+    /// If the range does not lie inside the mapping.
+    pub(crate) fn write_bytes(&self, offset: usize, bytes: &[u8]) {
+        assert!(
+            offset
+                .checked_add(bytes.len())
+                .is_some_and(|end| end <= self.len),
+            "shared write of {} bytes at {offset} outside a {}-byte mapping",
+            bytes.len(),
+            self.len
+        );
+        // SAFETY: the range is inside the mapping (checked); `bytes` is ordinary memory of
+        // this process, so the two do not overlap; the caller's lock excludes other accesses.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.base.as_ptr().add(offset),
+                bytes.len(),
+            )
+        }
+    }
+
+    /// Appends the `len` bytes at `offset` to `out`, under the caller's lock as for
+    /// [`write_bytes`](Self::write_bytes).
+    ///
+    /// # Panics
+    /// If the range does not lie inside the mapping.
+    pub(crate) fn read_bytes_into(&self, offset: usize, len: usize, out: &mut Vec<u8>) {
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= self.len),
+            "shared read of {len} bytes at {offset} outside a {}-byte mapping",
+            self.len
+        );
+        out.reserve(len);
+        let start = out.len();
+        // SAFETY: the source range is inside the mapping (checked) and the destination is the
+        // spare capacity of `out`, reserved above; they do not overlap. The bytes are
+        // initialised (the mapping is zero-filled memory), so setting the length is sound.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.base.as_ptr().add(offset),
+                out.as_mut_ptr().add(start),
+                len,
+            );
+            out.set_len(start + len);
+        }
+    }
+
+    /// Runs `f` over the `len` bytes at `offset`, under the caller's lock as for
+    /// [`write_bytes`](Self::write_bytes): no process writes them while `f` runs.
+    ///
+    /// # Panics
+    /// If the range does not lie inside the mapping.
+    pub(crate) fn with_bytes<R>(&self, offset: usize, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= self.len),
+            "shared read of {len} bytes at {offset} outside a {}-byte mapping",
+            self.len
+        );
+        // SAFETY: the range is inside the mapping (checked), which stays mapped while `self`
+        // is borrowed; the bytes are initialised (zero-filled memory, or written by a
+        // producer), and the caller's lock keeps every writer out while the slice lives.
+        let bytes = unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(offset), len) };
+        f(bytes)
+    }
+
+    /// Runs `f` over the `len` bytes at `offset`, writable, under the caller's lock as for
+    /// [`write_bytes`](Self::write_bytes): no other process reads or writes them while `f`
+    /// runs.
+    ///
+    /// # Panics
+    /// If the range does not lie inside the mapping.
+    pub(crate) fn with_bytes_mut<R>(
+        &self,
+        offset: usize,
+        len: usize,
+        f: impl FnOnce(&mut [u8]) -> R,
+    ) -> R {
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= self.len),
+            "shared write of {len} bytes at {offset} outside a {}-byte mapping",
+            self.len
+        );
+        // SAFETY: the range is inside the mapping (checked), which stays mapped while `self`
+        // is borrowed; the memory is initialised; the caller's lock excludes every other
+        // access in any process, and no other slice of this range exists in this one.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(offset), len) };
+        f(bytes)
     }
 
     fn check<T>(&self, offset: usize) {
@@ -217,38 +308,42 @@ pub(crate) fn futex_wake(word: &AtomicU32, n: u32) {
     }
 }
 
+/// Bumped in the child of every `fork` (a `pthread_atfork` handler), so that a thread id cached
+/// before a fork is not trusted after it.
+static FORK_GENERATION: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
 thread_local! {
-    /// This thread's id, once asked for (0: not yet). A fork child's only thread inherits its
-    /// parent thread's value; [`forget_tid_in_child`] clears it there.
-    static TID: Cell<u32> = const { Cell::new(0) };
+    /// This thread's id and the fork generation it was read in.
+    static TID: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
 }
 
-/// The calling thread's id (the owner recorded in a shared lock), cached per thread: the
-/// system call would cost as much as the whole uncontended lock.
+/// The calling thread's id (the owner recorded in a shared lock). Cached per thread: the
+/// system call costs more than an uncontended lock. The cache is dropped in a forked child,
+/// whose only thread has a new id.
 pub(crate) fn gettid() -> u32 {
-    TID.with(|cached| match cached.get() {
-        0 => {
-            static AT_FORK: Once = Once::new();
-            AT_FORK.call_once(|| {
-                // SAFETY: registers a child handler that only writes a thread-local `Cell`
-                // (async-signal-safe); no prepare or parent handler.
-                unsafe {
-                    libc::pthread_atfork(None, None, Some(forget_tid_in_child));
-                }
-            });
-            // SAFETY: gettid has no arguments and cannot fail.
-            let tid = unsafe { libc::gettid() } as u32;
-            cached.set(tid);
-            tid
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    REGISTER.call_once(|| {
+        // SAFETY: registers a child handler that only does an atomic add, which is
+        // async-signal-safe as a fork child handler must be; no prepare or parent handler.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(after_fork_in_child));
         }
-        tid => tid,
+    });
+    let generation = FORK_GENERATION.load(Ordering::Relaxed);
+    TID.with(|cached| {
+        let (tid, seen) = cached.get();
+        if tid != 0 && seen == generation {
+            return tid;
+        }
+        // SAFETY: gettid has no arguments and cannot fail.
+        let tid = unsafe { libc::gettid() as u32 };
+        cached.set((tid, generation));
+        tid
     })
-}
-
-/// Runs in the child of every `fork(3)`: the surviving thread has a new id.
-extern "C" fn forget_tid_in_child() {
-    // `try_with`: never panic across the C boundary (it cannot fail for a const thread-local).
-    let _ = TID.try_with(|cached| cached.set(0));
 }
 
 /// Whether thread `tid` (of any process) still runs: `/proc/<tid>` exists and is not a

@@ -16,9 +16,8 @@
 //! endpoints yields garbage. Records and memfds give the many-to-many semantics directly.
 //!
 //! Like CPython's `SimpleQueue`, `put` writes directly: it waits when the socket's buffer is
-//! full (a few hundred unread small items) until a consumer reads. CPython's `Queue` (a feeder
-//! thread, so `put` never waits, and an optional capacity) and `JoinableQueue` are not here
-//! yet.
+//! full (a few hundred unread small items) until a consumer reads. [`Queue`](crate::Queue)
+//! adds a feeder (so `put` never waits), a capacity, `qsize`, and more speed on small items.
 //!
 //! [`Pipe`]: crate::Pipe
 

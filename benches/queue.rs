@@ -1,0 +1,362 @@
+//! Queue throughput, one producer process and one consumer process, next to the raw OS
+//! primitive underneath and to Python's `multiprocessing.Queue`, all in the same run
+//! (benches/queue_py.py runs the Python side).
+//!
+//! Workloads (one producer, the bench process; one consumer, a child process; timed from the
+//! first put until the consumer reports it has taken the last item; median of 5 runs after a
+//! warm-up):
+//! - 16-byte items (`bytes` of 16, pickled), 1 000 000 of them: items per second.
+//!   - raw baseline: a pipe carrying the same 16 bytes, one `write` and one `read` per item.
+//! - 1 MiB items, 200 of them: bytes per second, through an unbounded queue (the producer
+//!   runs ahead, its feeder thread holding what the ring cannot) and through
+//!   `Queue::bounded(2)` (the producer waits for room, as the raw writer waits for buffer
+//!   space).
+//!   - raw baseline: an `AF_UNIX` stream socket pair with default buffers, one `write` of the
+//!     whole item per item, the reader reading each item whole.
+//!
+//! ```text
+//! cargo bench --bench queue
+//! ```
+//!
+//! Targets (issue 4): 16-byte items ≥ 10× Python's `multiprocessing.Queue`; 1 MiB items ≥ 90 %
+//! of the raw bandwidth. Without `python3` on the PATH the Python column is skipped, with a
+//! message saying so.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::process::Command;
+use std::time::Instant;
+
+use multiproc::{ByteBuf, Connection, Pipe, Process, Queue, SimpleQueue};
+
+const SMALL_ITEMS: usize = 1_000_000;
+const SMALL: usize = 16;
+const BIG_ITEMS: usize = 200;
+const MIB: usize = 1 << 20;
+const RUNS: usize = 5;
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+/// Items (or bytes) per second of `RUNS` runs of `run`, which returns the seconds it took.
+fn rate(per_run: usize, mut run: impl FnMut() -> f64) -> f64 {
+    run(); // warm-up
+    median((0..RUNS).map(|_| per_run as f64 / run()).collect())
+}
+
+/// What a run counts: items for small items, bytes for 1 MiB ones.
+fn per_run(n: usize, item_len: usize) -> usize {
+    if item_len >= MIB {
+        n * item_len
+    } else {
+        n
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// multiproc
+
+/// The consumer: for each run, takes `n` items and acks on `done`.
+fn consume_queue((q, done, n, runs): (Queue<ByteBuf>, Connection, usize, usize)) {
+    for _ in 0..runs {
+        for _ in 0..n {
+            q.get().expect("get");
+        }
+        done.send(&()).expect("ack");
+    }
+}
+
+fn consume_simple((q, done, n, runs): (SimpleQueue<ByteBuf>, Connection, usize, usize)) {
+    for _ in 0..runs {
+        for _ in 0..n {
+            q.get().expect("get");
+        }
+        done.send(&()).expect("ack");
+    }
+}
+
+/// `maxsize` 0: unbounded.
+fn queue_rate(item_len: usize, n: usize, maxsize: usize) -> f64 {
+    let q = if maxsize == 0 {
+        Queue::new()
+    } else {
+        Queue::bounded(maxsize)
+    }
+    .expect("queue");
+    let (done, theirs) = Pipe::new().expect("pipe");
+    let mut child = Process::spawn(consume_queue, (q.try_clone().unwrap(), theirs, n, RUNS + 1))
+        .expect("spawn consumer");
+    let item = ByteBuf::from(vec![b'x'; item_len]);
+    let r = rate(per_run(n, item_len), || {
+        let start = Instant::now();
+        for _ in 0..n {
+            q.put(&item).expect("put");
+        }
+        done.recv::<()>().expect("ack");
+        start.elapsed().as_secs_f64()
+    });
+    child.join().expect("consumer");
+    r
+}
+
+fn simple_queue_rate(item_len: usize, n: usize) -> f64 {
+    let q = SimpleQueue::new().expect("queue");
+    let (done, theirs) = Pipe::new().expect("pipe");
+    let mut child = Process::spawn(
+        consume_simple,
+        (q.try_clone().unwrap(), theirs, n, RUNS + 1),
+    )
+    .expect("spawn consumer");
+    let item = ByteBuf::from(vec![b'x'; item_len]);
+    let r = rate(per_run(n, item_len), || {
+        let start = Instant::now();
+        for _ in 0..n {
+            q.put(&item).expect("put");
+        }
+        done.recv::<()>().expect("ack");
+        start.elapsed().as_secs_f64()
+    });
+    child.join().expect("consumer");
+    r
+}
+
+// ---------------------------------------------------------------------------------------------
+// raw OS baselines: a forked child on raw descriptors
+
+fn raw_write_all(fd: RawFd, mut buf: &[u8]) {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is valid for reads of its length.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            assert_eq!(
+                std::io::Error::last_os_error().kind(),
+                std::io::ErrorKind::Interrupted
+            );
+            continue;
+        }
+        buf = &buf[n as usize..];
+    }
+}
+
+fn raw_read_exact(fd: RawFd, buf: &mut [u8]) -> bool {
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: the tail of `buf` is valid for writes of its length.
+        let n = unsafe { libc::read(fd, buf[got..].as_mut_ptr().cast(), buf.len() - got) };
+        match n {
+            0 => return false,
+            n if n < 0 => {
+                if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                    return false;
+                }
+            }
+            n => got += n as usize,
+        }
+    }
+    true
+}
+
+/// Forks a child that reads `item_len`-byte items from `data`, `n` per run, and writes one byte
+/// to `ack` after each run, until end of stream. Returns its pid.
+fn raw_consumer(
+    data: &OwnedFd,
+    ack: &OwnedFd,
+    ours: [&OwnedFd; 2],
+    item_len: usize,
+    n: usize,
+) -> libc::pid_t {
+    let mut buf = vec![0u8; item_len];
+    // SAFETY: the child runs only libc calls (close, read, write, _exit) on memory it owns and
+    // never returns into Rust code that could run destructors or take locks.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        for fd in ours {
+            // SAFETY: in the child: our copies of the parent's ends, closed by number; their
+            // OwnedFds are never dropped, because this branch ends in _exit.
+            unsafe { libc::close(fd.as_raw_fd()) };
+        }
+        'runs: loop {
+            for _ in 0..n {
+                if !raw_read_exact(data.as_raw_fd(), &mut buf) {
+                    break 'runs;
+                }
+            }
+            raw_write_all(ack.as_raw_fd(), &[1]);
+        }
+        // SAFETY: _exit ends the child without running the parent's destructors.
+        unsafe { libc::_exit(0) }
+    }
+    pid
+}
+
+fn raw_pair(kind: &str) -> (OwnedFd, OwnedFd) {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` is a valid out-array of two descriptors.
+    let ret = unsafe {
+        if kind == "pipe" {
+            libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC)
+        } else {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        }
+    };
+    assert_eq!(ret, 0, "{kind}: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just returned by the kernel and are owned by nothing else.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+/// Raw items per second (or bytes per second): a `kind` ("pipe" or "socket") carrying
+/// `item_len`-byte items, one write per item.
+fn raw_rate(kind: &str, item_len: usize, n: usize) -> f64 {
+    let (data_r, data_w) = raw_pair(kind);
+    let (ack_r, ack_w) = raw_pair("pipe");
+    let pid = raw_consumer(&data_r, &ack_w, [&data_w, &ack_r], item_len, n);
+    drop((data_r, ack_w));
+    let item = vec![b'x'; item_len];
+    let r = rate(per_run(n, item_len), || {
+        let start = Instant::now();
+        for _ in 0..n {
+            raw_write_all(data_w.as_raw_fd(), &item);
+        }
+        let mut ack = [0u8];
+        assert!(
+            raw_read_exact(ack_r.as_raw_fd(), &mut ack),
+            "raw consumer died"
+        );
+        start.elapsed().as_secs_f64()
+    });
+    drop(data_w);
+    let mut status = 0;
+    // SAFETY: reaps our own child; `status` is a valid out-pointer.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    r
+}
+
+// ---------------------------------------------------------------------------------------------
+// Python
+
+/// Python's figures from benches/queue_py.py's JSON line: (small items/s, big bytes/s).
+fn python() -> Option<(String, f64, f64)> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/queue_py.py");
+    let out = Command::new("python3")
+        .args([script, "--small-items", &SMALL_ITEMS.to_string()])
+        .args([
+            "--big-items",
+            &BIG_ITEMS.to_string(),
+            "--runs",
+            &RUNS.to_string(),
+        ])
+        .output();
+    let out = match out {
+        Ok(out) if out.status.success() => out,
+        Ok(out) => {
+            eprintln!(
+                "python3 failed ({}): skipping the Python column",
+                out.status
+            );
+            eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+            return None;
+        }
+        Err(e) => {
+            eprintln!("python3 not runnable ({e}): skipping the Python column");
+            return None;
+        }
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> Option<f64> {
+        let at = text.find(&format!("\"{name}\":"))? + name.len() + 3;
+        let rest = text[at..].trim_start();
+        let end = rest.find([',', '}']).unwrap_or(rest.len());
+        rest[..end].trim().trim_matches('"').parse().ok()
+    };
+    let version = text
+        .split("\"python\":")
+        .nth(1)
+        .and_then(|r| r.split('"').nth(1))
+        .unwrap_or("?")
+        .to_string();
+    Some((
+        version,
+        field("small_items_per_s")?,
+        field("big_bytes_per_s")?,
+    ))
+}
+
+fn main() {
+    // `cargo bench --bench queue -- small` (or `big`) runs one workload; no Python then.
+    let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let wants = |name: &str| only.as_deref().map_or(true, |o| o == name);
+    let started = Instant::now();
+    let (mut small_ours, mut small_simple, mut small_raw) = (f64::NAN, f64::NAN, f64::NAN);
+    if wants("small") {
+        small_ours = queue_rate(SMALL, SMALL_ITEMS, 0);
+        small_simple = simple_queue_rate(SMALL, SMALL_ITEMS / 4);
+        small_raw = raw_rate("pipe", SMALL, SMALL_ITEMS);
+    }
+    let (mut big_ours, mut big_bounded, mut big_raw) = (f64::NAN, f64::NAN, f64::NAN);
+    if wants("big") {
+        big_ours = queue_rate(MIB, BIG_ITEMS, 0);
+        big_bounded = queue_rate(MIB, BIG_ITEMS, 2);
+        big_raw = raw_rate("socket", MIB, BIG_ITEMS);
+    }
+    let py = if only.is_none() { python() } else { None };
+    println!();
+    println!("Queue, 1 producer process -> 1 consumer process (median of {RUNS} runs)");
+    println!();
+    println!(
+        "| measure | multiproc | raw baseline | vs raw | Python mp.Queue | vs Python | target |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let (py_small, py_big) = match &py {
+        Some((_, s, b)) => (Some(*s), Some(*b)),
+        None => (None, None),
+    };
+    let cell = |x: Option<f64>, f: &dyn Fn(f64) -> String| x.map_or("—".to_string(), f);
+    let items = |x: f64| format!("{:.2} M items/s", x / 1e6);
+    let bytes = |x: f64| format!("{:.2} GiB/s", x / (1u64 << 30) as f64);
+    println!(
+        "| Queue, 16-byte items | {} | {} (pipe, one write per item) | {:.2}× | {} | {} | ≥ 10× Python |",
+        items(small_ours),
+        items(small_raw),
+        small_ours / small_raw,
+        cell(py_small, &items),
+        cell(py_small, &|p| format!("{:.1}×", small_ours / p)),
+    );
+    println!(
+        "| SimpleQueue, 16-byte items | {} | {} | {:.2}× | — | {} | — |",
+        items(small_simple),
+        items(small_raw),
+        small_simple / small_raw,
+        cell(py_small, &|p| format!(
+            "{:.1}× (vs mp.Queue)",
+            small_simple / p
+        )),
+    );
+    println!(
+        "| Queue, 1 MiB items | {} | {} (socketpair, default buffers) | {:.0}% | {} | {} | ≥ 90% of raw |",
+        bytes(big_ours),
+        bytes(big_raw),
+        100.0 * big_ours / big_raw,
+        cell(py_big, &bytes),
+        cell(py_big, &|p| format!("{:.1}×", big_ours / p)),
+    );
+    println!(
+        "| Queue::bounded(2), 1 MiB items | {} | {} | {:.0}% | {} | {} | ≥ 90% of raw |",
+        bytes(big_bounded),
+        bytes(big_raw),
+        100.0 * big_bounded / big_raw,
+        cell(py_big, &bytes),
+        cell(py_big, &|p| format!("{:.1}×", big_bounded / p)),
+    );
+    if let Some((version, ..)) = py {
+        println!();
+        println!("Python: {version}");
+    }
+    println!("(whole run: {:.0} s)", started.elapsed().as_secs_f64());
+}

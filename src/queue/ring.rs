@@ -1,0 +1,625 @@
+//! The part of a [`Queue`](super::Queue) that every process shares: a ring of pickled items in
+//! shared memory, guarded by a lock that survives its owner's death, beside a record socket for
+//! the items that cannot live in shared memory (items carrying OS handles, and items too large
+//! for the ring).
+//!
+//! # Layout
+//! A memfd mapped `MAP_SHARED`: a 512-byte header, then `capacity` bytes of ring. The header
+//! holds the ring's immutable shape (magic, capacity, maxsize), then, on separate cache lines,
+//! the lock and the ring positions, and the futex words that consumers, producers and joiners
+//! sleep on. `head` and `tail` count bytes from the start of time (`u64`, never wrapping); an
+//! entry is an 8-byte header (length, kind) and its bytes, padded to 8. An entry that would
+//! cross the ring's end is preceded by a `WRAP` marker that sends readers back to offset 0.
+//!
+//! # Why each item stays sound whatever dies
+//! Everything under the lock is a copy followed by one 8-byte store that commits it: a producer
+//! writes the entry, then `tail`; a consumer copies the entry out, then moves `head`. A process
+//! killed inside its critical section leaves the ring as it was before that section, and the
+//! next taker of the lock (which takes it over from the dead owner, [`sys::RobustLock`]) repairs
+//! the item count, the only derived value. So a consumer killed while taking an item loses at
+//! most that item, a producer killed mid-put puts nothing, and nobody waits on a dead process.
+//!
+//! An item that travels on the socket leaves a `SOCKET` entry in the ring. The producer sends the
+//! record and writes the entry under the ring's lock, and a consumer takes the entry and receives
+//! the record under it too, so records and entries stay in the same order. The record is in the
+//! socket before its entry is visible; if a consumer died between the two steps (taking the
+//! record with it), the next one finds no record for the entry and skips it.
+
+use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::codec;
+use crate::connection::{Pipe, RecvEnd, SendEnd, RECORD_MAX};
+use crate::sys::{self, Acquired, RobustLock, SharedMapping};
+use crate::Error;
+
+const MAGIC: usize = 0;
+const CAPACITY: usize = 8;
+const MAXSIZE: usize = 16;
+const LOCK: usize = 64;
+const LOCK_WAITERS: usize = 68;
+const HEAD: usize = 72;
+const TAIL: usize = 80;
+const COUNT: usize = 88;
+const UNFINISHED: usize = 92;
+const PUT_SEQ: usize = 128;
+const GET_WAITERS: usize = 132;
+const GET_SEQ: usize = 192;
+const PUT_WAITERS: usize = 196;
+const DONE_SEQ: usize = 256;
+const JOIN_WAITERS: usize = 260;
+const DATA: usize = 512;
+
+const MAGIC_VALUE: u32 = u32::from_le_bytes(*b"MPQ1");
+
+/// Ring bytes. Pages are only allocated as the ring is first written; a queue that has carried
+/// this much data holds this much shared memory until its last handle closes.
+pub(crate) const RING_BYTES: usize = 4 << 20;
+
+/// The largest pickle kept in the ring; larger ones travel in a memfd.
+const RING_ITEM_MAX: usize = RING_BYTES / 2 - ENTRY_HEADER;
+
+const ENTRY_HEADER: usize = 8;
+const KIND_DATA: u32 = 1;
+const KIND_SOCKET: u32 = 2;
+const KIND_WRAP: u32 = 3;
+
+/// Socket record tags (as in `SimpleQueue`): the pickle follows, or is in the memfd attached last.
+const RECORD_INLINE: u8 = 0;
+const RECORD_MEMFD: u8 = 1;
+const RECORD_INLINE_MAX: usize = RECORD_MAX - 1;
+
+/// Pickles at least this large are unpickled straight from the ring, under its lock.
+const IN_PLACE_MIN: usize = 64 * 1024;
+
+/// How long a waiting consumer spins on the item count before it sleeps.
+const SPINS: u32 = 2000;
+
+/// A pickled item ready to go, with the descriptors it carries.
+pub(crate) enum Encoded {
+    /// Lives in the ring.
+    Ring(Vec<u8>),
+    /// Travels as a socket record: the record's bytes (tag first) and descriptors.
+    Record(Vec<u8>, Vec<OwnedFd>),
+}
+
+impl Encoded {
+    /// Pickles `item`, choosing its route; a large item's memfd is made here, so that an OS
+    /// failure reaches the caller.
+    /// `bytes` is an empty buffer to pickle into (a recycled one saves allocations: see
+    /// [`into_buffer`](Self::into_buffer)).
+    pub(crate) fn new<T: Serialize>(item: &T, mut bytes: Vec<u8>) -> Result<Encoded, Error> {
+        let mut fds = Vec::new();
+        bytes.clear();
+        codec::encode_into(&mut bytes, item, &mut fds)?;
+        if fds.is_empty() && bytes.len() <= RING_ITEM_MAX {
+            return Ok(Encoded::Ring(bytes));
+        }
+        if bytes.len() <= RECORD_INLINE_MAX {
+            let mut record = Vec::with_capacity(bytes.len() + 1);
+            record.push(RECORD_INLINE);
+            record.extend_from_slice(&bytes);
+            return Ok(Encoded::Record(record, fds));
+        }
+        let memfd = sys::memfd_with(c"multiproc-queue-item", &bytes).map_err(Error::os("memfd"))?;
+        fds.push(memfd);
+        Ok(Encoded::Record(vec![RECORD_MEMFD], fds))
+    }
+
+    /// The buffer of a ring item, for the next [`new`](Self::new).
+    pub(crate) fn into_buffer(self) -> Option<Vec<u8>> {
+        match self {
+            Encoded::Ring(bytes) => Some(bytes),
+            Encoded::Record(..) => None,
+        }
+    }
+}
+
+/// What a put writes.
+pub(crate) enum Src<'a> {
+    /// An item pickled beforehand.
+    Encoded(&'a Encoded),
+    /// A pickle of the given length that the function writes straight into the ring (it must
+    /// fill the slice it is given, and carry no handles).
+    Direct(usize, &'a mut dyn FnMut(&mut [u8]) -> Result<(), Error>),
+}
+
+impl Src<'_> {
+    /// Whether the item can live in the ring (the largest pickle that fits).
+    pub(crate) fn direct_fits(len: usize) -> bool {
+        len <= RING_ITEM_MAX
+    }
+}
+
+/// What a consumer took from the ring.
+pub(crate) enum Taken {
+    /// The pickle is in the caller's buffer.
+    Data,
+    /// A large pickle was handed to the caller's `in_place` function under the lock.
+    InPlace,
+    /// A socket record's payload (tag first) and descriptors.
+    Record(Vec<u8>, Vec<OwnedFd>),
+}
+
+impl Taken {
+    /// Unpickles what was taken; `buf` is the buffer [`Ring::take_until`] filled.
+    pub(crate) fn decode<T: serde::de::DeserializeOwned>(self, buf: &[u8]) -> Result<T, Error> {
+        match self {
+            Taken::Data => codec::decode(buf),
+            Taken::InPlace => Err(Error::InvalidArgument(
+                "an item decoded in place has no bytes left to decode".into(),
+            )),
+            Taken::Record(record, mut fds) => {
+                let malformed = || Error::InvalidArgument("malformed queue record".into());
+                match record.first() {
+                    Some(&RECORD_INLINE) => {
+                        codec::decode_in(&record[1..], &mut codec::FdTable::new(fds))
+                    }
+                    Some(&RECORD_MEMFD) => {
+                        let memfd = fds.pop().ok_or_else(malformed)?;
+                        let mut bytes = Vec::new();
+                        sys::read_whole_file(memfd.as_fd(), &mut bytes)
+                            .map_err(Error::os("read memfd"))?;
+                        codec::decode_in(&bytes, &mut codec::FdTable::new(fds))
+                    }
+                    _ => Err(malformed()),
+                }
+            }
+        }
+    }
+}
+
+/// One process's view of the shared queue.
+pub(crate) struct Ring {
+    map: SharedMapping,
+    reader: RecvEnd,
+    writer: SendEnd,
+    capacity: u64,
+    maxsize: u32,
+}
+
+/// Holds the ring's lock; releases it when dropped (also on unwind).
+struct Locked<'a> {
+    ring: &'a Ring,
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        self.ring.lock().unlock();
+    }
+}
+
+impl Ring {
+    /// A new, empty ring; `maxsize` 0 is unbounded.
+    pub(crate) fn new(maxsize: u32) -> Result<Ring, Error> {
+        let map = SharedMapping::new(DATA + RING_BYTES).map_err(Error::os("memfd"))?;
+        map.write(CAPACITY, RING_BYTES as u64);
+        map.write(MAXSIZE, maxsize);
+        map.write(MAGIC, MAGIC_VALUE);
+        let (reader, writer) = Pipe::one_way()?;
+        Ok(Ring {
+            map,
+            reader,
+            writer,
+            capacity: RING_BYTES as u64,
+            maxsize,
+        })
+    }
+
+    fn from_parts(map: SharedMapping, reader: RecvEnd, writer: SendEnd) -> Result<Ring, String> {
+        let capacity: u64 = map.read(CAPACITY);
+        if map.read::<u32>(MAGIC) != MAGIC_VALUE
+            || capacity % 8 != 0
+            || capacity == 0
+            || DATA as u64 + capacity > map.len() as u64
+        {
+            return Err("the shared memory received is not a queue".into());
+        }
+        let maxsize = map.read(MAXSIZE);
+        Ok(Ring {
+            map,
+            reader,
+            writer,
+            capacity,
+            maxsize,
+        })
+    }
+
+    pub(crate) fn maxsize(&self) -> u32 {
+        self.maxsize
+    }
+
+    fn word(&self, offset: usize) -> &AtomicU32 {
+        self.map.atomic_u32(offset)
+    }
+
+    fn lock(&self) -> RobustLock<'_> {
+        RobustLock::new(self.word(LOCK), self.word(LOCK_WAITERS))
+    }
+
+    /// Takes the lock (`None`: the deadline passed first), repairing the count after a dead
+    /// owner.
+    fn locked(&self, deadline: Option<Instant>) -> Option<Locked<'_>> {
+        let how = self.lock().lock_until(deadline)?;
+        let locked = Locked { ring: self };
+        if how == Acquired::OwnerDied {
+            self.repair();
+        }
+        Some(locked)
+    }
+
+    /// Recounts the entries between head and tail (a process killed between moving a position
+    /// and updating the count leaves it one off).
+    fn repair(&self) {
+        let (mut head, tail) = (self.map.read::<u64>(HEAD), self.map.read::<u64>(TAIL));
+        let mut count = 0u32;
+        while head < tail {
+            let pos = (head % self.capacity) as usize;
+            let (len, kind) = self.entry_header(pos);
+            if kind == KIND_WRAP {
+                head += self.capacity - pos as u64;
+                continue;
+            }
+            if kind != KIND_DATA && kind != KIND_SOCKET {
+                break;
+            }
+            count += 1;
+            head += entry_size(len as usize) as u64;
+        }
+        self.word(COUNT).store(count, Ordering::SeqCst);
+    }
+
+    fn entry_header(&self, pos: usize) -> (u32, u32) {
+        (
+            self.map.read::<u32>(DATA + pos),
+            self.map.read::<u32>(DATA + pos + 4),
+        )
+    }
+
+    /// Items in the ring now.
+    pub(crate) fn count(&self) -> u32 {
+        self.word(COUNT).load(Ordering::SeqCst)
+    }
+
+    /// Puts one item, waiting for room until `deadline` (`None`: for ever). `Ok(false)` if the
+    /// deadline passed with the queue still full.
+    pub(crate) fn put_until(
+        &self,
+        item: &mut Src<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<bool, Error> {
+        loop {
+            let seq = self.word(GET_SEQ).load(Ordering::SeqCst);
+            match self.try_put(item, deadline)? {
+                Put::Done => return Ok(true),
+                Put::LockTimeout => return Ok(false),
+                Put::NoRoom => {
+                    if !self.sleep(GET_SEQ, PUT_WAITERS, seq, deadline) {
+                        return Ok(false);
+                    }
+                }
+                Put::SocketFull => {
+                    let writer = self.writer.as_fd().ok_or(Error::Closed)?;
+                    if !sys::wait_writable(writer, deadline).map_err(Error::os("poll"))? {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt to put `item`: it goes in if there is room now.
+    pub(crate) fn try_put(
+        &self,
+        item: &mut Src<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<Put, Error> {
+        let Some(_locked) = self.locked(deadline) else {
+            return Ok(Put::LockTimeout);
+        };
+        if self.maxsize != 0 && self.count() >= self.maxsize {
+            return Ok(Put::NoRoom);
+        }
+        let len = match item {
+            Src::Encoded(Encoded::Ring(bytes)) => bytes.len(),
+            Src::Encoded(Encoded::Record(..)) => 0,
+            Src::Direct(len, _) => *len,
+        };
+        let Some((pos, wrap_at)) = self.room_for(len) else {
+            return Ok(Put::NoRoom);
+        };
+        match item {
+            Src::Encoded(Encoded::Ring(bytes)) => {
+                self.map.write_bytes(DATA + pos + ENTRY_HEADER, bytes);
+                self.write_entry_header(pos, len as u32, KIND_DATA);
+            }
+            Src::Direct(len, write) => {
+                self.map
+                    .with_bytes_mut(DATA + pos + ENTRY_HEADER, *len, |bytes| write(bytes))?;
+                self.write_entry_header(pos, *len as u32, KIND_DATA);
+            }
+            Src::Encoded(Encoded::Record(record, fds)) => {
+                let writer = self.writer.as_fd().ok_or(Error::Closed)?;
+                let raw: Vec<RawFd> = fds.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+                if !sys::try_send_record(writer, &[record], &raw).map_err(Error::os("sendmsg"))? {
+                    return Ok(Put::SocketFull);
+                }
+                self.write_entry_header(pos, 0, KIND_SOCKET);
+            }
+        }
+        if let Some(wrap_pos) = wrap_at {
+            self.write_entry_header(wrap_pos, 0, KIND_WRAP);
+        }
+        let tail: u64 = self.map.read(TAIL);
+        let advance = match wrap_at {
+            Some(wrap_pos) => (self.capacity as usize - wrap_pos) + entry_size(len),
+            None => entry_size(len),
+        };
+        self.map.write(TAIL, tail + advance as u64);
+        self.word(COUNT).fetch_add(1, Ordering::SeqCst);
+        drop(_locked);
+        self.word(PUT_SEQ).fetch_add(1, Ordering::SeqCst);
+        if self.word(GET_WAITERS).load(Ordering::SeqCst) > 0 {
+            sys::futex_wake(self.word(PUT_SEQ), 1);
+        }
+        Ok(Put::Done)
+    }
+
+    fn write_entry_header(&self, pos: usize, len: u32, kind: u32) {
+        self.map.write(DATA + pos, len);
+        self.map.write(DATA + pos + 4, kind);
+    }
+
+    /// Where an entry of `len` bytes goes: its ring offset, and the offset of the wrap marker
+    /// to write if it goes back to the start. `None` if there is no room now.
+    fn room_for(&self, len: usize) -> Option<(usize, Option<usize>)> {
+        let (head, tail) = (self.map.read::<u64>(HEAD), self.map.read::<u64>(TAIL));
+        let free = self.capacity - (tail - head);
+        let need = entry_size(len) as u64;
+        let pos = tail % self.capacity;
+        let to_end = self.capacity - pos;
+        if need <= to_end {
+            (need <= free).then_some((pos as usize, None))
+        } else {
+            (to_end + need <= free).then_some((0, Some(pos as usize)))
+        }
+    }
+
+    /// Takes the item at the front, waiting until `deadline` (`None`: for ever). A small ring
+    /// item's pickle is appended to `buf`; a large one is passed to `in_place` under the lock. `Ok(None)` if the deadline passed with the queue empty.
+    pub(crate) fn take_until(
+        &self,
+        buf: &mut Vec<u8>,
+        deadline: Option<Instant>,
+        in_place: &mut dyn FnMut(&[u8]),
+    ) -> Result<Option<Taken>, Error> {
+        loop {
+            let seq = self.word(PUT_SEQ).load(Ordering::SeqCst);
+            if self.count() > 0 {
+                let Some(locked) = self.locked(deadline) else {
+                    return Ok(None);
+                };
+                let Some(taken) = self.take_locked(buf, in_place)? else {
+                    // The count said an item was there and the ring disagrees: trust the ring.
+                    self.repair();
+                    continue;
+                };
+                {
+                    drop(locked);
+                    self.word(GET_SEQ).fetch_add(1, Ordering::SeqCst);
+                    if self.word(PUT_WAITERS).load(Ordering::SeqCst) > 0 {
+                        sys::futex_wake(self.word(GET_SEQ), i32::MAX as u32);
+                    }
+                    return Ok(Some(taken));
+                }
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
+            }
+            // Spin briefly: a producer on another core is often a microsecond away, and
+            // sleeping would make it pay for a wake-up.
+            let mut spins = 0;
+            while spins < SPINS
+                && self.count() == 0
+                && self.word(PUT_SEQ).load(Ordering::Relaxed) == seq
+            {
+                spins += 1;
+                if spins % 256 == 0 {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+            if self.count() == 0 && !self.sleep(PUT_SEQ, GET_WAITERS, seq, deadline) {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Under the lock: takes the front entry. `None` if the ring is empty (or held only entries
+    /// whose records a dead consumer took).
+    fn take_locked(
+        &self,
+        buf: &mut Vec<u8>,
+        in_place: &mut dyn FnMut(&[u8]),
+    ) -> Result<Option<Taken>, Error> {
+        let tail: u64 = self.map.read(TAIL);
+        let mut head: u64 = self.map.read(HEAD);
+        let corrupt = || Error::InvalidArgument("the queue's shared memory is corrupt".into());
+        while head < tail {
+            let pos = (head % self.capacity) as usize;
+            let (len, kind) = self.entry_header(pos);
+            let len = len as usize;
+            let next = head + entry_size(len) as u64;
+            match kind {
+                KIND_WRAP => {
+                    head += self.capacity - pos as u64;
+                    self.map.write(HEAD, head);
+                }
+                KIND_DATA => {
+                    if next > tail || pos + entry_size(len) > self.capacity as usize {
+                        return Err(corrupt());
+                    }
+                    let at = DATA + pos + ENTRY_HEADER;
+                    if len >= IN_PLACE_MIN {
+                        // Saves copying a large pickle out; the lock is held a little longer.
+                        self.map.with_bytes(at, len, |bytes| in_place(bytes));
+                        self.commit_take(next);
+                        return Ok(Some(Taken::InPlace));
+                    }
+                    self.map.read_bytes_into(at, len, buf);
+                    self.commit_take(next);
+                    return Ok(Some(Taken::Data));
+                }
+                KIND_SOCKET => {
+                    let reader = self.reader.as_fd().ok_or(Error::Closed)?;
+                    let mut record = Vec::new();
+                    let mut fds = Vec::new();
+                    let got = sys::recv_with_fds_into_vec(
+                        reader,
+                        &mut record,
+                        RECORD_MAX,
+                        &mut fds,
+                        true,
+                    );
+                    self.commit_take(next);
+                    head = next;
+                    match got {
+                        Ok(n) if n > 0 => return Ok(Some(Taken::Record(record, fds))),
+                        // No record for this entry: a consumer died after receiving it.
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Ok(_) => return Err(Error::Disconnected),
+                        Err(e) => return Err(Error::os("recvmsg")(e)),
+                    }
+                }
+                _ => return Err(corrupt()),
+            }
+        }
+        Ok(None)
+    }
+
+    fn commit_take(&self, next_head: u64) {
+        self.map.write(HEAD, next_head);
+        self.word(COUNT).fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Sleeps on the futex word at `seq_at` while it still reads `seq`, counted in `waiters_at`;
+    /// `false` if the deadline has passed.
+    fn sleep(&self, seq_at: usize, waiters_at: usize, seq: u32, deadline: Option<Instant>) -> bool {
+        let timeout = match deadline {
+            None => None,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return false;
+                }
+                Some(left)
+            }
+        };
+        let waiters = self.word(waiters_at);
+        waiters.fetch_add(1, Ordering::SeqCst);
+        sys::futex_wait(self.word(seq_at), seq, timeout);
+        waiters.fetch_sub(1, Ordering::SeqCst);
+        true
+    }
+
+    // JoinableQueue's count of unfinished tasks.
+
+    /// Counts one more unfinished task (before its item is put).
+    pub(crate) fn task_added(&self) {
+        self.word(UNFINISHED).fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Takes back a task count whose item was never put.
+    pub(crate) fn task_withdrawn(&self) {
+        let _ = self.task_done();
+    }
+
+    /// Marks one task done; `false` if none was unfinished (the count is left at 0).
+    pub(crate) fn task_done(&self) -> bool {
+        let unfinished = self.word(UNFINISHED);
+        let mut n = unfinished.load(Ordering::SeqCst);
+        loop {
+            if n == 0 {
+                return false;
+            }
+            match unfinished.compare_exchange(n, n - 1, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => break,
+                Err(now) => n = now,
+            }
+        }
+        if n == 1 {
+            self.word(DONE_SEQ).fetch_add(1, Ordering::SeqCst);
+            if self.word(JOIN_WAITERS).load(Ordering::SeqCst) > 0 {
+                sys::futex_wake(self.word(DONE_SEQ), i32::MAX as u32);
+            }
+        }
+        true
+    }
+
+    pub(crate) fn unfinished(&self) -> u32 {
+        self.word(UNFINISHED).load(Ordering::SeqCst)
+    }
+
+    /// Waits until no task is unfinished; `false` if the deadline passed first.
+    pub(crate) fn join_until(&self, deadline: Option<Instant>) -> bool {
+        loop {
+            let seq = self.word(DONE_SEQ).load(Ordering::SeqCst);
+            if self.unfinished() == 0 {
+                return true;
+            }
+            if !self.sleep(DONE_SEQ, JOIN_WAITERS, seq, deadline) {
+                return self.unfinished() == 0;
+            }
+        }
+    }
+}
+
+/// The outcome of one put attempt.
+pub(crate) enum Put {
+    Done,
+    /// The ring (or a bounded queue) is full.
+    NoRoom,
+    /// The socket for large items has no buffer space.
+    SocketFull,
+    /// The lock was not free before the deadline.
+    LockTimeout,
+}
+
+fn entry_size(len: usize) -> usize {
+    ENTRY_HEADER + len.div_ceil(8) * 8
+}
+
+impl Serialize for Ring {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (MapFd(&self.map), &self.reader, &self.writer).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ring {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (fd, reader, writer) = <(OwnedMapFd, RecvEnd, SendEnd)>::deserialize(deserializer)?;
+        let map = SharedMapping::from_fd(fd.0, DATA).map_err(D::Error::custom)?;
+        Ring::from_parts(map, reader, writer).map_err(D::Error::custom)
+    }
+}
+
+struct MapFd<'a>(&'a SharedMapping);
+
+impl Serialize for MapFd<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        codec::serialize_fd(self.0.fd(), serializer)
+    }
+}
+
+struct OwnedMapFd(OwnedFd);
+
+impl<'de> Deserialize<'de> for OwnedMapFd {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        codec::deserialize_fd(deserializer).map(OwnedMapFd)
+    }
+}
