@@ -198,6 +198,57 @@ fn lock_05_guards_release_at_scope_end() {
     assert!(!rlock.locked());
 }
 
+fn rlock_hold_until_told_then((lock, held, go): (RLock, Event, Event)) {
+    let _a = lock.acquire();
+    held.set();
+    assert!(go.wait_timeout(GUARD), "never told to release");
+}
+
+each_method! {
+    /// LOCK-06: `Debug` names the owner: nobody, this thread, another thread, another
+    /// process; an RLock adds its count.
+    /// Ported from CPython: _TestLock.test_repr_lock, test_repr_rlock
+    fn lock_06_debug_names_the_owner(method: StartMethod) {
+        let lock = Lock::new().unwrap();
+        assert!(format!("{lock:?}").contains("nobody"), "{lock:?}");
+        let guard = lock.acquire();
+        assert!(format!("{lock:?}").contains("\"this thread\""), "{lock:?}");
+        let other = lock.try_clone().unwrap();
+        std::thread::spawn(move || {
+            assert!(format!("{other:?}").contains("another thread of this process"), "{other:?}");
+        })
+        .join()
+        .unwrap();
+        drop(guard);
+
+        let rlock = RLock::new().unwrap();
+        let (a, b) = (rlock.acquire(), rlock.acquire());
+        let shown = format!("{rlock:?}");
+        assert!(shown.contains("\"this thread\"") && shown.contains("count: 2"), "{shown}");
+        drop((b, a));
+        assert!(format!("{rlock:?}").contains("count: 0"));
+
+        let (res, held, go) = (Value::new(0u8).unwrap(), Event::new().unwrap(), Event::new().unwrap());
+        let mut child = with(method)
+            .spawn(hold_until_told, (lock.try_clone().unwrap(), res, held.try_clone().unwrap(), go.try_clone().unwrap()))
+            .unwrap();
+        assert!(held.wait_timeout(GUARD));
+        assert!(format!("{lock:?}").contains("another process"), "{lock:?}");
+        go.set();
+        child.join().unwrap();
+
+        let (held, go) = (Event::new().unwrap(), Event::new().unwrap());
+        let mut child = with(method)
+            .spawn(rlock_hold_until_told_then, (rlock.try_clone().unwrap(), held.try_clone().unwrap(), go.try_clone().unwrap()))
+            .unwrap();
+        assert!(held.wait_timeout(GUARD));
+        let shown = format!("{rlock:?}");
+        assert!(shown.contains("another process") && shown.contains("count: 1"), "{shown}");
+        go.set();
+        child.join().unwrap();
+    }
+}
+
 fn hold_and_hang((lock, held): (Lock, SendEnd)) {
     let _guard = lock.acquire();
     held.send(&()).unwrap();
@@ -332,6 +383,16 @@ each_method! {
         assert!(event.is_set());
         child.join().unwrap();
     }
+}
+
+/// EVT-02: `Debug` shows whether the event is set.
+/// Ported from CPython: _TestEvent.test_repr
+#[test]
+fn evt_02_debug_shows_set() {
+    let event = Event::new().unwrap();
+    assert!(format!("{event:?}").contains("set: false"));
+    event.set();
+    assert!(format!("{event:?}").contains("set: true"));
 }
 
 fn wait_for_event(event: Event) -> bool {

@@ -116,6 +116,10 @@ impl Lock {
     /// Releases a lock held without a guard (see [`LockGuard::leak`]), whoever took it: as in
     /// CPython, any thread or process may release a `Lock`.
     ///
+    /// Meant for leaked guards. Releasing a lock that a live guard holds makes that guard's
+    /// drop do nothing, unless the guard's thread has taken the lock again by then, when the
+    /// drop releases that newer hold.
+    ///
     /// # Errors
     /// [`Error::NotHeld`] if the lock is not locked (CPython's `ValueError` for releasing an
     /// unlocked lock).
@@ -162,11 +166,21 @@ impl Lock {
     }
 }
 
+/// Who holds a lock whose word says `tid` (CPython's lock `repr`: `owner=None`,
+/// `MainProcess|MainThread`, `SomeOtherThread`, `SomeOtherProcess`).
+fn owner_of(tid: u32) -> &'static str {
+    match tid {
+        0 => "nobody",
+        tid if tid == sys::gettid() => "this thread",
+        tid if sys::is_own_thread(tid) => "another thread of this process",
+        _ => "another process",
+    }
+}
+
 impl fmt::Debug for Lock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let owner = self.raw().owner();
         f.debug_struct("Lock")
-            .field("owner_tid", &(owner != 0).then_some(owner))
+            .field("owner", &owner_of(self.raw().owner()))
             .finish()
     }
 }
@@ -399,9 +413,8 @@ impl RLock {
 
 impl fmt::Debug for RLock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let owner = self.raw().owner();
         f.debug_struct("RLock")
-            .field("owner_tid", &(owner != 0).then_some(owner))
+            .field("owner", &owner_of(self.raw().owner()))
             .field("count", &self.count())
             .finish()
     }

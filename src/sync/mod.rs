@@ -1,6 +1,14 @@
 //! Synchronisation between processes: [`Lock`], [`RLock`], [`Semaphore`],
 //! [`BoundedSemaphore`], [`Event`], [`Condition`] and [`Barrier`] (CPython's
-//! `multiprocessing.Lock`, … `Barrier`).
+//! `multiprocessing.Lock`, … `Barrier`), all re-exported at the crate root.
+//!
+//! | CPython | here |
+//! |---|---|
+//! | `with lock:` / `lock.acquire()` … `lock.release()` | `let _g = lock.acquire();` / `lock.acquire().leak();` … `lock.release()?` |
+//! | `acquire(block=False)` / `acquire(timeout=t)` | `try_acquire()` / `acquire_timeout(t)` (→ `Option<guard>`) |
+//! | `with cond: cond.wait()` | `cond.acquire().wait()` (waiting and notifying are guard methods) |
+//! | `BrokenBarrierError` | [`Error::BrokenBarrier`] |
+//! | `ValueError` (released too many times) | [`Error::NotHeld`], [`Error::TooManyReleases`] |
 //!
 //! # How they work
 //! Each primitive is a few `u32` words in a memfd mapped `MAP_SHARED` into every process that
@@ -22,7 +30,7 @@
 //! - [`Event`] has no owner; a dead setter simply never sets it.
 //! - A [`Condition`] waiter or [`Barrier`] party that dies while waiting stays counted: a
 //!   `notify(1)` may go to the dead waiter, and a barrier waits for a party that will never
-//!   come, until a timeout breaks it (use [`Barrier::with_timeout`]).
+//!   come, until a timeout breaks it (give [`Barrier::with_options`] a default timeout).
 //!
 //! Guards of `Lock`, `RLock` and `Condition` are `!Send`: the owner is a thread, and a guard
 //! dropped on another thread would release a lock that thread does not hold.

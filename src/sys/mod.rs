@@ -16,7 +16,7 @@ mod lock;
 mod shm;
 mod slots;
 pub(crate) use lock::{Acquired, RobustLock};
-pub(crate) use shm::{futex_wait, futex_wake, gettid, SharedMapping};
+pub(crate) use shm::{futex_wait, futex_wake, gettid, is_own_thread, SharedMapping};
 pub(crate) use slots::SharedSlots;
 
 use nix::sys::socket::{

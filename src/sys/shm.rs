@@ -358,3 +358,8 @@ pub(crate) fn thread_alive(tid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// Whether thread `tid` belongs to the calling process (`/proc/self/task/<tid>` exists).
+pub(crate) fn is_own_thread(tid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
+}
