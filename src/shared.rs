@@ -214,6 +214,10 @@ impl<T: Element> Region<T> {
         Ok(())
     }
 
+    fn count(&self) -> usize {
+        self.count
+    }
+
     fn share(&self) -> Region<T> {
         Region {
             map: Arc::clone(&self.map),
@@ -245,6 +249,18 @@ impl<T> fmt::Debug for Region<T> {
     }
 }
 
+/// Checks that a region received as a `Value` or `RawValue` holds one element (an `Array`
+/// sent where a value is expected is refused, not misread).
+fn one_element<E: serde::de::Error>(count: usize, what: &str) -> Result<(), E> {
+    if count == 1 {
+        Ok(())
+    } else {
+        Err(E::custom(format!(
+            "shared memory holds {count} elements, not the one of a {what}"
+        )))
+    }
+}
+
 /// A region and the lock that guards it: what `Value` and `Array` are.
 struct Locked<T> {
     region: Region<T>,
@@ -252,6 +268,10 @@ struct Locked<T> {
 }
 
 impl<T: Element> Locked<T> {
+    fn count(&self) -> usize {
+        self.region.count
+    }
+
     fn builtin(region: Region<T>) -> Locked<T> {
         let lock = region.builtin_lock();
         Locked { region, lock }
@@ -309,9 +329,16 @@ impl<'de, T: Element> Deserialize<'de> for Locked<T> {
 /// child.join().unwrap();
 /// assert_eq!(v.get(), 20);
 /// ```
-#[derive(Serialize, Deserialize)]
-#[serde(bound(deserialize = "T: Element"))]
+#[derive(Serialize)]
 pub struct Value<T>(Locked<T>);
+
+impl<'de, T: Element> Deserialize<'de> for Value<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let inner = <Locked<T>>::deserialize(deserializer)?;
+        one_element(inner.count(), "Value")?;
+        Ok(Value(inner))
+    }
+}
 
 impl<T: Element> Value<T> {
     /// A new shared number with a lock of its own.
@@ -625,9 +652,16 @@ impl<T: Element> ArrayGuard<'_, T> {
 /// let v = multiproc::RawValue::new(1i32).unwrap();
 /// let _guard = v.lock();
 /// ```
-#[derive(Serialize, Deserialize)]
-#[serde(bound(deserialize = "T: Element"))]
+#[derive(Serialize)]
 pub struct RawValue<T>(Region<T>);
+
+impl<'de, T: Element> Deserialize<'de> for RawValue<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let inner = <Region<T>>::deserialize(deserializer)?;
+        one_element(inner.count(), "RawValue")?;
+        Ok(RawValue(inner))
+    }
+}
 
 impl<T: Element> RawValue<T> {
     /// A new shared number.

@@ -315,3 +315,21 @@ each_method! {
         assert_eq!(v.get(), 2.0 / 3.0);
     }
 }
+
+/// An array received where a single value is expected is a typed error, not a misread.
+#[test]
+fn array_received_as_a_value_is_a_typed_error() {
+    let (here, there) = multiproc::Pipe::new().unwrap();
+    here.send(&Array::new(&[1i32, 2]).unwrap()).unwrap();
+    assert!(matches!(
+        there.recv::<Value<i32>>(),
+        Err(Error::Deserialize { .. })
+    ));
+    here.send(&RawArray::<i32>::zeroed(0).unwrap()).unwrap();
+    assert!(matches!(
+        there.recv::<RawValue<i32>>(),
+        Err(Error::Deserialize { .. })
+    ));
+    here.send(&Value::new(3i32).unwrap()).unwrap();
+    assert_eq!(there.recv::<Value<i32>>().unwrap().get(), 3);
+}

@@ -198,7 +198,10 @@ impl<'de> Deserialize<'de> for Lock {
             .ok()
             .filter(|at| at % 4 == 0)
             .ok_or_else(|| D::Error::custom(format!("a lock at a bad offset {at}")))?;
-        let map = SharedMapping::from_fd(fd.0, at + 8).map_err(D::Error::custom)?;
+        let end = at
+            .checked_add(8)
+            .ok_or_else(|| D::Error::custom(format!("a lock at a bad offset {at}")))?;
+        let map = SharedMapping::from_fd(fd.0, end).map_err(D::Error::custom)?;
         Ok(Lock::embedded(Arc::new(map), at))
     }
 }
