@@ -671,6 +671,63 @@ each_method! {
     }
 }
 
+/// One side of a ping-pong: waits for its turn `rounds` times, handing the turn over each
+/// time; false if a wait ran into the hang guard (a lost wake-up).
+fn take_turns((cond, turn, me, rounds): (Condition, Value<u32>, u32, u32)) -> bool {
+    let mut guard = cond.acquire();
+    for _ in 0..rounds {
+        if !guard.wait_for_timeout(|| turn.get() == me, GUARD) {
+            return false;
+        }
+        turn.set(1 - me);
+        guard.notify(1);
+    }
+    true
+}
+
+each_method! {
+    /// Two processes hand a turn back and forth 2000 times through one condition: no
+    /// wake-up is lost.
+    fn cond_ping_pong_loses_no_wake_up(method: StartMethod) {
+        let cond = Condition::with_lock(Lock::new().unwrap()).unwrap();
+        let turn = Value::new(0u32).unwrap();
+        let mut child = with(method)
+            .spawn(take_turns, (cond.try_clone().unwrap(), turn.try_clone().unwrap(), 1, 2000))
+            .unwrap();
+        assert!(take_turns((cond.try_clone().unwrap(), turn.try_clone().unwrap(), 0, 2000)));
+        assert!(child.join().unwrap());
+        assert_eq!(turn.get(), 0);
+    }
+}
+
+fn serve(sems: (Semaphore, Semaphore, u32)) -> bool {
+    let (ping, pong, rounds) = sems;
+    for _ in 0..rounds {
+        match ping.acquire_timeout(GUARD) {
+            Some(permit) => permit.leak(),
+            None => return false,
+        }
+        pong.release().unwrap();
+    }
+    true
+}
+
+each_method! {
+    /// Two processes hand a permit back and forth 5000 times through two semaphores.
+    fn semaphore_ping_pong(method: StartMethod) {
+        let (ping, pong) = (Semaphore::new(0).unwrap(), Semaphore::new(0).unwrap());
+        let mut child = with(method)
+            .spawn(serve, (ping.try_clone().unwrap(), pong.try_clone().unwrap(), 5000))
+            .unwrap();
+        for _ in 0..5000 {
+            ping.release().unwrap();
+            pong.acquire_timeout(GUARD).expect("an answer within the hang guard").leak();
+        }
+        assert!(child.join().unwrap());
+        assert_eq!((ping.get_value(), pong.get_value()), (0, 0));
+    }
+}
+
 /// A condition over an RLock held twice: waiting releases both levels (another thread can
 /// take the lock and notify) and takes both back.
 #[test]
