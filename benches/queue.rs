@@ -27,6 +27,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use multiproc::{ByteBuf, Connection, Pipe, Process, Queue, SimpleQueue};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 const SMALL_ITEMS: usize = 1_000_000;
 const SMALL: usize = 16;
@@ -57,62 +59,57 @@ fn per_run(n: usize, item_len: usize) -> usize {
 // ---------------------------------------------------------------------------------------------
 // multiproc
 
+/// The two queue types, for one measuring routine.
+trait BenchQueue: Serialize + DeserializeOwned + Sized + 'static {
+    fn put(&self, item: &ByteBuf);
+    fn get(&self);
+    fn dup(&self) -> Self;
+}
+
+impl BenchQueue for Queue<ByteBuf> {
+    fn put(&self, item: &ByteBuf) {
+        Queue::put(self, item).expect("put");
+    }
+    fn get(&self) {
+        Queue::get(self).expect("get");
+    }
+    fn dup(&self) -> Self {
+        self.try_clone().expect("clone")
+    }
+}
+
+impl BenchQueue for SimpleQueue<ByteBuf> {
+    fn put(&self, item: &ByteBuf) {
+        SimpleQueue::put(self, item).expect("put");
+    }
+    fn get(&self) {
+        SimpleQueue::get(self).expect("get");
+    }
+    fn dup(&self) -> Self {
+        self.try_clone().expect("clone")
+    }
+}
+
 /// The consumer: for each run, takes `n` items and acks on `done`.
-fn consume_queue((q, done, n, runs): (Queue<ByteBuf>, Connection, usize, usize)) {
+fn consume<Q: BenchQueue>((q, done, n, runs): (Q, Connection, usize, usize)) {
     for _ in 0..runs {
         for _ in 0..n {
-            q.get().expect("get");
+            q.get();
         }
         done.send(&()).expect("ack");
     }
 }
 
-fn consume_simple((q, done, n, runs): (SimpleQueue<ByteBuf>, Connection, usize, usize)) {
-    for _ in 0..runs {
-        for _ in 0..n {
-            q.get().expect("get");
-        }
-        done.send(&()).expect("ack");
-    }
-}
-
-/// `maxsize` 0: unbounded.
-fn queue_rate(item_len: usize, n: usize, maxsize: usize) -> f64 {
-    let q = if maxsize == 0 {
-        Queue::new()
-    } else {
-        Queue::bounded(maxsize)
-    }
-    .expect("queue");
+/// Items (or bytes) per second through `q`, from this process to a consumer child.
+fn queue_rate<Q: BenchQueue>(q: Q, item_len: usize, n: usize) -> f64 {
     let (done, theirs) = Pipe::new().expect("pipe");
-    let mut child = Process::spawn(consume_queue, (q.try_clone().unwrap(), theirs, n, RUNS + 1))
-        .expect("spawn consumer");
+    let mut child =
+        Process::spawn(consume::<Q>, (q.dup(), theirs, n, RUNS + 1)).expect("spawn consumer");
     let item = ByteBuf::from(vec![b'x'; item_len]);
     let r = rate(per_run(n, item_len), || {
         let start = Instant::now();
         for _ in 0..n {
-            q.put(&item).expect("put");
-        }
-        done.recv::<()>().expect("ack");
-        start.elapsed().as_secs_f64()
-    });
-    child.join().expect("consumer");
-    r
-}
-
-fn simple_queue_rate(item_len: usize, n: usize) -> f64 {
-    let q = SimpleQueue::new().expect("queue");
-    let (done, theirs) = Pipe::new().expect("pipe");
-    let mut child = Process::spawn(
-        consume_simple,
-        (q.try_clone().unwrap(), theirs, n, RUNS + 1),
-    )
-    .expect("spawn consumer");
-    let item = ByteBuf::from(vec![b'x'; item_len]);
-    let r = rate(per_run(n, item_len), || {
-        let start = Instant::now();
-        for _ in 0..n {
-            q.put(&item).expect("put");
+            q.put(&item);
         }
         done.recv::<()>().expect("ack");
         start.elapsed().as_secs_f64()
@@ -295,14 +292,14 @@ fn main() {
     let started = Instant::now();
     let (mut small_ours, mut small_simple, mut small_raw) = (f64::NAN, f64::NAN, f64::NAN);
     if wants("small") {
-        small_ours = queue_rate(SMALL, SMALL_ITEMS, 0);
-        small_simple = simple_queue_rate(SMALL, SMALL_ITEMS / 4);
+        small_ours = queue_rate(Queue::new().expect("queue"), SMALL, SMALL_ITEMS);
+        small_simple = queue_rate(SimpleQueue::new().expect("queue"), SMALL, SMALL_ITEMS / 4);
         small_raw = raw_rate("pipe", SMALL, SMALL_ITEMS);
     }
     let (mut big_ours, mut big_bounded, mut big_raw) = (f64::NAN, f64::NAN, f64::NAN);
     if wants("big") {
-        big_ours = queue_rate(MIB, BIG_ITEMS, 0);
-        big_bounded = queue_rate(MIB, BIG_ITEMS, 2);
+        big_ours = queue_rate(Queue::new().expect("queue"), MIB, BIG_ITEMS);
+        big_bounded = queue_rate(Queue::bounded(2).expect("queue"), MIB, BIG_ITEMS);
         big_raw = raw_rate("socket", MIB, BIG_ITEMS);
     }
     let py = if only.is_none() { python() } else { None };

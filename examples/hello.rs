@@ -15,9 +15,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use multiproc::managers::{Manager, ManagerServer};
-use multiproc::{
-    current_process, ByteBuf, Connection, Pipe, Pool, Process, SimpleQueue, StartMethod,
-};
+use multiproc::{current_process, ByteBuf, Connection, Pipe, Pool, Process, Queue, StartMethod};
 
 /// CPU-bound work: count the primes below `limit`, by trial division.
 fn count_primes(limit: u64) -> u64 {
@@ -50,7 +48,7 @@ fn shout(conn: Connection) -> usize {
 }
 
 /// Runs in a child: puts three numbered items on the queue.
-fn produce((q, id): (SimpleQueue<(u32, u32)>, u32)) {
+fn produce((q, id): (Queue<(u32, u32)>, u32)) {
     for i in 1..=3 {
         q.put(&(id, i)).expect("put on the queue");
     }
@@ -157,7 +155,7 @@ fn main() -> Result<(), multiproc::Error> {
         child.pid(),
         child.join()?
     );
-    let q = SimpleQueue::new()?;
+    let q = Queue::new()?;
     let producers = [
         Process::spawn(produce, (q.try_clone()?, 1))?,
         Process::spawn(produce, (q.try_clone()?, 2))?,

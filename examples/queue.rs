@@ -2,7 +2,7 @@
 //! into a queue with random pauses; another reads in an endless loop and prints each value;
 //! the parent waits for the writer, then terminates the reader.
 //!
-//! What differs in Rust: the queue is a `SimpleQueue<String>`, typed, passed to each child as
+//! What differs in Rust: the queue is a `Queue<String>`, typed, passed to each child as
 //! its argument. The listing terminates the reader as soon as the writer is done, so on a busy
 //! machine its last `Get …` line can be lost; here the reader also acknowledges each value on
 //! a second queue, and the parent terminates it once all three are acknowledged, which is
@@ -12,9 +12,9 @@
 
 mod common;
 
-use multiproc::{Process, SimpleQueue};
+use multiproc::{Process, Queue};
 
-fn write((q, sleep_ms): (SimpleQueue<String>, u64)) {
+fn write((q, sleep_ms): (Queue<String>, u64)) {
     println!("Process to write: {}", std::process::id());
     let mut jitter = common::Jitter::new(sleep_ms, std::process::id().into());
     for value in ["A", "B", "C"] {
@@ -24,7 +24,7 @@ fn write((q, sleep_ms): (SimpleQueue<String>, u64)) {
     }
 }
 
-fn read((q, acks): (SimpleQueue<String>, SimpleQueue<()>)) {
+fn read((q, acks): (Queue<String>, Queue<()>)) {
     println!("Process to read: {}", std::process::id());
     loop {
         let value = q.get().expect("the queue is open");
@@ -35,8 +35,8 @@ fn read((q, acks): (SimpleQueue<String>, SimpleQueue<()>)) {
 
 fn main() -> Result<(), multiproc::Error> {
     let sleep_ms: u64 = common::arg("--sleep-ms", 1000);
-    let q = SimpleQueue::new()?;
-    let acks = SimpleQueue::new()?;
+    let q = Queue::new()?;
+    let acks = Queue::new()?;
     let mut pw = Process::spawn(write, (q.try_clone()?, sleep_ms))?;
     let mut pr = Process::spawn(read, (q.try_clone()?, acks.try_clone()?))?;
     pw.join()?;

@@ -2,7 +2,7 @@
 //! processes put their URLs into one queue, one reader process prints them as they come, and
 //! the parent terminates the reader once the writers are done.
 //!
-//! What differs in Rust: a typed `SimpleQueue<String>` shared by all three children. As in
+//! What differs in Rust: a typed `Queue<String>` shared by all three children. As in
 //! the `queue` example, the reader acknowledges each URL, and the parent terminates it once all
 //! six are acknowledged (the listing terminates it at once and can lose the last lines).
 //! `--sleep-ms` bounds the writers' random pauses (default 1000).
@@ -11,9 +11,9 @@
 
 mod common;
 
-use multiproc::{Process, SimpleQueue};
+use multiproc::{Process, Queue};
 
-fn proc_write((q, urls, sleep_ms): (SimpleQueue<String>, Vec<String>, u64)) {
+fn proc_write((q, urls, sleep_ms): (Queue<String>, Vec<String>, u64)) {
     println!("Process({}) is writing...", std::process::id());
     let mut jitter = common::Jitter::new(sleep_ms, std::process::id().into());
     for url in urls {
@@ -23,7 +23,7 @@ fn proc_write((q, urls, sleep_ms): (SimpleQueue<String>, Vec<String>, u64)) {
     }
 }
 
-fn proc_read((q, acks): (SimpleQueue<String>, SimpleQueue<()>)) {
+fn proc_read((q, acks): (Queue<String>, Queue<()>)) {
     println!("Process({}) is reading...", std::process::id());
     loop {
         let url = q.get().expect("the queue is open");
@@ -34,8 +34,8 @@ fn proc_read((q, acks): (SimpleQueue<String>, SimpleQueue<()>)) {
 
 fn main() -> Result<(), multiproc::Error> {
     let sleep_ms: u64 = common::arg("--sleep-ms", 1000);
-    let q = SimpleQueue::new()?;
-    let acks = SimpleQueue::new()?;
+    let q = Queue::new()?;
+    let acks = Queue::new()?;
     let urls = |range: std::ops::RangeInclusive<u32>| range.map(|i| format!("url_{i}")).collect();
     let mut writer1 = Process::spawn(proc_write, (q.try_clone()?, urls(1..=3), sleep_ms))?;
     let mut writer2 = Process::spawn(proc_write, (q.try_clone()?, urls(4..=6), sleep_ms))?;

@@ -565,3 +565,175 @@ fn zero_capacity_is_refused() {
         Err(Error::InvalidArgument(_))
     ));
 }
+
+fn put_forever((q, id): (Queue<(u32, u32)>, u32)) {
+    for i in 0.. {
+        q.put(&(id, i)).unwrap();
+    }
+}
+
+fn get_forever((q, out): (Queue<(u32, u32)>, Connection)) {
+    loop {
+        let item = q.get().unwrap();
+        out.send(&item).unwrap();
+    }
+}
+
+/// Items taken in `rounds`, checked per producer: `got[id]` must be exactly 0..n in order.
+fn assert_prefixes(got: &BTreeMap<u32, Vec<u32>>) {
+    for (id, items) in got {
+        let expected: Vec<u32> = (0..items.len() as u32).collect();
+        assert!(
+            items == &expected,
+            "producer {id}: items missing, repeated or out of order"
+        );
+    }
+}
+
+each_method! {
+    /// Producers SIGKILLed at arbitrary moments (some inside the queue's critical section) put
+    /// whole items or nothing: each one's items arrive as an unbroken, ordered prefix, the queue
+    /// stays usable, and nobody hangs on the lock a dead producer held (BEYOND-10: "the queue
+    /// stays usable for the remaining producers and consumers").
+    fn producers_killed_mid_put_put_whole_items_or_nothing(method: StartMethod) {
+        let q = Queue::bounded(500).unwrap();
+        let mut got: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for round in 0..4u32 {
+            let producers: Vec<_> = (0..2)
+                .map(|k| with(method).spawn(put_forever, (q.try_clone().unwrap(), round * 2 + k)).unwrap())
+                .collect();
+            let until = Instant::now() + Duration::from_millis(150 + 37 * u64::from(round));
+            while Instant::now() < until {
+                if let Ok((id, i)) = q.get_timeout(Duration::from_millis(20)) {
+                    got.entry(id).or_default().push(i);
+                }
+            }
+            for p in &producers {
+                p.kill().unwrap();
+            }
+            for mut p in producers {
+                assert!(matches!(p.join(), Err(Error::Signaled { .. })));
+            }
+            while let Ok((id, i)) = q.get_timeout(Duration::from_millis(300)) {
+                got.entry(id).or_default().push(i);
+            }
+        }
+        assert_prefixes(&got);
+        assert_eq!(got.len(), 8, "every producer put something");
+        q.put(&(99, 0)).unwrap();
+        assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), (99, 0));
+        assert!(q.is_empty().unwrap());
+    }
+}
+
+each_method! {
+    /// Consumers SIGKILLed at arbitrary moments each lose at most the one item they had taken:
+    /// nothing is delivered twice, and every other item reaches someone.
+    fn consumers_killed_mid_get_lose_at_most_their_item(method: StartMethod) {
+        const ROUNDS: u32 = 4;
+        let q = Queue::new().unwrap();
+        let (reports, theirs) = Pipe::new().unwrap();
+        let mut received: Vec<(u32, u32)> = Vec::new();
+        let mut next = 0u32;
+        let mut killed = 0;
+        for round in 0..ROUNDS {
+            let consumers: Vec<_> = (0..2)
+                .map(|_| with(method).spawn(get_forever, (q.try_clone().unwrap(), theirs.try_clone().unwrap())).unwrap())
+                .collect();
+            let until = Instant::now() + Duration::from_millis(100 + 41 * u64::from(round));
+            while Instant::now() < until {
+                for _ in 0..200 {
+                    q.put(&(0, next)).unwrap();
+                    next += 1;
+                }
+                while reports.poll(Duration::ZERO).unwrap() {
+                    received.push(reports.recv().unwrap());
+                }
+            }
+            for c in &consumers {
+                c.kill().unwrap();
+            }
+            for mut c in consumers {
+                let _ = c.join();
+                killed += 1;
+            }
+            while reports.poll(Duration::ZERO).unwrap() {
+                received.push(reports.recv().unwrap());
+            }
+        }
+        drop(theirs);
+        while let Ok(item) = q.try_get() {
+            received.push(item);
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for item in &received {
+            assert!(seen.insert(*item), "{item:?} delivered twice");
+        }
+        let lost = next as usize - seen.len();
+        assert!(lost <= killed, "{lost} items lost by {killed} killed consumers");
+    }
+}
+
+/// BEYOND-11: making and dropping queues in a loop (used or not, with clones and a feeder
+/// thread) returns the descriptor count to where it was.
+///
+/// Ported from CPython: gh-131794, gh-77262 (bpo-33081)
+/// Runs in a child of its own, where no other test opens descriptors meanwhile; returns the
+/// descriptor counts before and after.
+fn queues_in_a_loop(_: ()) -> (usize, usize) {
+    let _warm: Queue<u8> = Queue::new().unwrap();
+    let before = common::open_fds();
+    for i in 0..100u32 {
+        let q: Queue<ByteBuf> = Queue::new().unwrap();
+        if i % 2 == 0 {
+            let clone = q.try_clone().unwrap();
+            clone.put(&ByteBuf::from(vec![1; 10])).unwrap();
+            assert_eq!(q.get().unwrap().len(), 10);
+        }
+        if i % 10 == 0 {
+            // More than the ring holds: the feeder thread starts, and must finish.
+            for _ in 0..5 {
+                q.put(&ByteBuf::from(vec![2; 1 << 20])).unwrap();
+            }
+            for _ in 0..5 {
+                q.get().unwrap();
+            }
+        }
+    }
+    (before, common::open_fds())
+}
+
+#[test]
+fn no_descriptor_leaks() {
+    let (before, after) = Process::spawn(queues_in_a_loop, ())
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(before, after, "descriptors before and after 100 queues");
+}
+
+fn overfill_then_cancel(q: Queue<ByteBuf>) -> usize {
+    for _ in 0..8 {
+        q.put(&ByteBuf::from(vec![3; 1 << 20])).unwrap();
+    }
+    let held = q.qsize().unwrap();
+    q.cancel_join_thread();
+    held
+}
+
+/// `cancel_join_thread`: a process whose feeder still holds items nobody will read can end
+/// (CPython's `cancel_join_thread`); the items in shared memory stay readable.
+///
+/// Ported from CPython: _TestQueue.test_fork's use of cancel_join_thread, and the
+/// "joining processes that use queues" guideline
+#[test]
+fn cancel_join_thread_lets_a_producer_end() {
+    let q = Queue::new().unwrap();
+    let mut child = Process::spawn(overfill_then_cancel, q.try_clone().unwrap()).unwrap();
+    assert_eq!(child.join_timeout(Duration::from_secs(60)).unwrap(), 8);
+    let mut readable = 0;
+    while q.try_get().is_ok() {
+        readable += 1;
+    }
+    assert!((1..8).contains(&readable), "{readable} of 8 items readable");
+}

@@ -165,3 +165,37 @@ fn retyped(q: &SimpleQueue<String>) -> SimpleQueue<u64> {
     here.send(q).unwrap();
     there.recv::<SimpleQueue<u64>>().unwrap()
 }
+
+fn put_two(q: SimpleQueue<u32>) {
+    q.put(&1).unwrap();
+    q.put(&2).unwrap();
+}
+
+each_method! {
+    /// SQ-01: empty at first, not empty once a child has put two items, empty again after both
+    /// are read, in order.
+    ///
+    /// Ported from CPython: TestSimpleQueue.test_empty
+    fn sq01_empty(method: StartMethod) {
+        let q = SimpleQueue::new().unwrap();
+        assert!(q.is_empty().unwrap());
+        with(method).spawn(put_two, q.try_clone().unwrap()).unwrap().join().unwrap();
+        assert!(!q.is_empty().unwrap());
+        assert_eq!(q.get().unwrap(), 1);
+        assert_eq!(q.get().unwrap(), 2);
+        assert!(q.is_empty().unwrap());
+    }
+}
+
+/// SQ-02: closing twice is fine; afterwards `is_empty`, `put` and `get` report `Closed`.
+///
+/// Ported from CPython: TestSimpleQueue.test_close, test_empty_exceptions, test_closed
+#[test]
+fn sq02_close_twice_then_closed() {
+    let mut q: SimpleQueue<u32> = SimpleQueue::new().unwrap();
+    q.close();
+    q.close();
+    assert!(matches!(q.is_empty(), Err(Error::Closed)));
+    assert!(matches!(q.put(&1), Err(Error::Closed)));
+    assert!(matches!(q.get(), Err(Error::Closed)));
+}

@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use multiproc::managers::{Manager, ManagerServer};
-use multiproc::{Connection, Pipe, Pool, Process, StartMethod};
+use multiproc::{ByteBuf, Connection, Pipe, Pool, Process, Queue, StartMethod};
 
 fn noop(_: ()) {}
 
@@ -187,6 +187,37 @@ fn pool_rows(scale: impl Fn(usize) -> usize, rows: &mut Vec<(String, f64, &'stat
     pool.join().unwrap();
 }
 
+/// The consumer of the queue rows: per run, takes `n` items and acks.
+fn queue_consumer((q, done, n, runs): (Queue<ByteBuf>, Connection, usize, usize)) {
+    for _ in 0..runs {
+        for _ in 0..n {
+            q.get().unwrap();
+        }
+        done.send(&()).unwrap();
+    }
+}
+
+/// One producer (here) and one consumer process: median items per second over `trials` runs of
+/// `n` items of `len` bytes, from the first put to the consumer's ack.
+fn queue_rate(len: usize, n: usize, trials: usize) -> f64 {
+    let q = Queue::new().unwrap();
+    let (done, theirs) = Pipe::new().unwrap();
+    let mut child = Process::spawn(
+        queue_consumer,
+        (q.try_clone().unwrap(), theirs, n, trials + 1),
+    )
+    .unwrap();
+    let item = ByteBuf::from(vec![b'x'; len]);
+    let r = rate(n, trials, || {
+        for _ in 0..n {
+            q.put(&item).unwrap();
+        }
+        done.recv::<()>().unwrap();
+    });
+    child.join().unwrap();
+    r
+}
+
 /// A put+get pair on a manager's queue over loopback, both ends on CPU 0: median µs.
 fn manager_round_trip(n: usize) -> f64 {
     let mut server = ManagerServer::bind("127.0.0.1:0", b"abc").unwrap();
@@ -231,6 +262,17 @@ fn main() {
         rows.push((key, start_join(method, scale(n)), "us"));
     }
     pool_rows(scale, &mut rows);
+    eprintln!("  queue");
+    rows.push((
+        "queue.16B".into(),
+        queue_rate(16, scale(250_000), 5),
+        "items/s",
+    ));
+    rows.push((
+        "queue.1mib".into(),
+        queue_rate(1 << 20, scale(200), 5) * (1 << 20) as f64 / 1e6,
+        "MB/s",
+    ));
     pin_to_cpu0();
     eprintln!("  manager.queue_rtt");
     rows.push((

@@ -142,6 +142,31 @@ def pool_rows(scale, rows):
         rows["pool.map_default"] = (rate(n, 5, lambda: pool.map(square, range(n))), "items/s")
 
 
+def queue_consumer(q, done, n, runs):
+    for _ in range(runs):
+        for _ in range(n):
+            q.get()
+        done.send(None)
+
+
+def queue_rate(length, n, trials):
+    """One producer (here) and one consumer process: median items/s over `trials` runs."""
+    q = mp.Queue()
+    done, theirs = mp.Pipe()
+    child = mp.Process(target=queue_consumer, args=(q, theirs, n, trials + 1))
+    child.start()
+    item = b"x" * length
+
+    def work():
+        for _ in range(n):
+            q.put(item)
+        done.recv()
+
+    r = rate(n, trials, work)
+    child.join()
+    return r
+
+
 _QUEUE = None
 
 
@@ -187,6 +212,9 @@ def main():
         print(f"  process.start_join.{method}", file=sys.stderr)
         rows[f"process.start_join.{method}"] = (start_join(method, scale(n)), "us")
     pool_rows(scale, rows)
+    print("  queue", file=sys.stderr)
+    rows["queue.16B"] = (queue_rate(16, scale(250000), 5), "items/s")
+    rows["queue.1mib"] = (queue_rate(1 << 20, scale(200), 5) * (1 << 20) / 1e6, "MB/s")
     os.sched_setaffinity(0, {0})
     print("  manager.queue_rtt", file=sys.stderr)
     rows["manager.queue_rtt"] = (manager_round_trip(scale(2000)), "us")

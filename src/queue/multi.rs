@@ -34,7 +34,7 @@ struct LocalState {
     pending: VecDeque<Encoded>,
     /// The feeder is writing an item it took from `pending`.
     in_flight: bool,
-    feeder_running: bool,
+    feeder: Option<std::thread::JoinHandle<()>>,
     /// The last handle is gone: the feeder stops once `pending` is empty.
     shutting_down: bool,
     /// `cancel_join_thread`: dropping the last handle does not wait for `pending`.
@@ -59,13 +59,13 @@ impl Handle {
     /// Hands an item to the feeder thread, starting it if needed.
     fn defer(&self, state: &mut LocalState, item: Encoded) -> Result<(), Error> {
         state.pending.push_back(item);
-        if !state.feeder_running {
+        if state.feeder.is_none() {
             let (ring, local) = (Arc::clone(&self.ring), Arc::clone(&self.local));
-            std::thread::Builder::new()
+            let feeder = std::thread::Builder::new()
                 .name("multiproc-queue-feeder".into())
                 .spawn(move || feed(&ring, &local))
                 .map_err(Error::os("spawn the queue's feeder thread"))?;
-            state.feeder_running = true;
+            state.feeder = Some(feeder);
         }
         self.local.changed.notify_all();
         Ok(())
@@ -87,11 +87,23 @@ impl Handle {
 impl Drop for Handle {
     fn drop(&mut self) {
         self.flush();
-        let mut state = self.local.state();
-        state.shutting_down = true;
-        self.local.changed.notify_all();
+        let feeder = {
+            let mut state = self.local.state();
+            state.shutting_down = true;
+            self.local.changed.notify_all();
+            state.feeder.take()
+        };
+        // The feeder holds the ring (its descriptors and mapping) until it ends: wait, so that
+        // dropping a queue releases them. It ends at once, or within `CANCEL_CHECK` if
+        // cancelled while waiting for room.
+        if let Some(feeder) = feeder {
+            let _ = feeder.join();
+        }
     }
 }
+
+/// How often a feeder waiting for room checks whether it was cancelled.
+const CANCEL_CHECK: Duration = Duration::from_millis(100);
 
 /// The feeder thread: writes pending items into the ring in order, waiting for room.
 fn feed(ring: &Ring, local: &Local) {
@@ -102,8 +114,6 @@ fn feed(ring: &Ring, local: &Local) {
         }
         let Some(item) = state.pending.pop_front() else {
             if state.shutting_down {
-                state.feeder_running = false;
-                local.changed.notify_all();
                 return;
             }
             state = local.changed.wait(state).unwrap_or_else(|e| e.into_inner());
@@ -111,9 +121,20 @@ fn feed(ring: &Ring, local: &Local) {
         };
         state.in_flight = true;
         drop(state);
-        if let Err(e) = ring.put_until(&mut Src::Encoded(&item), None) {
-            // Only an OS failure of the socket gets here (the item was pickled in `put`).
-            eprintln!("multiproc: a queue's feeder thread dropped an item: {e}");
+        loop {
+            match ring.put_until(
+                &mut Src::Encoded(&item),
+                Some(Instant::now() + CANCEL_CHECK),
+            ) {
+                Ok(true) => break,
+                Ok(false) if !local.state().cancelled => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    // Only an OS failure of the socket gets here (the item was pickled in `put`).
+                    eprintln!("multiproc: a queue's feeder thread dropped an item: {e}");
+                    break;
+                }
+            }
         }
         state = local.state();
         state.in_flight = false;
