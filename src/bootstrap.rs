@@ -615,3 +615,37 @@ pub(crate) fn parse_report(frame: Vec<u8>, mut fds: Vec<OwnedFd>) -> Result<Repo
 fn malformed_report() -> Error {
     Error::InvalidArgument("the child sent a malformed report".into())
 }
+
+/// A plain `fn()` that travels to other processes of this executable (a `Barrier`'s action),
+/// as its offset from the anchor plus the executable's identity: only a process running the
+/// same executable turns it back into the function; any other fails to deserialize it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SharedFn(pub(crate) fn());
+
+impl serde::Serialize for SharedFn {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let exe = sys::exe_identity().map_err(S::Error::custom)?;
+        (offset_of(self.0 as usize), exe).serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SharedFn {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let (offset, exe) = <(i64, [i64; 5])>::deserialize(deserializer)?;
+        if sys::exe_identity().map_err(D::Error::custom)? != exe {
+            return Err(D::Error::custom(
+                "a function from a different executable cannot run here",
+            ));
+        }
+        // SAFETY: the pair was written by `Serialize` above, from an `fn()`, in a process
+        // running this very executable (identity just checked), so the address is that
+        // function here too. Like the bootstrap's own offsets, this trusts that the message
+        // comes from a multiproc process of this program, not a forger (documented on
+        // `Barrier`).
+        Ok(SharedFn(unsafe {
+            std::mem::transmute::<usize, fn()>(address_at(offset))
+        }))
+    }
+}

@@ -191,6 +191,26 @@ pub enum Error {
     #[error("the result was already taken")]
     ResultTaken,
 
+    /// `release` of a lock that is not held: a [`Lock`](crate::Lock) that is unlocked, or an
+    /// [`RLock`](crate::RLock) the calling thread does not hold (CPython's `ValueError` /
+    /// `RuntimeError` for releasing an un-acquired lock).
+    #[error("release of a lock that is not held (by this thread, for an RLock)")]
+    NotHeld,
+
+    /// `release` of a semaphore already at its most: a
+    /// [`BoundedSemaphore`](crate::BoundedSemaphore) at its start value (CPython's
+    /// `ValueError: semaphore or lock released too many times`).
+    #[error("semaphore released too many times (its most is {limit})")]
+    TooManyReleases {
+        /// The value the semaphore may not pass.
+        limit: u32,
+    },
+
+    /// A [`Barrier`](crate::Barrier) was broken (a timeout, `abort`, `reset` or a panicking
+    /// action) before or while this party waited (CPython's `BrokenBarrierError`).
+    #[error("the barrier is broken")]
+    BrokenBarrier,
+
     /// The operating system refused a call.
     #[error("{op} failed: {source}")]
     Os {

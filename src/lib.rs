@@ -89,6 +89,31 @@
 //! assert_eq!(pending.get().unwrap(), 144);
 //! ```
 //!
+//! Share numbers and synchronise across processes: [`Value`] / [`Array`] in shared memory,
+//! and [`Lock`], [`RLock`], [`Semaphore`], [`Event`], [`Condition`], [`Barrier`] (the
+//! [`sync`] module says what each does when a process dies holding it):
+//!
+//! ```
+//! use multiproc::{Barrier, Process, Value};
+//!
+//! fn work((total, barrier): (Value<u64>, Barrier)) {
+//!     let mut t = total.lock();
+//!     t.set(t.get() + 1);
+//!     drop(t);
+//!     barrier.wait().unwrap(); // everyone has counted
+//! }
+//!
+//! let (total, barrier) = (Value::new(0u64).unwrap(), Barrier::new(3).unwrap());
+//! let mut children: Vec<_> = (0..2)
+//!     .map(|_| Process::spawn(work, (total.try_clone().unwrap(), barrier.try_clone().unwrap())).unwrap())
+//!     .collect();
+//! work((total.try_clone().unwrap(), barrier.try_clone().unwrap()));
+//! assert_eq!(total.get(), 3);
+//! for c in &mut children {
+//!     c.join().unwrap();
+//! }
+//! ```
+//!
 //! ## Bytes: use the fast path
 //!
 //! serde-pickle writes a `Vec<u8>` as a *list of integers* (about 30 MB/s). For byte payloads
@@ -134,6 +159,9 @@
 //!   its address. Closures that capture state are not accepted (put the state in `A`).
 //! - [`StartMethod::Fork`] in a program with threads copies only the calling thread; see its
 //!   docs. The default, [`StartMethod::Forkserver`], is safe with threads.
+//! - A process killed while holding a [`Lock`] or [`RLock`] is noticed within about 100 ms and
+//!   the next taker is told ([`LockGuard::owner_died`]); a [`Semaphore`] permit it held is
+//!   lost, and a [`Barrier`] party it was waits for it until a timeout breaks the barrier.
 //! - A non-daemon child outlives its parent if the parent exits without joining it (as in
 //!   CPython); a daemon child is killed when its parent exits.
 
@@ -149,6 +177,7 @@ mod pool;
 mod process;
 mod queue;
 mod shared;
+pub mod sync;
 mod sys;
 
 pub use connection::{Connection, Pipe, RecvEnd, SendEnd};
@@ -160,4 +189,8 @@ pub use process::{
 };
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use serde_bytes::{ByteBuf, Bytes};
-pub use shared::{Array, ArrayGuard, Element, Value, ValueGuard};
+pub use shared::{Array, ArrayGuard, Element, RawArray, RawValue, Value, ValueGuard};
+pub use sync::{
+    Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, RLock,
+    RLockGuard, Semaphore, SemaphoreGuard,
+};

@@ -34,7 +34,6 @@ pub(crate) struct RobustLock<'a> {
     waiters: &'a AtomicU32,
 }
 
-#[allow(dead_code)] // `owner` and `try_lock` serve the sync primitives being built
 impl<'a> RobustLock<'a> {
     pub(crate) fn new(word: &'a AtomicU32, waiters: &'a AtomicU32) -> RobustLock<'a> {
         RobustLock { word, waiters }
@@ -113,6 +112,42 @@ impl<'a> RobustLock<'a> {
     /// Releases the lock; the caller holds it.
     pub(crate) fn unlock(&self) {
         self.word.store(0, Ordering::SeqCst);
+        self.wake_one();
+    }
+
+    /// Releases the lock if the calling thread holds it; `false` (and nothing changes) if it
+    /// does not, e.g. because someone released it for this thread (`Lock::release`).
+    pub(crate) fn unlock_mine(&self) -> bool {
+        let released = self
+            .word
+            .compare_exchange(gettid(), 0, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok();
+        if released {
+            self.wake_one();
+        }
+        released
+    }
+
+    /// Releases the lock whoever holds it (a `multiprocessing.Lock` may be released by any
+    /// thread or process); `false` if it was free.
+    pub(crate) fn unlock_any(&self) -> bool {
+        let mut owner = self.word.load(Ordering::Relaxed);
+        while owner != 0 {
+            match self
+                .word
+                .compare_exchange(owner, 0, Ordering::SeqCst, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    self.wake_one();
+                    return true;
+                }
+                Err(now) => owner = now,
+            }
+        }
+        false
+    }
+
+    fn wake_one(&self) {
         if self.waiters.load(Ordering::SeqCst) > 0 {
             futex_wake(self.word, 1);
         }

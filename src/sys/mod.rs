@@ -16,8 +16,7 @@ mod lock;
 mod shm;
 mod slots;
 pub(crate) use lock::{Acquired, RobustLock};
-#[allow(unused_imports)] // the sync primitives and `Queue` use these next
-pub(crate) use shm::{futex_wait, futex_wake, gettid, thread_alive, SharedMapping};
+pub(crate) use shm::{futex_wait, futex_wake, gettid, is_own_thread, SharedMapping};
 pub(crate) use slots::SharedSlots;
 
 use nix::sys::socket::{

@@ -4,7 +4,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
 
 /// A shared mapping of a memfd, and the memfd (to send to other processes).
@@ -213,6 +213,51 @@ impl SharedMapping {
     }
 }
 
+impl SharedMapping {
+    /// Loads the `size`-byte element at `offset` atomically (`size` is 1, 2, 4 or 8), as bits
+    /// in the low end of a `u64`: the lock-free `RawValue`/`RawArray` read this way.
+    ///
+    /// # Panics
+    /// If it does not lie inside the mapping, is misaligned, or `size` is not one of those.
+    pub(crate) fn load_bits(&self, offset: usize, size: usize) -> u64 {
+        let ptr = self.atomic_ptr(offset, size);
+        // SAFETY (each arm): `atomic_ptr` checked that `size` bytes at `ptr` lie inside the
+        // mapping, aligned to `size`; this shared memory is accessed only atomically at this
+        // offset by the lock-free types; the reference lives only for the load.
+        match size {
+            1 => u64::from(unsafe { &*ptr.cast::<AtomicU8>() }.load(Ordering::Acquire)),
+            2 => u64::from(unsafe { &*ptr.cast::<AtomicU16>() }.load(Ordering::Acquire)),
+            4 => u64::from(unsafe { &*ptr.cast::<AtomicU32>() }.load(Ordering::Acquire)),
+            _ => unsafe { &*ptr.cast::<AtomicU64>() }.load(Ordering::Acquire),
+        }
+    }
+
+    /// Stores the low `size` bytes of `bits` at `offset` atomically; see [`load_bits`](Self::load_bits).
+    ///
+    /// # Panics
+    /// As `load_bits`.
+    pub(crate) fn store_bits(&self, offset: usize, size: usize, bits: u64) {
+        let ptr = self.atomic_ptr(offset, size);
+        // SAFETY (each arm): as in `load_bits`.
+        match size {
+            1 => unsafe { &*ptr.cast::<AtomicU8>() }.store(bits as u8, Ordering::Release),
+            2 => unsafe { &*ptr.cast::<AtomicU16>() }.store(bits as u16, Ordering::Release),
+            4 => unsafe { &*ptr.cast::<AtomicU32>() }.store(bits as u32, Ordering::Release),
+            _ => unsafe { &*ptr.cast::<AtomicU64>() }.store(bits, Ordering::Release),
+        }
+    }
+
+    fn atomic_ptr(&self, offset: usize, size: usize) -> *mut u8 {
+        assert!(
+            matches!(size, 1 | 2 | 4 | 8) && offset % size == 0 && offset + size <= self.len,
+            "atomic access of {size} bytes at {offset} outside a {}-byte mapping",
+            self.len
+        );
+        // SAFETY: `offset < len` (checked), so the pointer stays inside the mapping.
+        unsafe { self.base.as_ptr().add(offset) }
+    }
+}
+
 impl Drop for SharedMapping {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly the mapping made in `map`; nothing borrows it any more.
@@ -312,4 +357,9 @@ pub(crate) fn thread_alive(tid: u32) -> bool {
         ),
         Err(_) => false,
     }
+}
+
+/// Whether thread `tid` belongs to the calling process (`/proc/self/task/<tid>` exists).
+pub(crate) fn is_own_thread(tid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
 }
