@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use multiproc::managers::{Manager, ManagerServer};
-use multiproc::{ByteBuf, Connection, Pipe, Pool, Process, Queue, StartMethod};
+use multiproc::{ByteBuf, Connection, Lock, Pipe, Pool, Process, Queue, StartMethod};
 
 fn noop(_: ()) {}
 
@@ -218,6 +218,21 @@ fn queue_rate(len: usize, n: usize, trials: usize) -> f64 {
     r
 }
 
+/// An uncontended acquire+release pair of a cross-process `Lock`: median ns.
+fn lock_pair(n: usize) -> f64 {
+    let lock = Lock::new().unwrap();
+    let samples = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..n {
+                drop(std::hint::black_box(lock.acquire()));
+            }
+            t.elapsed().as_secs_f64() * 1e9 / n as f64
+        })
+        .collect();
+    median(samples)
+}
+
 /// A put+get pair on a manager's queue over loopback, both ends on CPU 0: median µs.
 fn manager_round_trip(n: usize) -> f64 {
     let mut server = ManagerServer::bind("127.0.0.1:0", b"abc").unwrap();
@@ -273,6 +288,8 @@ fn main() {
         queue_rate(1 << 20, scale(200), 5) * (1 << 20) as f64 / 1e6,
         "MB/s",
     ));
+    eprintln!("  lock");
+    rows.push(("lock.pair".into(), lock_pair(scale(1_000_000)), "ns"));
     pin_to_cpu0();
     eprintln!("  manager.queue_rtt");
     rows.push((

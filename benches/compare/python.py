@@ -167,6 +167,19 @@ def queue_rate(length, n, trials):
     return r
 
 
+def lock_pair(n):
+    """An uncontended acquire+release pair of multiprocessing.Lock: median ns."""
+    lock = mp.Lock()
+    samples = []
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(n):
+            lock.acquire()
+            lock.release()
+        samples.append((time.perf_counter() - t) * 1e9 / n)
+    return median(samples)
+
+
 _QUEUE = None
 
 
@@ -215,6 +228,8 @@ def main():
     print("  queue", file=sys.stderr)
     rows["queue.16B"] = (queue_rate(16, scale(250000), 5), "items/s")
     rows["queue.1mib"] = (queue_rate(1 << 20, scale(200), 5) * (1 << 20) / 1e6, "MB/s")
+    print("  lock", file=sys.stderr)
+    rows["lock.pair"] = (lock_pair(scale(1000000)), "ns")
     os.sched_setaffinity(0, {0})
     print("  manager.queue_rtt", file=sys.stderr)
     rows["manager.queue_rtt"] = (manager_round_trip(scale(2000)), "us")

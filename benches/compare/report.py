@@ -22,6 +22,7 @@ ROWS = {
     "pipe.1mib.send_bytes": ("Pipe 1 MiB messages one way (one CPU)", True),
     "queue.16B": ("Queue, 16 B items, 1 producer -> 1 consumer", True),
     "queue.1mib": ("Queue, 1 MiB items", True),
+    "lock.pair": ("Lock acquire+release, uncontended", False),
     "pool.apply_async_noop": ("Pool.apply_async of a no-op, 20 000 tasks", True),
     "pool.map_chunksize1": ("Pool.map, 100 000 items, chunksize=1", True),
     "pool.map_default": ("Pool.map, 100 000 items, default chunks", True),
