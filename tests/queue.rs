@@ -626,6 +626,104 @@ each_method! {
     }
 }
 
+fn put_big_forever((q, id): (Queue<(u32, u32, ByteBuf)>, u32)) {
+    let payload = ByteBuf::from(vec![id as u8; 100 * 1024]);
+    for i in 0.. {
+        q.put(&(id, i, payload.clone())).unwrap();
+    }
+}
+
+each_method! {
+    /// The same with 100 KiB items, which a producer writes into the ring after releasing its
+    /// lock: a producer killed while writing one leaves a reserved entry that readers skip once
+    /// they see its writer is gone, and every item that arrives is whole.
+    fn producers_killed_writing_large_items(method: StartMethod) {
+        let q = Queue::bounded(4).unwrap();
+        let mut got: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for round in 0..3u32 {
+            let producers: Vec<_> = (0..2)
+                .map(|k| {
+                    let args = (q.try_clone().unwrap(), round * 2 + k);
+                    with(method).spawn(put_big_forever, args).unwrap()
+                })
+                .collect();
+            let mut take = |q: &Queue<(u32, u32, ByteBuf)>, wait| {
+                let (id, i, payload) = q.get_timeout(wait)?;
+                assert!(payload.len() == 100 * 1024 && payload.iter().all(|&b| b == id as u8));
+                got.entry(id).or_default().push(i);
+                Ok::<(), Error>(())
+            };
+            let until = Instant::now() + Duration::from_millis(150 + 29 * u64::from(round));
+            while Instant::now() < until {
+                let _ = take(&q, Duration::from_millis(20));
+            }
+            for p in &producers {
+                p.kill().unwrap();
+            }
+            for mut p in producers {
+                let _ = p.join();
+            }
+            while take(&q, Duration::from_millis(500)).is_ok() {}
+        }
+        assert_prefixes(&got);
+        let item = (99, 0, ByteBuf::from(vec![9; 100 * 1024]));
+        q.put(&item).unwrap();
+        q.put(&item).unwrap();
+        assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), item);
+        assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), item);
+        assert!(q.is_empty().unwrap());
+    }
+}
+
+/// An item whose payload starts with 2 stalls on its second serialization in a process: a
+/// child's `put` of it after a large item (measured, then written straight into the ring)
+/// stalls while its entry is reserved. The parent never pickles such an item.
+#[derive(serde::Deserialize, Debug, PartialEq)]
+struct Stalling(ByteBuf);
+
+static STALLING_SERIALIZED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Serialize for Stalling {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.first() == Some(&2)
+            && STALLING_SERIALIZED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1
+        {
+            std::thread::sleep(Duration::from_secs(600));
+        }
+        s.serialize_newtype_struct("Stalling", &self.0)
+    }
+}
+
+fn put_twice_stall_in_second(q: Queue<Stalling>) {
+    q.put(&Stalling(ByteBuf::from(vec![1; 200 * 1024])))
+        .unwrap();
+    q.put(&Stalling(ByteBuf::from(vec![2; 200 * 1024])))
+        .unwrap();
+}
+
+each_method! {
+    /// A producer killed while writing a large item into its reserved entry (made certain by
+    /// an item whose pickling stalls): readers skip the entry once its writer is gone, and the
+    /// room it held in a bounded queue comes back.
+    fn producer_killed_inside_a_reserved_entry(method: StartMethod) {
+        let q = Queue::bounded(2).unwrap();
+        let mut child = with(method).spawn(put_twice_stall_in_second, q.try_clone().unwrap()).unwrap();
+        let first = q.get_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(first, Stalling(ByteBuf::from(vec![1; 200 * 1024])));
+        std::thread::sleep(Duration::from_millis(200));
+        child.kill().unwrap();
+        assert!(matches!(child.join(), Err(Error::Signaled { .. })));
+        assert!(matches!(q.get_timeout(Duration::from_secs(1)), Err(Error::Empty)));
+        // Both slots are free again.
+        let small = |n| Stalling(ByteBuf::from(vec![n; 10]));
+        q.try_put(&small(7)).unwrap();
+        q.try_put(&small(8)).unwrap();
+        assert!(matches!(q.try_put(&small(9)), Err(Error::Full)));
+        assert_eq!(q.get().unwrap(), small(7));
+        assert_eq!(q.get().unwrap(), small(8));
+    }
+}
+
 each_method! {
     /// Consumers SIGKILLed at arbitrary moments each lose at most the one item they had taken:
     /// nothing is delivered twice, and every other item reaches someone.

@@ -8,7 +8,7 @@
 //! holds the ring's immutable shape (magic, capacity, maxsize), then, on separate cache lines,
 //! the lock and the ring positions, and the futex words that consumers, producers and joiners
 //! sleep on. `head` and `tail` count bytes from the start of time (`u64`, never wrapping); an
-//! entry is an 8-byte header (length, kind) and its bytes, padded to 8. An entry that would
+//! entry is a 16-byte header (length, kind, writer) and its bytes, padded to 8. An entry that would
 //! cross the ring's end is preceded by a `WRAP` marker that sends readers back to offset 0.
 //!
 //! # Why each item stays sound whatever dies
@@ -18,6 +18,14 @@
 //! next taker of the lock (which takes it over from the dead owner, [`sys::RobustLock`]) repairs
 //! the item count, the only derived value. So a consumer killed while taking an item loses at
 //! most that item, a producer killed mid-put puts nothing, and nobody waits on a dead process.
+//!
+//! A large item (64 KiB or more, after a large one) is the exception: its producer reserves a
+//! `PENDING` entry under the lock, naming itself, writes the pickle after releasing the lock
+//! (so that its copy runs beside a consumer's instead of after it), and commits the entry under
+//! the lock again. Readers wait for a pending entry at the front, as the items behind it are
+//! not theirs to take yet; one whose writer died (checked every 100 ms by whoever waits, reader
+//! or producer waiting for room) becomes a `SKIP` entry that readers step over, giving back
+//! the room it held.
 //!
 //! An item that travels on the socket leaves a `SOCKET` entry in the ring. The producer sends the
 //! record and writes the entry under the ring's lock, and a consumer takes the entry and receives
@@ -34,7 +42,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec;
 use crate::connection::{Pipe, RecvEnd, SendEnd, RECORD_MAX};
-use crate::sys::{self, Acquired, RobustLock, SharedMapping};
+use crate::sys::{self, Acquired, RobustLock, SharedMapping, OWNER_CHECK};
 use crate::Error;
 
 const MAGIC: usize = 0;
@@ -46,6 +54,7 @@ const HEAD: usize = 72;
 const TAIL: usize = 80;
 const COUNT: usize = 88;
 const UNFINISHED: usize = 92;
+const INFLIGHT: usize = 96;
 const PUT_SEQ: usize = 128;
 const GET_WAITERS: usize = 132;
 const GET_SEQ: usize = 192;
@@ -63,10 +72,15 @@ pub(crate) const RING_BYTES: usize = 4 << 20;
 /// The largest pickle kept in the ring; larger ones travel in a memfd.
 const RING_ITEM_MAX: usize = RING_BYTES / 2 - ENTRY_HEADER;
 
-const ENTRY_HEADER: usize = 8;
+/// An entry's header: its length, its kind, and for a pending entry the thread writing it.
+const ENTRY_HEADER: usize = 16;
 const KIND_DATA: u32 = 1;
 const KIND_SOCKET: u32 = 2;
 const KIND_WRAP: u32 = 3;
+/// Reserved by a producer that is writing it outside the lock; not yet an item.
+const KIND_PENDING: u32 = 4;
+/// Abandoned while pending (its writer failed or died); readers step over it.
+const KIND_SKIP: u32 = 5;
 
 /// Socket record tags (as in `SimpleQueue`): the pickle follows, or is in the memfd attached last.
 const RECORD_INLINE: u8 = 0;
@@ -252,25 +266,28 @@ impl Ring {
         Some(locked)
     }
 
-    /// Recounts the entries between head and tail (a process killed between moving a position
-    /// and updating the count leaves it one off).
+    /// Recounts the items and the pending entries between head and tail (a process killed
+    /// between moving a position and updating a count leaves it one off).
     fn repair(&self) {
         let (mut head, tail) = (self.map.read::<u64>(HEAD), self.map.read::<u64>(TAIL));
-        let mut count = 0u32;
+        let (mut count, mut inflight) = (0u32, 0u32);
         while head < tail {
             let pos = (head % self.capacity) as usize;
             let (len, kind) = self.entry_header(pos);
-            if kind == KIND_WRAP {
-                head += self.capacity - pos as u64;
-                continue;
+            match kind {
+                KIND_WRAP => {
+                    head += self.capacity - pos as u64;
+                    continue;
+                }
+                KIND_DATA | KIND_SOCKET => count += 1,
+                KIND_PENDING => inflight += 1,
+                KIND_SKIP => {}
+                _ => break,
             }
-            if kind != KIND_DATA && kind != KIND_SOCKET {
-                break;
-            }
-            count += 1;
             head += entry_size(len as usize) as u64;
         }
         self.word(COUNT).store(count, Ordering::SeqCst);
+        self.word(INFLIGHT).store(inflight, Ordering::SeqCst);
     }
 
     fn entry_header(&self, pos: usize) -> (u32, u32) {
@@ -298,7 +315,7 @@ impl Ring {
                 Put::Done => return Ok(true),
                 Put::LockTimeout => return Ok(false),
                 Put::NoRoom => {
-                    if !self.sleep(GET_SEQ, PUT_WAITERS, seq, deadline) {
+                    if !self.sleep_watching_pending(GET_SEQ, PUT_WAITERS, seq, deadline) {
                         return Ok(false);
                     }
                 }
@@ -321,7 +338,8 @@ impl Ring {
         let Some(_locked) = self.locked(deadline) else {
             return Ok(Put::LockTimeout);
         };
-        if self.maxsize != 0 && self.count() >= self.maxsize {
+        let inflight = self.word(INFLIGHT).load(Ordering::SeqCst);
+        if self.maxsize != 0 && self.count() + inflight >= self.maxsize {
             return Ok(Put::NoRoom);
         }
         let len = match item {
@@ -338,9 +356,31 @@ impl Ring {
                 self.write_entry_header(pos, len as u32, KIND_DATA);
             }
             Src::Direct(len, write) => {
+                // Reserve the entry and write it after releasing the lock, so that a large
+                // copy in runs beside a consumer's copy out instead of after it.
+                self.write_entry_header(pos, *len as u32, KIND_PENDING);
+                self.map.write(DATA + pos + 8, sys::gettid());
+                if let Some(wrap_pos) = wrap_at {
+                    self.write_entry_header(wrap_pos, 0, KIND_WRAP);
+                }
+                self.advance_tail(wrap_at, *len);
+                self.word(INFLIGHT).fetch_add(1, Ordering::SeqCst);
+                drop(_locked);
+                let mut pending = Pending {
+                    ring: self,
+                    pos,
+                    done: false,
+                };
                 self.map
                     .with_bytes_mut(DATA + pos + ENTRY_HEADER, *len, |bytes| write(bytes))?;
+                pending.done = true;
+                let _locked = self.locked(None);
                 self.write_entry_header(pos, *len as u32, KIND_DATA);
+                self.word(INFLIGHT).fetch_sub(1, Ordering::SeqCst);
+                self.word(COUNT).fetch_add(1, Ordering::SeqCst);
+                drop(_locked);
+                self.wake_consumers();
+                return Ok(Put::Done);
             }
             Src::Encoded(Encoded::Record(record, fds)) => {
                 let writer = self.writer.as_fd().ok_or(Error::Closed)?;
@@ -354,19 +394,107 @@ impl Ring {
         if let Some(wrap_pos) = wrap_at {
             self.write_entry_header(wrap_pos, 0, KIND_WRAP);
         }
+        self.advance_tail(wrap_at, len);
+        self.word(COUNT).fetch_add(1, Ordering::SeqCst);
+        drop(_locked);
+        self.wake_consumers();
+        Ok(Put::Done)
+    }
+
+    /// Moves the tail past a new entry of `len` bytes (and the wrap before it): the store that
+    /// publishes it.
+    fn advance_tail(&self, wrap_at: Option<usize>, len: usize) {
         let tail: u64 = self.map.read(TAIL);
         let advance = match wrap_at {
             Some(wrap_pos) => (self.capacity as usize - wrap_pos) + entry_size(len),
             None => entry_size(len),
         };
         self.map.write(TAIL, tail + advance as u64);
-        self.word(COUNT).fetch_add(1, Ordering::SeqCst);
-        drop(_locked);
+    }
+
+    fn wake_consumers(&self) {
         self.word(PUT_SEQ).fetch_add(1, Ordering::SeqCst);
         if self.word(GET_WAITERS).load(Ordering::SeqCst) > 0 {
             sys::futex_wake(self.word(PUT_SEQ), 1);
         }
-        Ok(Put::Done)
+    }
+
+    fn wake_producers(&self) {
+        self.word(GET_SEQ).fetch_add(1, Ordering::SeqCst);
+        if self.word(PUT_WAITERS).load(Ordering::SeqCst) > 0 {
+            sys::futex_wake(self.word(GET_SEQ), i32::MAX as u32);
+        }
+    }
+
+    /// Like [`sleep`](Self::sleep), but while entries are pending, wakes every
+    /// [`OWNER_CHECK`] to abandon those whose writer died (they hold room a bounded queue's
+    /// producers wait for, and their place in line).
+    fn sleep_watching_pending(
+        &self,
+        seq_at: usize,
+        waiters_at: usize,
+        seq: u32,
+        deadline: Option<Instant>,
+    ) -> bool {
+        if self.word(INFLIGHT).load(Ordering::SeqCst) == 0 {
+            return self.sleep(seq_at, waiters_at, seq, deadline);
+        }
+        let limit = Instant::now() + OWNER_CHECK;
+        let until = deadline.map_or(limit, |d| d.min(limit));
+        if !self.sleep(seq_at, waiters_at, seq, Some(until)) {
+            return false;
+        }
+        if Instant::now() >= limit {
+            self.reap_pending();
+        }
+        true
+    }
+
+    /// Abandons every pending entry whose writer is dead, and steps the head over abandoned
+    /// entries at the front.
+    fn reap_pending(&self) {
+        let Some(locked) = self.locked(None) else {
+            return;
+        };
+        let (mut at, tail) = (self.map.read::<u64>(HEAD), self.map.read::<u64>(TAIL));
+        let mut reaped = false;
+        while at < tail {
+            let pos = (at % self.capacity) as usize;
+            let (len, kind) = self.entry_header(pos);
+            match kind {
+                KIND_WRAP => {
+                    at += self.capacity - pos as u64;
+                    continue;
+                }
+                KIND_PENDING if !sys::thread_alive(self.map.read(DATA + pos + 8)) => {
+                    self.write_entry_header(pos, len, KIND_SKIP);
+                    self.word(INFLIGHT).fetch_sub(1, Ordering::SeqCst);
+                    reaped = true;
+                }
+                KIND_DATA | KIND_SOCKET | KIND_PENDING | KIND_SKIP => {}
+                _ => break,
+            }
+            at += entry_size(len as usize) as u64;
+        }
+        drop(locked);
+        if reaped {
+            self.word(PUT_SEQ).fetch_add(1, Ordering::SeqCst);
+            sys::futex_wake(self.word(PUT_SEQ), i32::MAX as u32);
+            self.wake_producers();
+        }
+    }
+
+    /// Turns the pending entry at `pos` into one readers step over (its writer failed).
+    fn abandon(&self, pos: usize) {
+        let locked = self.locked(None);
+        let (len, _) = self.entry_header(pos);
+        self.write_entry_header(pos, len, KIND_SKIP);
+        self.word(INFLIGHT).fetch_sub(1, Ordering::SeqCst);
+        drop(locked);
+        // A consumer may be waiting for this entry, and a producer for the room it held.
+        self.word(PUT_SEQ).fetch_add(1, Ordering::SeqCst);
+        sys::futex_wake(self.word(PUT_SEQ), i32::MAX as u32);
+        self.wake_producers();
     }
 
     fn write_entry_header(&self, pos: usize, len: u32, kind: u32) {
@@ -397,24 +525,39 @@ impl Ring {
         deadline: Option<Instant>,
         in_place: &mut dyn FnMut(&[u8]),
     ) -> Result<Option<Taken>, Error> {
+        // Since when the front entry has been pending (its writer may have died).
+        let mut pending_since: Option<Instant> = None;
         loop {
             let seq = self.word(PUT_SEQ).load(Ordering::SeqCst);
             if self.count() > 0 {
                 let Some(locked) = self.locked(deadline) else {
                     return Ok(None);
                 };
-                let Some(taken) = self.take_locked(buf, in_place)? else {
-                    // The count said an item was there and the ring disagrees: trust the ring.
-                    self.repair();
-                    continue;
-                };
-                {
-                    drop(locked);
-                    self.word(GET_SEQ).fetch_add(1, Ordering::SeqCst);
-                    if self.word(PUT_WAITERS).load(Ordering::SeqCst) > 0 {
-                        sys::futex_wake(self.word(GET_SEQ), i32::MAX as u32);
+                let check_writer = pending_since.is_some_and(|t| t.elapsed() >= OWNER_CHECK);
+                match self.take_locked(buf, in_place, check_writer)? {
+                    Front::Taken(taken) => {
+                        drop(locked);
+                        self.wake_producers();
+                        return Ok(Some(taken));
                     }
-                    return Ok(Some(taken));
+                    Front::Empty => {
+                        // The count said an item was there and the ring disagrees: trust the
+                        // ring.
+                        self.repair();
+                        continue;
+                    }
+                    Front::Pending => {
+                        // Items after it must wait their turn: sleep until a put commits.
+                        drop(locked);
+                        pending_since.get_or_insert_with(Instant::now);
+                        let limit = Instant::now() + OWNER_CHECK;
+                        let until = deadline.map_or(limit, |d| d.min(limit));
+                        self.sleep(PUT_SEQ, GET_WAITERS, seq, Some(until));
+                        if deadline.is_some_and(|d| Instant::now() >= d) {
+                            return Ok(None);
+                        }
+                        continue;
+                    }
                 }
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -434,19 +577,23 @@ impl Ring {
                     std::hint::spin_loop();
                 }
             }
-            if self.count() == 0 && !self.sleep(PUT_SEQ, GET_WAITERS, seq, deadline) {
+            if self.count() == 0
+                && !self.sleep_watching_pending(PUT_SEQ, GET_WAITERS, seq, deadline)
+            {
                 return Ok(None);
             }
         }
     }
 
-    /// Under the lock: takes the front entry. `None` if the ring is empty (or held only entries
-    /// whose records a dead consumer took).
+    /// Under the lock: takes the front entry. `Empty` if the ring is empty (or held only
+    /// entries whose records a dead consumer took); `Pending` if the front entry is still being
+    /// written. With `check_writer`, a pending entry whose writer is dead is abandoned.
     fn take_locked(
         &self,
         buf: &mut Vec<u8>,
         in_place: &mut dyn FnMut(&[u8]),
-    ) -> Result<Option<Taken>, Error> {
+        check_writer: bool,
+    ) -> Result<Front, Error> {
         let tail: u64 = self.map.read(TAIL);
         let mut head: u64 = self.map.read(HEAD);
         let corrupt = || Error::InvalidArgument("the queue's shared memory is corrupt".into());
@@ -460,6 +607,19 @@ impl Ring {
                     head += self.capacity - pos as u64;
                     self.map.write(HEAD, head);
                 }
+                KIND_SKIP => {
+                    head = next;
+                    self.map.write(HEAD, head);
+                    self.wake_producers();
+                }
+                KIND_PENDING => {
+                    let writer: u32 = self.map.read(DATA + pos + 8);
+                    if !check_writer || sys::thread_alive(writer) {
+                        return Ok(Front::Pending);
+                    }
+                    self.write_entry_header(pos, len as u32, KIND_SKIP);
+                    self.word(INFLIGHT).fetch_sub(1, Ordering::SeqCst);
+                }
                 KIND_DATA => {
                     if next > tail || pos + entry_size(len) > self.capacity as usize {
                         return Err(corrupt());
@@ -469,11 +629,11 @@ impl Ring {
                         // Saves copying a large pickle out; the lock is held a little longer.
                         self.map.with_bytes(at, len, |bytes| in_place(bytes));
                         self.commit_take(next);
-                        return Ok(Some(Taken::InPlace));
+                        return Ok(Front::Taken(Taken::InPlace));
                     }
                     self.map.read_bytes_into(at, len, buf);
                     self.commit_take(next);
-                    return Ok(Some(Taken::Data));
+                    return Ok(Front::Taken(Taken::Data));
                 }
                 KIND_SOCKET => {
                     let reader = self.reader.as_fd().ok_or(Error::Closed)?;
@@ -489,7 +649,7 @@ impl Ring {
                     self.commit_take(next);
                     head = next;
                     match got {
-                        Ok(n) if n > 0 => return Ok(Some(Taken::Record(record, fds))),
+                        Ok(n) if n > 0 => return Ok(Front::Taken(Taken::Record(record, fds))),
                         // No record for this entry: a consumer died after receiving it.
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                         Ok(_) => return Err(Error::Disconnected),
@@ -499,7 +659,7 @@ impl Ring {
                 _ => return Err(corrupt()),
             }
         }
-        Ok(None)
+        Ok(Front::Empty)
     }
 
     fn commit_take(&self, next_head: u64) {
@@ -575,6 +735,29 @@ impl Ring {
             if !self.sleep(DONE_SEQ, JOIN_WAITERS, seq, deadline) {
                 return self.unfinished() == 0;
             }
+        }
+    }
+}
+
+/// What a consumer found at the front of the ring.
+enum Front {
+    Taken(Taken),
+    Empty,
+    Pending,
+}
+
+/// A reserved entry being written outside the lock: abandoned if the writing fails or
+/// unwinds before it is committed.
+struct Pending<'a> {
+    ring: &'a Ring,
+    pos: usize,
+    done: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.ring.abandon(self.pos);
         }
     }
 }

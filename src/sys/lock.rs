@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::shm::{futex_wait, futex_wake, gettid, thread_alive};
 
 /// How long a waiter sleeps before it checks whether the owner is still alive.
-const OWNER_CHECK: Duration = Duration::from_millis(100);
+pub(crate) const OWNER_CHECK: Duration = Duration::from_millis(100);
 
 /// How the lock was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -165,9 +165,9 @@ impl SharedMapping {
         f(bytes)
     }
 
-    /// Runs `f` over the `len` bytes at `offset`, writable, under the caller's lock as for
-    /// [`write_bytes`](Self::write_bytes): no other process reads or writes them while `f`
-    /// runs.
+    /// Runs `f` over the `len` bytes at `offset`, writable. The caller holds the lock that
+    /// guards them, or has reserved them under it (the queue's pending entries), so no other
+    /// process reads or writes them while `f` runs.
     ///
     /// # Panics
     /// If the range does not lie inside the mapping.
@@ -183,8 +183,9 @@ impl SharedMapping {
             self.len
         );
         // SAFETY: the range is inside the mapping (checked), which stays mapped while `self`
-        // is borrowed; the memory is initialised; the caller's lock excludes every other
-        // access in any process, and no other slice of this range exists in this one.
+        // is borrowed; the memory is initialised; the caller's lock or reservation excludes
+        // every other access in any process, and no other slice of this range exists in this
+        // one.
         let bytes = unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(offset), len) };
         f(bytes)
     }
