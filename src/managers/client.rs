@@ -150,7 +150,7 @@ impl Manager {
     pub(crate) fn control(&self, method: &str, args: Vec<Value>) -> Result<Value, Error> {
         let deadline = Instant::now() + self.options.connect_timeout;
         let (stream, mut reader) = self.open(deadline)?;
-        wire::send_value(&stream, &wire::request(None, method, args, Vec::new()))?;
+        reader.send_request(&stream, None, method, &args, &[])?;
         // A control request is answered at once: a server that does not is not waited for.
         wire::until(&stream, Some(Instant::now() + self.options.connect_timeout))?;
         let reply = reader.recv_value(&stream, self.options.max_frame, &Limits::default())?;
@@ -329,7 +329,7 @@ pub(crate) fn control_request(
 ) -> Result<Value, Error> {
     let deadline = deadline.unwrap_or_else(|| Instant::now() + wire::HANDSHAKE_TIMEOUT);
     let (stream, mut reader) = open(address, auth, deadline)?;
-    wire::send_value(&stream, &wire::request(None, method, args, Vec::new()))?;
+    reader.send_request(&stream, None, method, &args, &[])?;
     wire::until(&stream, Some(deadline))?;
     match reader.recv_value(&stream, 64 << 20, &Limits::default()) {
         Ok(reply) => unpack(reply),

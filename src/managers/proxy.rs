@@ -132,7 +132,6 @@ impl Proxy {
         kwargs: Vec<(String, Value)>,
         deadline: Option<Instant>,
     ) -> Result<Value, Error> {
-        let request = wire::request(Some(&self.ident), method, args, kwargs);
         let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let (stream, mut reader) = match pooled {
             Some(conn) => conn,
@@ -142,7 +141,7 @@ impl Proxy {
         if deadline.is_some() {
             wire::until(&stream, deadline)?;
         }
-        wire::send_value(&stream, &request)?;
+        reader.send_request(&stream, Some(&self.ident), method, &args, &kwargs)?;
         let reply =
             reader.recv_value(&stream, self.manager.options.max_frame, &Limits::default())?;
         if deadline.is_some() {
@@ -159,10 +158,7 @@ impl Proxy {
         let deadline = Instant::now() + self.manager.options.connect_timeout;
         let (stream, mut reader) = self.manager.open(deadline)?;
         let name = Value::Str(crate::current_process().name);
-        wire::send_value(
-            &stream,
-            &wire::request(None, "accept_connection", vec![name], Vec::new()),
-        )?;
+        reader.send_request(&stream, None, "accept_connection", &[name], &[])?;
         let reply =
             reader.recv_value(&stream, self.manager.options.max_frame, &Limits::default())?;
         client::unpack(reply)?;

@@ -770,27 +770,28 @@ impl Inner {
                     Ok(r) => r,
                     Err(Error::Disconnected) if proxy => return Ok(()),
                     Err(e @ Error::Pickle(_)) => {
-                        let _ = wire::send_value(stream, &traceback(&format!("{e}")));
+                        let (kind, text) = traceback(&format!("{e}"));
+                        let _ = reader.send_reply(stream, kind, &text);
                         return Err(e);
                     }
                     Err(e) => return Err(e),
                 };
             reader.quickack_inside_frames_only();
             let busy = Busy::new(&self.busy);
-            let (reply, outcome) = match parse_request(request) {
+            let ((kind, payload), outcome) = match parse_request(request) {
                 Ok((ident, method, args, kwargs)) => {
                     if proxy {
                         (self.call(&ident, &method, args, kwargs), Outcome::Continue)
                     } else if method == "accept_connection" {
                         proxy = true;
-                        (wire::reply("#RETURN", Value::None), Outcome::Continue)
+                        (("#RETURN", Value::None), Outcome::Continue)
                     } else {
                         self.control(&method, args)
                     }
                 }
                 Err(text) => (traceback(&text), Outcome::Close),
             };
-            wire::send_value(stream, &reply)?;
+            reader.send_reply(stream, kind, &payload)?;
             drop(busy);
             match outcome {
                 Outcome::Continue => {}
@@ -803,8 +804,8 @@ impl Inner {
         }
     }
 
-    fn control(&self, method: &str, args: Vec<Value>) -> (Value, Outcome) {
-        let ok = |v| (wire::reply("#RETURN", v), Outcome::Close);
+    fn control(&self, method: &str, args: Vec<Value>) -> (Reply, Outcome) {
+        let ok = |v| (("#RETURN", v), Outcome::Close);
         let ident_arg = |args: &[Value]| match args {
             [Value::Str(ident)] => Ok(ident.clone()),
             _ => Err(format!("TypeError: {method}() takes one str argument\n")),
@@ -848,7 +849,7 @@ impl Inner {
                 None => Err("TypeError: get_methods() takes a Token\n".into()),
             },
             "shutdown" => {
-                return (wire::reply("#RETURN", Value::None), Outcome::Stop);
+                return (("#RETURN", Value::None), Outcome::Stop);
             }
             other => Err(format!("AssertionError: {other:?} unrecognized\n")),
         };
@@ -896,18 +897,15 @@ impl Inner {
         method: &str,
         args: Vec<Value>,
         kwargs: Vec<(String, Value)>,
-    ) -> Value {
+    ) -> Reply {
         let Some(ident) = ident else {
             return traceback("TypeError: a proxy call needs an object id\n");
         };
-        let found = self.objects().get(ident).map(|e| {
-            (
-                e.object.clone(),
-                e.typeid.clone(),
-                e.exposed.contains(&method.to_string()),
-            )
-        });
-        let Some((object, typeid, exposed)) = found else {
+        let found = self
+            .objects()
+            .get(ident)
+            .map(|e| (e.object.clone(), e.exposed.iter().any(|m| m == method)));
+        let Some((object, exposed)) = found else {
             return traceback(&key_error(ident));
         };
         if exposed {
@@ -915,23 +913,26 @@ impl Inner {
                 object.call(method, args, kwargs)
             }));
             return match result {
-                Ok(Ok(v)) => wire::reply("#RETURN", v),
-                Ok(Err(exception)) => wire::reply("#ERROR", exception.to_value()),
-                Err(_) => wire::reply(
+                Ok(Ok(v)) => ("#RETURN", v),
+                Ok(Err(exception)) => ("#ERROR", exception.to_value()),
+                Err(_) => (
                     "#ERROR",
                     PyException::new("builtins", "RuntimeError", &format!("{method}() panicked"))
                         .to_value(),
                 ),
             };
         }
+        let typeid = self
+            .objects()
+            .get(ident)
+            .map(|e| e.typeid.clone())
+            .unwrap_or_default();
         match method {
-            "#GETVALUE" => wire::reply(
+            "#GETVALUE" => (
                 "#UNSERIALIZABLE",
                 Value::Str(format!("TypeError: cannot pickle a served {typeid} object")),
             ),
-            "__str__" | "__repr__" => {
-                wire::reply("#RETURN", Value::Str(format!("<{typeid} object {ident}>")))
-            }
+            "__str__" | "__repr__" => ("#RETURN", Value::Str(format!("<{typeid} object {ident}>"))),
             _ => traceback(&format!(
                 "AttributeError: method {method:?} of {typeid:?} object is not exposed\n"
             )),
@@ -943,8 +944,11 @@ fn key_error(key: &str) -> String {
     format!("KeyError: {key:?}\n")
 }
 
-fn traceback(text: &str) -> Value {
-    wire::reply("#TRACEBACK", Value::Str(text.to_string()))
+/// A reply: its kind (`'#RETURN'`, `'#ERROR'`, …) and payload (PROTOCOL.md §5.2).
+type Reply = (&'static str, Value);
+
+fn traceback(text: &str) -> Reply {
+    ("#TRACEBACK", Value::Str(text.to_string()))
 }
 
 fn exposed_tuple(exposed: &[String]) -> Value {

@@ -59,7 +59,8 @@ pub(crate) fn send_value(stream: &TcpStream, value: &Value) -> Result<(), Error>
     send_frame(stream, frame)
 }
 
-/// Reads frames from one stream, keeping bytes read past the end of a frame for the next.
+/// One stream's framing state: reads frames, keeping bytes read past the end of a frame for
+/// the next, and writes frames from a reused buffer.
 #[derive(Debug)]
 pub(crate) struct FrameReader {
     buf: Vec<u8>,
@@ -67,6 +68,15 @@ pub(crate) struct FrameReader {
     end: usize,
     /// Re-arm `TCP_QUICKACK` before every read, not only inside a frame.
     eager_quickack: bool,
+    /// Reused for each frame written with the `send_*` methods.
+    out: Vec<u8>,
+}
+
+/// Where a frame's payload is.
+enum Frame {
+    /// In the reader's buffer, between these offsets.
+    Buffered(usize, usize),
+    Owned(Vec<u8>),
 }
 
 impl FrameReader {
@@ -81,6 +91,7 @@ impl FrameReader {
             start: 0,
             end: 0,
             eager_quickack: true,
+            out: Vec::new(),
         }
     }
 
@@ -111,6 +122,15 @@ impl FrameReader {
     /// before anything is allocated. A clean end of stream before a frame starts is
     /// [`Error::Disconnected`]; one inside a frame is [`Error::Protocol`].
     pub(crate) fn recv(&mut self, stream: &TcpStream, cap: usize) -> Result<Vec<u8>, Error> {
+        Ok(match self.next_frame(stream, cap)? {
+            Frame::Buffered(start, end) => self.buf[start..end].to_vec(),
+            Frame::Owned(payload) => payload,
+        })
+    }
+
+    /// Reads one frame: a small one stays in the buffer (no copy), a large one is read into
+    /// its own allocation.
+    fn next_frame(&mut self, stream: &TcpStream, cap: usize) -> Result<Frame, Error> {
         if !self.fill(stream, 4)? {
             return Err(if self.end == self.start {
                 Error::Disconnected
@@ -143,9 +163,9 @@ impl FrameReader {
         self.start += header;
         let available = self.end - self.start;
         if available >= len {
-            let payload = self.buf[self.start..self.start + len].to_vec();
+            let start = self.start;
             self.start += len;
-            return Ok(payload);
+            return Ok(Frame::Buffered(start, start + len));
         }
         let mut payload = Vec::with_capacity(len.min(1 << 20));
         payload.extend_from_slice(&self.buf[self.start..self.end]);
@@ -162,7 +182,7 @@ impl FrameReader {
                 return Err(truncated());
             }
         }
-        Ok(payload)
+        Ok(Frame::Owned(payload))
     }
 
     /// Makes at least `n` unread bytes available; false on end of stream first.
@@ -201,13 +221,67 @@ impl FrameReader {
         cap: usize,
         limits: &Limits,
     ) -> Result<Value, Error> {
-        let payload = self.recv(stream, cap)?;
+        let owned;
+        let payload = match self.next_frame(stream, cap)? {
+            Frame::Buffered(start, end) => &self.buf[start..end],
+            Frame::Owned(payload) => {
+                owned = payload;
+                &owned[..]
+            }
+        };
         if payload.is_empty() {
             return Err(Error::Protocol {
                 reason: "empty frame where a pickle was expected".into(),
             });
         }
-        Ok(pickle::loads_with(&payload, limits)?)
+        Ok(pickle::loads_with(payload, limits)?)
+    }
+
+    /// Writes the request `(ident, method, args, kwargs)` as one frame.
+    pub(crate) fn send_request(
+        &mut self,
+        stream: &TcpStream,
+        ident: Option<&str>,
+        method: &str,
+        args: &[Value],
+        kwargs: &[(String, Value)],
+    ) -> Result<(), Error> {
+        self.send_with(stream, |out| {
+            pickle::request_into(ident, method, args, kwargs, out)
+        })
+    }
+
+    /// Writes the reply `(kind, payload)` as one frame.
+    pub(crate) fn send_reply(
+        &mut self,
+        stream: &TcpStream,
+        kind: &str,
+        payload: &Value,
+    ) -> Result<(), Error> {
+        self.send_with(stream, |out| pickle::reply_into(kind, payload, out))
+    }
+
+    fn send_with(
+        &mut self,
+        mut stream: &TcpStream,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), Error> {
+        let mut frame = std::mem::take(&mut self.out);
+        frame.clear();
+        frame.extend_from_slice(&[0; 4]);
+        encode(&mut frame);
+        let len = frame.len() - 4;
+        let sent = if len <= SHORT_MAX {
+            frame[..4].copy_from_slice(&(len as u32).to_be_bytes());
+            stream.write_all(&frame).map_err(connection_io("send"))
+        } else {
+            send_frame(stream, std::mem::take(&mut frame))
+        };
+        // A buffer grown by one large message is not kept for the life of the connection.
+        if frame.capacity() <= READ_AHEAD {
+            self.out = frame;
+        }
+        sent
     }
 }
 
@@ -243,26 +317,6 @@ pub(crate) fn until(stream: &TcpStream, deadline: Option<Instant>) -> Result<(),
         .set_read_timeout(left)
         .and_then(|()| stream.set_write_timeout(left))
         .map_err(Error::os("setsockopt(SO_RCVTIMEO)"))
-}
-
-/// A request `(ident, methodname, args, kwds)` (PROTOCOL.md §5.1).
-pub(crate) fn request(
-    ident: Option<&str>,
-    method: &str,
-    args: Vec<Value>,
-    kwds: Vec<(String, Value)>,
-) -> Value {
-    Value::Tuple(vec![
-        ident.map_or(Value::None, |i| Value::Str(i.to_string())),
-        Value::Str(method.to_string()),
-        Value::Tuple(args),
-        Value::Dict(kwds.into_iter().map(|(k, v)| (Value::Str(k), v)).collect()),
-    ])
-}
-
-/// A reply `(kind, payload)` (PROTOCOL.md §5.2).
-pub(crate) fn reply(kind: &str, payload: Value) -> Value {
-    Value::Tuple(vec![Value::Str(kind.to_string()), payload])
 }
 
 /// A default for how long a whole handshake may take.
