@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use multiproc::managers::{
-    bind, ChallengeForm, ConnectOptions, Manager, ManagerServer, PyException, Referent,
+    bind, ChallengeForm, ConnectOptions, Manager, ManagerServer, PyException, QueueProxy, Referent,
     ServedQueue, ServerHandle,
 };
 use multiproc::pickle::{self, Value};
@@ -809,4 +809,173 @@ fn server_process_ignores_sigint() {
     still_serves(child.address(), b"k");
     child.shutdown().unwrap();
     assert!(!ignores_sigint(std::process::id()));
+}
+
+/// Hands out objects from its methods: `queue()` a new queue, `same()` always the same one,
+/// `fail()` raises, `boom()` panics (CPython's `method_to_typeid`).
+struct Factory {
+    same: Arc<ServedQueue>,
+}
+
+impl Referent for Factory {
+    fn exposed(&self) -> Vec<String> {
+        vec!["ping".into()]
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        _: Vec<Value>,
+        _: Vec<(String, Value)>,
+    ) -> Result<Value, PyException> {
+        match method {
+            "ping" => Ok(Value::Str("pong".into())),
+            _ => Err(PyException::new("builtins", "AttributeError", method)),
+        }
+    }
+
+    fn method_to_typeid(&self) -> Vec<(String, String)> {
+        ["queue", "same", "fail", "boom"]
+            .iter()
+            .map(|m| (m.to_string(), "Queue".to_string()))
+            .collect()
+    }
+
+    fn call_for_object(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Result<Arc<dyn Referent>, PyException> {
+        bind(method, args, kwargs, &[])?;
+        match method {
+            "queue" => Ok(Arc::new(ServedQueue::new(0))),
+            "same" => Ok(self.same.clone()),
+            "fail" => Err(PyException::value_error("no queue today")),
+            _ => panic!("boom"),
+        }
+    }
+}
+
+/// PROTOCOL.md §6.4 and §9 C6 between Rust peers: a `method_to_typeid` method answers
+/// `'#PROXY'` with the new object's exposed methods and a `Token`; the client's proxy owns
+/// the one reference the server took, and every count returns to zero.
+#[test]
+fn method_to_typeid_answers_with_proxies() {
+    let (mut server, _log) = quiet(b"k");
+    let same = Arc::new(ServedQueue::new(0));
+    let shared = same.clone();
+    server.register("Factory", move || {
+        Arc::new(Factory {
+            same: shared.clone(),
+        })
+    });
+    let server = server.start_thread().unwrap();
+    let manager = Manager::connect(server.address(), b"k").unwrap();
+    let factory = manager.create("Factory").unwrap();
+    let mut exposed = factory.exposed().to_vec();
+    exposed.sort();
+    assert_eq!(exposed, ["boom", "fail", "ping", "queue", "same"]);
+    assert_eq!(
+        factory.call("ping", vec![], vec![]).unwrap(),
+        Value::Str("pong".into())
+    );
+
+    let a: QueueProxy<i32> = factory.call_proxy("queue", vec![], vec![]).unwrap().into();
+    let b: QueueProxy<i32> = factory.call_proxy("queue", vec![], vec![]).unwrap().into();
+    a.put(&1).unwrap();
+    assert!(matches!(b.try_get(), Err(Error::Empty)), "two new queues");
+    assert_eq!(a.get().unwrap(), 1);
+    let s1: QueueProxy<i32> = factory.call_proxy("same", vec![], vec![]).unwrap().into();
+    let s2: QueueProxy<i32> = factory.call_proxy("same", vec![], vec![]).unwrap().into();
+    assert_eq!(s1.proxy().ident(), s2.proxy().ident());
+    s1.put(&7).unwrap();
+    assert_eq!(same.get::<i32>().unwrap(), 7);
+    // Factory, a, b, and the shared queue (one ident, two references).
+    assert_eq!(server.number_of_objects(), 4);
+    assert!(manager.debug_info().unwrap().contains("refcount=2"));
+
+    // Failures of the method are typed errors and create nothing.
+    assert!(matches!(
+        factory.call_proxy("fail", vec![], vec![]),
+        Err(Error::Remote { class, .. }) if class == "builtins.ValueError"
+    ));
+    assert!(matches!(
+        factory.call_proxy("boom", vec![], vec![]),
+        Err(Error::Remote { class, .. }) if class == "builtins.RuntimeError"
+    ));
+    assert!(matches!(
+        factory.call_proxy("queue", vec![Value::Int(1)], vec![]),
+        Err(Error::Remote { class, .. }) if class == "builtins.TypeError"
+    ));
+    // A plain method is not a proxy; a proxy-returning method through `call` is refused
+    // and its new object released.
+    assert!(matches!(
+        factory.call_proxy("ping", vec![], vec![]),
+        Err(Error::Protocol { .. })
+    ));
+    assert!(matches!(
+        factory.call("queue", vec![], vec![]),
+        Err(Error::Protocol { .. })
+    ));
+    assert_eq!(server.number_of_objects(), 4);
+
+    drop((a, s1));
+    assert_eq!(server.number_of_objects(), 3);
+    drop((b, s2, factory));
+    assert_eq!(server.number_of_objects(), 0);
+}
+
+/// The raw `'#PROXY'` reply: `(exposed, Token(typeid, (host, port), ident))`, the Token
+/// pickled as CPython's client unpickles it (NEWOBJ of the class, BUILD with a state tuple).
+#[test]
+fn proxy_reply_carries_a_cpython_token() {
+    let (mut server, _log) = quiet(b"k");
+    let same = Arc::new(ServedQueue::new(0));
+    server.register("Factory", move || Arc::new(Factory { same: same.clone() }));
+    let server = server.start_thread().unwrap();
+    let manager = Manager::connect(server.address(), b"k").unwrap();
+    let factory = manager.create("Factory").unwrap();
+    let mut stream = authenticated(server.address(), b"k");
+    send_frame(
+        &mut stream,
+        &request(None, "accept_connection", vec![Value::Str("t".into())]),
+    );
+    assert_eq!(reply_kind(&recv_frame(&mut stream).unwrap()), "#RETURN");
+    send_frame(
+        &mut stream,
+        &request(Some(factory.ident()), "queue", vec![]),
+    );
+    let reply = pickle::loads(&recv_frame(&mut stream).unwrap()).unwrap();
+    let Value::Tuple(items) = reply else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(items[0], Value::Str("#PROXY".into()));
+    let Value::Tuple(payload) = &items[1] else {
+        panic!("{items:?}")
+    };
+    assert!(
+        matches!(&payload[0], Value::Tuple(names) if names.contains(&Value::Str("get".into())))
+    );
+    let token = &payload[1];
+    assert_eq!(
+        token.class_name(),
+        Some(("multiprocessing.managers", "Token"))
+    );
+    let Value::Object {
+        args,
+        state: Some(state),
+        ..
+    } = token
+    else {
+        panic!("{token:?}")
+    };
+    assert_eq!(**args, Value::Tuple(vec![]));
+    let port = i64::from(server.address().port());
+    assert!(matches!(&**state, Value::Tuple(f) if f.len() == 3
+        && f[0] == Value::Str("Queue".into())
+        && f[1] == Value::Tuple(vec![Value::Str("127.0.0.1".into()), Value::Int(port)])
+        && matches!(&f[2], Value::Str(ident) if !ident.is_empty())));
+    // The reference the reply took is the client's to release; this raw client does not.
+    assert_eq!(server.number_of_objects(), 2);
 }

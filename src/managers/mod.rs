@@ -73,8 +73,13 @@
 //! CPython server on Linux, well under a millisecond against this one).
 //!
 //! # Differences from CPython
-//! - Registered factories take no constructor arguments, and `method_to_typeid` (`'#PROXY'`
-//!   replies) is not supported.
+//! - Registered factories take no constructor arguments.
+//! - `method_to_typeid` belongs to the served object rather than to its registration
+//!   ([`Referent::method_to_typeid`], [`Referent::call_for_object`]): a Rust method cannot
+//!   return an object through a [`Value`](crate::pickle::Value). The typeid it names need not
+//!   be registered on the server. A Rust client gets the new object's proxy with
+//!   [`Proxy::call_proxy`]; it takes over the reference the server took, so it sends no
+//!   `incref`/`decref` pair (the count ends the same as with CPython's client).
 //! - [`ManagerServer::start`] forks (Rust closures cannot be re-created in a re-executed
 //!   binary).
 //! - Queue items are kept as inert pickled data, so a Rust-served queue carries Python objects

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::client::{self, Manager};
+use super::client::{self, Manager, Reply};
 use super::wire::{self, FrameReader};
 use crate::pickle::{self, Limits, Value};
 use crate::Error;
@@ -132,6 +132,63 @@ impl Proxy {
         kwargs: Vec<(String, Value)>,
         deadline: Option<Instant>,
     ) -> Result<Value, Error> {
+        match self.call_reply(method, &args, &kwargs, deadline)? {
+            Reply::Value(value) => Ok(value),
+            proxy @ Reply::Proxy { .. } => {
+                // Released at once (dropping the proxy sends `decref`): nothing holds it.
+                drop(self.adopt(proxy));
+                Err(Error::Protocol {
+                    reason: format!(
+                        "{method}() returned a shared object (a '#PROXY' reply): call it with call_proxy"
+                    ),
+                })
+            }
+        }
+    }
+
+    /// Calls a method that returns a new shared object (one listed in the server's
+    /// `method_to_typeid`, answered with `'#PROXY'`) and gives a proxy to that object. The
+    /// proxy holds the reference the server took for it; dropping it releases it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Protocol`] when the method returned a plain value; otherwise as
+    /// [`call`](Self::call).
+    ///
+    /// # Examples
+    ///
+    /// See [`Referent::call_for_object`](super::Referent::call_for_object).
+    pub fn call_proxy(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Result<Proxy, Error> {
+        match self.call_reply(method, &args, &kwargs, None)? {
+            proxy @ Reply::Proxy { .. } => Ok(self.adopt(proxy)),
+            Reply::Value(_) => Err(Error::Protocol {
+                reason: format!("{method}() returned a value, not a shared object"),
+            }),
+        }
+    }
+
+    /// A proxy for the object of a `'#PROXY'` reply, on the same server. It takes over the
+    /// reference the server took in creating it, so no `incref`/`decref` pair is sent
+    /// (CPython's client sends both; the count ends the same, PROTOCOL.md §6.3).
+    fn adopt(&self, reply: Reply) -> Proxy {
+        match reply {
+            Reply::Proxy { exposed, ident } => Proxy::new(self.manager.clone(), ident, exposed),
+            Reply::Value(_) => unreachable!("adopt is given '#PROXY' replies only"),
+        }
+    }
+
+    fn call_reply(
+        &self,
+        method: &str,
+        args: &[Value],
+        kwargs: &[(String, Value)],
+        deadline: Option<Instant>,
+    ) -> Result<Reply, Error> {
         let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let (stream, mut reader) = match pooled {
             Some(conn) => conn,
@@ -141,7 +198,7 @@ impl Proxy {
         if deadline.is_some() {
             wire::until(&stream, deadline)?;
         }
-        reader.send_request(&stream, Some(&self.ident), method, &args, &kwargs)?;
+        reader.send_request(&stream, Some(&self.ident), method, args, kwargs)?;
         let reply =
             reader.recv_value(&stream, self.manager.options.max_frame, &Limits::default())?;
         if deadline.is_some() {
@@ -151,7 +208,7 @@ impl Proxy {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((stream, reader));
-        client::unpack(reply)
+        client::unpack_reply(reply)
     }
 
     fn open(&self) -> Result<(TcpStream, FrameReader), Error> {
@@ -220,6 +277,13 @@ fn timeout_kw(timeout: Duration) -> Vec<(String, Value)> {
 
 fn deadline_after(timeout: Duration) -> Option<Instant> {
     Instant::now().checked_add(timeout + REPLY_GRACE)
+}
+
+/// A queue proxy from an untyped one, e.g. one [`Proxy::call_proxy`] gave.
+impl<T> From<Proxy> for QueueProxy<T> {
+    fn from(proxy: Proxy) -> QueueProxy<T> {
+        QueueProxy::new(proxy)
+    }
 }
 
 impl<T> QueueProxy<T> {

@@ -566,7 +566,10 @@ impl Drop for ServerHandle {
 struct Entry {
     object: Arc<dyn Referent>,
     typeid: String,
+    /// The object's exposed methods, those of its `method_to_typeid` included.
     exposed: Vec<String>,
+    /// Methods returning a new shared object, and its typeid.
+    method_to_typeid: Vec<(String, String)>,
     refcount: usize,
 }
 
@@ -876,19 +879,62 @@ impl Inner {
             .ok_or_else(|| key_error(&typeid))?;
         let object = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory()))
             .map_err(|_| format!("RuntimeError: the factory of {typeid} panicked\n"))?;
+        let (ident, exposed) = self.adopt(object, typeid);
+        Ok(Value::Tuple(vec![Value::Str(ident), exposed]))
+    }
+
+    /// Holds `object` under `typeid` with one more reference (for the caller's proxy), as
+    /// CPython's `Server.create` does; gives its ident and exposed methods.
+    fn adopt(&self, object: Arc<dyn Referent>, typeid: String) -> (String, Value) {
         let ident = format!("{:x}", Arc::as_ptr(&object) as *const () as usize);
         let mut objects = self.objects();
-        let entry = objects.entry(ident.clone()).or_insert_with(|| Entry {
-            exposed: object.exposed(),
-            object,
-            typeid,
-            refcount: 0,
+        let entry = objects.entry(ident.clone()).or_insert_with(|| {
+            let method_to_typeid = object.method_to_typeid();
+            let mut exposed = object.exposed();
+            for (method, _) in &method_to_typeid {
+                if !exposed.contains(method) {
+                    exposed.push(method.clone());
+                }
+            }
+            Entry {
+                exposed,
+                method_to_typeid,
+                object,
+                typeid,
+                refcount: 0,
+            }
         });
         entry.refcount += 1;
-        Ok(Value::Tuple(vec![
-            Value::Str(ident),
-            exposed_tuple(&entry.exposed),
-        ]))
+        let exposed = exposed_tuple(&entry.exposed);
+        (ident, exposed)
+    }
+
+    /// Runs a `method_to_typeid` method and serves its result: `'#PROXY'` with the new
+    /// object's exposed methods and `Token` (PROTOCOL.md §6.4).
+    fn call_for_proxy(
+        &self,
+        object: &Arc<dyn Referent>,
+        method: &str,
+        typeid: String,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Reply {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            object.call_for_object(method, args, kwargs)
+        }));
+        match result {
+            Ok(Ok(child)) => {
+                let (ident, exposed) = self.adopt(child, typeid.clone());
+                let token = token_value(&typeid, self.address, &ident);
+                ("#PROXY", Value::Tuple(vec![exposed, token]))
+            }
+            Ok(Err(exception)) => ("#ERROR", exception.to_value()),
+            Err(_) => (
+                "#ERROR",
+                PyException::new("builtins", "RuntimeError", &format!("{method}() panicked"))
+                    .to_value(),
+            ),
+        }
     }
 
     fn call(
@@ -901,13 +947,24 @@ impl Inner {
         let Some(ident) = ident else {
             return traceback("TypeError: a proxy call needs an object id\n");
         };
-        let found = self
-            .objects()
-            .get(ident)
-            .map(|e| (e.object.clone(), e.exposed.iter().any(|m| m == method)));
-        let Some((object, exposed)) = found else {
+        let found = self.objects().get(ident).map(|e| {
+            let to_typeid = e
+                .method_to_typeid
+                .iter()
+                .find(|(m, _)| m == method)
+                .map(|(_, typeid)| typeid.clone());
+            (
+                e.object.clone(),
+                e.exposed.iter().any(|m| m == method),
+                to_typeid,
+            )
+        });
+        let Some((object, exposed, to_typeid)) = found else {
             return traceback(&key_error(ident));
         };
+        if let Some(typeid) = to_typeid {
+            return self.call_for_proxy(&object, method, typeid, args, kwargs);
+        }
         if exposed {
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 object.call(method, args, kwargs)
@@ -953,6 +1010,24 @@ fn traceback(text: &str) -> Reply {
 
 fn exposed_tuple(exposed: &[String]) -> Value {
     Value::Tuple(exposed.iter().map(|s| Value::Str(s.clone())).collect())
+}
+
+/// A pickled `multiprocessing.managers.Token(typeid, address, ident)` (PROTOCOL.md §6.4): a
+/// `NEWOBJ` of the class with no arguments and the state tuple `(typeid, (host, port), ident)`.
+fn token_value(typeid: &str, address: SocketAddr, ident: &str) -> Value {
+    Value::Object {
+        class: Box::new(Value::global("multiprocessing.managers", "Token")),
+        args: Box::new(Value::Tuple(Vec::new())),
+        kwargs: None,
+        state: Some(Box::new(Value::Tuple(vec![
+            Value::Str(typeid.to_string()),
+            Value::Tuple(vec![
+                Value::Str(address.ip().to_string()),
+                Value::Int(address.port().into()),
+            ]),
+            Value::Str(ident.to_string()),
+        ]))),
+    }
 }
 
 /// The ident inside a pickled `Token` (PROTOCOL.md §6.4): its state is

@@ -23,6 +23,8 @@ class QueueManager(BaseManager):
 QueueManager.register("get_task_queue")
 QueueManager.register("get_result_queue")
 QueueManager.register("get_bounded_queue")
+QueueManager.register("Queues")
+QueueManager.register("Queue", create_method=False)  # the typeid of '#PROXY' replies
 
 
 def expect(exc, fn, *args, **kwargs):
@@ -110,6 +112,25 @@ def roundtrip28(m):
     return "roundtrip"
 
 
+def proxies(m):
+    """method_to_typeid: Queues.queue(name) answers '#PROXY'; the new proxies work, and
+    dropping them all releases every server object."""
+    qs = m.Queues()
+    a = qs.queue("a")
+    a.put(1)
+    b = qs.queue("a")  # the same queue, through a second server object
+    assert b.get(timeout=10) == 1
+    expect(queue.Empty, a.get, timeout=0.05)
+    other = qs.queue("other")
+    other.put("x")
+    assert a.qsize() == 0 and other.qsize() == 1
+    del qs, a, b, other
+    gc.collect()
+    n = m._number_of_objects()
+    assert n == 0, n
+    return "proxies"
+
+
 def main():
     faulthandler.dump_traceback_later(60, exit=True)  # a hang becomes a failure with a stack
     port, key, form, scenario = int(sys.argv[1]), bytes.fromhex(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -120,7 +141,8 @@ def main():
         print("ok wrongkey", used)
         return
     m.connect()
-    detail = {"full": full_session, "worker": worker, "roundtrip": roundtrip28}[scenario](m)
+    detail = {"full": full_session, "worker": worker, "roundtrip": roundtrip28,
+              "proxies": proxies}[scenario](m)
     print("ok", detail, used, "server-challenge=" + ",".join(sorted(set(mp_compat.SEEN))))
 
 

@@ -29,7 +29,19 @@ def get_bounded_queue():
     return bounded_queue
 
 
+class Queues:
+    """Named queues: queue(name) answers with a proxy ('#PROXY', method_to_typeid)."""
+
+    def __init__(self):
+        self.queues = {}
+
+    def queue(self, name):
+        return self.queues.setdefault(name, queue.Queue())
+
+
 QueueManager.register("get_task_queue", callable=get_task_queue)
+QueueManager.register("Queues", callable=Queues, method_to_typeid={"queue": "Queue"})
+QueueManager.register("Queue", create_method=False)
 QueueManager.register("get_bounded_queue", callable=get_bounded_queue)
 
 
