@@ -472,6 +472,19 @@ fn rust_client_session_with(python: &Path, flags: &[&str], form: &str) -> String
         drop((a, b));
         assert_eq!(manager.number_of_objects().unwrap(), baseline + 1);
     }
+    {
+        // MGR-09 against CPython: a generator behind an IteratorProxy, consumed item by item
+        // (StopIteration ends it).
+        let squares = manager.create("baz").unwrap();
+        assert_eq!(squares.exposed(), ["__next__"]);
+        let items: Vec<i64> = squares.iter().collect::<Result<_, _>>().unwrap();
+        assert_eq!(items, (0..10).map(|i| i * i).collect::<Vec<i64>>());
+        assert_eq!(
+            squares.iter::<i64>().count(),
+            0,
+            "an exhausted generator stays exhausted"
+        );
+    }
     // C7: dropping the proxies released every reference.
     assert_eq!(manager.number_of_objects().unwrap(), baseline);
     let form_used = server.form.clone();

@@ -979,3 +979,65 @@ fn proxy_reply_carries_a_cpython_token() {
     // The reference the reply took is the client's to release; this raw client does not.
     assert_eq!(server.number_of_objects(), 2);
 }
+
+/// Squares of 0..n through `__next__`, then `StopIteration`: a served iterator.
+struct Squares(Mutex<std::ops::Range<i64>>);
+
+impl Referent for Squares {
+    fn exposed(&self) -> Vec<String> {
+        vec!["__next__".into()]
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Result<Value, PyException> {
+        bind(method, args, kwargs, &[])?;
+        match self.0.lock().unwrap().next() {
+            Some(i) => Ok(Value::Int(i * i)),
+            None => Err(PyException {
+                module: "builtins".into(),
+                name: "StopIteration".into(),
+                args: vec![],
+            }),
+        }
+    }
+}
+
+fn consume_squares((address, key): (String, ByteBuf)) -> Vec<i64> {
+    let manager = Manager::connect(address.as_str(), &key).unwrap();
+    let squares = manager.create("baz").unwrap();
+    let items = squares.iter().collect::<Result<Vec<i64>, _>>().unwrap();
+    // Exhausted: the next call raises StopIteration again.
+    assert!(matches!(
+        squares.call("__next__", vec![], vec![]),
+        Err(Error::Remote { class, .. }) if class == "builtins.StopIteration"
+    ));
+    items
+}
+
+each_method! {
+    /// MGR-09: a registered callable returning an iterator, consumed remotely item by item
+    /// from another process; each `create` makes a fresh iterator.
+    /// CPython: _TestMyManager.test_mymanager (`baz` behind an `IteratorProxy`)
+    fn served_iterator_is_consumed_item_by_item(method: StartMethod) {
+        let (mut server, _log) = quiet(b"iter key");
+        server.register("baz", || Arc::new(Squares(Mutex::new(0..10))));
+        let server = server.start_thread().unwrap();
+        let arg = (server.address().to_string(), ByteBuf::from(b"iter key".to_vec()));
+        let expected: Vec<i64> = (0..10).map(|i| i * i).collect();
+        for _ in 0..2 {
+            let mut child = common::with(method).spawn(consume_squares, arg.clone()).unwrap();
+            assert_eq!(child.join().unwrap(), expected);
+        }
+        let local = Manager::connect(server.address(), b"iter key").unwrap().create("baz").unwrap();
+        let mut it = local.iter::<i64>();
+        assert_eq!(it.next().unwrap().unwrap(), 0);
+        assert_eq!(it.next().unwrap().unwrap(), 1);
+        assert_eq!(it.count(), 8);
+        drop(local);
+        assert_eq!(server.number_of_objects(), 0);
+    }
+}

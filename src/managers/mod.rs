@@ -97,7 +97,7 @@ mod wire;
 pub use auth::ChallengeForm;
 pub use client::{ConnectOptions, Manager};
 pub use listener::{Client, Listener, TcpConnection};
-pub use proxy::{Proxy, QueueProxy};
+pub use proxy::{Proxy, QueueProxy, RemoteIter};
 pub use queue::ServedQueue;
 pub use referent::{bind, PyException, Referent};
 pub use server::{

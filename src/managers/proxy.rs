@@ -237,6 +237,88 @@ impl Drop for Proxy {
     }
 }
 
+/// The items of a served iterator, each fetched with one `__next__` call (CPython's
+/// `IteratorProxy`): [`Proxy::iter`]. It ends when the server raises `StopIteration`; any
+/// other failure is yielded once, and then the iteration ends.
+pub struct RemoteIter<'a, T> {
+    proxy: &'a Proxy,
+    done: bool,
+    _items: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for RemoteIter<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteIter")
+            .field("proxy", self.proxy)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl<T: DeserializeOwned> Iterator for RemoteIter<'_, T> {
+    type Item = Result<T, Error>;
+
+    fn next(&mut self) -> Option<Result<T, Error>> {
+        if self.done {
+            return None;
+        }
+        match self.proxy.call("__next__", Vec::new(), Vec::new()) {
+            Ok(value) => Some(pickle::from_value(value).map_err(Error::from)),
+            Err(Error::Remote { class, .. }) if class == "builtins.StopIteration" => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+impl Proxy {
+    /// Iterates over a served iterator (an object exposing `__next__`, such as a generator
+    /// registered with CPython's `IteratorProxy`), one remote call per item.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use multiproc::managers::{Manager, ManagerServer, PyException, Referent};
+    /// use multiproc::pickle::Value;
+    ///
+    /// struct Countdown(Mutex<i64>);
+    ///
+    /// impl Referent for Countdown {
+    ///     fn exposed(&self) -> Vec<String> {
+    ///         vec!["__next__".into()]
+    ///     }
+    ///     fn call(&self, _: &str, _: Vec<Value>, _: Vec<(String, Value)>) -> Result<Value, PyException> {
+    ///         let mut n = self.0.lock().unwrap();
+    ///         if *n == 0 {
+    ///             return Err(PyException { module: "builtins".into(), name: "StopIteration".into(), args: vec![] });
+    ///         }
+    ///         *n -= 1;
+    ///         Ok(Value::Int(*n + 1))
+    ///     }
+    /// }
+    ///
+    /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// server.register("countdown", || Arc::new(Countdown(Mutex::new(3))));
+    /// let server = server.start_thread().unwrap();
+    /// let it = Manager::connect(server.address(), b"k").unwrap().create("countdown").unwrap();
+    /// let items: Vec<i64> = it.iter().collect::<Result<_, _>>().unwrap();
+    /// assert_eq!(items, [3, 2, 1]);
+    /// ```
+    pub fn iter<T: DeserializeOwned>(&self) -> RemoteIter<'_, T> {
+        RemoteIter {
+            proxy: self,
+            done: false,
+            _items: PhantomData,
+        }
+    }
+}
+
 /// A typed proxy to a served `queue.Queue`: [`Manager::get_queue`]. Values of `T` travel
 /// pickled; a value put by a Python client must map to `T` when read here.
 ///
