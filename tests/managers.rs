@@ -1041,3 +1041,29 @@ each_method! {
         assert_eq!(server.number_of_objects(), 0);
     }
 }
+
+/// MGR-12: `start` with an initializer runs it in the server process before serving: the
+/// first client finds what it did, and it ran in the child.
+/// CPython: TestInitializers.test_manager_initializer
+#[test]
+fn start_runs_the_initializer_in_the_server_first() {
+    let (mut server, _log) = quiet(b"init key");
+    let q = server.register_queue("get_init", 0);
+    let mut child = server
+        .start_with_initializer(move || {
+            std::thread::sleep(Duration::from_millis(100)); // a client connecting now waits
+            q.put(&("initialized".to_string(), std::process::id()))
+                .unwrap();
+        })
+        .unwrap();
+    let q = Manager::connect(child.address(), b"init key")
+        .unwrap()
+        .get_queue::<(String, u32)>("get_init")
+        .unwrap();
+    assert_eq!(
+        q.try_get().unwrap(),
+        ("initialized".to_string(), child.pid())
+    );
+    drop(q);
+    child.shutdown().unwrap();
+}

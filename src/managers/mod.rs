@@ -16,7 +16,7 @@
 //! | Python | here |
 //! |---|---|
 //! | `BaseManager(address, authkey)` + `register(typeid, callable)` | [`ManagerServer::bind`] + [`ManagerServer::register`] / [`register_queue`](ManagerServer::register_queue) |
-//! | `manager.start()` / `get_server().serve_forever()` | [`ManagerServer::start`] / [`serve_forever`](ManagerServer::serve_forever); also [`start_thread`](ManagerServer::start_thread) |
+//! | `manager.start()`, `start(initializer)` / `get_server().serve_forever()` | [`ManagerServer::start`], [`start_with_initializer`](ManagerServer::start_with_initializer) / [`serve_forever`](ManagerServer::serve_forever); also [`start_thread`](ManagerServer::start_thread) |
 //! | `manager.shutdown()` | [`ManagerProcess::shutdown`], [`ServerHandle::shutdown`], [`Manager::shutdown`] |
 //! | `BaseManager(address, authkey).connect()` | [`Manager::connect`] |
 //! | `manager.get_task_queue()` | [`Manager::get_queue`] (typed) or [`Manager::create`] (untyped) |

@@ -353,12 +353,44 @@ impl ManagerServer {
     /// child.shutdown().unwrap();
     /// ```
     pub fn start(self) -> Result<ManagerProcess, Error> {
+        self.start_child(None)
+    }
+
+    /// As [`start`](Self::start), running `initializer` in the child before it serves its
+    /// first client (CPython's `manager.start(initializer)`): clients that connect meanwhile
+    /// wait. If the initializer panics, the child exits and its clients are refused.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::managers::{Manager, ManagerServer};
+    ///
+    /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// let q = server.register_queue("q", 0);
+    /// // Runs in the server process, on its own copy of the queue.
+    /// let mut child = server.start_with_initializer(move || q.put(&"ready").unwrap()).unwrap();
+    /// let client = Manager::connect(child.address(), b"k").unwrap();
+    /// assert_eq!(client.get_queue::<String>("q").unwrap().try_get().unwrap(), "ready");
+    /// child.shutdown().unwrap();
+    /// ```
+    pub fn start_with_initializer(
+        self,
+        initializer: impl FnOnce() + Send + 'static,
+    ) -> Result<ManagerProcess, Error> {
+        self.start_child(Some(Box::new(initializer)))
+    }
+
+    fn start_child(self, initializer: Option<Initializer>) -> Result<ManagerProcess, Error> {
         let address = self.address();
         let auth = self.config.auth.clone();
         // One start at a time. The child never touches this lock; it must not inherit
         // HANDOFF locked, so that one is released before forking.
         let _starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
-        *HANDOFF.lock().unwrap_or_else(|e| e.into_inner()) = Some(self);
+        *HANDOFF.lock().unwrap_or_else(|e| e.into_inner()) = Some((self, initializer));
         let started = Process::builder()
             .start_method(StartMethod::Fork)
             .name("multiproc-manager")
@@ -376,15 +408,22 @@ impl ManagerServer {
     }
 }
 
-/// The server a forked child is to run: the child's copy of memory holds it.
-static HANDOFF: Mutex<Option<ManagerServer>> = Mutex::new(None);
+/// What a server child runs before serving.
+type Initializer = Box<dyn FnOnce() + Send>;
+
+/// The server a forked child is to run, and its initializer: the child's copy of memory
+/// holds them.
+static HANDOFF: Mutex<Option<(ManagerServer, Option<Initializer>)>> = Mutex::new(None);
 /// Held by the parent while it forks a server child.
 static STARTING: Mutex<()> = Mutex::new(());
 
 fn serve_handed_off(_: ()) {
     crate::sys::net::ignore_sigint();
-    let server = HANDOFF.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Some(server) = server {
+    let handed = HANDOFF.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some((server, initializer)) = handed {
+        if let Some(initializer) = initializer {
+            initializer();
+        }
         let _ = server.serve_forever();
     }
 }
