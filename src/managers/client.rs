@@ -84,7 +84,8 @@ impl Manager {
     /// # Errors
     ///
     /// [`Error::Auth`] for a wrong key on either side; [`Error::Os`] when the server cannot
-    /// be reached; [`Error::Protocol`] when the peer does not speak the protocol.
+    /// be reached; [`Error::Protocol`] when the peer does not speak the protocol;
+    /// [`Error::InvalidArgument`] when the address is not a TCP `host:port` address.
     ///
     /// # Examples
     ///
@@ -116,11 +117,7 @@ impl Manager {
         authkey: &[u8],
         options: ConnectOptions,
     ) -> Result<Manager, Error> {
-        let address = address
-            .to_socket_addrs()
-            .map_err(Error::os("resolve address"))?
-            .next()
-            .ok_or_else(|| Error::InvalidArgument("the address resolves to nothing".into()))?;
+        let address = wire::resolve(address)?[0];
         let manager = Manager {
             address,
             auth: AuthConfig {

@@ -78,7 +78,8 @@ impl ManagerServer {
     ///
     /// # Errors
     ///
-    /// [`Error::Os`] when the address cannot be bound (e.g. it is in use).
+    /// [`Error::Os`] when the address cannot be bound (e.g. it is in use);
+    /// [`Error::InvalidArgument`] when it is not a TCP `host:port` address.
     ///
     /// # Examples
     ///
@@ -87,7 +88,8 @@ impl ManagerServer {
     /// assert_ne!(server.address().port(), 0);
     /// ```
     pub fn bind(address: impl ToSocketAddrs, authkey: &[u8]) -> Result<ManagerServer, Error> {
-        let listener = TcpListener::bind(address).map_err(Error::os("bind"))?;
+        let listener =
+            TcpListener::bind(&wire::resolve(address)?[..]).map_err(Error::os("bind"))?;
         Ok(ManagerServer {
             listener,
             config: Config {

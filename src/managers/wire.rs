@@ -3,7 +3,7 @@
 //! that a small frame costs one `read`; `TCP_QUICKACK` is re-armed before each read.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,30 @@ pub(crate) const HANDSHAKE_FRAME_MAX: usize = 256;
 
 /// How much a reader pulls in one `read` before it knows the frame length.
 const READ_AHEAD: usize = 16 * 1024;
+
+/// Resolves a TCP address. An address of another form (no `host:port`, such as a Unix path or
+/// a Windows pipe name, CPython's `TestInvalidFamily`) is [`Error::InvalidArgument`] before
+/// any socket is made; a name that does not resolve is [`Error::Os`].
+pub(crate) fn resolve(address: impl ToSocketAddrs) -> Result<Vec<SocketAddr>, Error> {
+    let addresses: Vec<SocketAddr> = address
+        .to_socket_addrs()
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidInput => {
+                Error::InvalidArgument(format!("not a TCP address (host:port): {e}"))
+            }
+            _ => Error::Os {
+                op: "resolve address",
+                source: e,
+            },
+        })?
+        .collect();
+    if addresses.is_empty() {
+        return Err(Error::InvalidArgument(
+            "the address resolves to nothing".into(),
+        ));
+    }
+    Ok(addresses)
+}
 
 /// Prepares a fresh socket: no Nagle delay (each frame is one write anyway).
 pub(crate) fn configure(stream: &TcpStream) -> Result<(), Error> {
