@@ -33,14 +33,32 @@ struct Fast<'a> {
 /// Decodes `input` if it is plain data the single pass handles; `None` otherwise (the caller
 /// then runs the full decoder).
 pub(crate) fn loads(input: &[u8], limits: &Limits) -> Option<Value> {
+    // The stack and marks of the last decode on this thread are reused: a manager decodes a
+    // small pickle per call, and two allocations would be a good part of its work.
+    let (stack, marks) = SCRATCH.with(|s| s.take());
     let mut fast = Fast {
         input,
         pos: 0,
-        stack: Vec::with_capacity(8),
-        marks: Vec::new(),
+        stack,
+        marks,
         max_depth: limits.max_depth,
     };
-    fast.run()
+    let value = fast.run();
+    let (mut stack, mut marks) = (fast.stack, fast.marks);
+    if stack.capacity() <= SCRATCH_KEPT && marks.capacity() <= SCRATCH_KEPT {
+        stack.clear();
+        marks.clear();
+        SCRATCH.with(|s| s.set((stack, marks)));
+    }
+    value
+}
+
+/// The most stack slots (and marks) kept between decodes.
+const SCRATCH_KEPT: usize = 64;
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<(Vec<Slot>, Vec<usize>)> =
+        const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
 impl<'a> Fast<'a> {
