@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use multiproc::managers::{
     bind, ChallengeForm, ConnectOptions, Manager, ManagerServer, PyException, QueueProxy, Referent,
-    ServedQueue, ServerHandle,
+    ServedEvent, ServedLock, ServedQueue, ServedSemaphore, ServerHandle,
 };
 use multiproc::pickle::{self, Value};
 use multiproc::{ByteBuf, Error, Process};
@@ -1066,4 +1066,142 @@ fn start_runs_the_initializer_in_the_server_first() {
     );
     drop(q);
     child.shutdown().unwrap();
+}
+
+/// The worker side of MGR-10, in a child process: each object is reached by `create` of a
+/// typeid that always serves the same one.
+fn sync_worker((address, key): (String, ByteBuf)) {
+    let m = Manager::connect(address.as_str(), &key).unwrap();
+    let call = |typeid: &str, method: &str, args: Vec<Value>| {
+        m.create(typeid)
+            .unwrap()
+            .call(method, args, vec![])
+            .unwrap()
+    };
+    // _test_event: set by the parent; wait, clear, wait briefly.
+    let event = m.create("event").unwrap();
+    assert_eq!(
+        event.call("is_set", vec![], vec![]).unwrap(),
+        Value::Bool(true)
+    );
+    assert_eq!(
+        event.call("wait", vec![], vec![]).unwrap(),
+        Value::Bool(true)
+    );
+    event.call("clear", vec![], vec![]).unwrap();
+    assert_eq!(
+        event
+            .call("wait", vec![Value::Float(0.001)], vec![])
+            .unwrap(),
+        Value::Bool(false)
+    );
+    // _test_lock, _test_semaphore: acquire and leave it held; _test_rlock: acquire, release.
+    assert_eq!(call("lock", "acquire", vec![]), Value::Bool(true));
+    assert_eq!(call("semaphore", "acquire", vec![]), Value::Bool(true));
+    assert_eq!(call("bounded", "acquire", vec![]), Value::Bool(true));
+    let rlock = m.create("rlock").unwrap();
+    assert_eq!(
+        rlock.call("acquire", vec![], vec![]).unwrap(),
+        Value::Bool(true)
+    );
+    rlock.call("release", vec![], vec![]).unwrap();
+}
+
+each_method! {
+    /// MGR-10: served Event, Lock, RLock, Semaphore and BoundedSemaphore behave like the
+    /// local ones across processes; releasing an unheld served lock is an error.
+    /// CPython: TestSyncManagerTypes.test_event, test_lock, test_rlock, test_semaphore,
+    /// test_bounded_semaphore
+    fn served_sync_types_across_processes(method: StartMethod) {
+        let (mut server, _log) = quiet(b"sync key");
+        server.register_sync_types();
+        let shared: [(&str, Arc<dyn Referent>); 5] = [
+            ("event", Arc::new(ServedEvent::default())),
+            ("lock", Arc::new(ServedLock::new())),
+            ("rlock", Arc::new(ServedLock::reentrant())),
+            ("semaphore", Arc::new(ServedSemaphore::new(1))),
+            ("bounded", Arc::new(ServedSemaphore::bounded(1))),
+        ];
+        for (typeid, object) in shared {
+            server.register_with_args(typeid, move |_, _| Ok(object.clone()));
+        }
+        let server = server.start_thread().unwrap();
+        let m = Manager::connect(server.address(), b"sync key").unwrap();
+        let event = m.create("event").unwrap();
+        event.call("set", vec![], vec![]).unwrap();
+        let arg = (server.address().to_string(), ByteBuf::from(b"sync key".to_vec()));
+        common::with(method).spawn(sync_worker, arg).unwrap().join().unwrap();
+        assert_eq!(event.call("is_set", vec![], vec![]).unwrap(), Value::Bool(false));
+        let runtime_error = |r: Result<Value, Error>| {
+            matches!(r, Err(Error::Remote { class, .. }) if class == "builtins.RuntimeError")
+        };
+        // The child's lock and semaphores are still held: released here.
+        let lock = m.create("lock").unwrap();
+        assert_eq!(lock.call("acquire", vec![Value::Bool(false)], vec![]).unwrap(), Value::Bool(false));
+        lock.call("release", vec![], vec![]).unwrap();
+        assert!(runtime_error(lock.call("release", vec![], vec![])));
+        for sem in ["semaphore", "bounded"] {
+            let sem = m.create(sem).unwrap();
+            assert_eq!(sem.call("acquire", vec![Value::Bool(false)], vec![]).unwrap(), Value::Bool(false));
+            sem.call("release", vec![], vec![]).unwrap();
+        }
+        assert!(matches!(
+            m.create("bounded").unwrap().call("release", vec![], vec![]),
+            Err(Error::Remote { class, .. }) if class == "builtins.ValueError"
+        ));
+        // The RLock the child released is free; one not held by the caller cannot be released.
+        let rlock = m.create("rlock").unwrap();
+        assert!(runtime_error(rlock.call("release", vec![], vec![])));
+        // SyncManager's own typeids, with constructor arguments.
+        let sem = m.create_with("Semaphore", vec![Value::Int(2)], vec![]).unwrap();
+        for expected in [true, true, false] {
+            assert_eq!(sem.call("acquire", vec![Value::Bool(false)], vec![]).unwrap(), Value::Bool(expected));
+        }
+        assert!(matches!(
+            m.create_with("Semaphore", vec![Value::Int(-1)], vec![]),
+            Err(Error::Remote { .. })
+        ));
+        assert!(matches!(
+            m.create_with("Lock", vec![Value::Int(1)], vec![]),
+            Err(Error::Remote { .. })
+        ));
+    }
+}
+
+/// A served `Lock` blocks a second client until the holder releases it; a timed acquire gives
+/// up after (at least) its timeout.
+#[test]
+fn served_lock_blocks_other_clients() {
+    let (mut server, _log) = quiet(b"k");
+    server.register_sync_types();
+    let lock_object = Arc::new(ServedLock::new());
+    server.register("the_lock", move || lock_object.clone());
+    let server = server.start_thread().unwrap();
+    let m = Manager::connect(server.address(), b"k").unwrap();
+    let lock = m.create("the_lock").unwrap();
+    assert_eq!(
+        lock.call("acquire", vec![], vec![]).unwrap(),
+        Value::Bool(true)
+    );
+    let t0 = Instant::now();
+    let other = m.create("the_lock").unwrap();
+    assert_eq!(
+        other
+            .call(
+                "acquire",
+                vec![Value::Bool(true), Value::Float(0.1)],
+                vec![]
+            )
+            .unwrap(),
+        Value::Bool(false)
+    );
+    assert!(t0.elapsed() >= Duration::from_millis(100));
+    let waiter = std::thread::spawn(move || other.call("acquire", vec![], vec![]));
+    std::thread::sleep(Duration::from_millis(50));
+    lock.call("release", vec![], vec![]).unwrap();
+    assert_eq!(waiter.join().unwrap().unwrap(), Value::Bool(true));
+    assert!(matches!(
+        lock.call("acquire", vec![Value::Bool(false), Value::Int(1)], vec![]),
+        Err(Error::Remote { class, .. }) if class == "builtins.ValueError"
+    ));
 }

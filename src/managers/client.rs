@@ -145,9 +145,18 @@ impl Manager {
     }
 
     pub(crate) fn control(&self, method: &str, args: Vec<Value>) -> Result<Value, Error> {
+        self.control_with(method, args, Vec::new())
+    }
+
+    fn control_with(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Result<Value, Error> {
         let deadline = Instant::now() + self.options.connect_timeout;
         let (stream, mut reader) = self.open(deadline)?;
-        reader.send_request(&stream, None, method, &args, &[])?;
+        reader.send_request(&stream, None, method, &args, &kwargs)?;
         // A control request is answered at once: a server that does not is not waited for.
         wire::until(&stream, Some(Instant::now() + self.options.connect_timeout))?;
         let reply = reader.recv_value(&stream, self.options.max_frame, &Limits::default())?;
@@ -179,7 +188,30 @@ impl Manager {
     /// assert!(proxy.exposed().iter().any(|m| m == "get"));
     /// ```
     pub fn create(&self, typeid: &str) -> Result<Proxy, Error> {
-        let reply = self.control("create", vec![Value::Str(typeid.to_string())])?;
+        self.create_with(typeid, Vec::new(), Vec::new())
+    }
+
+    /// As [`create`](Self::create), passing constructor arguments (CPython's
+    /// `manager.Semaphore(2)` or `manager.Queue(maxsize=5)`).
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create); [`Error::Remote`] when the server's factory refuses the
+    /// arguments.
+    ///
+    /// # Examples
+    ///
+    /// See [`ManagerServer::register_with_args`](super::ManagerServer::register_with_args).
+    pub fn create_with(
+        &self,
+        typeid: &str,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Result<Proxy, Error> {
+        let mut all = Vec::with_capacity(args.len() + 1);
+        all.push(Value::Str(typeid.to_string()));
+        all.extend(args);
+        let reply = self.control_with("create", all, kwargs)?;
         let bad = || Error::Protocol {
             reason: "create() replied with something other than (ident, exposed)".into(),
         };

@@ -215,6 +215,16 @@ impl PyException {
         }
     }
 
+    /// `str(exception)` as Python gives it for the common cases.
+    pub(crate) fn message(&self) -> String {
+        match &self.args[..] {
+            [] => String::new(),
+            [Value::Str(s)] => s.clone(),
+            [other] => format!("{other:?}"),
+            more => format!("{more:?}"),
+        }
+    }
+
     /// The pickled instance: `Reduce(Global(module, name), args)`.
     pub(crate) fn to_value(&self) -> Value {
         Value::Reduce {

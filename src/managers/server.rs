@@ -17,7 +17,12 @@ use crate::pickle::{Limits, Value};
 use crate::process::{Process, StartMethod};
 use crate::Error;
 
-type Factory = Arc<dyn Fn() -> Arc<dyn Referent> + Send + Sync>;
+/// Makes an object from `create`'s constructor arguments.
+type Factory = Arc<
+    dyn Fn(Vec<Value>, Vec<(String, Value)>) -> Result<Arc<dyn Referent>, PyException>
+        + Send
+        + Sync,
+>;
 type LogHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// Default cap on a frame after the handshake.
@@ -139,7 +144,54 @@ impl ManagerServer {
         typeid: &str,
         factory: impl Fn() -> Arc<R> + Send + Sync + 'static,
     ) -> &mut Self {
-        let factory: Factory = Arc::new(move || factory() as Arc<dyn Referent>);
+        let name = typeid.to_string();
+        let factory: Factory = Arc::new(move |args, kwargs| {
+            if args.is_empty() && kwargs.is_empty() {
+                Ok(factory() as Arc<dyn Referent>)
+            } else {
+                Err(PyException::type_error(&format!(
+                    "{name}() takes no arguments"
+                )))
+            }
+        });
+        self.config.registry.insert(typeid.to_string(), factory);
+        self
+    }
+
+    /// As [`register`](Self::register), for a factory that takes the constructor arguments a
+    /// client passes (CPython's `manager.Semaphore(2)` sends `create('Semaphore', 2)`), bound
+    /// with [`bind`](super::bind) as Python would; its error reaches the client as a
+    /// `RemoteError`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use multiproc::managers::{bind, Manager, ManagerServer, ServedQueue};
+    /// use multiproc::pickle::Value;
+    ///
+    /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// server.register_with_args("Queue", |args, kwargs| {
+    ///     match &bind("Queue", args, kwargs, &[("maxsize", Some(Value::Int(0)))])?[..] {
+    ///         [Value::Int(n)] if *n >= 0 => Ok(Arc::new(ServedQueue::new(*n as usize))),
+    ///         _ => Err(multiproc::managers::PyException::type_error("maxsize must be an int")),
+    ///     }
+    /// });
+    /// let server = server.start_thread().unwrap();
+    /// let manager = Manager::connect(server.address(), b"k").unwrap();
+    /// let q = manager.create_with("Queue", vec![Value::Int(1)], vec![]).unwrap();
+    /// q.call("put", vec![Value::Int(1)], vec![]).unwrap();
+    /// assert_eq!(q.call("full", vec![], vec![]).unwrap(), Value::Bool(true));
+    /// ```
+    pub fn register_with_args(
+        &mut self,
+        typeid: &str,
+        factory: impl Fn(Vec<Value>, Vec<(String, Value)>) -> Result<Arc<dyn Referent>, PyException>
+            + Send
+            + Sync
+            + 'static,
+    ) -> &mut Self {
+        let factory: Factory = Arc::new(factory);
         self.config.registry.insert(typeid.to_string(), factory);
         self
     }
@@ -160,6 +212,32 @@ impl ManagerServer {
         let shared = Arc::new(queue.clone());
         self.register(typeid, move || shared.clone());
         queue
+    }
+
+    /// Serves what CPython's `SyncManager` serves under the same typeids: `Event`
+    /// ([`ServedEvent`](super::ServedEvent)), `Lock` and `RLock`
+    /// ([`ServedLock`](super::ServedLock)), `Semaphore(value=1)` and
+    /// `BoundedSemaphore(value=1)` ([`ServedSemaphore`](super::ServedSemaphore)). A CPython
+    /// client reaches them with `SyncManager`'s proxy types (`AcquirerProxy`, `EventProxy`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::managers::{Manager, ManagerServer};
+    /// use multiproc::pickle::Value;
+    ///
+    /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// server.register_sync_types();
+    /// let server = server.start_thread().unwrap();
+    /// let manager = Manager::connect(server.address(), b"k").unwrap();
+    /// let sem = manager.create_with("BoundedSemaphore", vec![Value::Int(2)], vec![]).unwrap();
+    /// assert_eq!(sem.call("acquire", vec![], vec![]).unwrap(), Value::Bool(true));
+    /// sem.call("release", vec![], vec![]).unwrap();
+    /// assert!(sem.call("release", vec![], vec![]).is_err()); // above its initial value
+    /// ```
+    pub fn register_sync_types(&mut self) -> &mut Self {
+        super::primitives::register_sync_types(self);
+        self
     }
 
     /// Caps each frame after the handshake (default [`DEFAULT_MAX_FRAME`], 16 MiB). A larger
@@ -830,7 +908,7 @@ impl Inner {
                         proxy = true;
                         (("#RETURN", Value::None), Outcome::Continue)
                     } else {
-                        self.control(&method, args)
+                        self.control(&method, args, kwargs)
                     }
                 }
                 Err(text) => (traceback(&text), Outcome::Close),
@@ -848,7 +926,12 @@ impl Inner {
         }
     }
 
-    fn control(&self, method: &str, args: Vec<Value>) -> (Reply, Outcome) {
+    fn control(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> (Reply, Outcome) {
         let ok = |v| (("#RETURN", v), Outcome::Close);
         let ident_arg = |args: &[Value]| match args {
             [Value::Str(ident)] => Ok(ident.clone()),
@@ -856,7 +939,7 @@ impl Inner {
         };
         let result: Result<Value, String> = match method {
             "dummy" => Ok(Value::None),
-            "create" => self.create(args),
+            "create" => self.create(args, kwargs),
             "incref" => ident_arg(&args).and_then(|ident| {
                 let mut objects = self.objects();
                 let entry = objects.get_mut(&ident).ok_or_else(|| key_error(&ident))?;
@@ -903,23 +986,21 @@ impl Inner {
         }
     }
 
-    fn create(&self, args: Vec<Value>) -> Result<Value, String> {
-        let typeid = match &args[..] {
-            [Value::Str(typeid)] => typeid.clone(),
-            [Value::Str(typeid), ..] => {
-                return Err(format!(
-                    "TypeError: {typeid} takes no constructor arguments on this server\n"
-                ))
-            }
+    fn create(&self, mut args: Vec<Value>, kwargs: Vec<(String, Value)>) -> Result<Value, String> {
+        let typeid = match args.first() {
+            Some(Value::Str(typeid)) => typeid.clone(),
             _ => return Err("TypeError: create() needs a typeid\n".into()),
         };
+        args.remove(0);
         let factory = self
             .config
             .registry
             .get(&typeid)
             .ok_or_else(|| key_error(&typeid))?;
-        let object = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory()))
-            .map_err(|_| format!("RuntimeError: the factory of {typeid} panicked\n"))?;
+        let object =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory(args, kwargs)))
+                .map_err(|_| format!("RuntimeError: the factory of {typeid} panicked\n"))?
+                .map_err(|e| format!("{}.{}: {}\n", e.module, e.name, e.message()))?;
         let (ident, exposed) = self.adopt(object, typeid);
         Ok(Value::Tuple(vec![Value::Str(ident), exposed]))
     }

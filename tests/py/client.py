@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from multiprocessing.context import AuthenticationError
-from multiprocessing.managers import BaseManager, RemoteError
+from multiprocessing.managers import AcquirerProxy, BaseManager, EventProxy, RemoteError
 
 import mp_compat
 
@@ -25,6 +25,10 @@ QueueManager.register("get_result_queue")
 QueueManager.register("get_bounded_queue")
 QueueManager.register("Queues")
 QueueManager.register("Queue", create_method=False)  # the typeid of '#PROXY' replies
+# What SyncManager registers (its proxy types), served by a Rust register_sync_types().
+QueueManager.register("Event", proxytype=EventProxy)
+for name in ("Lock", "RLock", "Semaphore", "BoundedSemaphore"):
+    QueueManager.register(name, proxytype=AcquirerProxy)
 
 
 def expect(exc, fn, *args, **kwargs):
@@ -131,6 +135,47 @@ def proxies(m):
     return "proxies"
 
 
+def sync(m):
+    """MGR-10 with SyncManager's own proxy types against a Rust server."""
+    e = m.Event()
+    assert not e.is_set()
+    e.set()
+    assert e.is_set() and e.wait(1) is True
+    e.clear()
+    assert e.wait(0.01) is False
+    lock = m.Lock()
+    assert lock.acquire() is True
+    assert lock.acquire(False) is False
+    assert lock.acquire(True, 0.05) is False
+    lock.release()
+    expect(RuntimeError, lock.release)  # releasing an unheld lock
+    with lock:
+        assert lock.acquire(False) is False
+    r = m.RLock()
+    assert r.acquire() and r.acquire()
+    got = []
+    t = threading.Thread(target=lambda: got.append(r.acquire(timeout=0.05)))
+    t.start()
+    t.join(15)
+    assert got == [False], got  # another thread (another connection) is not the owner
+    r.release()
+    r.release()
+    expect(RuntimeError, r.release)
+    s = m.Semaphore(2)
+    assert s.acquire() and s.acquire() and s.acquire(timeout=0.05) is False
+    s.release()
+    s.release()
+    b = m.BoundedSemaphore(1)
+    assert b.acquire()
+    b.release()
+    expect(ValueError, b.release)
+    del e, lock, r, s, b, t
+    gc.collect()
+    n = m._number_of_objects()
+    assert n == 0, n
+    return "sync"
+
+
 def main():
     faulthandler.dump_traceback_later(60, exit=True)  # a hang becomes a failure with a stack
     port, key, form, scenario = int(sys.argv[1]), bytes.fromhex(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -142,7 +187,7 @@ def main():
         return
     m.connect()
     detail = {"full": full_session, "worker": worker, "roundtrip": roundtrip28,
-              "proxies": proxies}[scenario](m)
+              "proxies": proxies, "sync": sync}[scenario](m)
     print("ok", detail, used, "server-challenge=" + ",".join(sorted(set(mp_compat.SEEN))))
 
 
