@@ -271,33 +271,37 @@ fn cpython_client_gets_proxies_from_a_rust_server() {
     let mut server = ManagerServer::bind("127.0.0.1:0", KEY).unwrap();
     server.register("Queues", || Arc::new(NamedQueues::default()));
     let server = server.start_thread().unwrap();
-    for form in ["native", "other"] {
-        let out = run_client(
-            &python,
-            server.address().port(),
-            &key_hex(),
-            form,
-            "proxies",
-        );
+    let mut pythons = vec![python];
+    pythons.extend(extra_pythons());
+    for (python, form) in pythons
+        .iter()
+        .flat_map(|p| ["native", "other"].map(|f| (p, f)))
+    {
+        let out = run_client(python, server.address().port(), &key_hex(), form, "proxies");
         assert!(out.starts_with("ok proxies"), "{out}");
     }
     assert_eq!(server.number_of_objects(), 0);
 }
 
 /// MGR-10 against CPython: an unmodified CPython client uses `SyncManager`'s own proxy types
-/// (`EventProxy`, `AcquirerProxy`) on a Rust server's `register_sync_types()`: Event, Lock,
-/// RLock (ownership per client thread), Semaphore and BoundedSemaphore behave like
-/// `threading`'s, errors included.
+/// (`EventProxy`, `AcquirerProxy`, `ConditionProxy`, `BarrierProxy`) on a Rust server's
+/// `register_sync_types()`: Event, Lock, RLock (ownership per client thread), Semaphore,
+/// BoundedSemaphore, Condition and Barrier behave like `threading`'s, errors included.
 /// CPython: TestSyncManagerTypes.test_event, test_lock, test_rlock, test_semaphore,
-/// test_bounded_semaphore
+/// test_bounded_semaphore, test_condition, test_barrier
 #[test]
 fn cpython_client_uses_rust_served_sync_types() {
     let Some(python) = python3() else { return };
     let mut server = ManagerServer::bind("127.0.0.1:0", KEY).unwrap();
     server.register_sync_types();
     let server = server.start_thread().unwrap();
-    for form in ["native", "other"] {
-        let out = run_client(&python, server.address().port(), &key_hex(), form, "sync");
+    let mut pythons = vec![python];
+    pythons.extend(extra_pythons());
+    for (python, form) in pythons
+        .iter()
+        .flat_map(|p| ["native", "other"].map(|f| (p, f)))
+    {
+        let out = run_client(python, server.address().port(), &key_hex(), form, "sync");
         assert!(out.starts_with("ok sync"), "{out}");
     }
     assert_eq!(server.number_of_objects(), 0);

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use multiproc::managers::{
     bind, ChallengeForm, ConnectOptions, Manager, ManagerServer, PyException, QueueProxy, Referent,
-    ServedEvent, ServedLock, ServedQueue, ServedSemaphore, ServerHandle,
+    ServedBarrier, ServedCondition, ServedEvent, ServedLock, ServedQueue, ServedSemaphore,
+    ServerHandle,
 };
 use multiproc::pickle::{self, Value};
 use multiproc::{ByteBuf, Error, Process};
@@ -1108,19 +1109,22 @@ fn sync_worker((address, key): (String, ByteBuf)) {
 }
 
 each_method! {
-    /// MGR-10: served Event, Lock, RLock, Semaphore and BoundedSemaphore behave like the
-    /// local ones across processes; releasing an unheld served lock is an error.
+    /// MGR-10: served Event, Lock, RLock, Semaphore, BoundedSemaphore, Condition and Barrier
+    /// behave like the local ones across processes; releasing an unheld served lock is an
+    /// error.
     /// CPython: TestSyncManagerTypes.test_event, test_lock, test_rlock, test_semaphore,
-    /// test_bounded_semaphore
+    /// test_bounded_semaphore, test_condition, test_barrier
     fn served_sync_types_across_processes(method: StartMethod) {
         let (mut server, _log) = quiet(b"sync key");
         server.register_sync_types();
-        let shared: [(&str, Arc<dyn Referent>); 5] = [
+        let shared: [(&str, Arc<dyn Referent>); 7] = [
             ("event", Arc::new(ServedEvent::default())),
             ("lock", Arc::new(ServedLock::new())),
             ("rlock", Arc::new(ServedLock::reentrant())),
             ("semaphore", Arc::new(ServedSemaphore::new(1))),
             ("bounded", Arc::new(ServedSemaphore::bounded(1))),
+            ("condition", Arc::new(ServedCondition::default())),
+            ("barrier", Arc::new(ServedBarrier::new(5, None))),
         ];
         for (typeid, object) in shared {
             server.register_with_args(typeid, move |_, _| Ok(object.clone()));
@@ -1204,4 +1208,82 @@ fn served_lock_blocks_other_clients() {
         lock.call("acquire", vec![Value::Bool(false), Value::Int(1)], vec![]),
         Err(Error::Remote { class, .. }) if class == "builtins.ValueError"
     ));
+}
+
+/// A served `Condition`: a waiter in one client is woken by `notify` from another and holds
+/// the lock again when `wait` returns; `wait` and `notify` need the lock.
+#[test]
+fn served_condition_wakes_a_waiter_in_another_client() {
+    let (mut server, _log) = quiet(b"k");
+    let shared = Arc::new(ServedCondition::default());
+    server.register("cond", move || shared.clone());
+    let server = server.start_thread().unwrap();
+    let m = Manager::connect(server.address(), b"k").unwrap();
+    let cond = m.create("cond").unwrap();
+    let runtime_error = |r: Result<Value, Error>| matches!(r, Err(Error::Remote { class, .. }) if class == "builtins.RuntimeError");
+    assert!(runtime_error(cond.call(
+        "wait",
+        vec![Value::Float(0.01)],
+        vec![]
+    )));
+    assert!(runtime_error(cond.call("notify", vec![], vec![])));
+    let waiter_manager = m.clone();
+    let waiter = std::thread::spawn(move || {
+        let cond = waiter_manager.create("cond").unwrap();
+        cond.call("acquire", vec![], vec![]).unwrap();
+        let woken = cond.call("wait", vec![Value::Float(30.0)], vec![]).unwrap();
+        // The lock is ours again: releasing it works.
+        cond.call("release", vec![], vec![]).unwrap();
+        woken
+    });
+    // Notify until the waiter has entered `wait` (a notify with no waiter is lost, as in Python).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !waiter.is_finished() && Instant::now() < deadline {
+        cond.call("acquire", vec![], vec![]).unwrap();
+        cond.call("notify_all", vec![], vec![]).unwrap();
+        cond.call("release", vec![], vec![]).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(waiter.join().unwrap(), Value::Bool(true));
+}
+
+/// A served `Barrier(3)`: three clients pass it together with indices 0, 1, 2; a lone waiter
+/// with a timeout breaks it (`BrokenBarrierError`), and `reset` mends it.
+#[test]
+fn served_barrier_releases_its_parties_together() {
+    let (mut server, _log) = quiet(b"k");
+    server.register_sync_types();
+    let shared = Arc::new(ServedBarrier::new(3, None));
+    server.register("barrier", move || shared.clone());
+    let server = server.start_thread().unwrap();
+    let m = Manager::connect(server.address(), b"k").unwrap();
+    let parties: Vec<_> = (0..3)
+        .map(|_| {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                let b = m.create("barrier").unwrap();
+                b.call("wait", vec![Value::Float(30.0)], vec![]).unwrap()
+            })
+        })
+        .collect();
+    let mut indices: Vec<Value> = parties.into_iter().map(|t| t.join().unwrap()).collect();
+    indices.sort_by_key(|v| format!("{v:?}"));
+    assert_eq!(indices, [Value::Int(0), Value::Int(1), Value::Int(2)]);
+    let b = m.create("barrier").unwrap();
+    let broken = |r: Result<Value, Error>| matches!(r, Err(Error::Remote { class, .. }) if class == "threading.BrokenBarrierError");
+    assert!(broken(b.call("wait", vec![Value::Float(0.05)], vec![])));
+    let attr = |name: &str| {
+        b.call("__getattribute__", vec![Value::Str(name.into())], vec![])
+            .unwrap()
+    };
+    assert_eq!(attr("broken"), Value::Bool(true));
+    assert!(broken(b.call("wait", vec![], vec![])));
+    b.call("reset", vec![], vec![]).unwrap();
+    assert_eq!(attr("broken"), Value::Bool(false));
+    assert_eq!(attr("n_waiting"), Value::Int(0));
+    // SyncManager's typeid, with its constructor arguments.
+    let one = m
+        .create_with("Barrier", vec![Value::Int(1)], vec![])
+        .unwrap();
+    assert_eq!(one.call("wait", vec![], vec![]).unwrap(), Value::Int(0));
 }

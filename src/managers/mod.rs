@@ -22,7 +22,7 @@
 //! | `manager.get_task_queue()` | [`Manager::get_queue`] (typed) or [`Manager::create`] (untyped) |
 //! | `q.put(x)`, `q.put_nowait(x)`, `q.put(x, timeout=t)` | [`QueueProxy::put`], [`try_put`](QueueProxy::try_put), [`put_timeout`](QueueProxy::put_timeout) |
 //! | `q.get()`, `q.get_nowait()`, `q.get(timeout=t)` | [`QueueProxy::get`], [`try_get`](QueueProxy::try_get), [`get_timeout`](QueueProxy::get_timeout) |
-//! | `SyncManager`'s `Event`, `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore` | [`ManagerServer::register_sync_types`]: [`ServedEvent`], [`ServedLock`], [`ServedSemaphore`] |
+//! | `SyncManager`'s `Event`, `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`, `Condition`, `Barrier` | [`ManagerServer::register_sync_types`]: [`ServedEvent`], [`ServedLock`], [`ServedSemaphore`], [`ServedCondition`], [`ServedBarrier`] |
 //! | `queue.Empty`, `queue.Full`, other exceptions, `RemoteError` | [`Error::Empty`](crate::Error::Empty), [`Error::Full`](crate::Error::Full), [`Error::Remote`](crate::Error::Remote) |
 //! | `AuthenticationError` | [`Error::Auth`](crate::Error::Auth) |
 //! | `multiprocessing.connection.Listener(address, authkey)` / `Client(address, authkey)` | [`Listener`] / [`Client`], giving [`TcpConnection`]s |
@@ -100,7 +100,7 @@ mod wire;
 pub use auth::ChallengeForm;
 pub use client::{ConnectOptions, Manager};
 pub use listener::{Client, Listener, TcpConnection};
-pub use primitives::{ServedEvent, ServedLock, ServedSemaphore};
+pub use primitives::{ServedBarrier, ServedCondition, ServedEvent, ServedLock, ServedSemaphore};
 pub use proxy::{Proxy, QueueProxy, RemoteIter};
 pub use queue::ServedQueue;
 pub use referent::{bind, PyException, Referent};

@@ -1,12 +1,13 @@
 //! Synchronization primitives a manager serves, as CPython's `SyncManager` does: `Event`,
-//! `Lock`, `RLock`, `Semaphore` and `BoundedSemaphore`, with the methods and errors of
-//! `threading`'s. Their methods run on the server; a blocking `acquire` or `wait` occupies
+//! `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`, `Condition` and `Barrier`, with the
+//! methods and errors of `threading`'s. Their methods run on the server; a blocking `acquire` or `wait` occupies
 //! only the connection of the client that called it.
 //!
 //! Ownership of an `RLock` is the client thread's, as in CPython: each client thread calls
 //! over its own proxy connection, which the server serves on its own thread, and that thread
 //! is the owner.
 
+use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
@@ -402,8 +403,352 @@ impl Referent for ServedSemaphore {
     }
 }
 
+#[derive(Debug, Default)]
+struct ConditionState {
+    /// The owner of the condition's `RLock` and its recursion count.
+    owner: Option<(ThreadId, usize)>,
+    /// Tickets of the threads in `wait`, oldest first.
+    waiting: VecDeque<u64>,
+    /// Tickets that `notify` picked and whose threads have not yet woken.
+    notified: Vec<u64>,
+    next_ticket: u64,
+}
+
+/// A served `threading.Condition()` over its own `RLock`: `acquire`, `release`,
+/// `wait(timeout=None)`, `notify(n=1)`, `notify_all()` (CPython's `ConditionProxy`, whose
+/// `wait_for` loops over `wait` on the client). `wait` and `notify` without holding the lock
+/// raise `RuntimeError`. A condition over another served lock (`Condition(lock)`) is not
+/// supported.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use multiproc::managers::{Manager, ManagerServer, ServedCondition};
+/// use multiproc::pickle::Value;
+///
+/// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+/// server.register("Condition", || Arc::new(ServedCondition::default()));
+/// let server = server.start_thread().unwrap();
+/// let cond = Manager::connect(server.address(), b"k").unwrap().create("Condition").unwrap();
+/// cond.call("acquire", vec![], vec![]).unwrap();
+/// // Nobody notifies: the wait times out (and gives the lock back before returning).
+/// assert_eq!(cond.call("wait", vec![Value::Float(0.01)], vec![]).unwrap(), Value::Bool(false));
+/// cond.call("notify", vec![], vec![]).unwrap();
+/// cond.call("release", vec![], vec![]).unwrap();
+/// ```
+#[derive(Debug, Default)]
+pub struct ServedCondition {
+    state: Mutex<ConditionState>,
+    changed: Condvar,
+}
+
+impl ServedCondition {
+    fn acquire(&self, me: ThreadId, count: usize, deadline: Option<Instant>) -> bool {
+        let mut state = lock(&self.state);
+        if let Some((owner, held)) = &mut state.owner {
+            if *owner == me {
+                *held += count;
+                return true;
+            }
+        }
+        let (mut state, free) = wait_until(&self.changed, state, deadline, |s| s.owner.is_none());
+        if free {
+            state.owner = Some((me, count));
+        }
+        free
+    }
+
+    fn owned_by(state: &ConditionState, me: ThreadId) -> bool {
+        matches!(state.owner, Some((owner, _)) if owner == me)
+    }
+}
+
+impl Referent for ServedCondition {
+    fn exposed(&self) -> Vec<String> {
+        ["acquire", "release", "wait", "notify", "notify_all"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Result<Value, PyException> {
+        let me = std::thread::current().id();
+        match method {
+            "acquire" => {
+                let deadline = lock_deadline(args, kwargs)?;
+                Ok(Value::Bool(self.acquire(me, 1, deadline)))
+            }
+            "release" => {
+                bind(method, args, kwargs, &[])?;
+                let mut state = lock(&self.state);
+                match &mut state.owner {
+                    Some((owner, count)) if *owner == me => {
+                        *count -= 1;
+                        if *count == 0 {
+                            state.owner = None;
+                            self.changed.notify_all();
+                        }
+                        Ok(Value::None)
+                    }
+                    _ => Err(runtime_error("cannot release un-acquired lock")),
+                }
+            }
+            "wait" => {
+                let bound = bind(method, args, kwargs, &[("timeout", Some(Value::None))])?;
+                let deadline = match &bound[0] {
+                    Value::None => None,
+                    t => Some(deadline_after(seconds(t)?).unwrap_or_else(Instant::now)),
+                };
+                let mut state = lock(&self.state);
+                if !Self::owned_by(&state, me) {
+                    return Err(runtime_error("cannot wait on un-acquired lock"));
+                }
+                // Release the lock entirely, remembering how deep it was held.
+                let held = state.owner.take().map_or(1, |(_, count)| count);
+                let ticket = state.next_ticket;
+                state.next_ticket += 1;
+                state.waiting.push_back(ticket);
+                self.changed.notify_all();
+                let (mut state, woken) = wait_until(&self.changed, state, deadline, |s| {
+                    s.notified.contains(&ticket)
+                });
+                if woken {
+                    state.notified.retain(|&t| t != ticket);
+                } else {
+                    state.waiting.retain(|&t| t != ticket);
+                }
+                drop(state);
+                // Take the lock back, however long that takes, as Python does.
+                self.acquire(me, held, None);
+                Ok(Value::Bool(woken))
+            }
+            "notify" | "notify_all" => {
+                let n = if method == "notify" {
+                    match &bind(method, args, kwargs, &[("n", Some(Value::Int(1)))])?[..] {
+                        [Value::Int(n)] => (*n).max(0) as usize,
+                        _ => return Err(PyException::type_error("n must be an int")),
+                    }
+                } else {
+                    bind(method, args, kwargs, &[])?;
+                    usize::MAX
+                };
+                let mut state = lock(&self.state);
+                if !Self::owned_by(&state, me) {
+                    return Err(runtime_error("cannot notify on un-acquired lock"));
+                }
+                let n = n.min(state.waiting.len());
+                let picked: Vec<u64> = state.waiting.drain(..n).collect();
+                state.notified.extend(picked);
+                self.changed.notify_all();
+                Ok(Value::None)
+            }
+            _ => Err(attribute_error(method)),
+        }
+    }
+}
+
+/// `threading.BrokenBarrierError()`.
+fn broken_barrier() -> PyException {
+    PyException {
+        module: "threading".into(),
+        name: "BrokenBarrierError".into(),
+        args: Vec::new(),
+    }
+}
+
+/// Barrier states, as CPython's `threading.Barrier` numbers them.
+const FILLING: i8 = 0;
+const DRAINING: i8 = 1;
+const RESETTING: i8 = -1;
+const BROKEN: i8 = -2;
+
+#[derive(Debug)]
+struct BarrierState {
+    state: i8,
+    count: usize,
+}
+
+/// A served `threading.Barrier(parties, timeout=None)`: `wait(timeout=None)` (the arrival
+/// index), `abort()`, `reset()`, and the attributes `parties`, `n_waiting` and `broken`
+/// through `__getattribute__` (CPython's `BarrierProxy`). A wait that times out, or is
+/// aborted or reset, raises `threading.BrokenBarrierError`. An `action` is not supported.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use multiproc::managers::{Manager, ManagerServer, ServedBarrier};
+/// use multiproc::pickle::Value;
+/// use multiproc::Error;
+///
+/// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+/// server.register("Barrier", || Arc::new(ServedBarrier::new(1, None)));
+/// let server = server.start_thread().unwrap();
+/// let barrier = Manager::connect(server.address(), b"k").unwrap().create("Barrier").unwrap();
+/// assert_eq!(barrier.call("wait", vec![], vec![]).unwrap(), Value::Int(0));
+/// barrier.call("abort", vec![], vec![]).unwrap();
+/// assert!(matches!(barrier.call("wait", vec![], vec![]), Err(Error::Remote { class, .. }) if class == "threading.BrokenBarrierError"));
+/// ```
+#[derive(Debug)]
+pub struct ServedBarrier {
+    parties: usize,
+    timeout: Option<f64>,
+    state: Mutex<BarrierState>,
+    changed: Condvar,
+}
+
+impl ServedBarrier {
+    /// A barrier for `parties` waiters; `timeout` (seconds) is the default of `wait`.
+    pub fn new(parties: usize, timeout: Option<f64>) -> ServedBarrier {
+        ServedBarrier {
+            parties,
+            timeout,
+            state: Mutex::new(BarrierState {
+                state: FILLING,
+                count: 0,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn wait(&self, timeout: Option<f64>) -> Result<usize, PyException> {
+        let mut s = lock(&self.state);
+        // _enter: block while the barrier drains or resets.
+        while s.state == DRAINING || s.state == RESETTING {
+            s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        if s.state < 0 {
+            return Err(broken_barrier());
+        }
+        let index = s.count;
+        s.count += 1;
+        let result = if index + 1 == self.parties {
+            s.state = DRAINING;
+            self.changed.notify_all();
+            Ok(index)
+        } else {
+            let deadline = timeout.map(|t| deadline_after(t).unwrap_or_else(Instant::now));
+            let (guard, released) = wait_until(&self.changed, s, deadline, |b| b.state != FILLING);
+            s = guard;
+            if !released {
+                s.state = BROKEN;
+                self.changed.notify_all();
+                Err(broken_barrier())
+            } else if s.state < 0 {
+                Err(broken_barrier())
+            } else {
+                Ok(index)
+            }
+        };
+        // _exit: the last one out ends draining or resetting.
+        s.count -= 1;
+        if s.count == 0 && (s.state == DRAINING || s.state == RESETTING) {
+            s.state = FILLING;
+            self.changed.notify_all();
+        }
+        result
+    }
+
+    /// The arguments of `Barrier(parties, action=None, timeout=None)` sent with `create`.
+    fn from_args(args: Vec<Value>, kwargs: Vec<(String, Value)>) -> Result<Self, PyException> {
+        let bound = bind(
+            "Barrier",
+            args,
+            kwargs,
+            &[
+                ("parties", None),
+                ("action", Some(Value::None)),
+                ("timeout", Some(Value::None)),
+            ],
+        )?;
+        let parties = match &bound[0] {
+            Value::Int(n) if *n >= 1 => *n as usize,
+            _ => return Err(PyException::value_error("parties must be >= 1")),
+        };
+        if bound[1] != Value::None {
+            return Err(PyException::type_error(
+                "a served Barrier takes no action (a callable cannot travel)",
+            ));
+        }
+        let timeout = match &bound[2] {
+            Value::None => None,
+            t => Some(seconds(t)?),
+        };
+        Ok(ServedBarrier::new(parties, timeout))
+    }
+}
+
+impl Referent for ServedBarrier {
+    fn exposed(&self) -> Vec<String> {
+        ["__getattribute__", "wait", "abort", "reset"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Result<Value, PyException> {
+        match method {
+            "wait" => {
+                let bound = bind(method, args, kwargs, &[("timeout", Some(Value::None))])?;
+                let timeout = match &bound[0] {
+                    Value::None => self.timeout,
+                    t => Some(seconds(t)?),
+                };
+                self.wait(timeout).map(|i| Value::Int(i as i64))
+            }
+            "abort" => {
+                bind(method, args, kwargs, &[])?;
+                lock(&self.state).state = BROKEN;
+                self.changed.notify_all();
+                Ok(Value::None)
+            }
+            "reset" => {
+                bind(method, args, kwargs, &[])?;
+                let mut s = lock(&self.state);
+                if s.count > 0 {
+                    if s.state == FILLING || s.state == BROKEN {
+                        s.state = RESETTING;
+                    }
+                } else {
+                    s.state = FILLING;
+                }
+                self.changed.notify_all();
+                Ok(Value::None)
+            }
+            "__getattribute__" => {
+                let name = match &bind(method, args, kwargs, &[("name", None)])?[..] {
+                    [Value::Str(name)] => name.clone(),
+                    _ => return Err(PyException::type_error("attribute name must be a str")),
+                };
+                let s = lock(&self.state);
+                match name.as_str() {
+                    "parties" => Ok(Value::Int(self.parties as i64)),
+                    "n_waiting" => Ok(Value::Int(if s.state == FILLING {
+                        s.count as i64
+                    } else {
+                        0
+                    })),
+                    "broken" => Ok(Value::Bool(s.state == BROKEN)),
+                    _ => Err(attribute_error(&name)),
+                }
+            }
+            _ => Err(attribute_error(method)),
+        }
+    }
+}
+
 /// Registers what CPython's `SyncManager` serves under the same typeids: `Event`, `Lock`,
-/// `RLock`, `Semaphore(value=1)` and `BoundedSemaphore(value=1)`.
+/// `RLock`, `Semaphore(value=1)`, `BoundedSemaphore(value=1)`, `Condition()` and
+/// `Barrier(parties, timeout=None)`.
 pub(crate) fn register_sync_types(server: &mut super::ManagerServer) {
     server.register("Event", || std::sync::Arc::new(ServedEvent::default()));
     server.register("Lock", || std::sync::Arc::new(ServedLock::new()));
@@ -415,5 +760,13 @@ pub(crate) fn register_sync_types(server: &mut super::ManagerServer) {
     server.register_with_args("BoundedSemaphore", |args, kwargs| {
         let value = ServedSemaphore::initial("BoundedSemaphore", args, kwargs)?;
         Ok(std::sync::Arc::new(ServedSemaphore::bounded(value)))
+    });
+    server.register_with_args("Condition", |args, kwargs| {
+        bind("Condition", args, kwargs, &[])
+            .map_err(|_| PyException::type_error("a served Condition takes no lock argument"))?;
+        Ok(std::sync::Arc::new(ServedCondition::default()))
+    });
+    server.register_with_args("Barrier", |args, kwargs| {
+        Ok(std::sync::Arc::new(ServedBarrier::from_args(args, kwargs)?))
     });
 }

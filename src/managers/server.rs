@@ -217,8 +217,11 @@ impl ManagerServer {
     /// Serves what CPython's `SyncManager` serves under the same typeids: `Event`
     /// ([`ServedEvent`](super::ServedEvent)), `Lock` and `RLock`
     /// ([`ServedLock`](super::ServedLock)), `Semaphore(value=1)` and
-    /// `BoundedSemaphore(value=1)` ([`ServedSemaphore`](super::ServedSemaphore)). A CPython
-    /// client reaches them with `SyncManager`'s proxy types (`AcquirerProxy`, `EventProxy`).
+    /// `BoundedSemaphore(value=1)` ([`ServedSemaphore`](super::ServedSemaphore)),
+    /// `Condition()` ([`ServedCondition`](super::ServedCondition)) and
+    /// `Barrier(parties, timeout=None)` ([`ServedBarrier`](super::ServedBarrier)). A CPython
+    /// client reaches them with `SyncManager`'s proxy types (`AcquirerProxy`, `EventProxy`,
+    /// `ConditionProxy`, `BarrierProxy`).
     ///
     /// # Examples
     ///

@@ -11,7 +11,8 @@ import sys
 import threading
 import time
 from multiprocessing.context import AuthenticationError
-from multiprocessing.managers import AcquirerProxy, BaseManager, EventProxy, RemoteError
+from multiprocessing.managers import (AcquirerProxy, BarrierProxy, BaseManager, ConditionProxy,
+                                      EventProxy, RemoteError)
 
 import mp_compat
 
@@ -29,6 +30,8 @@ QueueManager.register("Queue", create_method=False)  # the typeid of '#PROXY' re
 QueueManager.register("Event", proxytype=EventProxy)
 for name in ("Lock", "RLock", "Semaphore", "BoundedSemaphore"):
     QueueManager.register(name, proxytype=AcquirerProxy)
+QueueManager.register("Condition", proxytype=ConditionProxy)
+QueueManager.register("Barrier", proxytype=BarrierProxy)
 
 
 def expect(exc, fn, *args, **kwargs):
@@ -169,7 +172,41 @@ def sync(m):
     assert b.acquire()
     b.release()
     expect(ValueError, b.release)
-    del e, lock, r, s, b, t
+    c = m.Condition()
+    expect(RuntimeError, c.notify)
+    with c:
+        assert c.wait(0.01) is False
+        assert c.wait_for(lambda: True)  # ConditionProxy loops over wait on the client
+    woken = []
+
+    def waiter():
+        with c:
+            woken.append(c.wait(30))
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    deadline = time.monotonic() + 20
+    while t.is_alive() and time.monotonic() < deadline:
+        with c:
+            c.notify()
+        time.sleep(0.01)
+    t.join(15)
+    assert woken == [True], woken
+    bar = m.Barrier(2)
+    assert bar.parties == 2 and not bar.broken and bar.n_waiting == 0
+    idx = []
+    t = threading.Thread(target=lambda: idx.append(bar.wait(30)))
+    t.start()
+    idx.append(bar.wait(30))
+    t.join(15)
+    assert sorted(idx) == [0, 1], idx
+    expect(threading.BrokenBarrierError, bar.wait, 0.05)
+    assert bar.broken
+    bar.reset()
+    assert not bar.broken
+    bar.abort()
+    expect(threading.BrokenBarrierError, bar.wait)
+    del e, lock, r, s, b, t, c, bar
     gc.collect()
     n = m._number_of_objects()
     assert n == 0, n
