@@ -307,6 +307,34 @@ fn cpython_client_uses_rust_served_sync_types() {
     assert_eq!(server.number_of_objects(), 0);
 }
 
+/// MGR-11 against CPython: an unmodified CPython client uses `SyncManager`'s own proxy types
+/// (`ListProxy`, `DictProxy` with its `Iterator`, `ValueProxy`, `ArrayProxy`,
+/// `NamespaceProxy`) on a Rust server's `register_containers()`.
+/// CPython: TestSyncManagerTypes.test_list, test_dict, test_value, test_array, test_namespace
+#[test]
+fn cpython_client_uses_rust_served_containers() {
+    let Some(python) = python3() else { return };
+    let mut server = ManagerServer::bind("127.0.0.1:0", KEY).unwrap();
+    server.register_containers();
+    let server = server.start_thread().unwrap();
+    let mut pythons = vec![python];
+    pythons.extend(extra_pythons());
+    for (python, form) in pythons
+        .iter()
+        .flat_map(|p| ["native", "other"].map(|f| (p, f)))
+    {
+        let out = run_client(
+            python,
+            server.address().port(),
+            &key_hex(),
+            form,
+            "containers",
+        );
+        assert!(out.starts_with("ok containers"), "{out}");
+    }
+    assert_eq!(server.number_of_objects(), 0);
+}
+
 /// A CPython manager server started with `manager.start()`, driven over stdin.
 struct PyServer {
     child: Py,

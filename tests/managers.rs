@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use multiproc::managers::{
     bind, ChallengeForm, ConnectOptions, Manager, ManagerServer, PyException, QueueProxy, Referent,
-    ServedBarrier, ServedCondition, ServedEvent, ServedLock, ServedQueue, ServedSemaphore,
-    ServerHandle,
+    ServedArray, ServedBarrier, ServedCondition, ServedDict, ServedEvent, ServedList, ServedLock,
+    ServedNamespace, ServedQueue, ServedSemaphore, ServedValue, ServerHandle,
 };
 use multiproc::pickle::{self, Value};
 use multiproc::{ByteBuf, Error, Process};
@@ -1286,4 +1286,113 @@ fn served_barrier_releases_its_parties_together() {
         .create_with("Barrier", vec![Value::Int(1)], vec![])
         .unwrap();
     assert_eq!(one.call("wait", vec![], vec![]).unwrap(), Value::Int(0));
+}
+
+/// The worker side of MGR-11, in a child process (CPython's `_test_list`, `_test_dict`,
+/// `_test_value`, `_test_array`, `_test_namespace`).
+fn containers_worker((address, key): (String, ByteBuf)) {
+    let m = Manager::connect(address.as_str(), &key).unwrap();
+    let s = |x: &str| Value::Str(x.into());
+    let call = |p: &multiproc::managers::Proxy, method: &str, args: Vec<Value>| {
+        p.call(method, args, vec![]).unwrap()
+    };
+    let list = m.create("the_list").unwrap();
+    assert_eq!(
+        call(&list, "__getitem__", vec![Value::Int(0)]),
+        Value::Int(5)
+    );
+    assert_eq!(call(&list, "count", vec![Value::Int(5)]), Value::Int(1));
+    assert_eq!(call(&list, "index", vec![Value::Int(5)]), Value::Int(0));
+    call(&list, "sort", vec![]);
+    call(&list, "reverse", vec![]);
+    assert_eq!(call(&list, "__len__", vec![]), Value::Int(1));
+    assert_eq!(call(&list, "pop", vec![Value::Int(0)]), Value::Int(5));
+    let dict = m.create("the_dict").unwrap();
+    assert_eq!(call(&dict, "__len__", vec![]), Value::Int(1));
+    assert_eq!(call(&dict, "__getitem__", vec![s("foo")]), Value::Int(5));
+    assert_eq!(call(&dict, "get", vec![s("foo")]), Value::Int(5));
+    let pair = Value::Tuple(vec![s("foo"), Value::Int(5)]);
+    assert_eq!(
+        call(&dict, "items", vec![]),
+        Value::List(vec![pair.clone()])
+    );
+    assert_eq!(call(&dict, "keys", vec![]), Value::List(vec![s("foo")]));
+    assert_eq!(
+        call(&dict, "values", vec![]),
+        Value::List(vec![Value::Int(5)])
+    );
+    assert_eq!(
+        call(&dict, "copy", vec![]),
+        Value::Dict(vec![(s("foo"), Value::Int(5))])
+    );
+    assert_eq!(call(&dict, "popitem", vec![]), pair);
+    let value = m.create("the_value").unwrap();
+    assert_eq!(call(&value, "get", vec![]), Value::Int(1));
+    call(&value, "set", vec![Value::Int(2)]);
+    let array = m.create("the_array").unwrap();
+    assert_eq!(
+        call(&array, "__getitem__", vec![Value::Int(1)]),
+        Value::Int(1)
+    );
+    assert_eq!(call(&array, "__len__", vec![]), Value::Int(2));
+    let ns = m.create("the_namespace").unwrap();
+    assert_eq!(call(&ns, "__getattribute__", vec![s("x")]), Value::Int(0));
+    assert_eq!(call(&ns, "__getattribute__", vec![s("y")]), Value::Int(1));
+}
+
+each_method! {
+    /// MGR-11 (in part): served list, dict, Value, Array and Namespace with their method
+    /// sets, changed by one process and seen by another.
+    /// CPython: TestSyncManagerTypes.test_list, test_dict, test_value, test_array,
+    /// test_namespace
+    fn served_containers_across_processes(method: StartMethod) {
+        let (mut server, _log) = quiet(b"containers");
+        server.register_containers();
+        let shared: [(&str, Arc<dyn Referent>); 5] = [
+            ("the_list", Arc::new(ServedList::default())),
+            ("the_dict", Arc::new(ServedDict::default())),
+            ("the_value", Arc::new(ServedValue::new("i", Value::Int(1)))),
+            ("the_array", Arc::new(ServedArray::new("i", vec![Value::Int(0), Value::Int(1)]).unwrap())),
+            ("the_namespace", Arc::new(ServedNamespace::default())),
+        ];
+        for (typeid, object) in shared {
+            server.register_with_args(typeid, move |_, _| Ok(object.clone()));
+        }
+        let server = server.start_thread().unwrap();
+        let m = Manager::connect(server.address(), b"containers").unwrap();
+        let s = |x: &str| Value::Str(x.into());
+        let list = m.create("the_list").unwrap();
+        list.call("append", vec![Value::Int(5)], vec![]).unwrap();
+        let dict = m.create("the_dict").unwrap();
+        dict.call("__setitem__", vec![s("foo"), Value::Int(5)], vec![]).unwrap();
+        let ns = m.create("the_namespace").unwrap();
+        ns.call("__setattr__", vec![s("x"), Value::Int(0)], vec![]).unwrap();
+        ns.call("__setattr__", vec![s("y"), Value::Int(1)], vec![]).unwrap();
+        let arg = (server.address().to_string(), ByteBuf::from(b"containers".to_vec()));
+        common::with(method).spawn(containers_worker, arg).unwrap().join().unwrap();
+        assert_eq!(list.call("__len__", vec![], vec![]).unwrap(), Value::Int(0));
+        assert_eq!(dict.call("__len__", vec![], vec![]).unwrap(), Value::Int(0));
+        let value = m.create("the_value").unwrap();
+        assert_eq!(value.call("get", vec![], vec![]).unwrap(), Value::Int(2));
+        // SyncManager's typeids with constructor arguments; errors keep their Python kind.
+        let made = m.create_with("list", vec![Value::List(vec![Value::Int(2), Value::Int(1)])], vec![]).unwrap();
+        made.call("sort", vec![], vec![]).unwrap();
+        assert_eq!(made.call("__getitem__", vec![Value::Int(0)], vec![]).unwrap(), Value::Int(1));
+        assert!(matches!(
+            made.call("__getitem__", vec![Value::Int(9)], vec![]),
+            Err(Error::Remote { class, .. }) if class == "builtins.IndexError"
+        ));
+        let d = m.create_with("dict", vec![], vec![("a".into(), Value::Int(1))]).unwrap();
+        assert_eq!(d.call("__getitem__", vec![s("a")], vec![]).unwrap(), Value::Int(1));
+        assert!(matches!(
+            d.call("__getitem__", vec![s("b")], vec![]),
+            Err(Error::Remote { class, .. }) if class == "builtins.KeyError"
+        ));
+        let keys: Vec<String> = d.call_proxy("__iter__", vec![], vec![]).unwrap().iter().collect::<Result<_, _>>().unwrap();
+        assert_eq!(keys, ["a"]);
+        assert!(matches!(
+            m.create_with("Array", vec![s("i"), Value::List(vec![s("x")])], vec![]),
+            Err(Error::Remote { .. })
+        ));
+    }
 }

@@ -23,6 +23,7 @@
 //! | `q.put(x)`, `q.put_nowait(x)`, `q.put(x, timeout=t)` | [`QueueProxy::put`], [`try_put`](QueueProxy::try_put), [`put_timeout`](QueueProxy::put_timeout) |
 //! | `q.get()`, `q.get_nowait()`, `q.get(timeout=t)` | [`QueueProxy::get`], [`try_get`](QueueProxy::try_get), [`get_timeout`](QueueProxy::get_timeout) |
 //! | `SyncManager`'s `Event`, `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`, `Condition`, `Barrier` | [`ManagerServer::register_sync_types`]: [`ServedEvent`], [`ServedLock`], [`ServedSemaphore`], [`ServedCondition`], [`ServedBarrier`] |
+//! | `SyncManager`'s `list`, `dict`, `Namespace`, `Value`, `Array` | [`ManagerServer::register_containers`]: [`ServedList`], [`ServedDict`], [`ServedNamespace`], [`ServedValue`], [`ServedArray`] |
 //! | `queue.Empty`, `queue.Full`, other exceptions, `RemoteError` | [`Error::Empty`](crate::Error::Empty), [`Error::Full`](crate::Error::Full), [`Error::Remote`](crate::Error::Remote) |
 //! | `AuthenticationError` | [`Error::Auth`](crate::Error::Auth) |
 //! | `multiprocessing.connection.Listener(address, authkey)` / `Client(address, authkey)` | [`Listener`] / [`Client`], giving [`TcpConnection`]s |
@@ -82,6 +83,11 @@
 //!   be registered on the server. A Rust client gets the new object's proxy with
 //!   [`Proxy::call_proxy`]; it takes over the reference the server took, so it sends no
 //!   `incref`/`decref` pair (the count ends the same as with CPython's client).
+//! - Served containers ([`ManagerServer::register_containers`]) keep items as data: a proxy
+//!   stored in a served list or dict does not keep its object alive on this server (CPython's
+//!   does), `list.sort` takes no `key`, a `dict` is searched linearly, and there is no served
+//!   `set`. A served `Condition` has its own `RLock` (no `Condition(lock)`), and a served
+//!   `Barrier` no `action`: callables and proxies cannot travel into a Rust server.
 //! - [`ManagerServer::start`] forks (Rust closures cannot be re-created in a re-executed
 //!   binary).
 //! - Queue items are kept as inert pickled data, so a Rust-served queue carries Python objects
@@ -89,6 +95,7 @@
 
 mod auth;
 mod client;
+mod containers;
 mod listener;
 mod primitives;
 mod proxy;
@@ -99,6 +106,7 @@ mod wire;
 
 pub use auth::ChallengeForm;
 pub use client::{ConnectOptions, Manager};
+pub use containers::{ServedArray, ServedDict, ServedList, ServedNamespace, ServedValue};
 pub use listener::{Client, Listener, TcpConnection};
 pub use primitives::{ServedBarrier, ServedCondition, ServedEvent, ServedLock, ServedSemaphore};
 pub use proxy::{Proxy, QueueProxy, RemoteIter};

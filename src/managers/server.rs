@@ -243,6 +243,34 @@ impl ManagerServer {
         self
     }
 
+    /// Serves the containers CPython's `SyncManager` serves under the same typeids:
+    /// `list(sequence=())` ([`ServedList`](super::ServedList)), `dict(mapping=(), **kwargs)`
+    /// ([`ServedDict`](super::ServedDict)), `Namespace()`
+    /// ([`ServedNamespace`](super::ServedNamespace)), `Value(typecode, value)`
+    /// ([`ServedValue`](super::ServedValue)) and `Array(typecode, sequence)`
+    /// ([`ServedArray`](super::ServedArray)). A CPython client reaches them with
+    /// `SyncManager`'s proxy types (`ListProxy`, `DictProxy`, `NamespaceProxy`, `ValueProxy`,
+    /// `ArrayProxy`, and `IteratorProxy` registered as `Iterator` for iterating a dict).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::managers::{Manager, ManagerServer};
+    /// use multiproc::pickle::Value;
+    ///
+    /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// server.register_containers();
+    /// let server = server.start_thread().unwrap();
+    /// let manager = Manager::connect(server.address(), b"k").unwrap();
+    /// let list = manager.create_with("list", vec![Value::List(vec![Value::Int(3), Value::Int(1)])], vec![]).unwrap();
+    /// list.call("sort", vec![], vec![]).unwrap();
+    /// assert_eq!(list.call("__getitem__", vec![Value::Int(0)], vec![]).unwrap(), Value::Int(1));
+    /// ```
+    pub fn register_containers(&mut self) -> &mut Self {
+        super::containers::register_containers(self);
+        self
+    }
+
     /// Caps each frame after the handshake (default [`DEFAULT_MAX_FRAME`], 16 MiB). A larger
     /// declared length closes that connection before anything is allocated.
     ///

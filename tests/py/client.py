@@ -11,8 +11,9 @@ import sys
 import threading
 import time
 from multiprocessing.context import AuthenticationError
-from multiprocessing.managers import (AcquirerProxy, BarrierProxy, BaseManager, ConditionProxy,
-                                      EventProxy, RemoteError)
+from multiprocessing.managers import (AcquirerProxy, ArrayProxy, BarrierProxy, BaseManager,
+                                      ConditionProxy, DictProxy, EventProxy, IteratorProxy,
+                                      ListProxy, NamespaceProxy, RemoteError, ValueProxy)
 
 import mp_compat
 
@@ -32,6 +33,12 @@ for name in ("Lock", "RLock", "Semaphore", "BoundedSemaphore"):
     QueueManager.register(name, proxytype=AcquirerProxy)
 QueueManager.register("Condition", proxytype=ConditionProxy)
 QueueManager.register("Barrier", proxytype=BarrierProxy)
+QueueManager.register("list", proxytype=ListProxy)
+QueueManager.register("dict", proxytype=DictProxy)
+QueueManager.register("Namespace", proxytype=NamespaceProxy)
+QueueManager.register("Value", proxytype=ValueProxy)
+QueueManager.register("Array", proxytype=ArrayProxy)
+QueueManager.register("Iterator", proxytype=IteratorProxy)
 
 
 def expect(exc, fn, *args, **kwargs):
@@ -213,6 +220,68 @@ def sync(m):
     return "sync"
 
 
+def containers(m):
+    """MGR-11 with SyncManager's own proxy types against a Rust server
+    (TestSyncManagerTypes.test_list, test_dict, test_value, test_array, test_namespace)."""
+    o = m.list()
+    o.append(5)
+    assert o[0] == 5 and o.count(5) == 1 and o.index(5) == 0
+    o.sort()
+    o.reverse()
+    for _ in o:
+        pass
+    assert len(o) == 1 and o.pop(0) == 5 and len(o) == 0
+    lst = m.list([3, 1, 2])
+    lst.sort()
+    assert lst[:] == [1, 2, 3] and lst[::-1] == [3, 2, 1] and lst[-1] == 3
+    lst += [4]
+    lst.extend((5,))
+    lst.insert(0, 0)
+    lst.remove(4)
+    assert list(lst) == [0, 1, 2, 3, 5] and 3 in lst and 99 not in lst
+    expect(ValueError, lst.remove, 99)
+    expect(IndexError, lst.__getitem__, 99)
+    lst[0] = "zero"
+    expect(TypeError, lst.sort)  # str and int do not order
+    del lst[0]
+    lst.sort(reverse=True)
+    assert lst[:] == [5, 3, 2, 1]
+    d = m.dict()
+    d["foo"] = 5
+    assert len(d) == 1 and d["foo"] == 5 and d.get("foo") == 5
+    assert list(d.items()) == [("foo", 5)] and list(d.keys()) == ["foo"]
+    assert list(d.values()) == [5] and d.copy() == {"foo": 5}
+    assert d.popitem() == ("foo", 5) and len(d) == 0
+    d.update({1: "a", (2, 3): "b"}, x=1)
+    assert d[1.0] == "a" and d[(2, 3)] == "b" and d["x"] == 1 and d.get("nope") is None
+    assert sorted(map(repr, d)) == ["'x'", "(2, 3)", "1"]  # iter(d): a '#PROXY' Iterator
+    expect(KeyError, d.__getitem__, "missing")
+    del d[1]
+    assert 1 not in d and d.setdefault("y", 7) == 7 and d.pop("y") == 7
+    v = m.Value("i", 1)
+    assert v.value == 1 and v.get() == 1
+    v.set(2)
+    assert v.value == 2
+    v.value = 3
+    assert v.get() == 3
+    a = m.Array("i", [0, 1])
+    assert a[0] == 0 and a[1] == 1 and len(a) == 2 and list(a) == [0, 1]
+    a[0] = 7
+    assert a[0] == 7
+    expect(TypeError, a.__setitem__, 0, "x")
+    ns = m.Namespace()
+    ns.x = 0
+    ns.y = 1
+    assert ns.x == 0 and ns.y == 1
+    del ns.x
+    expect(AttributeError, getattr, ns, "x")
+    del o, lst, d, v, a, ns
+    gc.collect()
+    n = m._number_of_objects()
+    assert n == 0, n
+    return "containers"
+
+
 def main():
     faulthandler.dump_traceback_later(60, exit=True)  # a hang becomes a failure with a stack
     port, key, form, scenario = int(sys.argv[1]), bytes.fromhex(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -224,7 +293,8 @@ def main():
         return
     m.connect()
     detail = {"full": full_session, "worker": worker, "roundtrip": roundtrip28,
-              "proxies": proxies, "sync": sync}[scenario](m)
+              "proxies": proxies, "sync": sync,
+              "containers": containers}[scenario](m)
     print("ok", detail, used, "server-challenge=" + ",".join(sorted(set(mp_compat.SEEN))))
 
 
