@@ -309,13 +309,16 @@ fn cpython_client_uses_rust_served_sync_types() {
 
 /// MGR-11 against CPython: an unmodified CPython client uses `SyncManager`'s own proxy types
 /// (`ListProxy`, `DictProxy` with its `Iterator`, `ValueProxy`, `ArrayProxy`,
-/// `NamespaceProxy`) on a Rust server's `register_containers()`.
-/// CPython: TestSyncManagerTypes.test_list, test_dict, test_value, test_array, test_namespace
+/// `NamespaceProxy`) on a Rust server's `register_containers()`, with proxies stored inside
+/// containers (a queue in a served list and dict, lists in a list, dicts in a dict).
+/// CPython: TestSyncManagerTypes.test_list, test_dict, test_value, test_array,
+/// test_namespace; _TestContainers.test_list_proxy_in_list, test_dict_proxy_nested
 #[test]
 fn cpython_client_uses_rust_served_containers() {
     let Some(python) = python3() else { return };
     let mut server = ManagerServer::bind("127.0.0.1:0", KEY).unwrap();
     server.register_containers();
+    server.register_queue("get_task_queue", 0);
     let server = server.start_thread().unwrap();
     let mut pythons = vec![python];
     pythons.extend(extra_pythons());

@@ -5,8 +5,9 @@
 //! Items are kept as pickled data ([`Value`]) and compared with Python's rules for the plain
 //! types (`1 == 1.0 == True`; numbers, strings, bytes, tuples and lists ordered as Python
 //! orders them, other mixtures a `TypeError`). A `dict` is searched linearly: it suits the
-//! small shared tables managers are used for, not large maps. Proxies stored in a container
-//! travel as inert data and do not keep their objects alive on this server.
+//! small shared tables managers are used for, not large maps. A proxy stored in a container
+//! stays inert data (CPython pickles it as `RebuildProxy(func, Token, ...)`); the server keeps
+//! its object alive for it, so a client reading it back gets a working proxy.
 
 use std::cmp::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -203,8 +204,41 @@ fn sequence(v: Value) -> Result<Vec<Value>, PyException> {
         Value::Str(s) => Ok(s.chars().map(|c| Value::Str(c.to_string())).collect()),
         Value::Bytes(b) => Ok(b.into_iter().map(|x| Value::Int(x.into())).collect()),
         Value::Dict(pairs) => Ok(pairs.into_iter().map(|(k, _)| k).collect()),
+        Value::Reduce { callable, args, .. } if *callable == Value::global("builtins", "range") => {
+            range_items(&args)
+        }
         _ => Err(PyException::type_error("object is not iterable")),
     }
+}
+
+/// The items of a pickled `range(start, stop, step)` (at most 2^20 of them).
+fn range_items(args: &Value) -> Result<Vec<Value>, PyException> {
+    let (start, stop, step) = match args {
+        Value::Tuple(p) if p.len() == 3 => (
+            int_arg(&p[0], "range bounds")?,
+            int_arg(&p[1], "range bounds")?,
+            int_arg(&p[2], "range bounds")?,
+        ),
+        _ => return Err(PyException::type_error("a range needs start, stop, step")),
+    };
+    if step == 0 {
+        return Err(PyException::value_error("range() arg 3 must not be zero"));
+    }
+    let mut out = Vec::new();
+    let mut i = start;
+    while (step > 0 && i < stop) || (step < 0 && i > stop) {
+        if out.len() >= 1 << 20 {
+            return Err(PyException::value_error(
+                "range too long for a served container",
+            ));
+        }
+        out.push(Value::Int(i));
+        i = match i.checked_add(step) {
+            Some(next) => next,
+            None => break,
+        };
+    }
+    Ok(out)
 }
 
 fn repeat(items: &[Value], n: i64) -> Vec<Value> {

@@ -83,10 +83,10 @@
 //!   be registered on the server. A Rust client gets the new object's proxy with
 //!   [`Proxy::call_proxy`]; it takes over the reference the server took, so it sends no
 //!   `incref`/`decref` pair (the count ends the same as with CPython's client).
-//! - Served containers ([`ManagerServer::register_containers`]) keep items as data: a proxy
-//!   stored in a served list or dict does not keep its object alive on this server (CPython's
-//!   does), `list.sort` takes no `key`, a `dict` is searched linearly, and there is no served
-//!   `set`. A served `Condition` has its own `RLock` (no `Condition(lock)`), and a served
+//! - Served containers ([`ManagerServer::register_containers`]) keep items as data (a proxy
+//!   stored in one stays data too, and its object is kept alive on the server for it, as
+//!   CPython does); `list.sort` takes no `key`, a `dict` is searched linearly, and there is
+//!   no served `set`. A served `Condition` has its own `RLock` (no `Condition(lock)`), and a served
 //!   `Barrier` no `action`: callables and proxies cannot travel into a Rust server.
 //! - [`ManagerServer::start`] forks (Rust closures cannot be re-created in a re-executed
 //!   binary).

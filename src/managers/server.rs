@@ -375,6 +375,7 @@ impl ManagerServer {
             listener: Mutex::new(Some(Arc::new(self.listener))),
             config: self.config,
             objects: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
             active: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
@@ -713,6 +714,7 @@ impl Drop for ServerHandle {
     }
 }
 
+#[derive(Clone)]
 struct Entry {
     object: Arc<dyn Referent>,
     typeid: String,
@@ -729,6 +731,10 @@ struct Inner {
     listener: Mutex<Option<Arc<TcpListener>>>,
     config: Config,
     objects: Mutex<HashMap<String, Entry>>,
+    /// Objects whose proxies were sent to this server inside a request (e.g. a queue stored
+    /// in a served list): kept for as long as the server runs, so that a proxy rebuilt from
+    /// the stored data later finds its object, as CPython's `id_to_local_proxy_obj` does.
+    held: Mutex<HashMap<String, Entry>>,
     active: AtomicUsize,
     /// Requests being answered right now: `stop` lets them write their replies.
     busy: AtomicUsize,
@@ -973,12 +979,35 @@ impl Inner {
             "create" => self.create(args, kwargs),
             "incref" => ident_arg(&args).and_then(|ident| {
                 let mut objects = self.objects();
-                let entry = objects.get_mut(&ident).ok_or_else(|| key_error(&ident))?;
-                entry.refcount += 1;
+                if !objects.contains_key(&ident) {
+                    // A proxy rebuilt from data stored in a served object: its object comes
+                    // back from the held ones, with this first reference.
+                    let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+                    let entry = held.get(&ident).ok_or_else(|| key_error(&ident))?;
+                    objects.insert(
+                        ident.clone(),
+                        Entry {
+                            refcount: 0,
+                            ..entry.clone()
+                        },
+                    );
+                }
+                if let Some(entry) = objects.get_mut(&ident) {
+                    entry.refcount += 1;
+                }
                 Ok(Value::None)
             }),
             "decref" => ident_arg(&args).and_then(|ident| {
                 let mut objects = self.objects();
+                if !objects.contains_key(&ident)
+                    && self
+                        .held
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .contains_key(&ident)
+                {
+                    return Ok(Value::None);
+                }
                 let entry = objects.get_mut(&ident).ok_or_else(|| key_error(&ident))?;
                 entry.refcount -= 1;
                 if entry.refcount == 0 {
@@ -1023,6 +1052,7 @@ impl Inner {
             _ => return Err("TypeError: create() needs a typeid\n".into()),
         };
         args.remove(0);
+        self.hold_stored_proxies(&args, &kwargs);
         let factory = self
             .config
             .registry
@@ -1034,6 +1064,25 @@ impl Inner {
                 .map_err(|e| format!("{}.{}: {}\n", e.module, e.name, e.message()))?;
         let (ident, exposed) = self.adopt(object, typeid);
         Ok(Value::Tuple(vec![Value::Str(ident), exposed]))
+    }
+
+    /// Keeps alive the objects of this server whose proxies travel inside `args`/`kwargs`
+    /// (pickled as `RebuildProxy(func, Token, serializer, kwds)`).
+    fn hold_stored_proxies(&self, args: &[Value], kwargs: &[(String, Value)]) {
+        let mut idents = Vec::new();
+        for value in args.iter().chain(kwargs.iter().map(|(_, v)| v)) {
+            proxy_idents(value, &mut idents);
+        }
+        if idents.is_empty() {
+            return;
+        }
+        let objects = self.objects();
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        for ident in idents {
+            if let Some(entry) = objects.get(&ident) {
+                held.entry(ident).or_insert_with(|| entry.clone());
+            }
+        }
     }
 
     /// Holds `object` under `typeid` with one more reference (for the caller's proxy), as
@@ -1115,6 +1164,7 @@ impl Inner {
         let Some((object, exposed, to_typeid)) = found else {
             return traceback(&key_error(ident));
         };
+        self.hold_stored_proxies(&args, &kwargs);
         if let Some(typeid) = to_typeid {
             return self.call_for_proxy(&object, method, typeid, args, kwargs);
         }
@@ -1180,6 +1230,38 @@ fn token_value(typeid: &str, address: SocketAddr, ident: &str) -> Value {
             ]),
             Value::Str(ident.to_string()),
         ]))),
+    }
+}
+
+/// Collects the idents of the proxies pickled inside `value`: CPython pickles a proxy as
+/// `RebuildProxy(func, Token, serializer, kwds)`.
+fn proxy_idents(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Reduce { callable, args, .. } => {
+            if callable.as_ref() == &Value::global("multiprocessing.managers", "RebuildProxy") {
+                if let Value::Tuple(items) = args.as_ref() {
+                    if let Some(ident) = items.get(1).and_then(token_ident) {
+                        out.push(ident);
+                        return;
+                    }
+                }
+            }
+            proxy_idents(args, out);
+        }
+        Value::Tuple(items) | Value::List(items) | Value::Set(items) | Value::FrozenSet(items) => {
+            items.iter().for_each(|v| proxy_idents(v, out))
+        }
+        Value::Dict(pairs) => pairs.iter().for_each(|(k, v)| {
+            proxy_idents(k, out);
+            proxy_idents(v, out);
+        }),
+        Value::Object { args, state, .. } => {
+            proxy_idents(args, out);
+            if let Some(state) = state {
+                proxy_idents(state, out);
+            }
+        }
+        _ => {}
     }
 }
 

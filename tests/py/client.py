@@ -6,6 +6,7 @@ Prints "ok <details>" and exits 0 when every check of SCENARIO held.
 import datetime
 import faulthandler
 import gc
+import multiprocessing
 import queue
 import sys
 import threading
@@ -275,7 +276,30 @@ def containers(m):
     assert ns.x == 0 and ns.y == 1
     del ns.x
     expect(AttributeError, getattr, ns, "x")
-    del o, lst, d, v, a, ns
+    # Proxies inside containers (test_list_proxy_in_list, test_dict_proxy_nested, and a
+    # queue stored in a served list): a proxy rebuilt from stored data authenticates with
+    # the process's authkey, as CPython's own rebuilt proxies do.
+    multiprocessing.current_process().authkey = m._authkey
+    q = m.get_task_queue()
+    box = m.list()
+    box.append(q)
+    del q
+    gc.collect()  # the server still holds the queue for the stored proxy
+    inner = box[0]
+    inner.put("stored")
+    assert inner.get(timeout=10) == "stored"
+    holder = m.dict(queue=inner)
+    holder["queue"].put(1)
+    assert inner.get(timeout=10) == 1
+    pets = m.dict(ferrets=2, hamsters=4)
+    supplies = m.dict(water=10, feed=3)
+    nest = m.dict(pets=pets, supplies=supplies)
+    assert nest["supplies"]["water"] == 10 and nest["pets"]["ferrets"] == 2
+    outer = m.list([m.list(range(3)) for _ in range(3)])
+    assert [x[:] for x in outer] == [[0, 1, 2]] * 3
+    outer[0][-1] = 55
+    assert outer[0][:] == [0, 1, 55] and outer[1][:] == [0, 1, 2]
+    del o, lst, d, v, a, ns, box, inner, holder, pets, supplies, nest, outer
     gc.collect()
     n = m._number_of_objects()
     assert n == 0, n
