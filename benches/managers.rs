@@ -15,9 +15,11 @@
 //! The latency rows run with the whole process (server threads and Python children included)
 //! pinned to CPU 0, as the baselines in ../shared/baselines do for their "one CPU" rows: a
 //! cross-CPU wake-up costs 12–50 µs on a small VM and would swamp the comparison. The
-//! throughput rows run unpinned, both servers started after unpinning. Every row alternates
-//! three rounds of baseline and ours and keeps each side's best (median, or rate), so that a
-//! burst of load from elsewhere on the machine does not land on one side only.
+//! throughput rows run unpinned, both servers started after unpinning. The latency rows
+//! interleave baseline and ours call by call and compare medians; the throughput rows
+//! alternate three rounds of a second and keep each side's best rate. Either way a burst of
+//! load from elsewhere on the machine (or a change of its state) does not land on one side
+//! only.
 //!
 //! ```text
 //! cargo bench --bench managers       # prints a markdown table with the ratios and targets
@@ -66,20 +68,24 @@ fn pin(cpu0_only: bool) {
     );
 }
 
-/// The median of `n` timings of `f`, in microseconds, after `n / 10` warm-up runs.
-fn median_us(n: usize, mut f: impl FnMut()) -> f64 {
+/// The medians of `n` timings each of `a` and `b`, in microseconds, the two interleaved one
+/// call at a time (after `n / 10` warm-up pairs): whatever state the machine is in (load from
+/// elsewhere, CPU frequency, scheduler placement) both see it alike.
+fn paired_medians_us(n: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
     for _ in 0..n / 10 {
-        f();
+        a();
+        b();
     }
-    let mut samples: Vec<f64> = (0..n)
-        .map(|_| {
-            let t0 = Instant::now();
-            f();
-            t0.elapsed().as_secs_f64() * 1e6
-        })
-        .collect();
-    samples.sort_by(|a, b| a.total_cmp(b));
-    samples[n / 2]
+    let time = |f: &mut dyn FnMut()| {
+        let t0 = Instant::now();
+        f();
+        t0.elapsed().as_secs_f64() * 1e6
+    };
+    let (mut sa, mut sb): (Vec<f64>, Vec<f64>) =
+        (0..n).map(|_| (time(&mut a), time(&mut b))).unzip();
+    sa.sort_by(|x, y| x.total_cmp(y));
+    sb.sort_by(|x, y| x.total_cmp(y));
+    (sa[n / 2], sb[n / 2])
 }
 
 fn echo_server() -> std::net::SocketAddr {
@@ -275,19 +281,21 @@ fn main() {
             .unwrap()
             .get_queue::<u64>("get_task_queue")
             .unwrap();
-        // Rounds alternate between the baseline and ours, each side keeping its best median,
-        // so that a burst of load from elsewhere on the machine hits both alike.
-        let (mut raw_rtt, mut call, mut pair) = (f64::MAX, f64::MAX, f64::MAX);
-        for _ in 0..3 {
-            raw_rtt = raw_rtt.min(median_us(10_000, &mut ping));
-            call = call.min(median_us(10_000, || {
-                q.qsize().unwrap();
-            }));
-            pair = pair.min(median_us(5_000, || {
+        // Baseline and ours interleaved call by call (see `paired_medians_us`).
+        let (raw_rtt, call) = paired_medians_us(30_000, &mut ping, || {
+            q.qsize().unwrap();
+        });
+        let (raw_pair, pair) = paired_medians_us(
+            15_000,
+            || {
+                ping();
+                ping();
+            },
+            || {
                 q.put(&7).unwrap();
                 q.get().unwrap();
-            }));
-        }
+            },
+        );
         rows.push(Row {
             measure: "proxy call RTT (qsize), one CPU",
             ours: format!("{call:.1} µs"),
@@ -298,25 +306,25 @@ fn main() {
         rows.push(Row {
             measure: "put+get pair, one CPU",
             ours: format!("{pair:.1} µs"),
-            baseline: format!("{:.1} µs two raw ping-pongs", 2.0 * raw_rtt),
-            ratio: pair / (2.0 * raw_rtt),
+            baseline: format!("{raw_pair:.1} µs two raw ping-pongs"),
+            ratio: pair / raw_pair,
             target: "≤ 1.1",
         });
     }
     {
-        let (mut raw_connect, mut connect) = (f64::MAX, f64::MAX);
-        for _ in 0..3 {
-            raw_connect = raw_connect.min(median_us(700, || {
+        let (raw_connect, connect) = paired_medians_us(
+            2_000,
+            || {
                 let mut s = TcpStream::connect(echo).unwrap();
                 s.set_nodelay(true).unwrap();
                 s.write_all(&[1]).unwrap();
                 let mut b = [0u8; 1];
                 s.read_exact(&mut b).unwrap();
-            }));
-            connect = connect.min(median_us(700, || {
+            },
+            || {
                 Manager::connect(server.address(), KEY).unwrap();
-            }));
-        }
+            },
+        );
         rows.push(Row {
             measure: "connect + handshake + dummy, one CPU",
             ours: format!("{connect:.1} µs"),
