@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::client::{self, Manager, Reply};
-use super::wire::{self, FrameReader};
+use super::wire::{self, FrameReader, Incoming};
 use crate::pickle::{self, Limits, Value};
 use crate::Error;
 
@@ -200,7 +200,7 @@ impl Proxy {
         }
         reader.send_request(&stream, Some(&self.ident), method, args, kwargs)?;
         let reply =
-            reader.recv_value(&stream, self.manager.options.max_frame, &Limits::default())?;
+            reader.recv_reply(&stream, self.manager.options.max_frame, &Limits::default())?;
         if deadline.is_some() {
             wire::until(&stream, None)?;
         }
@@ -208,7 +208,13 @@ impl Proxy {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((stream, reader));
-        client::unpack_reply(reply)
+        match reply {
+            Incoming::Return(value) => Ok(Reply::Value(value)),
+            Incoming::Full(reply) => client::unpack_reply(reply),
+            Incoming::Request(_) => Err(Error::Protocol {
+                reason: "a request where a reply was expected".into(),
+            }),
+        }
     }
 
     fn open(&self) -> Result<(TcpStream, FrameReader), Error> {

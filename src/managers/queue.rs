@@ -455,6 +455,21 @@ impl Referent for ServedQueue {
                 ("timeout", Some(Value::None)),
             ]
         };
+        // The commonest calls, `put(item)` and `get()`, need no argument binding.
+        match (method, args.len(), kwargs.is_empty()) {
+            ("put", 1, true) => {
+                let item = args.into_iter().next().unwrap_or(Value::None);
+                return if self.put_value(item, Wait::Forever) {
+                    Ok(Value::None)
+                } else {
+                    Err(PyException::full())
+                };
+            }
+            ("get", 0, true) => {
+                return self.get_value(Wait::Forever).ok_or_else(PyException::empty);
+            }
+            _ => {}
+        }
         match method {
             "put" => {
                 let [item, block, timeout] = bound::<3>(bind(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use super::auth::{self, AuthConfig, ChallengeForm};
 use super::queue::ServedQueue;
 use super::referent::{PyException, Referent};
-use super::wire::{self, FrameReader};
+use super::wire::{self, FrameReader, Incoming, Request};
 use crate::pickle::{Limits, Value};
 use crate::process::{Process, StartMethod};
 use crate::Error;
@@ -374,7 +374,7 @@ impl ManagerServer {
             address: self.address(),
             listener: Mutex::new(Some(Arc::new(self.listener))),
             config: self.config,
-            objects: Mutex::new(HashMap::new()),
+            objects: Mutex::new(Objects::default()),
             held: Mutex::new(HashMap::new()),
             active: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
@@ -714,6 +714,33 @@ impl Drop for ServerHandle {
     }
 }
 
+/// The served objects by ident. Looked up on every call, with FNV-1a rather than SipHash:
+/// idents are made by this server (clients only look them up, they never choose a key that
+/// is stored), so there is no flooding to resist, and the short keys hash several times
+/// faster.
+type Objects = HashMap<String, Entry, std::hash::BuildHasherDefault<Fnv>>;
+
+/// 64-bit FNV-1a.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Entry {
     object: Arc<dyn Referent>,
@@ -730,7 +757,7 @@ struct Inner {
     /// Taken (and shut down) by `stop`; the accept loop holds its own reference until it ends.
     listener: Mutex<Option<Arc<TcpListener>>>,
     config: Config,
-    objects: Mutex<HashMap<String, Entry>>,
+    objects: Mutex<Objects>,
     /// Objects whose proxies were sent to this server inside a request (e.g. a queue stored
     /// in a served list): kept for as long as the server runs, so that a proxy rebuilt from
     /// the stored data later finds its object, as CPython's `id_to_local_proxy_obj` does.
@@ -792,7 +819,7 @@ impl Inner {
         (self.config.log)(line);
     }
 
-    fn objects(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+    fn objects(&self) -> MutexGuard<'_, Objects> {
         self.objects.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -925,7 +952,7 @@ impl Inner {
         let mut proxy = false;
         loop {
             let request =
-                match reader.recv_value(stream, self.config.max_frame, &self.config.limits) {
+                match reader.recv_request(stream, self.config.max_frame, &self.config.limits) {
                     Ok(r) => r,
                     Err(Error::Disconnected) if proxy => return Ok(()),
                     Err(e @ Error::Pickle(_)) => {
@@ -937,16 +964,25 @@ impl Inner {
                 };
             reader.quickack_inside_frames_only();
             let busy = Busy::new(&self.busy);
-            let ((kind, payload), outcome) = match parse_request(request) {
+            let request = match request {
+                Incoming::Request(request) => Ok(request),
+                Incoming::Full(value) | Incoming::Return(value) => parse_request(value),
+            };
+            let ((kind, payload), outcome) = match request {
                 Ok((ident, method, args, kwargs)) => {
-                    if proxy {
+                    let answer = if proxy {
                         (self.call(&ident, &method, args, kwargs), Outcome::Continue)
                     } else if method == "accept_connection" {
                         proxy = true;
                         (("#RETURN", Value::None), Outcome::Continue)
                     } else {
                         self.control(&method, args, kwargs)
+                    };
+                    reader.recycle(method);
+                    if let Some(ident) = ident {
+                        reader.recycle(ident);
                     }
+                    answer
                 }
                 Err(text) => (traceback(&text), Outcome::Close),
             };
@@ -1281,8 +1317,6 @@ fn token_ident(token: &Value) -> Option<String> {
         _ => None,
     }
 }
-
-type Request = (Option<String>, String, Vec<Value>, Vec<(String, Value)>);
 
 /// Splits `(ident, methodname, args, kwds)`; the error is the traceback text to send.
 fn parse_request(request: Value) -> Result<Request, String> {

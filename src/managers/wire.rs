@@ -94,6 +94,74 @@ pub(crate) struct FrameReader {
     eager_quickack: bool,
     /// Reused for each frame written with the `send_*` methods.
     out: Vec<u8>,
+    /// String buffers given back by [`recycle`](Self::recycle), for the next request's ident
+    /// and method name.
+    spare: Vec<String>,
+}
+
+/// What [`FrameReader::recv_reply`] or [`FrameReader::recv_request`] read.
+pub(crate) enum Incoming {
+    /// The value of a `('#RETURN', value)` reply.
+    Return(Value),
+    /// A request, taken apart.
+    Request(Request),
+    /// Any other pickle, whole.
+    Full(Value),
+}
+
+/// A request `(ident, methodname, args, kwds)` (PROTOCOL.md §5.1), taken apart.
+pub(crate) type Request = (Option<String>, String, Vec<Value>, Vec<(String, Value)>);
+
+/// Takes apart a request as [`pickle::request_into`] writes it: `PROTO 3`, `MARK`, the ident
+/// (`BINUNICODE` or `NONE`), the method (`BINUNICODE`), then args and kwargs, `TUPLE`,
+/// `STOP`. `None` for anything else (the caller decodes it whole).
+fn split_request(payload: &[u8], limits: &Limits, spare: &mut Vec<String>) -> Option<Request> {
+    fn text(input: &[u8]) -> Option<(&str, &[u8])> {
+        let (&op, rest) = input.split_first()?;
+        if op != b'X' || rest.len() < 4 {
+            return None;
+        }
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let rest = &rest[4..];
+        if rest.len() < len {
+            return None;
+        }
+        let s = std::str::from_utf8(&rest[..len]).ok()?;
+        Some((s, &rest[len..]))
+    }
+    let rest = payload.strip_prefix(b"\x80\x03(")?;
+    let (ident, rest) = match rest.split_first()? {
+        (b'N', rest) => (None, rest),
+        _ => {
+            let (ident, rest) = text(rest)?;
+            (Some(ident), rest)
+        }
+    };
+    let (method, rest) = text(rest)?;
+    let body = rest.strip_suffix(b"t.")?;
+    // The strings reuse buffers given back with `FrameReader::recycle`.
+    let mut owned = |text: &str| {
+        let mut s = spare.pop().unwrap_or_default();
+        s.clear();
+        s.push_str(text);
+        s
+    };
+    let (ident, method) = (ident.map(&mut owned), owned(method));
+    let Value::Tuple(pair) = pickle::loads_items(body, 2, limits)? else {
+        return None;
+    };
+    let [args, kwargs]: [Value; 2] = pair.try_into().ok()?;
+    let (Value::Tuple(args), Value::Dict(kwargs)) = (args, kwargs) else {
+        return None;
+    };
+    let kwargs = kwargs
+        .into_iter()
+        .map(|(k, v)| match k {
+            Value::Str(k) => Some((k, v)),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some((ident, method, args, kwargs))
 }
 
 /// Where a frame's payload is.
@@ -116,6 +184,7 @@ impl FrameReader {
             end: 0,
             eager_quickack: true,
             out: Vec::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -261,6 +330,75 @@ impl FrameReader {
         Ok(pickle::loads_with(payload, limits)?)
     }
 
+    /// Reads one reply. The common one from this crate's server, `('#RETURN', value)` in
+    /// protocol 3 with plain data, is decoded without building the tuple around the value.
+    pub(crate) fn recv_reply(
+        &mut self,
+        stream: &TcpStream,
+        cap: usize,
+        limits: &Limits,
+    ) -> Result<Incoming, Error> {
+        /// `PROTO 3`, `BINUNICODE '#RETURN'`: how [`pickle::reply_into`] starts a return.
+        const RETURN: &[u8] = b"\x80\x03X\x07\x00\x00\x00#RETURN";
+        let owned;
+        let payload = match self.next_frame(stream, cap)? {
+            Frame::Buffered(start, end) => &self.buf[start..end],
+            Frame::Owned(payload) => {
+                owned = payload;
+                &owned[..]
+            }
+        };
+        if let Some(body) = payload
+            .strip_prefix(RETURN)
+            .and_then(|rest| rest.strip_suffix(b"\x86."))
+        {
+            if let Some(value) = pickle::loads_items(body, 1, limits) {
+                return Ok(Incoming::Return(value));
+            }
+        }
+        if payload.is_empty() {
+            return Err(Error::Protocol {
+                reason: "empty frame where a pickle was expected".into(),
+            });
+        }
+        Ok(Incoming::Full(pickle::loads_with(payload, limits)?))
+    }
+
+    /// Reads one request. The common one from this crate's client, `(ident, method, args,
+    /// kwargs)` in protocol 3 with plain data, is taken apart without building the tuple;
+    /// anything else is decoded whole (`Incoming::Full`).
+    pub(crate) fn recv_request(
+        &mut self,
+        stream: &TcpStream,
+        cap: usize,
+        limits: &Limits,
+    ) -> Result<Incoming, Error> {
+        let owned;
+        let payload = match self.next_frame(stream, cap)? {
+            Frame::Buffered(start, end) => &self.buf[start..end],
+            Frame::Owned(payload) => {
+                owned = payload;
+                &owned[..]
+            }
+        };
+        if let Some(request) = split_request(payload, limits, &mut self.spare) {
+            return Ok(Incoming::Request(request));
+        }
+        if payload.is_empty() {
+            return Err(Error::Protocol {
+                reason: "empty frame where a pickle was expected".into(),
+            });
+        }
+        Ok(Incoming::Full(pickle::loads_with(payload, limits)?))
+    }
+
+    /// Gives back a string of a request read earlier, for reuse (at most two are kept).
+    pub(crate) fn recycle(&mut self, s: String) {
+        if self.spare.len() < 2 && s.capacity() <= 256 {
+            self.spare.push(s);
+        }
+    }
+
     /// Writes the request `(ident, method, args, kwargs)` as one frame.
     pub(crate) fn send_request(
         &mut self,
@@ -345,3 +483,71 @@ pub(crate) fn until(stream: &TcpStream, deadline: Option<Instant>) -> Result<(),
 
 /// A default for how long a whole handshake may take.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(text: &str) -> Value {
+        Value::Str(text.into())
+    }
+
+    #[test]
+    fn requests_split_as_their_tuples_decode() {
+        let limits = Limits::default();
+        type Case<'a> = (Option<&'a str>, &'a str, Vec<Value>, Vec<(String, Value)>);
+        let cases: Vec<Case> = vec![
+            (None, "dummy", vec![], vec![]),
+            (Some("7f"), "qsize", vec![], vec![]),
+            (Some("7f"), "put", vec![Value::Int(42)], vec![]),
+            (
+                Some("7f"),
+                "get",
+                vec![],
+                vec![("timeout".into(), Value::Float(0.5))],
+            ),
+            (
+                Some("h\u{e9}"),
+                "put",
+                vec![
+                    Value::List(vec![Value::None; 5]),
+                    s("x"),
+                    Value::Bytes(vec![1]),
+                ],
+                vec![("block".into(), Value::Bool(false))],
+            ),
+        ];
+        for (ident, method, args, kwargs) in cases {
+            let mut frame = Vec::new();
+            pickle::request_into(ident, method, &args, &kwargs, &mut frame);
+            let split = split_request(&frame, &limits, &mut Vec::new()).expect("split");
+            assert_eq!(
+                split,
+                (
+                    ident.map(str::to_string),
+                    method.to_string(),
+                    args.clone(),
+                    kwargs.clone()
+                )
+            );
+        }
+        // Anything else is left to the full decoder.
+        let cpython = b"\x80\x04\x95\x1f\x00\x00\x00\x00\x00\x00\x00(\x8c\x0c7fd0e34c5be0\x94\x8c\x03put\x94K*\x85\x94}\x94t\x94.";
+        let spare = &mut Vec::new();
+        assert!(split_request(cpython, &limits, spare).is_none());
+        let mut frame = Vec::new();
+        pickle::request_into(
+            Some("7f"),
+            "put",
+            &[Value::global("os", "system")],
+            &[],
+            &mut frame,
+        );
+        assert!(
+            split_request(&frame, &limits, spare).is_none(),
+            "globals are not plain data"
+        );
+        assert!(split_request(&frame[..frame.len() - 1], &limits, spare).is_none());
+        assert!(split_request(b"", &limits, spare).is_none());
+    }
+}

@@ -28,11 +28,25 @@ struct Fast<'a> {
     stack: Vec<Slot>,
     marks: Vec<usize>,
     max_depth: usize,
+    /// Decoding a bare body (no `PROTO`, no `STOP`) that must leave this many values.
+    bare: Option<usize>,
 }
 
 /// Decodes `input` if it is plain data the single pass handles; `None` otherwise (the caller
 /// then runs the full decoder).
 pub(crate) fn loads(input: &[u8], limits: &Limits) -> Option<Value> {
+    decode(input, limits.max_depth, None)
+}
+
+/// Decodes `body`, the opcodes of the last items of a tuple without the pickle around them
+/// (no `PROTO`, no `STOP`), into the `n` values it leaves: one value as itself, more as a
+/// tuple. Those values sit one level down in the whole pickle, so they get one level less
+/// of the depth limit. `None` where [`loads`] would give up.
+pub(crate) fn loads_items(body: &[u8], n: usize, limits: &Limits) -> Option<Value> {
+    decode(body, limits.max_depth.checked_sub(1)?, Some(n))
+}
+
+fn decode(input: &[u8], max_depth: usize, bare: Option<usize>) -> Option<Value> {
     // The stack and marks of the last decode on this thread are reused: a manager decodes a
     // small pickle per call, and two allocations would be a good part of its work.
     let (stack, marks) = SCRATCH.with(|s| s.take());
@@ -41,7 +55,8 @@ pub(crate) fn loads(input: &[u8], limits: &Limits) -> Option<Value> {
         pos: 0,
         stack,
         marks,
-        max_depth: limits.max_depth,
+        max_depth,
+        bare,
     };
     let value = fast.run();
     let (mut stack, mut marks) = (fast.stack, fast.marks);
@@ -162,8 +177,22 @@ impl<'a> Fast<'a> {
 
     fn run(&mut self) -> Option<Value> {
         loop {
+            if let Some(n) = self.bare {
+                if self.pos == self.input.len() {
+                    if !self.marks.is_empty() || self.stack.len() != n {
+                        return None;
+                    }
+                    let mut items: Vec<Value> = self.stack.drain(..).map(|(v, _)| v).collect();
+                    return if n == 1 {
+                        items.pop()
+                    } else {
+                        Some(Value::Tuple(items))
+                    };
+                }
+            }
             let op = self.u8()?;
             match op {
+                0x80 | 0x2e if self.bare.is_some() => return None,
                 0x80 => {
                     if !(2..=5).contains(&self.u8()?) {
                         return None;
@@ -329,6 +358,37 @@ mod tests {
             prop_assert_eq!(Ok(fast), loads_full(input, limits));
         }
         Ok(())
+    }
+
+    #[test]
+    fn bare_items_decode_as_inside_their_tuple() {
+        let limits = Limits::default();
+        // ('#RETURN', [1, 'x']) as this crate writes it; the body is the value alone.
+        let reply = dumps(&Value::Tuple(vec![
+            Value::Str("#RETURN".into()),
+            Value::List(vec![Value::Int(1), Value::Str("x".into())]),
+        ]));
+        let body = &reply[14..reply.len() - 2];
+        assert_eq!(
+            super::loads_items(body, 1, &limits),
+            Some(Value::List(vec![Value::Int(1), Value::Str("x".into())]))
+        );
+        assert_eq!(super::loads_items(body, 2, &limits), None);
+        assert_eq!(super::loads_items(&reply, 1, &limits), None, "PROTO inside");
+        // Depth: [[1]] is two levels inside the tuple, too deep for a limit of 2.
+        let deep = Limits {
+            max_depth: 2,
+            ..limits
+        };
+        let nested = dumps(&Value::Tuple(vec![
+            Value::Str("#RETURN".into()),
+            Value::List(vec![Value::List(vec![Value::Int(1)])]),
+        ]));
+        assert!(loads_full(&nested, &deep).is_err());
+        assert_eq!(
+            super::loads_items(&nested[14..nested.len() - 2], 1, &deep),
+            None
+        );
     }
 
     #[test]

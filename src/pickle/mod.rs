@@ -49,4 +49,5 @@ pub use bridge::{from_value, to_value};
 pub use decode::{loads, loads_with, Limits};
 pub use encode::{dumps, dumps_into};
 pub(crate) use encode::{reply_into, request_into};
+pub(crate) use fast::loads_items;
 pub use value::{PickleError, Value};
