@@ -12,7 +12,9 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use multiproc::managers::{Manager, ManagerServer, ServerHandle};
+use multiproc::managers::{
+    bind, Manager, ManagerServer, PyException, QueueProxy, Referent, ServedQueue, ServerHandle,
+};
 use multiproc::pickle::{self, Value};
 use multiproc::{ByteBuf, Error};
 
@@ -222,6 +224,120 @@ fn cpython_client_with_wrong_key_is_refused() {
     assert!(tasks.is_empty());
 }
 
+/// Named queues whose `queue(name)` returns a new shared object: `method_to_typeid`, as
+/// tests/py/server.py registers its `Queues` in Python.
+#[derive(Default)]
+struct NamedQueues(Mutex<std::collections::HashMap<String, ServedQueue>>);
+
+impl Referent for NamedQueues {
+    fn exposed(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        _: Vec<Value>,
+        _: Vec<(String, Value)>,
+    ) -> Result<Value, PyException> {
+        Err(PyException::new("builtins", "AttributeError", method))
+    }
+
+    fn method_to_typeid(&self) -> Vec<(String, String)> {
+        vec![("queue".into(), "Queue".into())]
+    }
+
+    fn call_for_object(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Result<Arc<dyn Referent>, PyException> {
+        let name = match &bind(method, args, kwargs, &[("name", None)])?[..] {
+            [Value::Str(name)] => name.clone(),
+            _ => return Err(PyException::type_error("queue() takes a str")),
+        };
+        let mut queues = self.0.lock().unwrap();
+        let queue = queues.entry(name).or_insert_with(|| ServedQueue::new(0));
+        Ok(Arc::new(queue.clone()))
+    }
+}
+
+/// PROTOCOL.md §9 C6 the other way round: an unmodified CPython client calls a Rust server's
+/// `method_to_typeid` method and gets working proxies; dropping them releases every object.
+#[test]
+fn cpython_client_gets_proxies_from_a_rust_server() {
+    let Some(python) = python3() else { return };
+    let mut server = ManagerServer::bind("127.0.0.1:0", KEY).unwrap();
+    server.register("Queues", || Arc::new(NamedQueues::default()));
+    let server = server.start_thread().unwrap();
+    let mut pythons = vec![python];
+    pythons.extend(extra_pythons());
+    for (python, form) in pythons
+        .iter()
+        .flat_map(|p| ["native", "other"].map(|f| (p, f)))
+    {
+        let out = run_client(python, server.address().port(), &key_hex(), form, "proxies");
+        assert!(out.starts_with("ok proxies"), "{out}");
+    }
+    assert_eq!(server.number_of_objects(), 0);
+}
+
+/// MGR-10 against CPython: an unmodified CPython client uses `SyncManager`'s own proxy types
+/// (`EventProxy`, `AcquirerProxy`, `ConditionProxy`, `BarrierProxy`) on a Rust server's
+/// `register_sync_types()`: Event, Lock, RLock (ownership per client thread), Semaphore,
+/// BoundedSemaphore, Condition and Barrier behave like `threading`'s, errors included.
+/// CPython: TestSyncManagerTypes.test_event, test_lock, test_rlock, test_semaphore,
+/// test_bounded_semaphore, test_condition, test_barrier
+#[test]
+fn cpython_client_uses_rust_served_sync_types() {
+    let Some(python) = python3() else { return };
+    let mut server = ManagerServer::bind("127.0.0.1:0", KEY).unwrap();
+    server.register_sync_types();
+    let server = server.start_thread().unwrap();
+    let mut pythons = vec![python];
+    pythons.extend(extra_pythons());
+    for (python, form) in pythons
+        .iter()
+        .flat_map(|p| ["native", "other"].map(|f| (p, f)))
+    {
+        let out = run_client(python, server.address().port(), &key_hex(), form, "sync");
+        assert!(out.starts_with("ok sync"), "{out}");
+    }
+    assert_eq!(server.number_of_objects(), 0);
+}
+
+/// MGR-11 against CPython: an unmodified CPython client uses `SyncManager`'s own proxy types
+/// (`ListProxy`, `DictProxy` with its `Iterator`, `ValueProxy`, `ArrayProxy`,
+/// `NamespaceProxy`) on a Rust server's `register_containers()`, with proxies stored inside
+/// containers (a queue in a served list and dict, lists in a list, dicts in a dict).
+/// CPython: TestSyncManagerTypes.test_list, test_dict, test_value, test_array,
+/// test_namespace; _TestContainers.test_list_proxy_in_list, test_dict_proxy_nested
+#[test]
+fn cpython_client_uses_rust_served_containers() {
+    let Some(python) = python3() else { return };
+    let mut server = ManagerServer::bind("127.0.0.1:0", KEY).unwrap();
+    server.register_containers();
+    server.register_queue("get_task_queue", 0);
+    let server = server.start_thread().unwrap();
+    let mut pythons = vec![python];
+    pythons.extend(extra_pythons());
+    for (python, form) in pythons
+        .iter()
+        .flat_map(|p| ["native", "other"].map(|f| (p, f)))
+    {
+        let out = run_client(
+            python,
+            server.address().port(),
+            &key_hex(),
+            form,
+            "containers",
+        );
+        assert!(out.starts_with("ok containers"), "{out}");
+    }
+    assert_eq!(server.number_of_objects(), 0);
+}
+
 /// A CPython manager server started with `manager.start()`, driven over stdin.
 struct PyServer {
     child: Py,
@@ -385,6 +501,42 @@ fn rust_client_session_with(python: &Path, flags: &[&str], form: &str) -> String
         assert_eq!(
             pickle::from_value::<Mixed>(pickle::loads(&pickle::dumps(&v)).unwrap()).unwrap(),
             value
+        );
+    }
+    {
+        // C6: `Queues.queue(name)` is in the server's method_to_typeid: '#PROXY' replies
+        // become proxies to the new objects, on the connection already open.
+        let queues = manager.create("Queues").unwrap();
+        assert!(queues.exposed().contains(&"queue".to_string()));
+        let name = || vec![Value::Str("a".into())];
+        let a: QueueProxy<i64> = queues.call_proxy("queue", name(), vec![]).unwrap().into();
+        a.put(&1).unwrap();
+        let b: QueueProxy<i64> = queues.call_proxy("queue", name(), vec![]).unwrap().into();
+        assert_eq!(b.get_timeout(Duration::from_secs(10)).unwrap(), 1);
+        assert!(matches!(a.try_get(), Err(Error::Empty)));
+        // `Queues` and one queue: both calls returned the same object (one ident, two
+        // references).
+        assert_eq!(manager.number_of_objects().unwrap(), baseline + 2);
+        // A plain call of such a method is refused, and its object released.
+        assert!(matches!(
+            queues.call("queue", name(), vec![]),
+            Err(Error::Protocol { .. })
+        ));
+        assert_eq!(manager.number_of_objects().unwrap(), baseline + 2);
+        drop((a, b));
+        assert_eq!(manager.number_of_objects().unwrap(), baseline + 1);
+    }
+    {
+        // MGR-09 against CPython: a generator behind an IteratorProxy, consumed item by item
+        // (StopIteration ends it).
+        let squares = manager.create("baz").unwrap();
+        assert_eq!(squares.exposed(), ["__next__"]);
+        let items: Vec<i64> = squares.iter().collect::<Result<_, _>>().unwrap();
+        assert_eq!(items, (0..10).map(|i| i * i).collect::<Vec<i64>>());
+        assert_eq!(
+            squares.iter::<i64>().count(),
+            0,
+            "an exhausted generator stays exhausted"
         );
     }
     // C7: dropping the proxies released every reference.

@@ -182,3 +182,68 @@ fn cpython_listener_and_client() {
     assert_eq!(conn.recv::<i32>().unwrap(), 42);
     assert!(child.wait().unwrap().success());
 }
+
+extern "C" fn on_sigusr1(_: libc::c_int) {}
+
+/// Runs in a child: a SIGUSR1 handler without SA_RESTART, the main thread blocked in
+/// `accept` while a thread signals it there repeatedly, then connects; gives what the client
+/// received from the accepted connection.
+fn accept_under_signals(_: ()) -> String {
+    // SAFETY: a handler that does nothing; no SA_RESTART, so a blocked accept sees EINTR.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_sigusr1 as extern "C" fn(libc::c_int) as usize;
+        libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut());
+    }
+    // SAFETY: pthread_self has no preconditions.
+    let main = unsafe { libc::pthread_self() };
+    let listener = Listener::bind("127.0.0.1:0", Some(b"eintr")).unwrap();
+    let address = listener.address();
+    let client = std::thread::spawn(move || {
+        for _ in 0..10 {
+            std::thread::sleep(Duration::from_millis(20));
+            // SAFETY: `main` is this process's main thread, alive until it joins us.
+            unsafe { libc::pthread_kill(main, libc::SIGUSR1) };
+        }
+        let conn = Client::connect(address, Some(b"eintr")).unwrap();
+        conn.recv::<String>().unwrap()
+    });
+    let accepted = listener.accept().unwrap();
+    accepted.send(&"welcome").unwrap();
+    client.join().unwrap()
+}
+
+each_method! {
+    /// NET-08: `accept` blocked in the listener survives signals with a handler.
+    /// CPython: TestIgnoreEINTR.test_ignore_listener
+    fn accept_survives_signals(method: StartMethod) {
+        // The handler is installed in a child, not in the shared test process.
+        let mut child = common::with(method).spawn(accept_under_signals, ()).unwrap();
+        assert_eq!(child.join().unwrap(), "welcome");
+    }
+}
+
+/// NET-11: an address of the wrong form for TCP (a Windows pipe name, a Unix path) is
+/// refused when the listener or client is made, as an invalid argument.
+/// CPython: TestInvalidFamily.test_invalid_family (bpo-14151)
+#[test]
+fn address_of_the_wrong_family_is_refused() {
+    for bad in [r"\\.\pipe\multiproc-test", "/run/multiproc-test.sock"] {
+        assert!(
+            matches!(Listener::bind(bad, None), Err(Error::InvalidArgument(_))),
+            "{bad}"
+        );
+        assert!(
+            matches!(Client::connect(bad, None), Err(Error::InvalidArgument(_))),
+            "{bad}"
+        );
+        assert!(matches!(
+            multiproc::managers::ManagerServer::bind(bad, b"k"),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            multiproc::managers::Manager::connect(bad, b"k"),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+}

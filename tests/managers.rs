@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use multiproc::managers::{
-    bind, ChallengeForm, ConnectOptions, Manager, ManagerServer, PyException, Referent,
-    ServedQueue, ServerHandle,
+    bind, ChallengeForm, ConnectOptions, Manager, ManagerServer, PyException, QueueProxy, Referent,
+    ServedArray, ServedBarrier, ServedCondition, ServedDict, ServedEvent, ServedList, ServedLock,
+    ServedNamespace, ServedQueue, ServedSemaphore, ServedValue, ServerHandle,
 };
 use multiproc::pickle::{self, Value};
 use multiproc::{ByteBuf, Error, Process};
@@ -809,4 +810,589 @@ fn server_process_ignores_sigint() {
     still_serves(child.address(), b"k");
     child.shutdown().unwrap();
     assert!(!ignores_sigint(std::process::id()));
+}
+
+/// Hands out objects from its methods: `queue()` a new queue, `same()` always the same one,
+/// `fail()` raises, `boom()` panics (CPython's `method_to_typeid`).
+struct Factory {
+    same: Arc<ServedQueue>,
+}
+
+impl Referent for Factory {
+    fn exposed(&self) -> Vec<String> {
+        vec!["ping".into()]
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        _: Vec<Value>,
+        _: Vec<(String, Value)>,
+    ) -> Result<Value, PyException> {
+        match method {
+            "ping" => Ok(Value::Str("pong".into())),
+            _ => Err(PyException::new("builtins", "AttributeError", method)),
+        }
+    }
+
+    fn method_to_typeid(&self) -> Vec<(String, String)> {
+        ["queue", "same", "fail", "boom"]
+            .iter()
+            .map(|m| (m.to_string(), "Queue".to_string()))
+            .collect()
+    }
+
+    fn call_for_object(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Result<Arc<dyn Referent>, PyException> {
+        bind(method, args, kwargs, &[])?;
+        match method {
+            "queue" => Ok(Arc::new(ServedQueue::new(0))),
+            "same" => Ok(self.same.clone()),
+            "fail" => Err(PyException::value_error("no queue today")),
+            _ => panic!("boom"),
+        }
+    }
+}
+
+/// PROTOCOL.md §6.4 and §9 C6 between Rust peers: a `method_to_typeid` method answers
+/// `'#PROXY'` with the new object's exposed methods and a `Token`; the client's proxy owns
+/// the one reference the server took, and every count returns to zero.
+#[test]
+fn method_to_typeid_answers_with_proxies() {
+    let (mut server, _log) = quiet(b"k");
+    let same = Arc::new(ServedQueue::new(0));
+    let shared = same.clone();
+    server.register("Factory", move || {
+        Arc::new(Factory {
+            same: shared.clone(),
+        })
+    });
+    let server = server.start_thread().unwrap();
+    let manager = Manager::connect(server.address(), b"k").unwrap();
+    let factory = manager.create("Factory").unwrap();
+    let mut exposed = factory.exposed().to_vec();
+    exposed.sort();
+    assert_eq!(exposed, ["boom", "fail", "ping", "queue", "same"]);
+    assert_eq!(
+        factory.call("ping", vec![], vec![]).unwrap(),
+        Value::Str("pong".into())
+    );
+
+    let a: QueueProxy<i32> = factory.call_proxy("queue", vec![], vec![]).unwrap().into();
+    let b: QueueProxy<i32> = factory.call_proxy("queue", vec![], vec![]).unwrap().into();
+    a.put(&1).unwrap();
+    assert!(matches!(b.try_get(), Err(Error::Empty)), "two new queues");
+    assert_eq!(a.get().unwrap(), 1);
+    let s1: QueueProxy<i32> = factory.call_proxy("same", vec![], vec![]).unwrap().into();
+    let s2: QueueProxy<i32> = factory.call_proxy("same", vec![], vec![]).unwrap().into();
+    assert_eq!(s1.proxy().ident(), s2.proxy().ident());
+    s1.put(&7).unwrap();
+    assert_eq!(same.get::<i32>().unwrap(), 7);
+    // Factory, a, b, and the shared queue (one ident, two references).
+    assert_eq!(server.number_of_objects(), 4);
+    assert!(manager.debug_info().unwrap().contains("refcount=2"));
+
+    // Failures of the method are typed errors and create nothing.
+    assert!(matches!(
+        factory.call_proxy("fail", vec![], vec![]),
+        Err(Error::Remote { class, .. }) if class == "builtins.ValueError"
+    ));
+    assert!(matches!(
+        factory.call_proxy("boom", vec![], vec![]),
+        Err(Error::Remote { class, .. }) if class == "builtins.RuntimeError"
+    ));
+    assert!(matches!(
+        factory.call_proxy("queue", vec![Value::Int(1)], vec![]),
+        Err(Error::Remote { class, .. }) if class == "builtins.TypeError"
+    ));
+    // A plain method is not a proxy; a proxy-returning method through `call` is refused
+    // and its new object released.
+    assert!(matches!(
+        factory.call_proxy("ping", vec![], vec![]),
+        Err(Error::Protocol { .. })
+    ));
+    assert!(matches!(
+        factory.call("queue", vec![], vec![]),
+        Err(Error::Protocol { .. })
+    ));
+    assert_eq!(server.number_of_objects(), 4);
+
+    drop((a, s1));
+    assert_eq!(server.number_of_objects(), 3);
+    drop((b, s2, factory));
+    assert_eq!(server.number_of_objects(), 0);
+}
+
+/// The raw `'#PROXY'` reply: `(exposed, Token(typeid, (host, port), ident))`, the Token
+/// pickled as CPython's client unpickles it (NEWOBJ of the class, BUILD with a state tuple).
+#[test]
+fn proxy_reply_carries_a_cpython_token() {
+    let (mut server, _log) = quiet(b"k");
+    let same = Arc::new(ServedQueue::new(0));
+    server.register("Factory", move || Arc::new(Factory { same: same.clone() }));
+    let server = server.start_thread().unwrap();
+    let manager = Manager::connect(server.address(), b"k").unwrap();
+    let factory = manager.create("Factory").unwrap();
+    let mut stream = authenticated(server.address(), b"k");
+    send_frame(
+        &mut stream,
+        &request(None, "accept_connection", vec![Value::Str("t".into())]),
+    );
+    assert_eq!(reply_kind(&recv_frame(&mut stream).unwrap()), "#RETURN");
+    send_frame(
+        &mut stream,
+        &request(Some(factory.ident()), "queue", vec![]),
+    );
+    let reply = pickle::loads(&recv_frame(&mut stream).unwrap()).unwrap();
+    let Value::Tuple(items) = reply else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(items[0], Value::Str("#PROXY".into()));
+    let Value::Tuple(payload) = &items[1] else {
+        panic!("{items:?}")
+    };
+    assert!(
+        matches!(&payload[0], Value::Tuple(names) if names.contains(&Value::Str("get".into())))
+    );
+    let token = &payload[1];
+    assert_eq!(
+        token.class_name(),
+        Some(("multiprocessing.managers", "Token"))
+    );
+    let Value::Object {
+        args,
+        state: Some(state),
+        ..
+    } = token
+    else {
+        panic!("{token:?}")
+    };
+    assert_eq!(**args, Value::Tuple(vec![]));
+    let port = i64::from(server.address().port());
+    assert!(matches!(&**state, Value::Tuple(f) if f.len() == 3
+        && f[0] == Value::Str("Queue".into())
+        && f[1] == Value::Tuple(vec![Value::Str("127.0.0.1".into()), Value::Int(port)])
+        && matches!(&f[2], Value::Str(ident) if !ident.is_empty())));
+    // The reference the reply took is the client's to release; this raw client does not.
+    assert_eq!(server.number_of_objects(), 2);
+}
+
+/// Squares of 0..n through `__next__`, then `StopIteration`: a served iterator.
+struct Squares(Mutex<std::ops::Range<i64>>);
+
+impl Referent for Squares {
+    fn exposed(&self) -> Vec<String> {
+        vec!["__next__".into()]
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Result<Value, PyException> {
+        bind(method, args, kwargs, &[])?;
+        match self.0.lock().unwrap().next() {
+            Some(i) => Ok(Value::Int(i * i)),
+            None => Err(PyException {
+                module: "builtins".into(),
+                name: "StopIteration".into(),
+                args: vec![],
+            }),
+        }
+    }
+}
+
+fn consume_squares((address, key): (String, ByteBuf)) -> Vec<i64> {
+    let manager = Manager::connect(address.as_str(), &key).unwrap();
+    let squares = manager.create("baz").unwrap();
+    let items = squares.iter().collect::<Result<Vec<i64>, _>>().unwrap();
+    // Exhausted: the next call raises StopIteration again.
+    assert!(matches!(
+        squares.call("__next__", vec![], vec![]),
+        Err(Error::Remote { class, .. }) if class == "builtins.StopIteration"
+    ));
+    items
+}
+
+each_method! {
+    /// MGR-09: a registered callable returning an iterator, consumed remotely item by item
+    /// from another process; each `create` makes a fresh iterator.
+    /// CPython: _TestMyManager.test_mymanager (`baz` behind an `IteratorProxy`)
+    fn served_iterator_is_consumed_item_by_item(method: StartMethod) {
+        let (mut server, _log) = quiet(b"iter key");
+        server.register("baz", || Arc::new(Squares(Mutex::new(0..10))));
+        let server = server.start_thread().unwrap();
+        let arg = (server.address().to_string(), ByteBuf::from(b"iter key".to_vec()));
+        let expected: Vec<i64> = (0..10).map(|i| i * i).collect();
+        for _ in 0..2 {
+            let mut child = common::with(method).spawn(consume_squares, arg.clone()).unwrap();
+            assert_eq!(child.join().unwrap(), expected);
+        }
+        let local = Manager::connect(server.address(), b"iter key").unwrap().create("baz").unwrap();
+        let mut it = local.iter::<i64>();
+        assert_eq!(it.next().unwrap().unwrap(), 0);
+        assert_eq!(it.next().unwrap().unwrap(), 1);
+        assert_eq!(it.count(), 8);
+        drop(local);
+        assert_eq!(server.number_of_objects(), 0);
+    }
+}
+
+/// MGR-12: `start` with an initializer runs it in the server process before serving: the
+/// first client finds what it did, and it ran in the child.
+/// CPython: TestInitializers.test_manager_initializer
+#[test]
+fn start_runs_the_initializer_in_the_server_first() {
+    let (mut server, _log) = quiet(b"init key");
+    let q = server.register_queue("get_init", 0);
+    let mut child = server
+        .start_with_initializer(move || {
+            std::thread::sleep(Duration::from_millis(100)); // a client connecting now waits
+            q.put(&("initialized".to_string(), std::process::id()))
+                .unwrap();
+        })
+        .unwrap();
+    let q = Manager::connect(child.address(), b"init key")
+        .unwrap()
+        .get_queue::<(String, u32)>("get_init")
+        .unwrap();
+    assert_eq!(
+        q.try_get().unwrap(),
+        ("initialized".to_string(), child.pid())
+    );
+    drop(q);
+    child.shutdown().unwrap();
+}
+
+/// The worker side of MGR-10, in a child process: each object is reached by `create` of a
+/// typeid that always serves the same one.
+fn sync_worker((address, key): (String, ByteBuf)) {
+    let m = Manager::connect(address.as_str(), &key).unwrap();
+    let call = |typeid: &str, method: &str, args: Vec<Value>| {
+        m.create(typeid)
+            .unwrap()
+            .call(method, args, vec![])
+            .unwrap()
+    };
+    // _test_event: set by the parent; wait, clear, wait briefly.
+    let event = m.create("event").unwrap();
+    assert_eq!(
+        event.call("is_set", vec![], vec![]).unwrap(),
+        Value::Bool(true)
+    );
+    assert_eq!(
+        event.call("wait", vec![], vec![]).unwrap(),
+        Value::Bool(true)
+    );
+    event.call("clear", vec![], vec![]).unwrap();
+    assert_eq!(
+        event
+            .call("wait", vec![Value::Float(0.001)], vec![])
+            .unwrap(),
+        Value::Bool(false)
+    );
+    // _test_lock, _test_semaphore: acquire and leave it held; _test_rlock: acquire, release.
+    assert_eq!(call("lock", "acquire", vec![]), Value::Bool(true));
+    assert_eq!(call("semaphore", "acquire", vec![]), Value::Bool(true));
+    assert_eq!(call("bounded", "acquire", vec![]), Value::Bool(true));
+    let rlock = m.create("rlock").unwrap();
+    assert_eq!(
+        rlock.call("acquire", vec![], vec![]).unwrap(),
+        Value::Bool(true)
+    );
+    rlock.call("release", vec![], vec![]).unwrap();
+}
+
+each_method! {
+    /// MGR-10: served Event, Lock, RLock, Semaphore, BoundedSemaphore, Condition and Barrier
+    /// behave like the local ones across processes; releasing an unheld served lock is an
+    /// error.
+    /// CPython: TestSyncManagerTypes.test_event, test_lock, test_rlock, test_semaphore,
+    /// test_bounded_semaphore, test_condition, test_barrier
+    fn served_sync_types_across_processes(method: StartMethod) {
+        let (mut server, _log) = quiet(b"sync key");
+        server.register_sync_types();
+        let shared: [(&str, Arc<dyn Referent>); 7] = [
+            ("event", Arc::new(ServedEvent::default())),
+            ("lock", Arc::new(ServedLock::new())),
+            ("rlock", Arc::new(ServedLock::reentrant())),
+            ("semaphore", Arc::new(ServedSemaphore::new(1))),
+            ("bounded", Arc::new(ServedSemaphore::bounded(1))),
+            ("condition", Arc::new(ServedCondition::default())),
+            ("barrier", Arc::new(ServedBarrier::new(5, None))),
+        ];
+        for (typeid, object) in shared {
+            server.register_with_args(typeid, move |_, _| Ok(object.clone()));
+        }
+        let server = server.start_thread().unwrap();
+        let m = Manager::connect(server.address(), b"sync key").unwrap();
+        let event = m.create("event").unwrap();
+        event.call("set", vec![], vec![]).unwrap();
+        let arg = (server.address().to_string(), ByteBuf::from(b"sync key".to_vec()));
+        common::with(method).spawn(sync_worker, arg).unwrap().join().unwrap();
+        assert_eq!(event.call("is_set", vec![], vec![]).unwrap(), Value::Bool(false));
+        let runtime_error = |r: Result<Value, Error>| {
+            matches!(r, Err(Error::Remote { class, .. }) if class == "builtins.RuntimeError")
+        };
+        // The child's lock and semaphores are still held: released here.
+        let lock = m.create("lock").unwrap();
+        assert_eq!(lock.call("acquire", vec![Value::Bool(false)], vec![]).unwrap(), Value::Bool(false));
+        lock.call("release", vec![], vec![]).unwrap();
+        assert!(runtime_error(lock.call("release", vec![], vec![])));
+        for sem in ["semaphore", "bounded"] {
+            let sem = m.create(sem).unwrap();
+            assert_eq!(sem.call("acquire", vec![Value::Bool(false)], vec![]).unwrap(), Value::Bool(false));
+            sem.call("release", vec![], vec![]).unwrap();
+        }
+        assert!(matches!(
+            m.create("bounded").unwrap().call("release", vec![], vec![]),
+            Err(Error::Remote { class, .. }) if class == "builtins.ValueError"
+        ));
+        // The RLock the child released is free; one not held by the caller cannot be released.
+        let rlock = m.create("rlock").unwrap();
+        assert!(runtime_error(rlock.call("release", vec![], vec![])));
+        // SyncManager's own typeids, with constructor arguments.
+        let sem = m.create_with("Semaphore", vec![Value::Int(2)], vec![]).unwrap();
+        for expected in [true, true, false] {
+            assert_eq!(sem.call("acquire", vec![Value::Bool(false)], vec![]).unwrap(), Value::Bool(expected));
+        }
+        assert!(matches!(
+            m.create_with("Semaphore", vec![Value::Int(-1)], vec![]),
+            Err(Error::Remote { .. })
+        ));
+        assert!(matches!(
+            m.create_with("Lock", vec![Value::Int(1)], vec![]),
+            Err(Error::Remote { .. })
+        ));
+    }
+}
+
+/// A served `Lock` blocks a second client until the holder releases it; a timed acquire gives
+/// up after (at least) its timeout.
+#[test]
+fn served_lock_blocks_other_clients() {
+    let (mut server, _log) = quiet(b"k");
+    server.register_sync_types();
+    let lock_object = Arc::new(ServedLock::new());
+    server.register("the_lock", move || lock_object.clone());
+    let server = server.start_thread().unwrap();
+    let m = Manager::connect(server.address(), b"k").unwrap();
+    let lock = m.create("the_lock").unwrap();
+    assert_eq!(
+        lock.call("acquire", vec![], vec![]).unwrap(),
+        Value::Bool(true)
+    );
+    let t0 = Instant::now();
+    let other = m.create("the_lock").unwrap();
+    assert_eq!(
+        other
+            .call(
+                "acquire",
+                vec![Value::Bool(true), Value::Float(0.1)],
+                vec![]
+            )
+            .unwrap(),
+        Value::Bool(false)
+    );
+    assert!(t0.elapsed() >= Duration::from_millis(100));
+    let waiter = std::thread::spawn(move || other.call("acquire", vec![], vec![]));
+    std::thread::sleep(Duration::from_millis(50));
+    lock.call("release", vec![], vec![]).unwrap();
+    assert_eq!(waiter.join().unwrap().unwrap(), Value::Bool(true));
+    assert!(matches!(
+        lock.call("acquire", vec![Value::Bool(false), Value::Int(1)], vec![]),
+        Err(Error::Remote { class, .. }) if class == "builtins.ValueError"
+    ));
+}
+
+/// A served `Condition`: a waiter in one client is woken by `notify` from another and holds
+/// the lock again when `wait` returns; `wait` and `notify` need the lock.
+#[test]
+fn served_condition_wakes_a_waiter_in_another_client() {
+    let (mut server, _log) = quiet(b"k");
+    let shared = Arc::new(ServedCondition::default());
+    server.register("cond", move || shared.clone());
+    let server = server.start_thread().unwrap();
+    let m = Manager::connect(server.address(), b"k").unwrap();
+    let cond = m.create("cond").unwrap();
+    let runtime_error = |r: Result<Value, Error>| matches!(r, Err(Error::Remote { class, .. }) if class == "builtins.RuntimeError");
+    assert!(runtime_error(cond.call(
+        "wait",
+        vec![Value::Float(0.01)],
+        vec![]
+    )));
+    assert!(runtime_error(cond.call("notify", vec![], vec![])));
+    let waiter_manager = m.clone();
+    let waiter = std::thread::spawn(move || {
+        let cond = waiter_manager.create("cond").unwrap();
+        cond.call("acquire", vec![], vec![]).unwrap();
+        let woken = cond.call("wait", vec![Value::Float(30.0)], vec![]).unwrap();
+        // The lock is ours again: releasing it works.
+        cond.call("release", vec![], vec![]).unwrap();
+        woken
+    });
+    // Notify until the waiter has entered `wait` (a notify with no waiter is lost, as in Python).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !waiter.is_finished() && Instant::now() < deadline {
+        cond.call("acquire", vec![], vec![]).unwrap();
+        cond.call("notify_all", vec![], vec![]).unwrap();
+        cond.call("release", vec![], vec![]).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(waiter.join().unwrap(), Value::Bool(true));
+}
+
+/// A served `Barrier(3)`: three clients pass it together with indices 0, 1, 2; a lone waiter
+/// with a timeout breaks it (`BrokenBarrierError`), and `reset` mends it.
+#[test]
+fn served_barrier_releases_its_parties_together() {
+    let (mut server, _log) = quiet(b"k");
+    server.register_sync_types();
+    let shared = Arc::new(ServedBarrier::new(3, None));
+    server.register("barrier", move || shared.clone());
+    let server = server.start_thread().unwrap();
+    let m = Manager::connect(server.address(), b"k").unwrap();
+    let parties: Vec<_> = (0..3)
+        .map(|_| {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                let b = m.create("barrier").unwrap();
+                b.call("wait", vec![Value::Float(30.0)], vec![]).unwrap()
+            })
+        })
+        .collect();
+    let mut indices: Vec<Value> = parties.into_iter().map(|t| t.join().unwrap()).collect();
+    indices.sort_by_key(|v| format!("{v:?}"));
+    assert_eq!(indices, [Value::Int(0), Value::Int(1), Value::Int(2)]);
+    let b = m.create("barrier").unwrap();
+    let broken = |r: Result<Value, Error>| matches!(r, Err(Error::Remote { class, .. }) if class == "threading.BrokenBarrierError");
+    assert!(broken(b.call("wait", vec![Value::Float(0.05)], vec![])));
+    let attr = |name: &str| {
+        b.call("__getattribute__", vec![Value::Str(name.into())], vec![])
+            .unwrap()
+    };
+    assert_eq!(attr("broken"), Value::Bool(true));
+    assert!(broken(b.call("wait", vec![], vec![])));
+    b.call("reset", vec![], vec![]).unwrap();
+    assert_eq!(attr("broken"), Value::Bool(false));
+    assert_eq!(attr("n_waiting"), Value::Int(0));
+    // SyncManager's typeid, with its constructor arguments.
+    let one = m
+        .create_with("Barrier", vec![Value::Int(1)], vec![])
+        .unwrap();
+    assert_eq!(one.call("wait", vec![], vec![]).unwrap(), Value::Int(0));
+}
+
+/// The worker side of MGR-11, in a child process (CPython's `_test_list`, `_test_dict`,
+/// `_test_value`, `_test_array`, `_test_namespace`).
+fn containers_worker((address, key): (String, ByteBuf)) {
+    let m = Manager::connect(address.as_str(), &key).unwrap();
+    let s = |x: &str| Value::Str(x.into());
+    let call = |p: &multiproc::managers::Proxy, method: &str, args: Vec<Value>| {
+        p.call(method, args, vec![]).unwrap()
+    };
+    let list = m.create("the_list").unwrap();
+    assert_eq!(
+        call(&list, "__getitem__", vec![Value::Int(0)]),
+        Value::Int(5)
+    );
+    assert_eq!(call(&list, "count", vec![Value::Int(5)]), Value::Int(1));
+    assert_eq!(call(&list, "index", vec![Value::Int(5)]), Value::Int(0));
+    call(&list, "sort", vec![]);
+    call(&list, "reverse", vec![]);
+    assert_eq!(call(&list, "__len__", vec![]), Value::Int(1));
+    assert_eq!(call(&list, "pop", vec![Value::Int(0)]), Value::Int(5));
+    let dict = m.create("the_dict").unwrap();
+    assert_eq!(call(&dict, "__len__", vec![]), Value::Int(1));
+    assert_eq!(call(&dict, "__getitem__", vec![s("foo")]), Value::Int(5));
+    assert_eq!(call(&dict, "get", vec![s("foo")]), Value::Int(5));
+    let pair = Value::Tuple(vec![s("foo"), Value::Int(5)]);
+    assert_eq!(
+        call(&dict, "items", vec![]),
+        Value::List(vec![pair.clone()])
+    );
+    assert_eq!(call(&dict, "keys", vec![]), Value::List(vec![s("foo")]));
+    assert_eq!(
+        call(&dict, "values", vec![]),
+        Value::List(vec![Value::Int(5)])
+    );
+    assert_eq!(
+        call(&dict, "copy", vec![]),
+        Value::Dict(vec![(s("foo"), Value::Int(5))])
+    );
+    assert_eq!(call(&dict, "popitem", vec![]), pair);
+    let value = m.create("the_value").unwrap();
+    assert_eq!(call(&value, "get", vec![]), Value::Int(1));
+    call(&value, "set", vec![Value::Int(2)]);
+    let array = m.create("the_array").unwrap();
+    assert_eq!(
+        call(&array, "__getitem__", vec![Value::Int(1)]),
+        Value::Int(1)
+    );
+    assert_eq!(call(&array, "__len__", vec![]), Value::Int(2));
+    let ns = m.create("the_namespace").unwrap();
+    assert_eq!(call(&ns, "__getattribute__", vec![s("x")]), Value::Int(0));
+    assert_eq!(call(&ns, "__getattribute__", vec![s("y")]), Value::Int(1));
+}
+
+each_method! {
+    /// MGR-11 (in part): served list, dict, Value, Array and Namespace with their method
+    /// sets, changed by one process and seen by another.
+    /// CPython: TestSyncManagerTypes.test_list, test_dict, test_value, test_array,
+    /// test_namespace
+    fn served_containers_across_processes(method: StartMethod) {
+        let (mut server, _log) = quiet(b"containers");
+        server.register_containers();
+        let shared: [(&str, Arc<dyn Referent>); 5] = [
+            ("the_list", Arc::new(ServedList::default())),
+            ("the_dict", Arc::new(ServedDict::default())),
+            ("the_value", Arc::new(ServedValue::new("i", Value::Int(1)))),
+            ("the_array", Arc::new(ServedArray::new("i", vec![Value::Int(0), Value::Int(1)]).unwrap())),
+            ("the_namespace", Arc::new(ServedNamespace::default())),
+        ];
+        for (typeid, object) in shared {
+            server.register_with_args(typeid, move |_, _| Ok(object.clone()));
+        }
+        let server = server.start_thread().unwrap();
+        let m = Manager::connect(server.address(), b"containers").unwrap();
+        let s = |x: &str| Value::Str(x.into());
+        let list = m.create("the_list").unwrap();
+        list.call("append", vec![Value::Int(5)], vec![]).unwrap();
+        let dict = m.create("the_dict").unwrap();
+        dict.call("__setitem__", vec![s("foo"), Value::Int(5)], vec![]).unwrap();
+        let ns = m.create("the_namespace").unwrap();
+        ns.call("__setattr__", vec![s("x"), Value::Int(0)], vec![]).unwrap();
+        ns.call("__setattr__", vec![s("y"), Value::Int(1)], vec![]).unwrap();
+        let arg = (server.address().to_string(), ByteBuf::from(b"containers".to_vec()));
+        common::with(method).spawn(containers_worker, arg).unwrap().join().unwrap();
+        assert_eq!(list.call("__len__", vec![], vec![]).unwrap(), Value::Int(0));
+        assert_eq!(dict.call("__len__", vec![], vec![]).unwrap(), Value::Int(0));
+        let value = m.create("the_value").unwrap();
+        assert_eq!(value.call("get", vec![], vec![]).unwrap(), Value::Int(2));
+        // SyncManager's typeids with constructor arguments; errors keep their Python kind.
+        let made = m.create_with("list", vec![Value::List(vec![Value::Int(2), Value::Int(1)])], vec![]).unwrap();
+        made.call("sort", vec![], vec![]).unwrap();
+        assert_eq!(made.call("__getitem__", vec![Value::Int(0)], vec![]).unwrap(), Value::Int(1));
+        assert!(matches!(
+            made.call("__getitem__", vec![Value::Int(9)], vec![]),
+            Err(Error::Remote { class, .. }) if class == "builtins.IndexError"
+        ));
+        let d = m.create_with("dict", vec![], vec![("a".into(), Value::Int(1))]).unwrap();
+        assert_eq!(d.call("__getitem__", vec![s("a")], vec![]).unwrap(), Value::Int(1));
+        assert!(matches!(
+            d.call("__getitem__", vec![s("b")], vec![]),
+            Err(Error::Remote { class, .. }) if class == "builtins.KeyError"
+        ));
+        let keys: Vec<String> = d.call_proxy("__iter__", vec![], vec![]).unwrap().iter().collect::<Result<_, _>>().unwrap();
+        assert_eq!(keys, ["a"]);
+        assert!(matches!(
+            m.create_with("Array", vec![s("i"), Value::List(vec![s("x")])], vec![]),
+            Err(Error::Remote { .. })
+        ));
+    }
 }

@@ -84,7 +84,8 @@ impl Manager {
     /// # Errors
     ///
     /// [`Error::Auth`] for a wrong key on either side; [`Error::Os`] when the server cannot
-    /// be reached; [`Error::Protocol`] when the peer does not speak the protocol.
+    /// be reached; [`Error::Protocol`] when the peer does not speak the protocol;
+    /// [`Error::InvalidArgument`] when the address is not a TCP `host:port` address.
     ///
     /// # Examples
     ///
@@ -116,11 +117,7 @@ impl Manager {
         authkey: &[u8],
         options: ConnectOptions,
     ) -> Result<Manager, Error> {
-        let address = address
-            .to_socket_addrs()
-            .map_err(Error::os("resolve address"))?
-            .next()
-            .ok_or_else(|| Error::InvalidArgument("the address resolves to nothing".into()))?;
+        let address = wire::resolve(address)?[0];
         let manager = Manager {
             address,
             auth: AuthConfig {
@@ -148,9 +145,18 @@ impl Manager {
     }
 
     pub(crate) fn control(&self, method: &str, args: Vec<Value>) -> Result<Value, Error> {
+        self.control_with(method, args, Vec::new())
+    }
+
+    fn control_with(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Result<Value, Error> {
         let deadline = Instant::now() + self.options.connect_timeout;
         let (stream, mut reader) = self.open(deadline)?;
-        wire::send_value(&stream, &wire::request(None, method, args, Vec::new()))?;
+        reader.send_request(&stream, None, method, &args, &kwargs)?;
         // A control request is answered at once: a server that does not is not waited for.
         wire::until(&stream, Some(Instant::now() + self.options.connect_timeout))?;
         let reply = reader.recv_value(&stream, self.options.max_frame, &Limits::default())?;
@@ -182,7 +188,30 @@ impl Manager {
     /// assert!(proxy.exposed().iter().any(|m| m == "get"));
     /// ```
     pub fn create(&self, typeid: &str) -> Result<Proxy, Error> {
-        let reply = self.control("create", vec![Value::Str(typeid.to_string())])?;
+        self.create_with(typeid, Vec::new(), Vec::new())
+    }
+
+    /// As [`create`](Self::create), passing constructor arguments (CPython's
+    /// `manager.Semaphore(2)` or `manager.Queue(maxsize=5)`).
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create); [`Error::Remote`] when the server's factory refuses the
+    /// arguments.
+    ///
+    /// # Examples
+    ///
+    /// See [`ManagerServer::register_with_args`](super::ManagerServer::register_with_args).
+    pub fn create_with(
+        &self,
+        typeid: &str,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Result<Proxy, Error> {
+        let mut all = Vec::with_capacity(args.len() + 1);
+        all.push(Value::Str(typeid.to_string()));
+        all.extend(args);
+        let reply = self.control_with("create", all, kwargs)?;
         let bad = || Error::Protocol {
             reason: "create() replied with something other than (ident, exposed)".into(),
         };
@@ -193,17 +222,7 @@ impl Manager {
         let Value::Str(ident) = ident else {
             return Err(bad());
         };
-        let exposed = match exposed {
-            Value::Tuple(names) | Value::List(names) => names
-                .into_iter()
-                .map(|n| match n {
-                    Value::Str(s) => Ok(s),
-                    _ => Err(bad()),
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-            Value::None => Vec::new(),
-            _ => return Err(bad()),
-        };
+        let exposed = exposed_names(exposed).ok_or_else(bad)?;
         Ok(Proxy::new(self.clone(), ident, exposed))
     }
 
@@ -329,7 +348,7 @@ pub(crate) fn control_request(
 ) -> Result<Value, Error> {
     let deadline = deadline.unwrap_or_else(|| Instant::now() + wire::HANDSHAKE_TIMEOUT);
     let (stream, mut reader) = open(address, auth, deadline)?;
-    wire::send_value(&stream, &wire::request(None, method, args, Vec::new()))?;
+    reader.send_request(&stream, None, method, &args, &[])?;
     wire::until(&stream, Some(deadline))?;
     match reader.recv_value(&stream, 64 << 20, &Limits::default()) {
         Ok(reply) => unpack(reply),
@@ -341,8 +360,32 @@ pub(crate) fn control_request(
 /// The class name CPython's `RemoteError` has.
 const REMOTE_ERROR: &str = "multiprocessing.managers.RemoteError";
 
+/// What a successful reply carried.
+pub(crate) enum Reply {
+    /// `'#RETURN'`: a value.
+    Value(Value),
+    /// `'#PROXY'`: a new shared object the server holds one reference to for us.
+    Proxy {
+        /// Its exposed methods.
+        exposed: Vec<String>,
+        /// Its id on the server.
+        ident: String,
+    },
+}
+
 /// Turns a reply `(kind, payload)` into the value or the typed error (PROTOCOL.md §5.2).
+/// Control requests never get `'#PROXY'`.
 pub(crate) fn unpack(reply: Value) -> Result<Value, Error> {
+    match unpack_reply(reply)? {
+        Reply::Value(value) => Ok(value),
+        Reply::Proxy { .. } => Err(Error::Protocol {
+            reason: "a '#PROXY' reply to a control request".into(),
+        }),
+    }
+}
+
+/// Turns a reply into a value, a new proxy's token, or the typed error.
+pub(crate) fn unpack_reply(reply: Value) -> Result<Reply, Error> {
     let bad = || Error::Protocol {
         reason: "a reply must be (kind, payload)".into(),
     };
@@ -351,7 +394,8 @@ pub(crate) fn unpack(reply: Value) -> Result<Value, Error> {
     };
     let [kind, payload]: [Value; 2] = items.try_into().map_err(|_| bad())?;
     match (kind.as_str(), payload) {
-        (Some("#RETURN"), value) => Ok(value),
+        (Some("#RETURN"), value) => Ok(Reply::Value(value)),
+        (Some("#PROXY"), payload) => proxy_reply(payload),
         (Some("#ERROR"), exception) => Err(remote_exception(&exception)),
         (Some("#TRACEBACK"), Value::Str(text)) => Err(Error::Remote {
             class: REMOTE_ERROR.into(),
@@ -361,10 +405,51 @@ pub(crate) fn unpack(reply: Value) -> Result<Value, Error> {
             class: REMOTE_ERROR.into(),
             message: format!("Unserializable message: {text}"),
         }),
-        (Some("#PROXY"), _) => Err(Error::Protocol {
-            reason: "'#PROXY' replies (method_to_typeid) are not supported".into(),
-        }),
         _ => Err(bad()),
+    }
+}
+
+/// The payload of `'#PROXY'`: `(exposed, Token(typeid, address, ident))` (PROTOCOL.md §6.4).
+/// The Token's address is not used: the new object lives on the server already connected to
+/// (CPython's client also overwrites it), whatever address that server bound.
+fn proxy_reply(payload: Value) -> Result<Reply, Error> {
+    let bad = || Error::Protocol {
+        reason: "'#PROXY' must carry (exposed, Token)".into(),
+    };
+    let Value::Tuple(items) = payload else {
+        return Err(bad());
+    };
+    let [exposed, token]: [Value; 2] = items.try_into().map_err(|_| bad())?;
+    let exposed = exposed_names(exposed).ok_or_else(bad)?;
+    if token.class_name() != Some(("multiprocessing.managers", "Token")) {
+        return Err(bad());
+    }
+    let state = match &token {
+        Value::Object { state: Some(s), .. } | Value::Reduce { state: Some(s), .. } => &**s,
+        _ => return Err(bad()),
+    };
+    let ident = match state {
+        Value::Tuple(fields) if fields.len() == 3 => fields[2].as_str().ok_or_else(bad)?,
+        _ => return Err(bad()),
+    };
+    Ok(Reply::Proxy {
+        exposed,
+        ident: ident.to_string(),
+    })
+}
+
+/// Method names sent as a tuple or list of `str` (or `None` for none).
+pub(crate) fn exposed_names(exposed: Value) -> Option<Vec<String>> {
+    match exposed {
+        Value::Tuple(names) | Value::List(names) => names
+            .into_iter()
+            .map(|n| match n {
+                Value::Str(s) => Some(s),
+                _ => None,
+            })
+            .collect(),
+        Value::None => Some(Vec::new()),
+        _ => None,
     }
 }
 

@@ -50,7 +50,8 @@ impl Listener {
     ///
     /// # Errors
     ///
-    /// [`Error::Os`] when the address cannot be bound (e.g. it is in use).
+    /// [`Error::Os`] when the address cannot be bound (e.g. it is in use);
+    /// [`Error::InvalidArgument`] when it is not a TCP `host:port` address.
     ///
     /// # Examples
     ///
@@ -60,7 +61,7 @@ impl Listener {
     /// ```
     pub fn bind(address: impl ToSocketAddrs, authkey: Option<&[u8]>) -> Result<Listener, Error> {
         Ok(Listener {
-            listener: TcpListener::bind(address).map_err(Error::os("bind"))?,
+            listener: TcpListener::bind(&wire::resolve(address)?[..]).map_err(Error::os("bind"))?,
             auth: authkey.map(|key| AuthConfig {
                 key: key.to_vec(),
                 ..AuthConfig::default()
@@ -129,7 +130,7 @@ impl Client {
     /// # Errors
     ///
     /// [`Error::Auth`] for a wrong key on either side; [`Error::Os`] when the address cannot be
-    /// reached.
+    /// reached; [`Error::InvalidArgument`] when it is not a TCP `host:port` address.
     ///
     /// # Examples
     ///
@@ -144,11 +145,7 @@ impl Client {
         address: impl ToSocketAddrs,
         authkey: Option<&[u8]>,
     ) -> Result<TcpConnection, Error> {
-        let address = address
-            .to_socket_addrs()
-            .map_err(Error::os("resolve address"))?
-            .next()
-            .ok_or_else(|| Error::InvalidArgument("the address resolves to nothing".into()))?;
+        let address = wire::resolve(address)?[0];
         let deadline = Instant::now() + wire::HANDSHAKE_TIMEOUT;
         let (stream, reader) = match authkey {
             Some(key) => {

@@ -16,12 +16,14 @@
 //! | Python | here |
 //! |---|---|
 //! | `BaseManager(address, authkey)` + `register(typeid, callable)` | [`ManagerServer::bind`] + [`ManagerServer::register`] / [`register_queue`](ManagerServer::register_queue) |
-//! | `manager.start()` / `get_server().serve_forever()` | [`ManagerServer::start`] / [`serve_forever`](ManagerServer::serve_forever); also [`start_thread`](ManagerServer::start_thread) |
+//! | `manager.start()`, `start(initializer)` / `get_server().serve_forever()` | [`ManagerServer::start`], [`start_with_initializer`](ManagerServer::start_with_initializer) / [`serve_forever`](ManagerServer::serve_forever); also [`start_thread`](ManagerServer::start_thread) |
 //! | `manager.shutdown()` | [`ManagerProcess::shutdown`], [`ServerHandle::shutdown`], [`Manager::shutdown`] |
 //! | `BaseManager(address, authkey).connect()` | [`Manager::connect`] |
 //! | `manager.get_task_queue()` | [`Manager::get_queue`] (typed) or [`Manager::create`] (untyped) |
 //! | `q.put(x)`, `q.put_nowait(x)`, `q.put(x, timeout=t)` | [`QueueProxy::put`], [`try_put`](QueueProxy::try_put), [`put_timeout`](QueueProxy::put_timeout) |
 //! | `q.get()`, `q.get_nowait()`, `q.get(timeout=t)` | [`QueueProxy::get`], [`try_get`](QueueProxy::try_get), [`get_timeout`](QueueProxy::get_timeout) |
+//! | `SyncManager`'s `Event`, `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`, `Condition`, `Barrier` | [`ManagerServer::register_sync_types`]: [`ServedEvent`], [`ServedLock`], [`ServedSemaphore`], [`ServedCondition`], [`ServedBarrier`] |
+//! | `SyncManager`'s `list`, `dict`, `Namespace`, `Value`, `Array` | [`ManagerServer::register_containers`]: [`ServedList`], [`ServedDict`], [`ServedNamespace`], [`ServedValue`], [`ServedArray`] |
 //! | `queue.Empty`, `queue.Full`, other exceptions, `RemoteError` | [`Error::Empty`](crate::Error::Empty), [`Error::Full`](crate::Error::Full), [`Error::Remote`](crate::Error::Remote) |
 //! | `AuthenticationError` | [`Error::Auth`](crate::Error::Auth) |
 //! | `multiprocessing.connection.Listener(address, authkey)` / `Client(address, authkey)` | [`Listener`] / [`Client`], giving [`TcpConnection`]s |
@@ -73,8 +75,19 @@
 //! CPython server on Linux, well under a millisecond against this one).
 //!
 //! # Differences from CPython
-//! - Registered factories take no constructor arguments, and `method_to_typeid` (`'#PROXY'`
-//!   replies) is not supported.
+//! - A factory registered with [`ManagerServer::register`] takes no constructor arguments;
+//!   one registered with [`ManagerServer::register_with_args`] gets them.
+//! - `method_to_typeid` belongs to the served object rather than to its registration
+//!   ([`Referent::method_to_typeid`], [`Referent::call_for_object`]): a Rust method cannot
+//!   return an object through a [`Value`](crate::pickle::Value). The typeid it names need not
+//!   be registered on the server. A Rust client gets the new object's proxy with
+//!   [`Proxy::call_proxy`]; it takes over the reference the server took, so it sends no
+//!   `incref`/`decref` pair (the count ends the same as with CPython's client).
+//! - Served containers ([`ManagerServer::register_containers`]) keep items as data (a proxy
+//!   stored in one stays data too, and its object is kept alive on the server for it, as
+//!   CPython does); `list.sort` takes no `key`, a `dict` is searched linearly, and there is
+//!   no served `set`. A served `Condition` has its own `RLock` (no `Condition(lock)`), and a served
+//!   `Barrier` no `action`: callables and proxies cannot travel into a Rust server.
 //! - [`ManagerServer::start`] forks (Rust closures cannot be re-created in a re-executed
 //!   binary).
 //! - Queue items are kept as inert pickled data, so a Rust-served queue carries Python objects
@@ -82,7 +95,9 @@
 
 mod auth;
 mod client;
+mod containers;
 mod listener;
+mod primitives;
 mod proxy;
 mod queue;
 mod referent;
@@ -91,8 +106,10 @@ mod wire;
 
 pub use auth::ChallengeForm;
 pub use client::{ConnectOptions, Manager};
+pub use containers::{ServedArray, ServedDict, ServedList, ServedNamespace, ServedValue};
 pub use listener::{Client, Listener, TcpConnection};
-pub use proxy::{Proxy, QueueProxy};
+pub use primitives::{ServedBarrier, ServedCondition, ServedEvent, ServedLock, ServedSemaphore};
+pub use proxy::{Proxy, QueueProxy, RemoteIter};
 pub use queue::ServedQueue;
 pub use referent::{bind, PyException, Referent};
 pub use server::{

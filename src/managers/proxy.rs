@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::client::{self, Manager};
-use super::wire::{self, FrameReader};
+use super::client::{self, Manager, Reply};
+use super::wire::{self, FrameReader, Incoming};
 use crate::pickle::{self, Limits, Value};
 use crate::Error;
 
@@ -132,7 +132,63 @@ impl Proxy {
         kwargs: Vec<(String, Value)>,
         deadline: Option<Instant>,
     ) -> Result<Value, Error> {
-        let request = wire::request(Some(&self.ident), method, args, kwargs);
+        match self.call_reply(method, &args, &kwargs, deadline)? {
+            Reply::Value(value) => Ok(value),
+            proxy @ Reply::Proxy { .. } => {
+                // Released at once (dropping the proxy sends `decref`): nothing holds it.
+                drop(self.adopt(proxy));
+                Err(Error::Protocol {
+                    reason: format!(
+                        "{method}() returned a shared object (a '#PROXY' reply): call it with call_proxy"
+                    ),
+                })
+            }
+        }
+    }
+
+    /// Calls a method that returns a new shared object (one listed in the server's
+    /// `method_to_typeid`, answered with `'#PROXY'`) and gives a proxy to that object. The
+    /// proxy holds the reference the server took for it; dropping it releases it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Protocol`] when the method returned a plain value; otherwise as
+    /// [`call`](Self::call).
+    ///
+    /// # Examples
+    ///
+    /// See [`Referent::call_for_object`](super::Referent::call_for_object).
+    pub fn call_proxy(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Result<Proxy, Error> {
+        match self.call_reply(method, &args, &kwargs, None)? {
+            proxy @ Reply::Proxy { .. } => Ok(self.adopt(proxy)),
+            Reply::Value(_) => Err(Error::Protocol {
+                reason: format!("{method}() returned a value, not a shared object"),
+            }),
+        }
+    }
+
+    /// A proxy for the object of a `'#PROXY'` reply, on the same server. It takes over the
+    /// reference the server took in creating it, so no `incref`/`decref` pair is sent
+    /// (CPython's client sends both; the count ends the same, PROTOCOL.md §6.3).
+    fn adopt(&self, reply: Reply) -> Proxy {
+        match reply {
+            Reply::Proxy { exposed, ident } => Proxy::new(self.manager.clone(), ident, exposed),
+            Reply::Value(_) => unreachable!("adopt is given '#PROXY' replies only"),
+        }
+    }
+
+    fn call_reply(
+        &self,
+        method: &str,
+        args: &[Value],
+        kwargs: &[(String, Value)],
+        deadline: Option<Instant>,
+    ) -> Result<Reply, Error> {
         let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let (stream, mut reader) = match pooled {
             Some(conn) => conn,
@@ -142,9 +198,9 @@ impl Proxy {
         if deadline.is_some() {
             wire::until(&stream, deadline)?;
         }
-        wire::send_value(&stream, &request)?;
+        reader.send_request(&stream, Some(&self.ident), method, args, kwargs)?;
         let reply =
-            reader.recv_value(&stream, self.manager.options.max_frame, &Limits::default())?;
+            reader.recv_reply(&stream, self.manager.options.max_frame, &Limits::default())?;
         if deadline.is_some() {
             wire::until(&stream, None)?;
         }
@@ -152,17 +208,20 @@ impl Proxy {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((stream, reader));
-        client::unpack(reply)
+        match reply {
+            Incoming::Return(value) => Ok(Reply::Value(value)),
+            Incoming::Full(reply) => client::unpack_reply(reply),
+            Incoming::Request(_) => Err(Error::Protocol {
+                reason: "a request where a reply was expected".into(),
+            }),
+        }
     }
 
     fn open(&self) -> Result<(TcpStream, FrameReader), Error> {
         let deadline = Instant::now() + self.manager.options.connect_timeout;
         let (stream, mut reader) = self.manager.open(deadline)?;
         let name = Value::Str(crate::current_process().name);
-        wire::send_value(
-            &stream,
-            &wire::request(None, "accept_connection", vec![name], Vec::new()),
-        )?;
+        reader.send_request(&stream, None, "accept_connection", &[name], &[])?;
         let reply =
             reader.recv_value(&stream, self.manager.options.max_frame, &Limits::default())?;
         client::unpack(reply)?;
@@ -181,6 +240,88 @@ impl Drop for Proxy {
             vec![Value::Str(self.ident.clone())],
             Some(Instant::now() + Duration::from_secs(2)),
         );
+    }
+}
+
+/// The items of a served iterator, each fetched with one `__next__` call (CPython's
+/// `IteratorProxy`): [`Proxy::iter`]. It ends when the server raises `StopIteration`; any
+/// other failure is yielded once, and then the iteration ends.
+pub struct RemoteIter<'a, T> {
+    proxy: &'a Proxy,
+    done: bool,
+    _items: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for RemoteIter<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteIter")
+            .field("proxy", self.proxy)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl<T: DeserializeOwned> Iterator for RemoteIter<'_, T> {
+    type Item = Result<T, Error>;
+
+    fn next(&mut self) -> Option<Result<T, Error>> {
+        if self.done {
+            return None;
+        }
+        match self.proxy.call("__next__", Vec::new(), Vec::new()) {
+            Ok(value) => Some(pickle::from_value(value).map_err(Error::from)),
+            Err(Error::Remote { class, .. }) if class == "builtins.StopIteration" => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+impl Proxy {
+    /// Iterates over a served iterator (an object exposing `__next__`, such as a generator
+    /// registered with CPython's `IteratorProxy`), one remote call per item.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use multiproc::managers::{Manager, ManagerServer, PyException, Referent};
+    /// use multiproc::pickle::Value;
+    ///
+    /// struct Countdown(Mutex<i64>);
+    ///
+    /// impl Referent for Countdown {
+    ///     fn exposed(&self) -> Vec<String> {
+    ///         vec!["__next__".into()]
+    ///     }
+    ///     fn call(&self, _: &str, _: Vec<Value>, _: Vec<(String, Value)>) -> Result<Value, PyException> {
+    ///         let mut n = self.0.lock().unwrap();
+    ///         if *n == 0 {
+    ///             return Err(PyException { module: "builtins".into(), name: "StopIteration".into(), args: vec![] });
+    ///         }
+    ///         *n -= 1;
+    ///         Ok(Value::Int(*n + 1))
+    ///     }
+    /// }
+    ///
+    /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// server.register("countdown", || Arc::new(Countdown(Mutex::new(3))));
+    /// let server = server.start_thread().unwrap();
+    /// let it = Manager::connect(server.address(), b"k").unwrap().create("countdown").unwrap();
+    /// let items: Vec<i64> = it.iter().collect::<Result<_, _>>().unwrap();
+    /// assert_eq!(items, [3, 2, 1]);
+    /// ```
+    pub fn iter<T: DeserializeOwned>(&self) -> RemoteIter<'_, T> {
+        RemoteIter {
+            proxy: self,
+            done: false,
+            _items: PhantomData,
+        }
     }
 }
 
@@ -224,6 +365,13 @@ fn timeout_kw(timeout: Duration) -> Vec<(String, Value)> {
 
 fn deadline_after(timeout: Duration) -> Option<Instant> {
     Instant::now().checked_add(timeout + REPLY_GRACE)
+}
+
+/// A queue proxy from an untyped one, e.g. one [`Proxy::call_proxy`] gave.
+impl<T> From<Proxy> for QueueProxy<T> {
+    fn from(proxy: Proxy) -> QueueProxy<T> {
+        QueueProxy::new(proxy)
+    }
 }
 
 impl<T> QueueProxy<T> {

@@ -57,7 +57,14 @@ struct Shared {
 struct State {
     items: VecDeque<Value>,
     unfinished: usize,
+    /// Threads waiting on each condition variable ([`NOT_EMPTY`], [`NOT_FULL`], [`ALL_DONE`]):
+    /// a notification without a waiter is skipped (each would be a futex system call).
+    waiting: [usize; 3],
 }
+
+const NOT_EMPTY: usize = 0;
+const NOT_FULL: usize = 1;
+const ALL_DONE: usize = 2;
 
 impl std::fmt::Debug for ServedQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -99,6 +106,7 @@ impl ServedQueue {
             state: Mutex::new(State {
                 items: VecDeque::new(),
                 unfinished: 0,
+                waiting: [0; 3],
             }),
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
@@ -110,21 +118,34 @@ impl ServedQueue {
         self.0.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits on `cv` while `blocked` holds; false if `wait` ran out first.
+    fn condvar(&self, which: usize) -> &Condvar {
+        match which {
+            NOT_EMPTY => &self.0.not_empty,
+            NOT_FULL => &self.0.not_full,
+            _ => &self.0.all_done,
+        }
+    }
+
+    /// Waits on condition `which` while `blocked` holds; false if `wait` ran out first.
     fn wait_while<'a>(
         &self,
         mut guard: MutexGuard<'a, State>,
-        cv: &Condvar,
+        which: usize,
         wait: Wait,
         blocked: impl Fn(&State) -> bool,
     ) -> (MutexGuard<'a, State>, bool) {
+        let cv = self.condvar(which);
         while blocked(&guard) {
+            if matches!(wait, Wait::No) {
+                return (guard, false);
+            }
+            guard.waiting[which] += 1;
             guard = match wait {
-                Wait::No => return (guard, false),
-                Wait::Forever => cv.wait(guard).unwrap_or_else(|e| e.into_inner()),
+                Wait::No | Wait::Forever => cv.wait(guard).unwrap_or_else(|e| e.into_inner()),
                 Wait::Until(deadline) => {
                     let now = Instant::now();
                     if now >= deadline {
+                        guard.waiting[which] -= 1;
                         return (guard, false);
                     }
                     cv.wait_timeout(guard, deadline - now)
@@ -132,31 +153,37 @@ impl ServedQueue {
                         .0
                 }
             };
+            guard.waiting[which] -= 1;
         }
         (guard, true)
+    }
+
+    /// Wakes one waiter of condition `which`, if there is one.
+    fn notify_one(&self, state: &State, which: usize) {
+        if state.waiting[which] > 0 {
+            self.condvar(which).notify_one();
+        }
     }
 
     fn put_value(&self, item: Value, wait: Wait) -> bool {
         let max = self.0.maxsize;
         let guard = self.lock();
-        let (mut guard, ok) = self.wait_while(guard, &self.0.not_full, wait, |s| {
-            max > 0 && s.items.len() >= max
-        });
+        let (mut guard, ok) =
+            self.wait_while(guard, NOT_FULL, wait, |s| max > 0 && s.items.len() >= max);
         if ok {
             guard.items.push_back(item);
             guard.unfinished += 1;
-            self.0.not_empty.notify_one();
+            self.notify_one(&guard, NOT_EMPTY);
         }
         ok
     }
 
     fn get_value(&self, wait: Wait) -> Option<Value> {
         let guard = self.lock();
-        let (mut guard, ok) =
-            self.wait_while(guard, &self.0.not_empty, wait, |s| s.items.is_empty());
+        let (mut guard, ok) = self.wait_while(guard, NOT_EMPTY, wait, |s| s.items.is_empty());
         let item = if ok { guard.items.pop_front() } else { None };
         if item.is_some() {
-            self.0.not_full.notify_one();
+            self.notify_one(&guard, NOT_FULL);
         }
         item
     }
@@ -335,7 +362,7 @@ impl ServedQueue {
             ));
         }
         guard.unfinished -= 1;
-        if guard.unfinished == 0 {
+        if guard.unfinished == 0 && guard.waiting[ALL_DONE] > 0 {
             self.0.all_done.notify_all();
         }
         Ok(())
@@ -343,7 +370,7 @@ impl ServedQueue {
 
     fn join_wait(&self, wait: Wait) -> bool {
         let guard = self.lock();
-        self.wait_while(guard, &self.0.all_done, wait, |s| s.unfinished > 0)
+        self.wait_while(guard, ALL_DONE, wait, |s| s.unfinished > 0)
             .1
     }
 
@@ -428,6 +455,21 @@ impl Referent for ServedQueue {
                 ("timeout", Some(Value::None)),
             ]
         };
+        // The commonest calls, `put(item)` and `get()`, need no argument binding.
+        match (method, args.len(), kwargs.is_empty()) {
+            ("put", 1, true) => {
+                let item = args.into_iter().next().unwrap_or(Value::None);
+                return if self.put_value(item, Wait::Forever) {
+                    Ok(Value::None)
+                } else {
+                    Err(PyException::full())
+                };
+            }
+            ("get", 0, true) => {
+                return self.get_value(Wait::Forever).ok_or_else(PyException::empty);
+            }
+            _ => {}
+        }
         match method {
             "put" => {
                 let [item, block, timeout] = bound::<3>(bind(

@@ -1,5 +1,7 @@
 //! What a manager serves: objects with named methods called with pickled arguments.
 
+use std::sync::Arc;
+
 use crate::pickle::Value;
 
 /// An object a manager server holds and clients call (CPython's "referent").
@@ -50,6 +52,78 @@ pub trait Referent: Send + Sync + 'static {
         args: Vec<Value>,
         kwargs: Vec<(String, Value)>,
     ) -> Result<Value, PyException>;
+
+    /// The methods that return a new shared object instead of a value, each with the typeid
+    /// the new object is served under (CPython's `method_to_typeid`). The server adds them to
+    /// [`exposed`](Self::exposed), runs them with [`call_for_object`](Self::call_for_object),
+    /// holds the new object for the caller and replies `'#PROXY'`: the client gets a proxy to
+    /// it ([`Proxy::call_proxy`](super::Proxy::call_proxy); a CPython client must have
+    /// registered the typeid, e.g. `register('Queue', create_method=False)`). None by default.
+    fn method_to_typeid(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    /// Runs a method listed by [`method_to_typeid`](Self::method_to_typeid) and returns the
+    /// new object (CPython serves the method's result itself: `register(typeid,
+    /// callable=None)`). The default raises `AttributeError`.
+    ///
+    /// # Errors
+    ///
+    /// The Python exception the client should see (`'#ERROR'`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use multiproc::managers::{bind, Manager, ManagerServer, PyException, QueueProxy, Referent, ServedQueue};
+    /// use multiproc::pickle::Value;
+    ///
+    /// /// Hands out a fresh queue per call: `make()` returns a proxy, not a value.
+    /// struct Queues;
+    ///
+    /// impl Referent for Queues {
+    ///     fn exposed(&self) -> Vec<String> {
+    ///         Vec::new()
+    ///     }
+    ///     fn call(&self, method: &str, _: Vec<Value>, _: Vec<(String, Value)>) -> Result<Value, PyException> {
+    ///         Err(PyException::new("builtins", "AttributeError", method))
+    ///     }
+    ///     fn method_to_typeid(&self) -> Vec<(String, String)> {
+    ///         vec![("make".into(), "Queue".into())]
+    ///     }
+    ///     fn call_for_object(&self, method: &str, args: Vec<Value>, kwargs: Vec<(String, Value)>) -> Result<Arc<dyn Referent>, PyException> {
+    ///         let maxsize = match &bind(method, args, kwargs, &[("maxsize", Some(Value::Int(0)))])?[..] {
+    ///             [Value::Int(n)] if *n >= 0 => *n as usize,
+    ///             _ => return Err(PyException::type_error("maxsize must be a non-negative int")),
+    ///         };
+    ///         Ok(Arc::new(ServedQueue::new(maxsize)))
+    ///     }
+    /// }
+    ///
+    /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// server.register("Queues", || Arc::new(Queues));
+    /// let server = server.start_thread().unwrap();
+    /// let queues = Manager::connect(server.address(), b"k").unwrap().create("Queues").unwrap();
+    /// let q: QueueProxy<i32> = queues.call_proxy("make", vec![Value::Int(1)], vec![]).unwrap().into();
+    /// q.put(&5).unwrap();
+    /// assert!(q.is_full().unwrap());
+    /// assert_eq!(server.number_of_objects(), 2);
+    /// drop(q);
+    /// assert_eq!(server.number_of_objects(), 1);
+    /// ```
+    fn call_for_object(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Result<Arc<dyn Referent>, PyException> {
+        let _ = (args, kwargs);
+        Err(PyException::new(
+            "builtins",
+            "AttributeError",
+            &format!("method {method:?} does not return a shared object"),
+        ))
+    }
 }
 
 /// A Python exception instance to send as `'#ERROR'`: a class named by module and name, and its
@@ -138,6 +212,16 @@ impl PyException {
             module: "queue".into(),
             name: "Full".into(),
             args: Vec::new(),
+        }
+    }
+
+    /// `str(exception)` as Python gives it for the common cases.
+    pub(crate) fn message(&self) -> String {
+        match &self.args[..] {
+            [] => String::new(),
+            [Value::Str(s)] => s.clone(),
+            [other] => format!("{other:?}"),
+            more => format!("{more:?}"),
         }
     }
 

@@ -12,12 +12,17 @@ use std::time::{Duration, Instant};
 use super::auth::{self, AuthConfig, ChallengeForm};
 use super::queue::ServedQueue;
 use super::referent::{PyException, Referent};
-use super::wire::{self, FrameReader};
+use super::wire::{self, FrameReader, Incoming, Request};
 use crate::pickle::{Limits, Value};
 use crate::process::{Process, StartMethod};
 use crate::Error;
 
-type Factory = Arc<dyn Fn() -> Arc<dyn Referent> + Send + Sync>;
+/// Makes an object from `create`'s constructor arguments.
+type Factory = Arc<
+    dyn Fn(Vec<Value>, Vec<(String, Value)>) -> Result<Arc<dyn Referent>, PyException>
+        + Send
+        + Sync,
+>;
 type LogHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// Default cap on a frame after the handshake.
@@ -78,7 +83,8 @@ impl ManagerServer {
     ///
     /// # Errors
     ///
-    /// [`Error::Os`] when the address cannot be bound (e.g. it is in use).
+    /// [`Error::Os`] when the address cannot be bound (e.g. it is in use);
+    /// [`Error::InvalidArgument`] when it is not a TCP `host:port` address.
     ///
     /// # Examples
     ///
@@ -87,7 +93,8 @@ impl ManagerServer {
     /// assert_ne!(server.address().port(), 0);
     /// ```
     pub fn bind(address: impl ToSocketAddrs, authkey: &[u8]) -> Result<ManagerServer, Error> {
-        let listener = TcpListener::bind(address).map_err(Error::os("bind"))?;
+        let listener =
+            TcpListener::bind(&wire::resolve(address)?[..]).map_err(Error::os("bind"))?;
         Ok(ManagerServer {
             listener,
             config: Config {
@@ -137,7 +144,54 @@ impl ManagerServer {
         typeid: &str,
         factory: impl Fn() -> Arc<R> + Send + Sync + 'static,
     ) -> &mut Self {
-        let factory: Factory = Arc::new(move || factory() as Arc<dyn Referent>);
+        let name = typeid.to_string();
+        let factory: Factory = Arc::new(move |args, kwargs| {
+            if args.is_empty() && kwargs.is_empty() {
+                Ok(factory() as Arc<dyn Referent>)
+            } else {
+                Err(PyException::type_error(&format!(
+                    "{name}() takes no arguments"
+                )))
+            }
+        });
+        self.config.registry.insert(typeid.to_string(), factory);
+        self
+    }
+
+    /// As [`register`](Self::register), for a factory that takes the constructor arguments a
+    /// client passes (CPython's `manager.Semaphore(2)` sends `create('Semaphore', 2)`), bound
+    /// with [`bind`](super::bind) as Python would; its error reaches the client as a
+    /// `RemoteError`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use multiproc::managers::{bind, Manager, ManagerServer, ServedQueue};
+    /// use multiproc::pickle::Value;
+    ///
+    /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// server.register_with_args("Queue", |args, kwargs| {
+    ///     match &bind("Queue", args, kwargs, &[("maxsize", Some(Value::Int(0)))])?[..] {
+    ///         [Value::Int(n)] if *n >= 0 => Ok(Arc::new(ServedQueue::new(*n as usize))),
+    ///         _ => Err(multiproc::managers::PyException::type_error("maxsize must be an int")),
+    ///     }
+    /// });
+    /// let server = server.start_thread().unwrap();
+    /// let manager = Manager::connect(server.address(), b"k").unwrap();
+    /// let q = manager.create_with("Queue", vec![Value::Int(1)], vec![]).unwrap();
+    /// q.call("put", vec![Value::Int(1)], vec![]).unwrap();
+    /// assert_eq!(q.call("full", vec![], vec![]).unwrap(), Value::Bool(true));
+    /// ```
+    pub fn register_with_args(
+        &mut self,
+        typeid: &str,
+        factory: impl Fn(Vec<Value>, Vec<(String, Value)>) -> Result<Arc<dyn Referent>, PyException>
+            + Send
+            + Sync
+            + 'static,
+    ) -> &mut Self {
+        let factory: Factory = Arc::new(factory);
         self.config.registry.insert(typeid.to_string(), factory);
         self
     }
@@ -158,6 +212,63 @@ impl ManagerServer {
         let shared = Arc::new(queue.clone());
         self.register(typeid, move || shared.clone());
         queue
+    }
+
+    /// Serves what CPython's `SyncManager` serves under the same typeids: `Event`
+    /// ([`ServedEvent`](super::ServedEvent)), `Lock` and `RLock`
+    /// ([`ServedLock`](super::ServedLock)), `Semaphore(value=1)` and
+    /// `BoundedSemaphore(value=1)` ([`ServedSemaphore`](super::ServedSemaphore)),
+    /// `Condition()` ([`ServedCondition`](super::ServedCondition)) and
+    /// `Barrier(parties, timeout=None)` ([`ServedBarrier`](super::ServedBarrier)). A CPython
+    /// client reaches them with `SyncManager`'s proxy types (`AcquirerProxy`, `EventProxy`,
+    /// `ConditionProxy`, `BarrierProxy`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::managers::{Manager, ManagerServer};
+    /// use multiproc::pickle::Value;
+    ///
+    /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// server.register_sync_types();
+    /// let server = server.start_thread().unwrap();
+    /// let manager = Manager::connect(server.address(), b"k").unwrap();
+    /// let sem = manager.create_with("BoundedSemaphore", vec![Value::Int(2)], vec![]).unwrap();
+    /// assert_eq!(sem.call("acquire", vec![], vec![]).unwrap(), Value::Bool(true));
+    /// sem.call("release", vec![], vec![]).unwrap();
+    /// assert!(sem.call("release", vec![], vec![]).is_err()); // above its initial value
+    /// ```
+    pub fn register_sync_types(&mut self) -> &mut Self {
+        super::primitives::register_sync_types(self);
+        self
+    }
+
+    /// Serves the containers CPython's `SyncManager` serves under the same typeids:
+    /// `list(sequence=())` ([`ServedList`](super::ServedList)), `dict(mapping=(), **kwargs)`
+    /// ([`ServedDict`](super::ServedDict)), `Namespace()`
+    /// ([`ServedNamespace`](super::ServedNamespace)), `Value(typecode, value)`
+    /// ([`ServedValue`](super::ServedValue)) and `Array(typecode, sequence)`
+    /// ([`ServedArray`](super::ServedArray)). A CPython client reaches them with
+    /// `SyncManager`'s proxy types (`ListProxy`, `DictProxy`, `NamespaceProxy`, `ValueProxy`,
+    /// `ArrayProxy`, and `IteratorProxy` registered as `Iterator` for iterating a dict).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::managers::{Manager, ManagerServer};
+    /// use multiproc::pickle::Value;
+    ///
+    /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// server.register_containers();
+    /// let server = server.start_thread().unwrap();
+    /// let manager = Manager::connect(server.address(), b"k").unwrap();
+    /// let list = manager.create_with("list", vec![Value::List(vec![Value::Int(3), Value::Int(1)])], vec![]).unwrap();
+    /// list.call("sort", vec![], vec![]).unwrap();
+    /// assert_eq!(list.call("__getitem__", vec![Value::Int(0)], vec![]).unwrap(), Value::Int(1));
+    /// ```
+    pub fn register_containers(&mut self) -> &mut Self {
+        super::containers::register_containers(self);
+        self
     }
 
     /// Caps each frame after the handshake (default [`DEFAULT_MAX_FRAME`], 16 MiB). A larger
@@ -263,7 +374,8 @@ impl ManagerServer {
             address: self.address(),
             listener: Mutex::new(Some(Arc::new(self.listener))),
             config: self.config,
-            objects: Mutex::new(HashMap::new()),
+            objects: Mutex::new(Objects::default()),
+            held: Mutex::new(HashMap::new()),
             active: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
@@ -353,12 +465,44 @@ impl ManagerServer {
     /// child.shutdown().unwrap();
     /// ```
     pub fn start(self) -> Result<ManagerProcess, Error> {
+        self.start_child(None)
+    }
+
+    /// As [`start`](Self::start), running `initializer` in the child before it serves its
+    /// first client (CPython's `manager.start(initializer)`): clients that connect meanwhile
+    /// wait. If the initializer panics, the child exits and its clients are refused.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::managers::{Manager, ManagerServer};
+    ///
+    /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// let q = server.register_queue("q", 0);
+    /// // Runs in the server process, on its own copy of the queue.
+    /// let mut child = server.start_with_initializer(move || q.put(&"ready").unwrap()).unwrap();
+    /// let client = Manager::connect(child.address(), b"k").unwrap();
+    /// assert_eq!(client.get_queue::<String>("q").unwrap().try_get().unwrap(), "ready");
+    /// child.shutdown().unwrap();
+    /// ```
+    pub fn start_with_initializer(
+        self,
+        initializer: impl FnOnce() + Send + 'static,
+    ) -> Result<ManagerProcess, Error> {
+        self.start_child(Some(Box::new(initializer)))
+    }
+
+    fn start_child(self, initializer: Option<Initializer>) -> Result<ManagerProcess, Error> {
         let address = self.address();
         let auth = self.config.auth.clone();
         // One start at a time. The child never touches this lock; it must not inherit
         // HANDOFF locked, so that one is released before forking.
         let _starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
-        *HANDOFF.lock().unwrap_or_else(|e| e.into_inner()) = Some(self);
+        *HANDOFF.lock().unwrap_or_else(|e| e.into_inner()) = Some((self, initializer));
         let started = Process::builder()
             .start_method(StartMethod::Fork)
             .name("multiproc-manager")
@@ -376,15 +520,22 @@ impl ManagerServer {
     }
 }
 
-/// The server a forked child is to run: the child's copy of memory holds it.
-static HANDOFF: Mutex<Option<ManagerServer>> = Mutex::new(None);
+/// What a server child runs before serving.
+type Initializer = Box<dyn FnOnce() + Send>;
+
+/// The server a forked child is to run, and its initializer: the child's copy of memory
+/// holds them.
+static HANDOFF: Mutex<Option<(ManagerServer, Option<Initializer>)>> = Mutex::new(None);
 /// Held by the parent while it forks a server child.
 static STARTING: Mutex<()> = Mutex::new(());
 
 fn serve_handed_off(_: ()) {
     crate::sys::net::ignore_sigint();
-    let server = HANDOFF.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Some(server) = server {
+    let handed = HANDOFF.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some((server, initializer)) = handed {
+        if let Some(initializer) = initializer {
+            initializer();
+        }
         let _ = server.serve_forever();
     }
 }
@@ -563,10 +714,41 @@ impl Drop for ServerHandle {
     }
 }
 
+/// The served objects by ident. Looked up on every call, with FNV-1a rather than SipHash:
+/// idents are made by this server (clients only look them up, they never choose a key that
+/// is stored), so there is no flooding to resist, and the short keys hash several times
+/// faster.
+type Objects = HashMap<String, Entry, std::hash::BuildHasherDefault<Fnv>>;
+
+/// 64-bit FNV-1a.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+#[derive(Clone)]
 struct Entry {
     object: Arc<dyn Referent>,
     typeid: String,
+    /// The object's exposed methods, those of its `method_to_typeid` included.
     exposed: Vec<String>,
+    /// Methods returning a new shared object, and its typeid.
+    method_to_typeid: Vec<(String, String)>,
     refcount: usize,
 }
 
@@ -575,7 +757,11 @@ struct Inner {
     /// Taken (and shut down) by `stop`; the accept loop holds its own reference until it ends.
     listener: Mutex<Option<Arc<TcpListener>>>,
     config: Config,
-    objects: Mutex<HashMap<String, Entry>>,
+    objects: Mutex<Objects>,
+    /// Objects whose proxies were sent to this server inside a request (e.g. a queue stored
+    /// in a served list): kept for as long as the server runs, so that a proxy rebuilt from
+    /// the stored data later finds its object, as CPython's `id_to_local_proxy_obj` does.
+    held: Mutex<HashMap<String, Entry>>,
     active: AtomicUsize,
     /// Requests being answered right now: `stop` lets them write their replies.
     busy: AtomicUsize,
@@ -633,7 +819,7 @@ impl Inner {
         (self.config.log)(line);
     }
 
-    fn objects(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+    fn objects(&self) -> MutexGuard<'_, Objects> {
         self.objects.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -766,31 +952,41 @@ impl Inner {
         let mut proxy = false;
         loop {
             let request =
-                match reader.recv_value(stream, self.config.max_frame, &self.config.limits) {
+                match reader.recv_request(stream, self.config.max_frame, &self.config.limits) {
                     Ok(r) => r,
                     Err(Error::Disconnected) if proxy => return Ok(()),
                     Err(e @ Error::Pickle(_)) => {
-                        let _ = wire::send_value(stream, &traceback(&format!("{e}")));
+                        let (kind, text) = traceback(&format!("{e}"));
+                        let _ = reader.send_reply(stream, kind, &text);
                         return Err(e);
                     }
                     Err(e) => return Err(e),
                 };
             reader.quickack_inside_frames_only();
             let busy = Busy::new(&self.busy);
-            let (reply, outcome) = match parse_request(request) {
+            let request = match request {
+                Incoming::Request(request) => Ok(request),
+                Incoming::Full(value) | Incoming::Return(value) => parse_request(value),
+            };
+            let ((kind, payload), outcome) = match request {
                 Ok((ident, method, args, kwargs)) => {
-                    if proxy {
+                    let answer = if proxy {
                         (self.call(&ident, &method, args, kwargs), Outcome::Continue)
                     } else if method == "accept_connection" {
                         proxy = true;
-                        (wire::reply("#RETURN", Value::None), Outcome::Continue)
+                        (("#RETURN", Value::None), Outcome::Continue)
                     } else {
-                        self.control(&method, args)
+                        self.control(&method, args, kwargs)
+                    };
+                    reader.recycle(method);
+                    if let Some(ident) = ident {
+                        reader.recycle(ident);
                     }
+                    answer
                 }
                 Err(text) => (traceback(&text), Outcome::Close),
             };
-            wire::send_value(stream, &reply)?;
+            reader.send_reply(stream, kind, &payload)?;
             drop(busy);
             match outcome {
                 Outcome::Continue => {}
@@ -803,23 +999,51 @@ impl Inner {
         }
     }
 
-    fn control(&self, method: &str, args: Vec<Value>) -> (Value, Outcome) {
-        let ok = |v| (wire::reply("#RETURN", v), Outcome::Close);
+    fn control(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> (Reply, Outcome) {
+        let ok = |v| (("#RETURN", v), Outcome::Close);
         let ident_arg = |args: &[Value]| match args {
             [Value::Str(ident)] => Ok(ident.clone()),
             _ => Err(format!("TypeError: {method}() takes one str argument\n")),
         };
         let result: Result<Value, String> = match method {
             "dummy" => Ok(Value::None),
-            "create" => self.create(args),
+            "create" => self.create(args, kwargs),
             "incref" => ident_arg(&args).and_then(|ident| {
                 let mut objects = self.objects();
-                let entry = objects.get_mut(&ident).ok_or_else(|| key_error(&ident))?;
-                entry.refcount += 1;
+                if !objects.contains_key(&ident) {
+                    // A proxy rebuilt from data stored in a served object: its object comes
+                    // back from the held ones, with this first reference.
+                    let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+                    let entry = held.get(&ident).ok_or_else(|| key_error(&ident))?;
+                    objects.insert(
+                        ident.clone(),
+                        Entry {
+                            refcount: 0,
+                            ..entry.clone()
+                        },
+                    );
+                }
+                if let Some(entry) = objects.get_mut(&ident) {
+                    entry.refcount += 1;
+                }
                 Ok(Value::None)
             }),
             "decref" => ident_arg(&args).and_then(|ident| {
                 let mut objects = self.objects();
+                if !objects.contains_key(&ident)
+                    && self
+                        .held
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .contains_key(&ident)
+                {
+                    return Ok(Value::None);
+                }
                 let entry = objects.get_mut(&ident).ok_or_else(|| key_error(&ident))?;
                 entry.refcount -= 1;
                 if entry.refcount == 0 {
@@ -848,7 +1072,7 @@ impl Inner {
                 None => Err("TypeError: get_methods() takes a Token\n".into()),
             },
             "shutdown" => {
-                return (wire::reply("#RETURN", Value::None), Outcome::Stop);
+                return (("#RETURN", Value::None), Outcome::Stop);
             }
             other => Err(format!("AssertionError: {other:?} unrecognized\n")),
         };
@@ -858,36 +1082,97 @@ impl Inner {
         }
     }
 
-    fn create(&self, args: Vec<Value>) -> Result<Value, String> {
-        let typeid = match &args[..] {
-            [Value::Str(typeid)] => typeid.clone(),
-            [Value::Str(typeid), ..] => {
-                return Err(format!(
-                    "TypeError: {typeid} takes no constructor arguments on this server\n"
-                ))
-            }
+    fn create(&self, mut args: Vec<Value>, kwargs: Vec<(String, Value)>) -> Result<Value, String> {
+        let typeid = match args.first() {
+            Some(Value::Str(typeid)) => typeid.clone(),
             _ => return Err("TypeError: create() needs a typeid\n".into()),
         };
+        args.remove(0);
+        self.hold_stored_proxies(&args, &kwargs);
         let factory = self
             .config
             .registry
             .get(&typeid)
             .ok_or_else(|| key_error(&typeid))?;
-        let object = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory()))
-            .map_err(|_| format!("RuntimeError: the factory of {typeid} panicked\n"))?;
+        let object =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory(args, kwargs)))
+                .map_err(|_| format!("RuntimeError: the factory of {typeid} panicked\n"))?
+                .map_err(|e| format!("{}.{}: {}\n", e.module, e.name, e.message()))?;
+        let (ident, exposed) = self.adopt(object, typeid);
+        Ok(Value::Tuple(vec![Value::Str(ident), exposed]))
+    }
+
+    /// Keeps alive the objects of this server whose proxies travel inside `args`/`kwargs`
+    /// (pickled as `RebuildProxy(func, Token, serializer, kwds)`).
+    fn hold_stored_proxies(&self, args: &[Value], kwargs: &[(String, Value)]) {
+        let mut idents = Vec::new();
+        for value in args.iter().chain(kwargs.iter().map(|(_, v)| v)) {
+            proxy_idents(value, &mut idents);
+        }
+        if idents.is_empty() {
+            return;
+        }
+        let objects = self.objects();
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        for ident in idents {
+            if let Some(entry) = objects.get(&ident) {
+                held.entry(ident).or_insert_with(|| entry.clone());
+            }
+        }
+    }
+
+    /// Holds `object` under `typeid` with one more reference (for the caller's proxy), as
+    /// CPython's `Server.create` does; gives its ident and exposed methods.
+    fn adopt(&self, object: Arc<dyn Referent>, typeid: String) -> (String, Value) {
         let ident = format!("{:x}", Arc::as_ptr(&object) as *const () as usize);
         let mut objects = self.objects();
-        let entry = objects.entry(ident.clone()).or_insert_with(|| Entry {
-            exposed: object.exposed(),
-            object,
-            typeid,
-            refcount: 0,
+        let entry = objects.entry(ident.clone()).or_insert_with(|| {
+            let method_to_typeid = object.method_to_typeid();
+            let mut exposed = object.exposed();
+            for (method, _) in &method_to_typeid {
+                if !exposed.contains(method) {
+                    exposed.push(method.clone());
+                }
+            }
+            Entry {
+                exposed,
+                method_to_typeid,
+                object,
+                typeid,
+                refcount: 0,
+            }
         });
         entry.refcount += 1;
-        Ok(Value::Tuple(vec![
-            Value::Str(ident),
-            exposed_tuple(&entry.exposed),
-        ]))
+        let exposed = exposed_tuple(&entry.exposed);
+        (ident, exposed)
+    }
+
+    /// Runs a `method_to_typeid` method and serves its result: `'#PROXY'` with the new
+    /// object's exposed methods and `Token` (PROTOCOL.md §6.4).
+    fn call_for_proxy(
+        &self,
+        object: &Arc<dyn Referent>,
+        method: &str,
+        typeid: String,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Reply {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            object.call_for_object(method, args, kwargs)
+        }));
+        match result {
+            Ok(Ok(child)) => {
+                let (ident, exposed) = self.adopt(child, typeid.clone());
+                let token = token_value(&typeid, self.address, &ident);
+                ("#PROXY", Value::Tuple(vec![exposed, token]))
+            }
+            Ok(Err(exception)) => ("#ERROR", exception.to_value()),
+            Err(_) => (
+                "#ERROR",
+                PyException::new("builtins", "RuntimeError", &format!("{method}() panicked"))
+                    .to_value(),
+            ),
+        }
     }
 
     fn call(
@@ -896,42 +1181,54 @@ impl Inner {
         method: &str,
         args: Vec<Value>,
         kwargs: Vec<(String, Value)>,
-    ) -> Value {
+    ) -> Reply {
         let Some(ident) = ident else {
             return traceback("TypeError: a proxy call needs an object id\n");
         };
         let found = self.objects().get(ident).map(|e| {
+            let to_typeid = e
+                .method_to_typeid
+                .iter()
+                .find(|(m, _)| m == method)
+                .map(|(_, typeid)| typeid.clone());
             (
                 e.object.clone(),
-                e.typeid.clone(),
-                e.exposed.contains(&method.to_string()),
+                e.exposed.iter().any(|m| m == method),
+                to_typeid,
             )
         });
-        let Some((object, typeid, exposed)) = found else {
+        let Some((object, exposed, to_typeid)) = found else {
             return traceback(&key_error(ident));
         };
+        self.hold_stored_proxies(&args, &kwargs);
+        if let Some(typeid) = to_typeid {
+            return self.call_for_proxy(&object, method, typeid, args, kwargs);
+        }
         if exposed {
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 object.call(method, args, kwargs)
             }));
             return match result {
-                Ok(Ok(v)) => wire::reply("#RETURN", v),
-                Ok(Err(exception)) => wire::reply("#ERROR", exception.to_value()),
-                Err(_) => wire::reply(
+                Ok(Ok(v)) => ("#RETURN", v),
+                Ok(Err(exception)) => ("#ERROR", exception.to_value()),
+                Err(_) => (
                     "#ERROR",
                     PyException::new("builtins", "RuntimeError", &format!("{method}() panicked"))
                         .to_value(),
                 ),
             };
         }
+        let typeid = self
+            .objects()
+            .get(ident)
+            .map(|e| e.typeid.clone())
+            .unwrap_or_default();
         match method {
-            "#GETVALUE" => wire::reply(
+            "#GETVALUE" => (
                 "#UNSERIALIZABLE",
                 Value::Str(format!("TypeError: cannot pickle a served {typeid} object")),
             ),
-            "__str__" | "__repr__" => {
-                wire::reply("#RETURN", Value::Str(format!("<{typeid} object {ident}>")))
-            }
+            "__str__" | "__repr__" => ("#RETURN", Value::Str(format!("<{typeid} object {ident}>"))),
             _ => traceback(&format!(
                 "AttributeError: method {method:?} of {typeid:?} object is not exposed\n"
             )),
@@ -943,12 +1240,65 @@ fn key_error(key: &str) -> String {
     format!("KeyError: {key:?}\n")
 }
 
-fn traceback(text: &str) -> Value {
-    wire::reply("#TRACEBACK", Value::Str(text.to_string()))
+/// A reply: its kind (`'#RETURN'`, `'#ERROR'`, …) and payload (PROTOCOL.md §5.2).
+type Reply = (&'static str, Value);
+
+fn traceback(text: &str) -> Reply {
+    ("#TRACEBACK", Value::Str(text.to_string()))
 }
 
 fn exposed_tuple(exposed: &[String]) -> Value {
     Value::Tuple(exposed.iter().map(|s| Value::Str(s.clone())).collect())
+}
+
+/// A pickled `multiprocessing.managers.Token(typeid, address, ident)` (PROTOCOL.md §6.4): a
+/// `NEWOBJ` of the class with no arguments and the state tuple `(typeid, (host, port), ident)`.
+fn token_value(typeid: &str, address: SocketAddr, ident: &str) -> Value {
+    Value::Object {
+        class: Box::new(Value::global("multiprocessing.managers", "Token")),
+        args: Box::new(Value::Tuple(Vec::new())),
+        kwargs: None,
+        state: Some(Box::new(Value::Tuple(vec![
+            Value::Str(typeid.to_string()),
+            Value::Tuple(vec![
+                Value::Str(address.ip().to_string()),
+                Value::Int(address.port().into()),
+            ]),
+            Value::Str(ident.to_string()),
+        ]))),
+    }
+}
+
+/// Collects the idents of the proxies pickled inside `value`: CPython pickles a proxy as
+/// `RebuildProxy(func, Token, serializer, kwds)`.
+fn proxy_idents(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Reduce { callable, args, .. } => {
+            if callable.as_ref() == &Value::global("multiprocessing.managers", "RebuildProxy") {
+                if let Value::Tuple(items) = args.as_ref() {
+                    if let Some(ident) = items.get(1).and_then(token_ident) {
+                        out.push(ident);
+                        return;
+                    }
+                }
+            }
+            proxy_idents(args, out);
+        }
+        Value::Tuple(items) | Value::List(items) | Value::Set(items) | Value::FrozenSet(items) => {
+            items.iter().for_each(|v| proxy_idents(v, out))
+        }
+        Value::Dict(pairs) => pairs.iter().for_each(|(k, v)| {
+            proxy_idents(k, out);
+            proxy_idents(v, out);
+        }),
+        Value::Object { args, state, .. } => {
+            proxy_idents(args, out);
+            if let Some(state) = state {
+                proxy_idents(state, out);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The ident inside a pickled `Token` (PROTOCOL.md §6.4): its state is
@@ -967,8 +1317,6 @@ fn token_ident(token: &Value) -> Option<String> {
         _ => None,
     }
 }
-
-type Request = (Option<String>, String, Vec<Value>, Vec<(String, Value)>);
 
 /// Splits `(ident, methodname, args, kwds)`; the error is the traceback text to send.
 fn parse_request(request: Value) -> Result<Request, String> {

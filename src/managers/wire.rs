@@ -3,7 +3,7 @@
 //! that a small frame costs one `read`; `TCP_QUICKACK` is re-armed before each read.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,30 @@ pub(crate) const HANDSHAKE_FRAME_MAX: usize = 256;
 
 /// How much a reader pulls in one `read` before it knows the frame length.
 const READ_AHEAD: usize = 16 * 1024;
+
+/// Resolves a TCP address. An address of another form (no `host:port`, such as a Unix path or
+/// a Windows pipe name, CPython's `TestInvalidFamily`) is [`Error::InvalidArgument`] before
+/// any socket is made; a name that does not resolve is [`Error::Os`].
+pub(crate) fn resolve(address: impl ToSocketAddrs) -> Result<Vec<SocketAddr>, Error> {
+    let addresses: Vec<SocketAddr> = address
+        .to_socket_addrs()
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidInput => {
+                Error::InvalidArgument(format!("not a TCP address (host:port): {e}"))
+            }
+            _ => Error::Os {
+                op: "resolve address",
+                source: e,
+            },
+        })?
+        .collect();
+    if addresses.is_empty() {
+        return Err(Error::InvalidArgument(
+            "the address resolves to nothing".into(),
+        ));
+    }
+    Ok(addresses)
+}
 
 /// Prepares a fresh socket: no Nagle delay (each frame is one write anyway).
 pub(crate) fn configure(stream: &TcpStream) -> Result<(), Error> {
@@ -59,7 +83,8 @@ pub(crate) fn send_value(stream: &TcpStream, value: &Value) -> Result<(), Error>
     send_frame(stream, frame)
 }
 
-/// Reads frames from one stream, keeping bytes read past the end of a frame for the next.
+/// One stream's framing state: reads frames, keeping bytes read past the end of a frame for
+/// the next, and writes frames from a reused buffer.
 #[derive(Debug)]
 pub(crate) struct FrameReader {
     buf: Vec<u8>,
@@ -67,6 +92,83 @@ pub(crate) struct FrameReader {
     end: usize,
     /// Re-arm `TCP_QUICKACK` before every read, not only inside a frame.
     eager_quickack: bool,
+    /// Reused for each frame written with the `send_*` methods.
+    out: Vec<u8>,
+    /// String buffers given back by [`recycle`](Self::recycle), for the next request's ident
+    /// and method name.
+    spare: Vec<String>,
+}
+
+/// What [`FrameReader::recv_reply`] or [`FrameReader::recv_request`] read.
+pub(crate) enum Incoming {
+    /// The value of a `('#RETURN', value)` reply.
+    Return(Value),
+    /// A request, taken apart.
+    Request(Request),
+    /// Any other pickle, whole.
+    Full(Value),
+}
+
+/// A request `(ident, methodname, args, kwds)` (PROTOCOL.md §5.1), taken apart.
+pub(crate) type Request = (Option<String>, String, Vec<Value>, Vec<(String, Value)>);
+
+/// Takes apart a request as [`pickle::request_into`] writes it: `PROTO 3`, `MARK`, the ident
+/// (`BINUNICODE` or `NONE`), the method (`BINUNICODE`), then args and kwargs, `TUPLE`,
+/// `STOP`. `None` for anything else (the caller decodes it whole).
+fn split_request(payload: &[u8], limits: &Limits, spare: &mut Vec<String>) -> Option<Request> {
+    fn text(input: &[u8]) -> Option<(&str, &[u8])> {
+        let (&op, rest) = input.split_first()?;
+        if op != b'X' || rest.len() < 4 {
+            return None;
+        }
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let rest = &rest[4..];
+        if rest.len() < len {
+            return None;
+        }
+        let s = std::str::from_utf8(&rest[..len]).ok()?;
+        Some((s, &rest[len..]))
+    }
+    let rest = payload.strip_prefix(b"\x80\x03(")?;
+    let (ident, rest) = match rest.split_first()? {
+        (b'N', rest) => (None, rest),
+        _ => {
+            let (ident, rest) = text(rest)?;
+            (Some(ident), rest)
+        }
+    };
+    let (method, rest) = text(rest)?;
+    let body = rest.strip_suffix(b"t.")?;
+    // The strings reuse buffers given back with `FrameReader::recycle`.
+    let mut owned = |text: &str| {
+        let mut s = spare.pop().unwrap_or_default();
+        s.clear();
+        s.push_str(text);
+        s
+    };
+    let (ident, method) = (ident.map(&mut owned), owned(method));
+    let Value::Tuple(pair) = pickle::loads_items(body, 2, limits)? else {
+        return None;
+    };
+    let [args, kwargs]: [Value; 2] = pair.try_into().ok()?;
+    let (Value::Tuple(args), Value::Dict(kwargs)) = (args, kwargs) else {
+        return None;
+    };
+    let kwargs = kwargs
+        .into_iter()
+        .map(|(k, v)| match k {
+            Value::Str(k) => Some((k, v)),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some((ident, method, args, kwargs))
+}
+
+/// Where a frame's payload is.
+enum Frame {
+    /// In the reader's buffer, between these offsets.
+    Buffered(usize, usize),
+    Owned(Vec<u8>),
 }
 
 impl FrameReader {
@@ -81,6 +183,8 @@ impl FrameReader {
             start: 0,
             end: 0,
             eager_quickack: true,
+            out: Vec::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -111,6 +215,15 @@ impl FrameReader {
     /// before anything is allocated. A clean end of stream before a frame starts is
     /// [`Error::Disconnected`]; one inside a frame is [`Error::Protocol`].
     pub(crate) fn recv(&mut self, stream: &TcpStream, cap: usize) -> Result<Vec<u8>, Error> {
+        Ok(match self.next_frame(stream, cap)? {
+            Frame::Buffered(start, end) => self.buf[start..end].to_vec(),
+            Frame::Owned(payload) => payload,
+        })
+    }
+
+    /// Reads one frame: a small one stays in the buffer (no copy), a large one is read into
+    /// its own allocation.
+    fn next_frame(&mut self, stream: &TcpStream, cap: usize) -> Result<Frame, Error> {
         if !self.fill(stream, 4)? {
             return Err(if self.end == self.start {
                 Error::Disconnected
@@ -143,9 +256,9 @@ impl FrameReader {
         self.start += header;
         let available = self.end - self.start;
         if available >= len {
-            let payload = self.buf[self.start..self.start + len].to_vec();
+            let start = self.start;
             self.start += len;
-            return Ok(payload);
+            return Ok(Frame::Buffered(start, start + len));
         }
         let mut payload = Vec::with_capacity(len.min(1 << 20));
         payload.extend_from_slice(&self.buf[self.start..self.end]);
@@ -162,7 +275,7 @@ impl FrameReader {
                 return Err(truncated());
             }
         }
-        Ok(payload)
+        Ok(Frame::Owned(payload))
     }
 
     /// Makes at least `n` unread bytes available; false on end of stream first.
@@ -201,13 +314,136 @@ impl FrameReader {
         cap: usize,
         limits: &Limits,
     ) -> Result<Value, Error> {
-        let payload = self.recv(stream, cap)?;
+        let owned;
+        let payload = match self.next_frame(stream, cap)? {
+            Frame::Buffered(start, end) => &self.buf[start..end],
+            Frame::Owned(payload) => {
+                owned = payload;
+                &owned[..]
+            }
+        };
         if payload.is_empty() {
             return Err(Error::Protocol {
                 reason: "empty frame where a pickle was expected".into(),
             });
         }
-        Ok(pickle::loads_with(&payload, limits)?)
+        Ok(pickle::loads_with(payload, limits)?)
+    }
+
+    /// Reads one reply. The common one from this crate's server, `('#RETURN', value)` in
+    /// protocol 3 with plain data, is decoded without building the tuple around the value.
+    pub(crate) fn recv_reply(
+        &mut self,
+        stream: &TcpStream,
+        cap: usize,
+        limits: &Limits,
+    ) -> Result<Incoming, Error> {
+        /// `PROTO 3`, `BINUNICODE '#RETURN'`: how [`pickle::reply_into`] starts a return.
+        const RETURN: &[u8] = b"\x80\x03X\x07\x00\x00\x00#RETURN";
+        let owned;
+        let payload = match self.next_frame(stream, cap)? {
+            Frame::Buffered(start, end) => &self.buf[start..end],
+            Frame::Owned(payload) => {
+                owned = payload;
+                &owned[..]
+            }
+        };
+        if let Some(body) = payload
+            .strip_prefix(RETURN)
+            .and_then(|rest| rest.strip_suffix(b"\x86."))
+        {
+            if let Some(value) = pickle::loads_items(body, 1, limits) {
+                return Ok(Incoming::Return(value));
+            }
+        }
+        if payload.is_empty() {
+            return Err(Error::Protocol {
+                reason: "empty frame where a pickle was expected".into(),
+            });
+        }
+        Ok(Incoming::Full(pickle::loads_with(payload, limits)?))
+    }
+
+    /// Reads one request. The common one from this crate's client, `(ident, method, args,
+    /// kwargs)` in protocol 3 with plain data, is taken apart without building the tuple;
+    /// anything else is decoded whole (`Incoming::Full`).
+    pub(crate) fn recv_request(
+        &mut self,
+        stream: &TcpStream,
+        cap: usize,
+        limits: &Limits,
+    ) -> Result<Incoming, Error> {
+        let owned;
+        let payload = match self.next_frame(stream, cap)? {
+            Frame::Buffered(start, end) => &self.buf[start..end],
+            Frame::Owned(payload) => {
+                owned = payload;
+                &owned[..]
+            }
+        };
+        if let Some(request) = split_request(payload, limits, &mut self.spare) {
+            return Ok(Incoming::Request(request));
+        }
+        if payload.is_empty() {
+            return Err(Error::Protocol {
+                reason: "empty frame where a pickle was expected".into(),
+            });
+        }
+        Ok(Incoming::Full(pickle::loads_with(payload, limits)?))
+    }
+
+    /// Gives back a string of a request read earlier, for reuse (at most two are kept).
+    pub(crate) fn recycle(&mut self, s: String) {
+        if self.spare.len() < 2 && s.capacity() <= 256 {
+            self.spare.push(s);
+        }
+    }
+
+    /// Writes the request `(ident, method, args, kwargs)` as one frame.
+    pub(crate) fn send_request(
+        &mut self,
+        stream: &TcpStream,
+        ident: Option<&str>,
+        method: &str,
+        args: &[Value],
+        kwargs: &[(String, Value)],
+    ) -> Result<(), Error> {
+        self.send_with(stream, |out| {
+            pickle::request_into(ident, method, args, kwargs, out)
+        })
+    }
+
+    /// Writes the reply `(kind, payload)` as one frame.
+    pub(crate) fn send_reply(
+        &mut self,
+        stream: &TcpStream,
+        kind: &str,
+        payload: &Value,
+    ) -> Result<(), Error> {
+        self.send_with(stream, |out| pickle::reply_into(kind, payload, out))
+    }
+
+    fn send_with(
+        &mut self,
+        mut stream: &TcpStream,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), Error> {
+        let mut frame = std::mem::take(&mut self.out);
+        frame.clear();
+        frame.extend_from_slice(&[0; 4]);
+        encode(&mut frame);
+        let len = frame.len() - 4;
+        let sent = if len <= SHORT_MAX {
+            frame[..4].copy_from_slice(&(len as u32).to_be_bytes());
+            stream.write_all(&frame).map_err(connection_io("send"))
+        } else {
+            send_frame(stream, std::mem::take(&mut frame))
+        };
+        // A buffer grown by one large message is not kept for the life of the connection.
+        if frame.capacity() <= READ_AHEAD {
+            self.out = frame;
+        }
+        sent
     }
 }
 
@@ -245,25 +481,73 @@ pub(crate) fn until(stream: &TcpStream, deadline: Option<Instant>) -> Result<(),
         .map_err(Error::os("setsockopt(SO_RCVTIMEO)"))
 }
 
-/// A request `(ident, methodname, args, kwds)` (PROTOCOL.md §5.1).
-pub(crate) fn request(
-    ident: Option<&str>,
-    method: &str,
-    args: Vec<Value>,
-    kwds: Vec<(String, Value)>,
-) -> Value {
-    Value::Tuple(vec![
-        ident.map_or(Value::None, |i| Value::Str(i.to_string())),
-        Value::Str(method.to_string()),
-        Value::Tuple(args),
-        Value::Dict(kwds.into_iter().map(|(k, v)| (Value::Str(k), v)).collect()),
-    ])
-}
-
-/// A reply `(kind, payload)` (PROTOCOL.md §5.2).
-pub(crate) fn reply(kind: &str, payload: Value) -> Value {
-    Value::Tuple(vec![Value::Str(kind.to_string()), payload])
-}
-
 /// A default for how long a whole handshake may take.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(text: &str) -> Value {
+        Value::Str(text.into())
+    }
+
+    #[test]
+    fn requests_split_as_their_tuples_decode() {
+        let limits = Limits::default();
+        type Case<'a> = (Option<&'a str>, &'a str, Vec<Value>, Vec<(String, Value)>);
+        let cases: Vec<Case> = vec![
+            (None, "dummy", vec![], vec![]),
+            (Some("7f"), "qsize", vec![], vec![]),
+            (Some("7f"), "put", vec![Value::Int(42)], vec![]),
+            (
+                Some("7f"),
+                "get",
+                vec![],
+                vec![("timeout".into(), Value::Float(0.5))],
+            ),
+            (
+                Some("h\u{e9}"),
+                "put",
+                vec![
+                    Value::List(vec![Value::None; 5]),
+                    s("x"),
+                    Value::Bytes(vec![1]),
+                ],
+                vec![("block".into(), Value::Bool(false))],
+            ),
+        ];
+        for (ident, method, args, kwargs) in cases {
+            let mut frame = Vec::new();
+            pickle::request_into(ident, method, &args, &kwargs, &mut frame);
+            let split = split_request(&frame, &limits, &mut Vec::new()).expect("split");
+            assert_eq!(
+                split,
+                (
+                    ident.map(str::to_string),
+                    method.to_string(),
+                    args.clone(),
+                    kwargs.clone()
+                )
+            );
+        }
+        // Anything else is left to the full decoder.
+        let cpython = b"\x80\x04\x95\x1f\x00\x00\x00\x00\x00\x00\x00(\x8c\x0c7fd0e34c5be0\x94\x8c\x03put\x94K*\x85\x94}\x94t\x94.";
+        let spare = &mut Vec::new();
+        assert!(split_request(cpython, &limits, spare).is_none());
+        let mut frame = Vec::new();
+        pickle::request_into(
+            Some("7f"),
+            "put",
+            &[Value::global("os", "system")],
+            &[],
+            &mut frame,
+        );
+        assert!(
+            split_request(&frame, &limits, spare).is_none(),
+            "globals are not plain data"
+        );
+        assert!(split_request(&frame[..frame.len() - 1], &limits, spare).is_none());
+        assert!(split_request(b"", &limits, spare).is_none());
+    }
+}

@@ -70,6 +70,14 @@ pub fn loads(input: &[u8]) -> Result<Value, PickleError> {
 /// assert!(loads_with(b"\x80\x03K\x01.", &Limits::default()).is_ok());
 /// ```
 pub fn loads_with(input: &[u8], limits: &Limits) -> Result<Value, PickleError> {
+    if let Some(value) = super::fast::loads(input, limits) {
+        return Ok(value);
+    }
+    loads_full(input, limits)
+}
+
+/// The full decoder, for every input (the single pass of [`super::fast`] gives up on some).
+pub(super) fn loads_full(input: &[u8], limits: &Limits) -> Result<Value, PickleError> {
     let mut decoder = Decoder {
         input,
         pos: 0,
@@ -474,7 +482,7 @@ impl<'a> Decoder<'a> {
 }
 
 /// An int from little-endian two's complement bytes (`LONG1`/`LONG4`), minimal form.
-fn int_from_le(bytes: &[u8]) -> Value {
+pub(super) fn int_from_le(bytes: &[u8]) -> Value {
     if bytes.is_empty() {
         return Value::Int(0);
     }

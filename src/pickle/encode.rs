@@ -32,6 +32,61 @@ pub fn dumps_into(value: &Value, out: &mut Vec<u8>) {
     out.push(b'.');
 }
 
+/// Pickles the request `(ident, method, tuple(args), dict(kwargs))` (PROTOCOL.md §5.1),
+/// appending to `out`: the bytes [`dumps_into`] writes for that tuple, without building it.
+pub(crate) fn request_into(
+    ident: Option<&str>,
+    method: &str,
+    args: &[Value],
+    kwargs: &[(String, Value)],
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(&[0x80, 3, b'(']);
+    match ident {
+        Some(ident) => write_str(ident, out),
+        None => out.push(b'N'),
+    }
+    write_str(method, out);
+    write_tuple(args, out);
+    out.push(b'}');
+    if !kwargs.is_empty() {
+        out.push(b'(');
+        for (k, v) in kwargs {
+            write_str(k, out);
+            write(v, out);
+        }
+        out.push(b'u');
+    }
+    out.extend_from_slice(b"t.");
+}
+
+/// Pickles the reply `(kind, payload)` (PROTOCOL.md §5.2), appending to `out`.
+pub(crate) fn reply_into(kind: &str, payload: &Value, out: &mut Vec<u8>) {
+    out.extend_from_slice(&[0x80, 3]);
+    write_str(kind, out);
+    write(payload, out);
+    out.extend_from_slice(&[0x86, b'.']);
+}
+
+fn write_str(s: &str, out: &mut Vec<u8>) {
+    write_sized(s.as_bytes(), None, 0x58, 0x8d, out);
+}
+
+fn write_tuple(items: &[Value], out: &mut Vec<u8>) {
+    match items.len() {
+        0 => out.push(b')'),
+        n @ 1..=3 => {
+            items.iter().for_each(|v| write(v, out));
+            out.push(0x84 + n as u8);
+        }
+        _ => {
+            out.push(b'(');
+            items.iter().for_each(|v| write(v, out));
+            out.push(b't');
+        }
+    }
+}
+
 fn write(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::None => out.push(b'N'),
@@ -43,25 +98,14 @@ fn write(value: &Value, out: &mut Vec<u8>) {
             out.push(b'G');
             out.extend_from_slice(&f.to_be_bytes());
         }
-        Value::Str(s) => write_sized(s.as_bytes(), None, 0x58, 0x8d, out),
+        Value::Str(s) => write_str(s, out),
         Value::Bytes(b) => write_sized(b, Some(0x43), 0x42, 0x8e, out),
         Value::ByteArray(b) => {
             write_global("builtins", "bytearray", out);
             write_sized(b, Some(0x43), 0x42, 0x8e, out);
             out.extend_from_slice(&[0x85, b'R']);
         }
-        Value::Tuple(items) => match items.len() {
-            0 => out.push(b')'),
-            n @ 1..=3 => {
-                items.iter().for_each(|v| write(v, out));
-                out.push(0x84 + n as u8);
-            }
-            _ => {
-                out.push(b'(');
-                items.iter().for_each(|v| write(v, out));
-                out.push(b't');
-            }
-        },
+        Value::Tuple(items) => write_tuple(items, out),
         Value::List(items) => {
             out.push(b']');
             if !items.is_empty() {
@@ -183,4 +227,40 @@ fn write_global(module: &str, name: &str, out: &mut Vec<u8>) {
     out.push(b'\n');
     out.extend_from_slice(name.as_bytes());
     out.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(text: &str) -> Value {
+        Value::Str(text.into())
+    }
+
+    #[test]
+    fn requests_and_replies_encode_as_their_tuples() {
+        let args = [vec![], vec![Value::Int(1)], vec![Value::None; 5]];
+        let kwargs = [vec![], vec![("timeout".to_string(), Value::Float(0.5))]];
+        for ident in [None, Some("7f")] {
+            for a in &args {
+                for k in &kwargs {
+                    let tuple = Value::Tuple(vec![
+                        ident.map_or(Value::None, s),
+                        s("get"),
+                        Value::Tuple(a.clone()),
+                        Value::Dict(k.iter().map(|(k, v)| (s(k), v.clone())).collect()),
+                    ]);
+                    let mut out = Vec::new();
+                    request_into(ident, "get", a, k, &mut out);
+                    assert_eq!(out, dumps(&tuple));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        reply_into("#RETURN", &Value::Int(42), &mut out);
+        assert_eq!(
+            out,
+            dumps(&Value::Tuple(vec![s("#RETURN"), Value::Int(42)]))
+        );
+    }
 }

@@ -42,9 +42,12 @@
 mod bridge;
 mod decode;
 mod encode;
+mod fast;
 mod value;
 
 pub use bridge::{from_value, to_value};
 pub use decode::{loads, loads_with, Limits};
 pub use encode::{dumps, dumps_into};
+pub(crate) use encode::{reply_into, request_into};
+pub(crate) use fast::loads_items;
 pub use value::{PickleError, Value};

@@ -9,7 +9,7 @@ Prints "port <n> <form>" once serving. Then reads commands on stdin:
 """
 import queue
 import sys
-from multiprocessing.managers import BaseManager
+from multiprocessing.managers import BaseManager, BaseProxy
 
 import mp_compat
 
@@ -29,7 +29,36 @@ def get_bounded_queue():
     return bounded_queue
 
 
+class Queues:
+    """Named queues: queue(name) answers with a proxy ('#PROXY', method_to_typeid)."""
+
+    def __init__(self):
+        self.queues = {}
+
+    def queue(self, name):
+        return self.queues.setdefault(name, queue.Queue())
+
+
+def baz():
+    """A generator served through an IteratorProxy (CPython's _TestMyManager.test_mymanager)."""
+    for i in range(10):
+        yield i * i
+
+
+class IteratorProxy(BaseProxy):
+    _exposed_ = ("__next__",)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self._callmethod("__next__")
+
+
 QueueManager.register("get_task_queue", callable=get_task_queue)
+QueueManager.register("baz", callable=baz, proxytype=IteratorProxy)
+QueueManager.register("Queues", callable=Queues, method_to_typeid={"queue": "Queue"})
+QueueManager.register("Queue", create_method=False)
 QueueManager.register("get_bounded_queue", callable=get_bounded_queue)
 
 

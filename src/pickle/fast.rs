@@ -1,0 +1,441 @@
+//! A single-pass decoder for the common case: plain data without shared references.
+//!
+//! The full decoder ([`super::decode`]) builds an arena of nodes, then copies it into a
+//! [`Value`] (shared references need that). Every manager request and reply made of plain data
+//! (scalars, strings, bytes, tuples, lists, dicts, sets) and without memo *gets* decodes here in
+//! one pass, straight into the value: memo *puts* are skipped, as nothing reads them back.
+//! Anything else — a memo get, a global, `REDUCE`, a malformed or over-deep input — makes this
+//! pass give up (`None`) and the full decoder decide, so both agree on every input this one
+//! accepts and every error comes from the full decoder.
+
+use super::decode::Limits;
+use super::value::Value;
+
+/// A value on the stack and its height (0 for a scalar, 1 + the tallest item for a container).
+type Slot = (Value, usize);
+
+/// Which container an `APPEND`-like opcode extends.
+#[derive(Clone, Copy)]
+enum Kind {
+    List,
+    Set,
+    Dict,
+}
+
+struct Fast<'a> {
+    input: &'a [u8],
+    pos: usize,
+    stack: Vec<Slot>,
+    marks: Vec<usize>,
+    max_depth: usize,
+    /// Decoding a bare body (no `PROTO`, no `STOP`) that must leave this many values.
+    bare: Option<usize>,
+}
+
+/// Decodes `input` if it is plain data the single pass handles; `None` otherwise (the caller
+/// then runs the full decoder).
+pub(crate) fn loads(input: &[u8], limits: &Limits) -> Option<Value> {
+    decode(input, limits.max_depth, None)
+}
+
+/// Decodes `body`, the opcodes of the last items of a tuple without the pickle around them
+/// (no `PROTO`, no `STOP`), into the `n` values it leaves: one value as itself, more as a
+/// tuple. Those values sit one level down in the whole pickle, so they get one level less
+/// of the depth limit. `None` where [`loads`] would give up.
+pub(crate) fn loads_items(body: &[u8], n: usize, limits: &Limits) -> Option<Value> {
+    decode(body, limits.max_depth.checked_sub(1)?, Some(n))
+}
+
+fn decode(input: &[u8], max_depth: usize, bare: Option<usize>) -> Option<Value> {
+    // The stack and marks of the last decode on this thread are reused: a manager decodes a
+    // small pickle per call, and two allocations would be a good part of its work.
+    let (stack, marks) = SCRATCH.with(|s| s.take());
+    let mut fast = Fast {
+        input,
+        pos: 0,
+        stack,
+        marks,
+        max_depth,
+        bare,
+    };
+    let value = fast.run();
+    let (mut stack, mut marks) = (fast.stack, fast.marks);
+    if stack.capacity() <= SCRATCH_KEPT && marks.capacity() <= SCRATCH_KEPT {
+        stack.clear();
+        marks.clear();
+        SCRATCH.with(|s| s.set((stack, marks)));
+    }
+    value
+}
+
+/// The most stack slots (and marks) kept between decodes.
+const SCRATCH_KEPT: usize = 64;
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<(Vec<Slot>, Vec<usize>)> =
+        const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+}
+
+impl<'a> Fast<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.input.len())?;
+        let bytes = &self.input[self.pos..end];
+        self.pos = end;
+        Some(bytes)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        let b = self.take(4)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64_len(&mut self) -> Option<usize> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        usize::try_from(u64::from_le_bytes(a)).ok()
+    }
+
+    /// The lowest stack index not protected by a mark.
+    fn floor(&self) -> usize {
+        self.marks.last().copied().unwrap_or(0)
+    }
+
+    fn pop(&mut self) -> Option<Slot> {
+        if self.stack.len() <= self.floor() {
+            return None;
+        }
+        self.stack.pop()
+    }
+
+    fn push_leaf(&mut self, v: Value) {
+        self.stack.push((v, 0));
+    }
+
+    /// Pushes a container of `height`, unless that is deeper than allowed.
+    fn push_container(&mut self, v: Value, height: usize) -> Option<()> {
+        if height > self.max_depth {
+            return None;
+        }
+        self.stack.push((v, height));
+        Some(())
+    }
+
+    fn text(&mut self, n: usize) -> Option<()> {
+        let bytes = self.take(n)?;
+        let s = std::str::from_utf8(bytes).ok()?;
+        self.push_leaf(Value::Str(s.to_owned()));
+        Some(())
+    }
+
+    /// The items above the last mark (removing it) and their tallest height.
+    fn pop_mark(&mut self) -> Option<(Vec<Value>, usize)> {
+        let mark = self.marks.pop()?;
+        let mut tallest = 0;
+        let items = self
+            .stack
+            .drain(mark..)
+            .map(|(v, h)| {
+                tallest = tallest.max(h);
+                v
+            })
+            .collect();
+        Some((items, tallest))
+    }
+
+    /// Adds `items` (of tallest height `tallest`) to the container on top of the stack.
+    fn extend_top(&mut self, items: Vec<Value>, tallest: usize, kind: Kind) -> Option<()> {
+        if self.stack.len() <= self.floor() {
+            return None;
+        }
+        let max_depth = self.max_depth;
+        let (top, height) = self.stack.last_mut()?;
+        let new_height = (*height).max(if items.is_empty() { 0 } else { tallest + 1 });
+        if new_height > max_depth {
+            return None;
+        }
+        match (top, kind) {
+            (Value::List(v), Kind::List) | (Value::Set(v), Kind::Set) => v.extend(items),
+            (Value::Dict(d), Kind::Dict) => {
+                if items.len() % 2 != 0 {
+                    return None;
+                }
+                let mut it = items.into_iter();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    d.push((k, v));
+                }
+            }
+            _ => return None,
+        }
+        *height = new_height;
+        Some(())
+    }
+
+    fn run(&mut self) -> Option<Value> {
+        loop {
+            if let Some(n) = self.bare {
+                if self.pos == self.input.len() {
+                    if !self.marks.is_empty() || self.stack.len() != n {
+                        return None;
+                    }
+                    let mut items: Vec<Value> = self.stack.drain(..).map(|(v, _)| v).collect();
+                    return if n == 1 {
+                        items.pop()
+                    } else {
+                        Some(Value::Tuple(items))
+                    };
+                }
+            }
+            let op = self.u8()?;
+            match op {
+                0x80 | 0x2e if self.bare.is_some() => return None,
+                0x80 => {
+                    if !(2..=5).contains(&self.u8()?) {
+                        return None;
+                    }
+                }
+                0x95 => {
+                    self.u64_len()?;
+                }
+                0x2e => {
+                    let (root, _) = self.pop()?;
+                    if self.pos != self.input.len() || !self.marks.is_empty() {
+                        return None;
+                    }
+                    return Some(root);
+                }
+                0x28 => self.marks.push(self.stack.len()),
+                0x4e => self.push_leaf(Value::None),
+                0x88 => self.push_leaf(Value::Bool(true)),
+                0x89 => self.push_leaf(Value::Bool(false)),
+                0x4b => {
+                    let v = self.u8()?;
+                    self.push_leaf(Value::Int(v.into()));
+                }
+                0x4d => {
+                    let b = self.take(2)?;
+                    self.push_leaf(Value::Int(u16::from_le_bytes([b[0], b[1]]).into()));
+                }
+                0x4a => {
+                    let v = self.u32()? as i32;
+                    self.push_leaf(Value::Int(v.into()));
+                }
+                0x8a => {
+                    let n = self.u8()? as usize;
+                    let bytes = self.take(n)?;
+                    self.push_leaf(super::decode::int_from_le(bytes));
+                }
+                0x47 => {
+                    let b = self.take(8)?;
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(b);
+                    self.push_leaf(Value::Float(f64::from_be_bytes(a)));
+                }
+                0x8c => {
+                    let n = self.u8()? as usize;
+                    self.text(n)?;
+                }
+                0x58 => {
+                    let n = self.u32()? as usize;
+                    self.text(n)?;
+                }
+                0x43 | 0x42 => {
+                    let n = if op == 0x43 {
+                        self.u8()? as usize
+                    } else {
+                        self.u32()? as usize
+                    };
+                    let b = self.take(n)?.to_vec();
+                    self.push_leaf(Value::Bytes(b));
+                }
+                0x29 => self.push_leaf(Value::Tuple(Vec::new())),
+                0x85..=0x87 => {
+                    let n = (op - 0x84) as usize;
+                    if self.stack.len() < self.floor() + n {
+                        return None;
+                    }
+                    let mut tallest = 0;
+                    let items = self
+                        .stack
+                        .drain(self.stack.len() - n..)
+                        .map(|(v, h)| {
+                            tallest = tallest.max(h);
+                            v
+                        })
+                        .collect();
+                    self.push_container(Value::Tuple(items), tallest + 1)?;
+                }
+                0x74 | 0x91 => {
+                    let (items, tallest) = self.pop_mark()?;
+                    let height = if items.is_empty() { 0 } else { tallest + 1 };
+                    let v = if op == 0x74 {
+                        Value::Tuple(items)
+                    } else {
+                        Value::FrozenSet(items)
+                    };
+                    self.push_container(v, height)?;
+                }
+                0x5d => self.push_leaf(Value::List(Vec::new())),
+                0x7d => self.push_leaf(Value::Dict(Vec::new())),
+                0x8f => self.push_leaf(Value::Set(Vec::new())),
+                0x61 => {
+                    let (item, h) = self.pop()?;
+                    self.extend_top(vec![item], h, Kind::List)?;
+                }
+                0x73 => {
+                    let (value, hv) = self.pop()?;
+                    let (key, hk) = self.pop()?;
+                    self.extend_top(vec![key, value], hk.max(hv), Kind::Dict)?;
+                }
+                0x65 | 0x90 | 0x75 => {
+                    let (items, tallest) = self.pop_mark()?;
+                    let kind = match op {
+                        0x65 => Kind::List,
+                        0x90 => Kind::Set,
+                        _ => Kind::Dict,
+                    };
+                    self.extend_top(items, tallest, kind)?;
+                }
+                // Memo puts: nothing reads them back unless a get follows, and a get gives up.
+                0x94 => {
+                    if self.stack.len() <= self.floor() {
+                        return None;
+                    }
+                }
+                0x71 => {
+                    self.u8()?;
+                    if self.stack.len() <= self.floor() {
+                        return None;
+                    }
+                }
+                0x72 => {
+                    self.u32()?;
+                    if self.stack.len() <= self.floor() {
+                        return None;
+                    }
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The single pass must agree with the full decoder on everything it accepts.
+
+    use super::super::decode::{loads_full, Limits};
+    use super::super::encode::dumps;
+    use super::super::value::Value;
+    use proptest::prelude::*;
+
+    fn plain_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::None),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            any::<f64>()
+                .prop_filter("NaN is not equal to itself", |f| !f.is_nan())
+                .prop_map(Value::Float),
+            "\\PC{0,12}".prop_map(Value::Str),
+            proptest::collection::vec(any::<u8>(), 0..300).prop_map(Value::Bytes),
+        ];
+        leaf.prop_recursive(5, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Tuple),
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::List),
+                proptest::collection::vec((inner.clone(), inner), 0..6).prop_map(Value::Dict),
+            ]
+        })
+    }
+
+    fn agrees(input: &[u8], limits: &Limits) -> Result<(), TestCaseError> {
+        if let Some(fast) = super::loads(input, limits) {
+            prop_assert_eq!(Ok(fast), loads_full(input, limits));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn bare_items_decode_as_inside_their_tuple() {
+        let limits = Limits::default();
+        // ('#RETURN', [1, 'x']) as this crate writes it; the body is the value alone.
+        let reply = dumps(&Value::Tuple(vec![
+            Value::Str("#RETURN".into()),
+            Value::List(vec![Value::Int(1), Value::Str("x".into())]),
+        ]));
+        let body = &reply[14..reply.len() - 2];
+        assert_eq!(
+            super::loads_items(body, 1, &limits),
+            Some(Value::List(vec![Value::Int(1), Value::Str("x".into())]))
+        );
+        assert_eq!(super::loads_items(body, 2, &limits), None);
+        assert_eq!(super::loads_items(&reply, 1, &limits), None, "PROTO inside");
+        // Depth: [[1]] is two levels inside the tuple, too deep for a limit of 2.
+        let deep = Limits {
+            max_depth: 2,
+            ..limits
+        };
+        let nested = dumps(&Value::Tuple(vec![
+            Value::Str("#RETURN".into()),
+            Value::List(vec![Value::List(vec![Value::Int(1)])]),
+        ]));
+        assert!(loads_full(&nested, &deep).is_err());
+        assert_eq!(
+            super::loads_items(&nested[14..nested.len() - 2], 1, &deep),
+            None
+        );
+    }
+
+    #[test]
+    fn cpython_protocol_4_frames_take_the_single_pass() {
+        // ('7fd0e34c5be0', 'get', (), {'timeout': 10}) as CPython 3.13 writes it (memo puts).
+        let frame = b"\x80\x04\x95\x29\x00\x00\x00\x00\x00\x00\x00(\x8c\x0c7fd0e34c5be0\x94\x8c\x03get\x94)}\x94\x8c\x07timeout\x94K\nst\x94.";
+        let fast = super::loads(frame, &Limits::default()).expect("single pass");
+        assert_eq!(Ok(fast), loads_full(frame, &Limits::default()));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn plain_values_decode_alike(value in plain_value(), depth in 0usize..6) {
+            let bytes = dumps(&value);
+            let limits = Limits { max_depth: depth, ..Limits::default() };
+            agrees(&bytes, &limits)?;
+            prop_assert_eq!(super::loads(&bytes, &Limits::default()), Some(value));
+        }
+
+        #[test]
+        fn edited_pickles_decode_alike(
+            value in plain_value(),
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..6),
+        ) {
+            let mut bytes = dumps(&value);
+            for (at, byte, how) in edits {
+                let at = at % (bytes.len() + 1);
+                match how {
+                    0 if at < bytes.len() => bytes[at] = byte,
+                    1 => bytes.insert(at, byte),
+                    _ if at < bytes.len() => {
+                        bytes.remove(at);
+                    }
+                    _ => {}
+                }
+            }
+            agrees(&bytes, &Limits::default())?;
+            agrees(&bytes, &Limits { max_depth: 2, ..Limits::default() })?;
+        }
+
+        #[test]
+        fn any_bytes_decode_alike(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let mut bytes = vec![0x80, 4];
+            bytes.extend(body);
+            agrees(&bytes, &Limits::default())?;
+        }
+    }
+}
