@@ -4,7 +4,9 @@
 //!
 //! Workloads (one producer, the bench process; one consumer, a child process; timed from the
 //! first put until the consumer reports it has taken the last item; median of 5 runs after a
-//! warm-up):
+//! warm-up). The whole set, Python's side included, runs in 3 rounds back to back; each ratio
+//! is taken within a round and the table gives the median and range over the rounds (this
+//! machine drifts between fast and slow states):
 //! - 16-byte items (`bytes` of 16, pickled), 1 000 000 of them: items per second.
 //!   - raw baseline: a pipe carrying the same 16 bytes, one `write` and one `read` per item.
 //! - 1 MiB items, 200 of them: bytes per second, through an unbounded queue (the producer
@@ -35,6 +37,8 @@ const SMALL: usize = 16;
 const BIG_ITEMS: usize = 200;
 const MIB: usize = 1 << 20;
 const RUNS: usize = 5;
+/// Rounds of every workload, Python's included, one after the other.
+const ROUNDS: usize = 3;
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
@@ -239,6 +243,14 @@ fn raw_rate(kind: &str, item_len: usize, n: usize) -> f64 {
 // Python
 
 /// Python's figures from benches/queue_py.py's JSON line: (small items/s, big bytes/s).
+fn python_version() -> Option<String> {
+    let out = Command::new("python3")
+        .args(["-c", "import platform; print(platform.python_version())"])
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 fn python() -> Option<(String, f64, f64)> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/queue_py.py");
     let out = Command::new("python3")
@@ -285,75 +297,139 @@ fn python() -> Option<(String, f64, f64)> {
     ))
 }
 
+/// One round of every workload: values keyed by name (NaN where not run).
+fn round(
+    wants: &dyn Fn(&str) -> bool,
+    with_python: bool,
+) -> std::collections::BTreeMap<&'static str, f64> {
+    let mut r = std::collections::BTreeMap::new();
+    if wants("small") {
+        r.insert(
+            "small_ours",
+            queue_rate(Queue::new().expect("queue"), SMALL, SMALL_ITEMS),
+        );
+        let simple = SimpleQueue::new().expect("queue");
+        r.insert("small_simple", queue_rate(simple, SMALL, SMALL_ITEMS / 4));
+        r.insert("small_raw", raw_rate("pipe", SMALL, SMALL_ITEMS));
+    }
+    if wants("big") {
+        r.insert(
+            "big_ours",
+            queue_rate(Queue::new().expect("queue"), MIB, BIG_ITEMS),
+        );
+        let bounded = Queue::bounded(2).expect("queue");
+        r.insert("big_bounded", queue_rate(bounded, MIB, BIG_ITEMS));
+        r.insert("big_raw", raw_rate("socket", MIB, BIG_ITEMS));
+    }
+    if with_python {
+        if let Some((_, small, big)) = python() {
+            r.insert("small_py", small);
+            r.insert("big_py", big);
+        }
+    }
+    r
+}
+
 fn main() {
-    // `cargo bench --bench queue -- small` (or `big`) runs one workload; no Python then.
+    // `cargo bench --bench queue -- small` (or `big`) runs one workload, once, without Python.
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let wants = |name: &str| only.as_deref().map_or(true, |o| o == name);
+    let rounds = if only.is_some() { 1 } else { ROUNDS };
     let started = Instant::now();
-    let (mut small_ours, mut small_simple, mut small_raw) = (f64::NAN, f64::NAN, f64::NAN);
-    if wants("small") {
-        small_ours = queue_rate(Queue::new().expect("queue"), SMALL, SMALL_ITEMS);
-        small_simple = queue_rate(SimpleQueue::new().expect("queue"), SMALL, SMALL_ITEMS / 4);
-        small_raw = raw_rate("pipe", SMALL, SMALL_ITEMS);
-    }
-    let (mut big_ours, mut big_bounded, mut big_raw) = (f64::NAN, f64::NAN, f64::NAN);
-    if wants("big") {
-        big_ours = queue_rate(Queue::new().expect("queue"), MIB, BIG_ITEMS);
-        big_bounded = queue_rate(Queue::bounded(2).expect("queue"), MIB, BIG_ITEMS);
-        big_raw = raw_rate("socket", MIB, BIG_ITEMS);
-    }
-    let py = if only.is_none() { python() } else { None };
+    // This machine drifts between fast and slow states over seconds: every ratio is taken
+    // within one round, where both sides ran back to back, and the table gives the median and
+    // the range over the rounds.
+    let results: Vec<_> = (0..rounds).map(|_| round(&wants, only.is_none())).collect();
+    let values = |key: &str| -> Vec<f64> {
+        results
+            .iter()
+            .map(|r| r.get(key).copied().unwrap_or(f64::NAN))
+            .collect()
+    };
+    let mid = |key: &str| median(values(key));
+    let ratio = |ours: &str, base: &str, percent: bool| -> String {
+        let mut ratios: Vec<f64> = values(ours)
+            .iter()
+            .zip(values(base))
+            .map(|(o, b)| o / b)
+            .filter(|x| x.is_finite())
+            .collect();
+        if ratios.is_empty() {
+            return "—".into();
+        }
+        ratios.sort_by(|a, b| a.total_cmp(b));
+        let (lo, m, hi) = (
+            ratios[0],
+            ratios[ratios.len() / 2],
+            ratios[ratios.len() - 1],
+        );
+        if percent {
+            format!("{:.0}% ({:.0}–{:.0}%)", 100.0 * m, 100.0 * lo, 100.0 * hi)
+        } else {
+            format!("{m:.1}× ({lo:.1}–{hi:.1}×)")
+        }
+    };
+    let items = |x: f64| {
+        if x.is_finite() {
+            format!("{:.2} M items/s", x / 1e6)
+        } else {
+            "—".into()
+        }
+    };
+    let bytes = |x: f64| {
+        if x.is_finite() {
+            format!("{:.2} GiB/s", x / (1u64 << 30) as f64)
+        } else {
+            "—".into()
+        }
+    };
     println!();
-    println!("Queue, 1 producer process -> 1 consumer process (median of {RUNS} runs)");
+    println!(
+        "Queue, 1 producer process -> 1 consumer process; {rounds} round(s), each the median of \
+         {RUNS} runs; figures are medians over the rounds, ratios the median (range) of the \
+         per-round ratios"
+    );
     println!();
     println!(
         "| measure | multiproc | raw baseline | vs raw | Python mp.Queue | vs Python | target |"
     );
     println!("|---|---|---|---|---|---|---|");
-    let (py_small, py_big) = match &py {
-        Some((_, s, b)) => (Some(*s), Some(*b)),
-        None => (None, None),
-    };
-    let cell = |x: Option<f64>, f: &dyn Fn(f64) -> String| x.map_or("—".to_string(), f);
-    let items = |x: f64| format!("{:.2} M items/s", x / 1e6);
-    let bytes = |x: f64| format!("{:.2} GiB/s", x / (1u64 << 30) as f64);
     println!(
-        "| Queue, 16-byte items | {} | {} (pipe, one write per item) | {:.2}× | {} | {} | ≥ 10× Python |",
-        items(small_ours),
-        items(small_raw),
-        small_ours / small_raw,
-        cell(py_small, &items),
-        cell(py_small, &|p| format!("{:.1}×", small_ours / p)),
+        "| Queue, 16-byte items | {} | {} (pipe, one write per item) | {} | {} | {} | ≥ 10× Python |",
+        items(mid("small_ours")),
+        items(mid("small_raw")),
+        ratio("small_ours", "small_raw", false),
+        items(mid("small_py")),
+        ratio("small_ours", "small_py", false),
     );
     println!(
-        "| SimpleQueue, 16-byte items | {} | {} | {:.2}× | — | {} | — |",
-        items(small_simple),
-        items(small_raw),
-        small_simple / small_raw,
-        cell(py_small, &|p| format!(
-            "{:.1}× (vs mp.Queue)",
-            small_simple / p
-        )),
+        "| SimpleQueue, 16-byte items | {} | {} | {} | — | {} | — |",
+        items(mid("small_simple")),
+        items(mid("small_raw")),
+        ratio("small_simple", "small_raw", false),
+        ratio("small_simple", "small_py", false),
     );
     println!(
-        "| Queue, 1 MiB items | {} | {} (socketpair, default buffers) | {:.0}% | {} | {} | ≥ 90% of raw |",
-        bytes(big_ours),
-        bytes(big_raw),
-        100.0 * big_ours / big_raw,
-        cell(py_big, &bytes),
-        cell(py_big, &|p| format!("{:.1}×", big_ours / p)),
+        "| Queue, 1 MiB items | {} | {} (socketpair, default buffers) | {} | {} | {} | ≥ 90% of raw |",
+        bytes(mid("big_ours")),
+        bytes(mid("big_raw")),
+        ratio("big_ours", "big_raw", true),
+        bytes(mid("big_py")),
+        ratio("big_ours", "big_py", false),
     );
     println!(
-        "| Queue::bounded(2), 1 MiB items | {} | {} | {:.0}% | {} | {} | ≥ 90% of raw |",
-        bytes(big_bounded),
-        bytes(big_raw),
-        100.0 * big_bounded / big_raw,
-        cell(py_big, &bytes),
-        cell(py_big, &|p| format!("{:.1}×", big_bounded / p)),
+        "| Queue::bounded(2), 1 MiB items | {} | {} | {} | {} | {} | ≥ 90% of raw |",
+        bytes(mid("big_bounded")),
+        bytes(mid("big_raw")),
+        ratio("big_bounded", "big_raw", true),
+        bytes(mid("big_py")),
+        ratio("big_bounded", "big_py", false),
     );
-    if let Some((version, ..)) = py {
-        println!();
-        println!("Python: {version}");
+    if only.is_none() {
+        if let Some(version) = python_version() {
+            println!();
+            println!("Python: {version}");
+        }
     }
     println!("(whole run: {:.0} s)", started.elapsed().as_secs_f64());
 }
