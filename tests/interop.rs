@@ -92,6 +92,22 @@ fn spawn(python: &Path, args: &[&str]) -> Py {
         .expect("start python"))
 }
 
+/// Runs client.py's `scenario` against `server` with the machine's python3 and every other
+/// CPython present, in both handshake forms, and checks each reports `ok <scenario>`; then
+/// checks the server holds no object any more.
+fn every_python_runs(python: PathBuf, server: &ServerHandle, scenario: &str) {
+    let mut pythons = vec![python];
+    pythons.extend(extra_pythons());
+    for (python, form) in pythons
+        .iter()
+        .flat_map(|p| ["native", "other"].map(|f| (p, f)))
+    {
+        let out = run_client(python, server.address().port(), &key_hex(), form, scenario);
+        assert!(out.starts_with(&format!("ok {scenario}")), "{out}");
+    }
+    assert_eq!(server.number_of_objects(), 0);
+}
+
 /// Runs a client script to its end (hang guard: 120 s) and returns its stdout; panics with its
 /// stderr if it failed.
 fn run_client(python: &Path, port: u16, key: &str, form: &str, scenario: &str) -> String {
@@ -271,16 +287,7 @@ fn cpython_client_gets_proxies_from_a_rust_server() {
     let mut server = ManagerServer::bind("127.0.0.1:0", KEY).unwrap();
     server.register("Queues", || Arc::new(NamedQueues::default()));
     let server = server.start_thread().unwrap();
-    let mut pythons = vec![python];
-    pythons.extend(extra_pythons());
-    for (python, form) in pythons
-        .iter()
-        .flat_map(|p| ["native", "other"].map(|f| (p, f)))
-    {
-        let out = run_client(python, server.address().port(), &key_hex(), form, "proxies");
-        assert!(out.starts_with("ok proxies"), "{out}");
-    }
-    assert_eq!(server.number_of_objects(), 0);
+    every_python_runs(python, &server, "proxies");
 }
 
 /// MGR-10 against CPython: an unmodified CPython client uses `SyncManager`'s own proxy types
@@ -295,16 +302,7 @@ fn cpython_client_uses_rust_served_sync_types() {
     let mut server = ManagerServer::bind("127.0.0.1:0", KEY).unwrap();
     server.register_sync_types();
     let server = server.start_thread().unwrap();
-    let mut pythons = vec![python];
-    pythons.extend(extra_pythons());
-    for (python, form) in pythons
-        .iter()
-        .flat_map(|p| ["native", "other"].map(|f| (p, f)))
-    {
-        let out = run_client(python, server.address().port(), &key_hex(), form, "sync");
-        assert!(out.starts_with("ok sync"), "{out}");
-    }
-    assert_eq!(server.number_of_objects(), 0);
+    every_python_runs(python, &server, "sync");
 }
 
 /// MGR-11 against CPython: an unmodified CPython client uses `SyncManager`'s own proxy types
@@ -320,22 +318,7 @@ fn cpython_client_uses_rust_served_containers() {
     server.register_containers();
     server.register_queue("get_task_queue", 0);
     let server = server.start_thread().unwrap();
-    let mut pythons = vec![python];
-    pythons.extend(extra_pythons());
-    for (python, form) in pythons
-        .iter()
-        .flat_map(|p| ["native", "other"].map(|f| (p, f)))
-    {
-        let out = run_client(
-            python,
-            server.address().port(),
-            &key_hex(),
-            form,
-            "containers",
-        );
-        assert!(out.starts_with("ok containers"), "{out}");
-    }
-    assert_eq!(server.number_of_objects(), 0);
+    every_python_runs(python, &server, "containers");
 }
 
 /// A CPython manager server started with `manager.start()`, driven over stdin.

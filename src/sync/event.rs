@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{deadline_after, kind, time_left, Words};
-use crate::sys::{futex_wait, futex_wake};
+use super::{deadline_after, kind, Words};
+use crate::sys::futex_wake;
 use crate::Error;
 
 const FLAG: usize = 0;
@@ -74,19 +74,8 @@ impl Event {
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> bool {
-        loop {
-            if self.is_set() {
-                return true;
-            }
-            let left = time_left(deadline);
-            if left.is_some_and(|l| l.is_zero()) {
-                return false;
-            }
-            let waiters = self.words.word(WAITERS);
-            waiters.fetch_add(1, Ordering::SeqCst);
-            futex_wait(self.words.word(FLAG), 0, left);
-            waiters.fetch_sub(1, Ordering::SeqCst);
-        }
+        self.words
+            .wait_for(|| self.is_set(), FLAG, WAITERS, deadline)
     }
 
     /// Another handle on the same event.

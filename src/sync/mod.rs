@@ -75,6 +75,31 @@ impl Words {
     }
 
     /// Word `i` (from 0, after the tag).
+    /// Waits until `ready()` holds (returning `true`) or `deadline` passes (`false`),
+    /// sleeping on word `sleep_on` while it reads 0, counted in word `waiters` (so that the
+    /// side that makes it nonzero knows to wake someone).
+    pub(crate) fn wait_for(
+        &self,
+        mut ready: impl FnMut() -> bool,
+        sleep_on: usize,
+        waiters: usize,
+        deadline: Option<Instant>,
+    ) -> bool {
+        loop {
+            if ready() {
+                return true;
+            }
+            let left = time_left(deadline);
+            if left.is_some_and(|l| l.is_zero()) {
+                return false;
+            }
+            let waiters = self.word(waiters);
+            waiters.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            crate::sys::futex_wait(self.word(sleep_on), 0, left);
+            waiters.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
     pub(crate) fn word(&self, i: usize) -> &AtomicU32 {
         self.map.atomic_u32(4 * (i + 1))
     }
