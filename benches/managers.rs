@@ -178,25 +178,24 @@ fn cpython_client(port: u16) -> Option<(f64, f64)> {
     Some((field("connect_us")?, field("put_get_us")?))
 }
 
-/// Put+get pairs per second from [`CLIENTS`] threads, `seconds` long, against `port`.
-fn throughput(port: u16, seconds: f64) -> f64 {
+/// Pairs per second from [`CLIENTS`] threads, `seconds` long: each thread makes its client
+/// with `connect` (and warms it up there), then runs `pair` on it in a loop.
+fn clients_rate<C>(
+    seconds: f64,
+    connect: impl Fn() -> C + Sync,
+    pair: impl Fn(&mut C) + Sync,
+) -> f64 {
     let start = std::sync::Barrier::new(CLIENTS + 1);
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..CLIENTS)
             .map(|_| {
                 scope.spawn(|| {
-                    let q = Manager::connect(("127.0.0.1", port), KEY)
-                        .unwrap()
-                        .get_queue::<u64>("get_task_queue")
-                        .unwrap();
-                    q.put(&0).unwrap();
-                    q.get().unwrap();
+                    let mut client = connect();
                     start.wait();
                     let mut pairs = 0u64;
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        q.put(&pairs).unwrap();
-                        q.get().unwrap();
+                        pair(&mut client);
                         pairs += 1;
                     }
                     pairs
@@ -212,38 +211,44 @@ fn throughput(port: u16, seconds: f64) -> f64 {
     })
 }
 
+/// Put+get pairs per second from [`CLIENTS`] threads, `seconds` long, against `port`.
+fn throughput(port: u16, seconds: f64) -> f64 {
+    clients_rate(
+        seconds,
+        || {
+            let q = Manager::connect(("127.0.0.1", port), KEY)
+                .unwrap()
+                .get_queue::<u64>("get_task_queue")
+                .unwrap();
+            q.put(&0).unwrap();
+            q.get().unwrap();
+            q
+        },
+        |q| {
+            q.put(&1).unwrap();
+            q.get().unwrap();
+        },
+    )
+}
+
 /// Pairs of raw 8-byte ping-pongs per second from [`CLIENTS`] threads against the echo server
 /// (one thread per connection): what put+get pairs would reach if the server cost nothing.
 fn raw_throughput(echo: std::net::SocketAddr, seconds: f64) -> f64 {
-    let start = std::sync::Barrier::new(CLIENTS + 1);
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..CLIENTS)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut s = TcpStream::connect(echo).unwrap();
-                    s.set_nodelay(true).unwrap();
-                    let mut buf = [0u8; 8];
-                    start.wait();
-                    let mut pairs = 0u64;
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        for _ in 0..2 {
-                            s.write_all(&[1; 8]).unwrap();
-                            s.read_exact(&mut buf).unwrap();
-                        }
-                        pairs += 1;
-                    }
-                    pairs
-                })
-            })
-            .collect();
-        start.wait();
-        let t0 = Instant::now();
-        std::thread::sleep(Duration::from_secs_f64(seconds));
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let total: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
-        total as f64 / t0.elapsed().as_secs_f64()
-    })
+    clients_rate(
+        seconds,
+        || {
+            let s = TcpStream::connect(echo).unwrap();
+            s.set_nodelay(true).unwrap();
+            s
+        },
+        |s| {
+            let mut buf = [0u8; 8];
+            for _ in 0..2 {
+                s.write_all(&[1; 8]).unwrap();
+                s.read_exact(&mut buf).unwrap();
+            }
+        },
+    )
 }
 
 struct Row {
