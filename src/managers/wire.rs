@@ -307,13 +307,13 @@ impl FrameReader {
         Ok(true)
     }
 
-    /// Reads one frame and unpickles it inertly.
-    pub(crate) fn recv_value(
+    /// Reads one frame and hands its non-empty payload to `f`, with the spare strings.
+    fn with_frame<R>(
         &mut self,
         stream: &TcpStream,
         cap: usize,
-        limits: &Limits,
-    ) -> Result<Value, Error> {
+        f: impl FnOnce(&[u8], &mut Vec<String>) -> Result<R, Error>,
+    ) -> Result<R, Error> {
         let owned;
         let payload = match self.next_frame(stream, cap)? {
             Frame::Buffered(start, end) => &self.buf[start..end],
@@ -327,7 +327,19 @@ impl FrameReader {
                 reason: "empty frame where a pickle was expected".into(),
             });
         }
-        Ok(pickle::loads_with(payload, limits)?)
+        f(payload, &mut self.spare)
+    }
+
+    /// Reads one frame and unpickles it inertly.
+    pub(crate) fn recv_value(
+        &mut self,
+        stream: &TcpStream,
+        cap: usize,
+        limits: &Limits,
+    ) -> Result<Value, Error> {
+        self.with_frame(stream, cap, |payload, _| {
+            Ok(pickle::loads_with(payload, limits)?)
+        })
     }
 
     /// Reads one reply. The common one from this crate's server, `('#RETURN', value)` in
@@ -340,28 +352,17 @@ impl FrameReader {
     ) -> Result<Incoming, Error> {
         /// `PROTO 3`, `BINUNICODE '#RETURN'`: how [`pickle::reply_into`] starts a return.
         const RETURN: &[u8] = b"\x80\x03X\x07\x00\x00\x00#RETURN";
-        let owned;
-        let payload = match self.next_frame(stream, cap)? {
-            Frame::Buffered(start, end) => &self.buf[start..end],
-            Frame::Owned(payload) => {
-                owned = payload;
-                &owned[..]
+        self.with_frame(stream, cap, |payload, _| {
+            if let Some(body) = payload
+                .strip_prefix(RETURN)
+                .and_then(|rest| rest.strip_suffix(b"\x86."))
+            {
+                if let Some(value) = pickle::loads_items(body, 1, limits) {
+                    return Ok(Incoming::Return(value));
+                }
             }
-        };
-        if let Some(body) = payload
-            .strip_prefix(RETURN)
-            .and_then(|rest| rest.strip_suffix(b"\x86."))
-        {
-            if let Some(value) = pickle::loads_items(body, 1, limits) {
-                return Ok(Incoming::Return(value));
-            }
-        }
-        if payload.is_empty() {
-            return Err(Error::Protocol {
-                reason: "empty frame where a pickle was expected".into(),
-            });
-        }
-        Ok(Incoming::Full(pickle::loads_with(payload, limits)?))
+            Ok(Incoming::Full(pickle::loads_with(payload, limits)?))
+        })
     }
 
     /// Reads one request. The common one from this crate's client, `(ident, method, args,
@@ -373,23 +374,12 @@ impl FrameReader {
         cap: usize,
         limits: &Limits,
     ) -> Result<Incoming, Error> {
-        let owned;
-        let payload = match self.next_frame(stream, cap)? {
-            Frame::Buffered(start, end) => &self.buf[start..end],
-            Frame::Owned(payload) => {
-                owned = payload;
-                &owned[..]
+        self.with_frame(stream, cap, |payload, spare| {
+            if let Some(request) = split_request(payload, limits, spare) {
+                return Ok(Incoming::Request(request));
             }
-        };
-        if let Some(request) = split_request(payload, limits, &mut self.spare) {
-            return Ok(Incoming::Request(request));
-        }
-        if payload.is_empty() {
-            return Err(Error::Protocol {
-                reason: "empty frame where a pickle was expected".into(),
-            });
-        }
-        Ok(Incoming::Full(pickle::loads_with(payload, limits)?))
+            Ok(Incoming::Full(pickle::loads_with(payload, limits)?))
+        })
     }
 
     /// Gives back a string of a request read earlier, for reuse (at most two are kept).
