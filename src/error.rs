@@ -127,6 +127,11 @@ pub enum Error {
     #[error("task_done() called more times than items were put")]
     TaskDoneTooOften,
 
+    /// The queue was shut down (`Queue::shutdown`, CPython 3.13's `queue.ShutDown`): no more
+    /// puts, and gets once it is empty.
+    #[error("the queue is shut down")]
+    ShutDown,
+
     /// A manager handshake failed: a wrong authkey on either side, or a peer that does not
     /// speak the handshake.
     #[error("authentication failed: {reason}")]

@@ -835,3 +835,101 @@ fn cancel_join_thread_lets_a_producer_end() {
     }
     assert!((1..8).contains(&readable), "{readable} of 8 items readable");
 }
+
+fn get_until_shut_down(q: Queue<u32>) -> Vec<u32> {
+    let mut got = Vec::new();
+    loop {
+        match q.get() {
+            Ok(n) => got.push(n),
+            Err(Error::ShutDown) => return got,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+each_method! {
+    /// Q-12, graceful shutdown: later puts fail with `ShutDown`; a consumer in another process
+    /// takes what is left, then gets `ShutDown` (a blocked `get` wakes up to it); a
+    /// JoinableQueue's `join` waits until the remaining items are marked done.
+    ///
+    /// Ported from CPython: _TestQueue.test_shutdown_empty, test_shutdown_nonempty
+    fn q12_graceful_shutdown(method: StartMethod) {
+        let q = Queue::new().unwrap();
+        for i in 0..3 {
+            q.put(&i).unwrap();
+        }
+        q.shutdown();
+        assert!(q.is_shut_down());
+        assert!(matches!(q.put(&9), Err(Error::ShutDown)));
+        assert!(matches!(q.try_put(&9), Err(Error::ShutDown)));
+        let mut child = with(method).spawn(get_until_shut_down, q.try_clone().unwrap()).unwrap();
+        assert_eq!(child.join().unwrap(), [0, 1, 2]);
+        assert!(matches!(q.try_get(), Err(Error::ShutDown)));
+
+        // A get blocked in another process wakes up to the shutdown.
+        let q = Queue::new().unwrap();
+        let mut child = with(method).spawn(get_until_shut_down, q.try_clone().unwrap()).unwrap();
+        q.put(&5).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        q.shutdown();
+        assert_eq!(child.join().unwrap(), [5]);
+
+        let jq = JoinableQueue::new().unwrap();
+        jq.put(&1u32).unwrap();
+        jq.put(&2).unwrap();
+        jq.shutdown();
+        assert_eq!(jq.get().unwrap(), 1);
+        jq.task_done().unwrap();
+        assert!(matches!(jq.join_timeout(Duration::from_millis(50)), Err(Error::Timeout)));
+        assert_eq!(jq.get().unwrap(), 2);
+        jq.task_done().unwrap();
+        jq.join_timeout(Duration::from_secs(5)).unwrap();
+        assert!(matches!(jq.get(), Err(Error::ShutDown)));
+    }
+}
+
+/// Q-13, immediate shutdown: the queue is emptied at once (items on its socket included), puts
+/// and gets fail with `ShutDown`, a blocked `join` wakes as the discarded items count as done,
+/// and one more `task_done` is an error; a bounded queue's blocked `put` wakes to `ShutDown`.
+///
+/// Ported from CPython: _TestQueue.test_shutdown_immediate,
+/// test_shutdown_immediate_with_unfinished
+#[test]
+fn q13_immediate_shutdown() {
+    let jq: JoinableQueue<(u32, Option<Connection>)> = JoinableQueue::new().unwrap();
+    let (a, b) = Pipe::new().unwrap();
+    jq.put(&(1, None)).unwrap();
+    jq.put(&(2, Some(b))).unwrap();
+    jq.put(&(3, None)).unwrap();
+    let taken = jq.get().unwrap();
+    assert_eq!(taken.0, 1);
+    let joiner = {
+        let jq = jq.try_clone().unwrap();
+        std::thread::spawn(move || jq.join_timeout(Duration::from_secs(30)))
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    jq.shutdown_immediate();
+    assert!(jq.is_empty().unwrap());
+    // The pipe end that travelled on the queue's socket was discarded with its item.
+    assert!(matches!(
+        a.recv_timeout::<u32>(Duration::from_secs(5)),
+        Err(Error::Disconnected)
+    ));
+    assert!(matches!(jq.get(), Err(Error::ShutDown)));
+    assert!(matches!(jq.put(&(4, None)), Err(Error::ShutDown)));
+    // Items 2 and 3 are done by the shutdown; item 1 was taken and is still unfinished.
+    assert_eq!(jq.unfinished_tasks(), 1);
+    jq.task_done().unwrap();
+    joiner.join().unwrap().unwrap();
+    assert!(matches!(jq.task_done(), Err(Error::TaskDoneTooOften)));
+
+    let q: Queue<u32> = Queue::bounded(1).unwrap();
+    q.put(&1).unwrap();
+    let putter = {
+        let q = q.try_clone().unwrap();
+        std::thread::spawn(move || q.put_timeout(&2, Duration::from_secs(30)))
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    q.shutdown_immediate();
+    assert!(matches!(putter.join().unwrap(), Err(Error::ShutDown)));
+}

@@ -134,7 +134,7 @@ fn feed(ring: &Ring, local: &Local) {
             ) {
                 Ok(true) => break,
                 Ok(false) if !local.state().cancelled => continue,
-                Ok(false) => break,
+                Ok(false) | Err(Error::ShutDown) => break,
                 Err(e) => {
                     // Only an OS failure of the socket gets here (the item was pickled in `put`).
                     eprintln!("multiproc: a queue's feeder thread dropped an item: {e}");
@@ -362,6 +362,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     fn put_until(&self, item: &T, deadline: Option<Instant>) -> Result<(), Error> {
         let handle = self.check_open()?;
         let ring = &handle.ring;
+        if ring.is_shut_down() {
+            return Err(Error::ShutDown);
+        }
         // After a large item, expect another: measure it first and pickle it straight into the
         // ring, saving a copy (and the allocation) of the whole pickle.
         if handle.last_len.load(Ordering::Relaxed) >= DIRECT_MIN {
@@ -498,6 +501,24 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     pub fn is_full(&self) -> Result<bool, Error> {
         let ring = &self.check_open()?.ring;
         Ok(ring.maxsize() != 0 && ring.count() >= ring.maxsize())
+    }
+
+    /// Shuts the queue down for every process (CPython 3.13's `shutdown()`): later puts
+    /// return [`Error::ShutDown`]; gets take what is left, then return `ShutDown`; blocked
+    /// callers wake up to see it. Items this process's feeder still holds are dropped.
+    pub fn shutdown(&self) {
+        self.handle.ring.shut_down(false);
+    }
+
+    /// Like [`shutdown`](Self::shutdown), but also discards the items in the queue (CPython's
+    /// `shutdown(immediate=True)`); on a [`JoinableQueue`] each counts as done.
+    pub fn shutdown_immediate(&self) {
+        self.handle.ring.shut_down(true);
+    }
+
+    /// Whether the queue was shut down, by any process.
+    pub fn is_shut_down(&self) -> bool {
+        self.handle.ring.is_shut_down()
     }
 
     /// Closes this handle: later calls on it return [`Error::Closed`]. Items it put are still
@@ -693,6 +714,21 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// As [`Queue::maxsize`].
     pub fn maxsize(&self) -> Option<usize> {
         self.queue.maxsize()
+    }
+
+    /// As [`Queue::shutdown`].
+    pub fn shutdown(&self) {
+        self.queue.shutdown();
+    }
+
+    /// As [`Queue::shutdown_immediate`]: each discarded item's task counts as done.
+    pub fn shutdown_immediate(&self) {
+        self.queue.shutdown_immediate();
+    }
+
+    /// As [`Queue::is_shut_down`].
+    pub fn is_shut_down(&self) -> bool {
+        self.queue.is_shut_down()
     }
 
     /// As [`Queue::close`].

@@ -55,6 +55,7 @@ const TAIL: usize = 80;
 const COUNT: usize = 88;
 const UNFINISHED: usize = 92;
 const INFLIGHT: usize = 96;
+const SHUTDOWN: usize = 100;
 const PUT_SEQ: usize = 128;
 const GET_WAITERS: usize = 132;
 const GET_SEQ: usize = 192;
@@ -338,6 +339,9 @@ impl Ring {
         let Some(_locked) = self.locked(deadline) else {
             return Ok(Put::LockTimeout);
         };
+        if self.is_shut_down() {
+            return Err(Error::ShutDown);
+        }
         let inflight = self.word(INFLIGHT).load(Ordering::SeqCst);
         if self.maxsize != 0 && self.count() + inflight >= self.maxsize {
             return Ok(Put::NoRoom);
@@ -560,6 +564,9 @@ impl Ring {
                     }
                 }
             }
+            if self.is_shut_down() && self.count() == 0 {
+                return Err(Error::ShutDown);
+            }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(None);
             }
@@ -685,6 +692,61 @@ impl Ring {
         sys::futex_wait(self.word(seq_at), seq, timeout);
         waiters.fetch_sub(1, Ordering::SeqCst);
         true
+    }
+
+    /// Whether [`shut_down`](Self::shut_down) was called, by any process.
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.word(SHUTDOWN).load(Ordering::SeqCst) != 0
+    }
+
+    /// Shuts the queue down: puts fail from now on, and gets once it is empty. `immediate`
+    /// also discards the items in it (up to any entry still being written), marking each one's
+    /// task done. Everyone waiting wakes up to see it.
+    pub(crate) fn shut_down(&self, immediate: bool) {
+        let locked = self.locked(None);
+        self.word(SHUTDOWN).store(1, Ordering::SeqCst);
+        if immediate {
+            let (mut head, tail) = (self.map.read::<u64>(HEAD), self.map.read::<u64>(TAIL));
+            let mut discarded = 0u32;
+            while head < tail {
+                let pos = (head % self.capacity) as usize;
+                let (len, kind) = self.entry_header(pos);
+                match kind {
+                    KIND_WRAP => {
+                        head += self.capacity - pos as u64;
+                        continue;
+                    }
+                    KIND_DATA => discarded += 1,
+                    KIND_SOCKET => {
+                        discarded += 1;
+                        if let Some(reader) = self.reader.as_fd() {
+                            let (mut record, mut fds) = (Vec::new(), Vec::new());
+                            let _ = sys::recv_with_fds_into_vec(
+                                reader,
+                                &mut record,
+                                RECORD_MAX,
+                                &mut fds,
+                                true,
+                            );
+                        }
+                    }
+                    KIND_SKIP => {}
+                    _ => break,
+                }
+                head += entry_size(len as usize) as u64;
+            }
+            self.map.write(HEAD, head);
+            self.word(COUNT)
+                .fetch_sub(discarded.min(self.count()), Ordering::SeqCst);
+            for _ in 0..discarded {
+                self.task_done();
+            }
+        }
+        drop(locked);
+        for seq in [PUT_SEQ, GET_SEQ, DONE_SEQ] {
+            self.word(seq).fetch_add(1, Ordering::SeqCst);
+            sys::futex_wake(self.word(seq), i32::MAX as u32);
+        }
     }
 
     // JoinableQueue's count of unfinished tasks.
