@@ -65,9 +65,7 @@ each_method! {
         assert!(q.is_full().unwrap());
         assert_eq!(q.qsize().unwrap(), 6);
 
-        let start = Instant::now();
         assert!(matches!(q.try_put(&7), Err(Error::Full)));
-        assert!(start.elapsed() < Duration::from_secs(5), "try_put waited");
         let start = Instant::now();
         assert!(matches!(q.put_timeout(&7, Duration::from_millis(200)), Err(Error::Full)));
         assert_at_least(start, Duration::from_millis(150));
