@@ -62,6 +62,22 @@ impl Handle {
         }
     }
 
+    /// Puts `src` into the ring: a bounded queue waits for room until `deadline`
+    /// ([`Error::Full`] after it); an unbounded one tries once, unless items wait in the
+    /// feeder (they go first). `Ok(false)`: hand the item to the feeder.
+    fn place(&self, src: &mut Src<'_>, deadline: Option<Instant>) -> Result<bool, Error> {
+        if self.ring.maxsize() != 0 {
+            return match self.ring.put_until(src, deadline)? {
+                true => Ok(true),
+                false => Err(Error::Full),
+            };
+        }
+        let state = self.local.state();
+        Ok(state.pending.is_empty()
+            && !state.in_flight
+            && matches!(self.ring.try_put(src, None)?, Put::Done))
+    }
+
     /// Hands an item to the feeder thread, starting it if needed.
     fn defer(&self, state: &mut LocalState, item: Encoded) -> Result<(), Error> {
         state.pending.push_back(item);
@@ -361,8 +377,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     fn put_until(&self, item: &T, deadline: Option<Instant>) -> Result<(), Error> {
         let handle = self.check_open()?;
-        let ring = &handle.ring;
-        if ring.is_shut_down() {
+        if handle.ring.is_shut_down() {
             return Err(Error::ShutDown);
         }
         // After a large item, expect another: measure it first and pickle it straight into the
@@ -372,18 +387,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             handle.last_len.store(len, Ordering::Relaxed);
             if !handles && len >= DIRECT_MIN && Src::direct_fits(len) {
                 let mut write = |bytes: &mut [u8]| crate::codec::encode_exact(item, bytes);
-                let mut src = Src::Direct(len, &mut write);
-                if ring.maxsize() != 0 {
-                    return match ring.put_until(&mut src, deadline)? {
-                        true => Ok(()),
-                        false => Err(Error::Full),
-                    };
-                }
-                let state = handle.local.state();
-                if state.pending.is_empty() && !state.in_flight {
-                    if let Put::Done = ring.try_put(&mut src, None)? {
-                        return Ok(());
-                    }
+                if handle.place(&mut Src::Direct(len, &mut write), deadline)? {
+                    return Ok(());
                 }
             }
         }
@@ -397,29 +402,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         if let Encoded::Ring(bytes) = &encoded {
             handle.last_len.store(bytes.len(), Ordering::Relaxed);
         }
-        if ring.maxsize() != 0 {
-            let put = ring.put_until(&mut Src::Encoded(&encoded), deadline);
-            recycle(encoded);
-            return match put? {
-                true => Ok(()),
-                false => Err(Error::Full),
-            };
-        }
-        let mut state = handle.local.state();
-        if state.pending.is_empty() && !state.in_flight {
-            match ring.try_put(&mut Src::Encoded(&encoded), None) {
-                Ok(Put::Done) => {
-                    recycle(encoded);
-                    return Ok(());
-                }
-                Ok(Put::NoRoom | Put::SocketFull | Put::LockTimeout) => {}
-                Err(e) => {
-                    recycle(encoded);
-                    return Err(e);
-                }
+        match handle.place(&mut Src::Encoded(&encoded), deadline) {
+            Ok(false) => handle.defer(&mut handle.local.state(), encoded),
+            placed => {
+                recycle(encoded);
+                placed.map(drop)
             }
         }
-        handle.defer(&mut state, encoded)
     }
 
     /// Takes the item at the front of the queue, waiting as long as it takes.
