@@ -89,6 +89,37 @@
 //! assert_eq!(pending.get().unwrap(), 144);
 //! ```
 //!
+//! Hand work to several processes through a [`Queue`] (CPython's `multiprocessing.Queue`;
+//! also [`JoinableQueue`] and [`SimpleQueue`]): every item reaches exactly one consumer, whole,
+//! even if a process dies mid-`put` or mid-`get`:
+//!
+//! ```
+//! use multiproc::{Process, Queue};
+//!
+//! fn double((tasks, results): (Queue<Option<u32>>, Queue<u32>)) {
+//!     while let Some(n) = tasks.get().unwrap() {
+//!         results.put(&(2 * n)).unwrap();
+//!     }
+//! }
+//!
+//! let (tasks, results) = (Queue::new().unwrap(), Queue::new().unwrap());
+//! let mut workers: Vec<_> = (0..2)
+//!     .map(|_| Process::spawn(double, (tasks.try_clone().unwrap(), results.try_clone().unwrap())).unwrap())
+//!     .collect();
+//! for n in 1..=4 {
+//!     tasks.put(&Some(n)).unwrap();
+//! }
+//! let mut doubled: Vec<u32> = (0..4).map(|_| results.get().unwrap()).collect();
+//! doubled.sort();
+//! assert_eq!(doubled, [2, 4, 6, 8]);
+//! for _ in &workers {
+//!     tasks.put(&None).unwrap();
+//! }
+//! for w in &mut workers {
+//!     w.join().unwrap();
+//! }
+//! ```
+//!
 //! Share numbers and synchronise across processes: [`Value`] / [`Array`] in shared memory,
 //! and [`Lock`], [`RLock`], [`Semaphore`], [`Event`], [`Condition`], [`Barrier`] (the
 //! [`sync`] module says what each does when a process dies holding it):
