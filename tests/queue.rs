@@ -931,3 +931,55 @@ fn q13_immediate_shutdown() {
     q.shutdown_immediate();
     assert!(matches!(putter.join().unwrap(), Err(Error::ShutDown)));
 }
+
+/// An item of one of four kinds, to mix every route through the queue.
+type Mixed = (u32, u32, ByteBuf, Option<Connection>);
+
+fn produce_mixed((q, id, n): (Queue<Mixed>, u32, u32)) {
+    for i in 0..n {
+        let size = match i % 7 {
+            0 => 100 * 1024,      // written into a reserved entry
+            3 => (2 << 20) + 100, // over the ring's limit: a memfd on the socket
+            _ => (i % 50) as usize,
+        };
+        let conn = (i % 5 == 0).then(|| Pipe::new().unwrap().0);
+        q.put(&(id, i, ByteBuf::from(vec![(id + i) as u8; size]), conn))
+            .unwrap();
+    }
+}
+
+fn consume_mixed((q, n): (Queue<Mixed>, usize)) -> Vec<(u32, u32)> {
+    (0..n)
+        .map(|_| {
+            let (id, i, bytes, conn) = q.get().unwrap();
+            assert!(
+                bytes.iter().all(|&b| b == (id + i) as u8),
+                "item {id}/{i} damaged"
+            );
+            assert_eq!(conn.is_some(), i % 5 == 0, "item {id}/{i} lost its handle");
+            (id, i)
+        })
+        .collect()
+}
+
+each_method! {
+    /// Small items, items written into reserved entries, memfd items and items carrying
+    /// handles, mixed, from three producers to three consumers: each arrives once, whole, with
+    /// its handle, in its producer's order.
+    fn every_route_mixed_many_to_many(method: StartMethod) {
+        const EACH: u32 = 210;
+        let q = Queue::bounded(16).unwrap();
+        let consumers: Vec<_> = (0..3)
+            .map(|_| with(method).spawn(consume_mixed, (q.try_clone().unwrap(), EACH as usize)).unwrap())
+            .collect();
+        let producers: Vec<_> = (0..3)
+            .map(|id| with(method).spawn(produce_mixed, (q.try_clone().unwrap(), id, EACH)).unwrap())
+            .collect();
+        for mut p in producers {
+            p.join().unwrap();
+        }
+        let per_consumer: Vec<_> = consumers.into_iter().map(|mut c| c.join().unwrap()).collect();
+        check_exactly_once(per_consumer, 3, EACH);
+        assert!(q.is_empty().unwrap());
+    }
+}
