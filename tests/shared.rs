@@ -333,3 +333,82 @@ fn array_received_as_a_value_is_a_typed_error() {
     here.send(&Value::new(3i32).unwrap()).unwrap();
     assert_eq!(there.recv::<Value<i32>>().unwrap().get(), 3);
 }
+
+/// SHM-07: what `get` and `to_vec` return is a private copy: later writes to the shared value
+/// do not reach it, and writing it does not reach the shared value.
+///
+/// Ported from CPython: _TestSharedCTypes.test_copy
+#[test]
+fn shm_07_copies_are_private() {
+    let a = Array::new(&[1.5f64, 2.5, 3.5]).unwrap();
+    let mut copy = a.to_vec();
+    a.lock().set(0, 9.0).unwrap();
+    assert_eq!(copy, [1.5, 2.5, 3.5]);
+    copy[1] = -1.0;
+    assert_eq!(a.to_vec(), [9.0, 2.5, 3.5]);
+    let v = Value::new(7u16).unwrap();
+    let mut n = v.get();
+    n += 1;
+    assert_eq!((v.get(), n), (7, 8));
+}
+
+/// Mappings of this crate's shared memory in this process.
+fn shared_mappings() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("multiproc-shared"))
+        .count()
+}
+
+/// Runs in a child of its own (no other test maps shared memory there meanwhile): makes 5000
+/// arrays of pseudo-random sizes, writes each a distinct pattern, checks none overlaps another,
+/// drops them in a scrambled order; returns the mapping counts before and after.
+fn many_blocks(_: ()) -> (usize, usize) {
+    let before = shared_mappings();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut blocks: Vec<(u32, RawArray<u32>)> = (0..5000u32)
+        .map(|i| {
+            let len = 1 + (next() % 300) as usize;
+            let a = RawArray::<u32>::zeroed(len).unwrap();
+            for j in 0..len {
+                a.set(j, i).unwrap();
+            }
+            (i, a)
+        })
+        .collect();
+    for (i, a) in &blocks {
+        assert!(
+            a.to_vec().iter().all(|x| x == i),
+            "block {i} was overwritten"
+        );
+    }
+    assert!(
+        shared_mappings() >= before + 5000,
+        "the blocks are not where this test looks"
+    );
+    while !blocks.is_empty() {
+        let k = (next() as usize) % blocks.len();
+        blocks.swap_remove(k);
+    }
+    (before, shared_mappings())
+}
+
+/// SHM-08: 5000 blocks of shared memory of random sizes never overlap, and freeing them all
+/// leaves nothing mapped (each block is its own memfd mapping, so there is no heap to corrupt).
+///
+/// Ported from CPython: _TestHeap.test_heap
+#[test]
+fn shm_08_many_blocks_never_overlap_and_are_all_unmapped() {
+    let (before, after) = multiproc::Process::spawn(many_blocks, ())
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(before, after);
+}
