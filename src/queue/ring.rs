@@ -270,25 +270,38 @@ impl Ring {
     /// Recounts the items and the pending entries between head and tail (a process killed
     /// between moving a position and updating a count leaves it one off).
     fn repair(&self) {
-        let (mut head, tail) = (self.map.read::<u64>(HEAD), self.map.read::<u64>(TAIL));
         let (mut count, mut inflight) = (0u32, 0u32);
-        while head < tail {
-            let pos = (head % self.capacity) as usize;
-            let (len, kind) = self.entry_header(pos);
-            match kind {
-                KIND_WRAP => {
-                    head += self.capacity - pos as u64;
-                    continue;
-                }
+        for entry in self.entries() {
+            match entry.kind {
                 KIND_DATA | KIND_SOCKET => count += 1,
                 KIND_PENDING => inflight += 1,
-                KIND_SKIP => {}
-                _ => break,
+                _ => {}
             }
-            head += entry_size(len as usize) as u64;
         }
         self.word(COUNT).store(count, Ordering::SeqCst);
         self.word(INFLIGHT).store(inflight, Ordering::SeqCst);
+    }
+
+    /// The entries between head and tail, wrap markers stepped over; the walk ends at an entry
+    /// of no known kind. Callers hold the lock.
+    fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
+        let (mut at, tail) = (self.map.read::<u64>(HEAD), self.map.read::<u64>(TAIL));
+        std::iter::from_fn(move || {
+            while at < tail {
+                let pos = (at % self.capacity) as usize;
+                let (len, kind) = self.entry_header(pos);
+                match kind {
+                    KIND_WRAP => at += self.capacity - pos as u64,
+                    KIND_DATA | KIND_SOCKET | KIND_PENDING | KIND_SKIP => {
+                        let entry = Entry { at, pos, len, kind };
+                        at += entry_size(len as usize) as u64;
+                        return Some(entry);
+                    }
+                    _ => return None,
+                }
+            }
+            None
+        })
     }
 
     fn entry_header(&self, pos: usize) -> (u32, u32) {
@@ -460,25 +473,14 @@ impl Ring {
         let Some(locked) = self.locked(None) else {
             return;
         };
-        let (mut at, tail) = (self.map.read::<u64>(HEAD), self.map.read::<u64>(TAIL));
         let mut reaped = false;
-        while at < tail {
-            let pos = (at % self.capacity) as usize;
-            let (len, kind) = self.entry_header(pos);
-            match kind {
-                KIND_WRAP => {
-                    at += self.capacity - pos as u64;
-                    continue;
-                }
-                KIND_PENDING if !sys::thread_alive(self.map.read(DATA + pos + 8)) => {
-                    self.write_entry_header(pos, len, KIND_SKIP);
-                    self.word(INFLIGHT).fetch_sub(1, Ordering::SeqCst);
-                    reaped = true;
-                }
-                KIND_DATA | KIND_SOCKET | KIND_PENDING | KIND_SKIP => {}
-                _ => break,
+        for entry in self.entries() {
+            let writer = self.map.read(DATA + entry.pos + 8);
+            if entry.kind == KIND_PENDING && !sys::thread_alive(writer) {
+                self.write_entry_header(entry.pos, entry.len, KIND_SKIP);
+                self.word(INFLIGHT).fetch_sub(1, Ordering::SeqCst);
+                reaped = true;
             }
-            at += entry_size(len as usize) as u64;
         }
         drop(locked);
         if reaped {
@@ -706,15 +708,14 @@ impl Ring {
         let locked = self.locked(None);
         self.word(SHUTDOWN).store(1, Ordering::SeqCst);
         if immediate {
-            let (mut head, tail) = (self.map.read::<u64>(HEAD), self.map.read::<u64>(TAIL));
+            // Everything up to the first entry still being written goes.
+            let mut head: u64 = self.map.read(TAIL);
             let mut discarded = 0u32;
-            while head < tail {
-                let pos = (head % self.capacity) as usize;
-                let (len, kind) = self.entry_header(pos);
-                match kind {
-                    KIND_WRAP => {
-                        head += self.capacity - pos as u64;
-                        continue;
+            for entry in self.entries() {
+                match entry.kind {
+                    KIND_PENDING => {
+                        head = entry.at;
+                        break;
                     }
                     KIND_DATA => discarded += 1,
                     KIND_SOCKET => {
@@ -730,10 +731,8 @@ impl Ring {
                             );
                         }
                     }
-                    KIND_SKIP => {}
-                    _ => break,
+                    _ => {}
                 }
-                head += entry_size(len as usize) as u64;
             }
             self.map.write(HEAD, head);
             self.word(COUNT)
@@ -799,6 +798,16 @@ impl Ring {
             }
         }
     }
+}
+
+/// One entry of the ring, as [`Ring::entries`] walks them.
+struct Entry {
+    /// Its position counted from the start of time.
+    at: u64,
+    /// Its offset in the ring.
+    pos: usize,
+    len: u32,
+    kind: u32,
 }
 
 /// What a consumer found at the front of the ring.
