@@ -793,14 +793,14 @@ struct Busy<'a>(&'a AtomicUsize);
 
 impl<'a> Busy<'a> {
     fn new(counter: &'a AtomicUsize) -> Busy<'a> {
-        counter.fetch_add(1, Ordering::AcqRel);
+        counter.fetch_add(1, Ordering::SeqCst);
         Busy(counter)
     }
 }
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -894,7 +894,7 @@ impl Inner {
 
     /// Stops accepting (wakes the blocked `accept`) and closes every open connection.
     fn stop(&self) {
-        if self.stopping.swap(true, Ordering::AcqRel) {
+        if self.stopping.swap(true, Ordering::SeqCst) {
             return;
         }
         // shutdown(2) on a listening socket makes a blocked accept() return (Linux).
@@ -925,7 +925,7 @@ impl Inner {
     /// After `stop`: waits, a second at most, for the replies being written to go out.
     fn drain(&self) {
         let deadline = Instant::now() + Duration::from_secs(1);
-        while self.busy.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        while self.busy.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -964,6 +964,12 @@ impl Inner {
                 };
             reader.quickack_inside_frames_only();
             let busy = Busy::new(&self.busy);
+            // A request read after a shutdown began is not served: `shutdown` returns once the
+            // requests it let through are answered (it waits for `busy`), and none after. On
+            // Linux a reader shut down with SHUT_RD still reads data that arrives later.
+            if self.stopping.load(Ordering::SeqCst) {
+                return Ok(());
+            }
             let request = match request {
                 Incoming::Request(request) => Ok(request),
                 Incoming::Full(value) | Incoming::Return(value) => parse_request(value),
