@@ -333,7 +333,7 @@ fn round(
 fn main() {
     // `cargo bench --bench queue -- small` (or `big`) runs one workload, once, without Python.
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let wants = |name: &str| only.as_deref().map_or(true, |o| o == name);
+    let wants = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let rounds = if only.is_some() { 1 } else { ROUNDS };
     let started = Instant::now();
     // This machine drifts between fast and slow states over seconds: every ratio is taken

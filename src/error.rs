@@ -225,6 +225,26 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+
+    /// A value to send to another process holds ipc-channel endpoints (`IpcSender`,
+    /// `IpcReceiver`, `IpcSharedMemory`, …). They serialize as indices into ipc-channel's own
+    /// side table, which only ipc-channel's `send` carries, so they cannot be pickled. Nothing
+    /// was sent; the endpoints' entries were taken back out of that table, so this thread's
+    /// next ipc-channel message is unaffected. An `IpcReceiver` inside the value was consumed by
+    /// its own `Serialize` impl (ipc-channel moves its descriptor out) and is closed.
+    #[error(
+        "cannot pickle {type_name}: it holds {channels} ipc-channel endpoint(s) and {regions} \
+         ipc-channel shared memory region(s), which only travel inside ipc-channel's own send; \
+         send them over an ipc-channel, or use a multiproc Connection or Queue instead"
+    )]
+    IpcChannelEndpoint {
+        /// The Rust type that was refused.
+        type_name: &'static str,
+        /// How many senders and receivers it held.
+        channels: usize,
+        /// How many shared memory regions it held.
+        regions: usize,
+    },
 }
 
 impl Error {

@@ -198,9 +198,9 @@ impl<T: Element> Region<T> {
     }
 
     fn set_slice(&self, start: usize, values: &[T]) -> Result<(), Error> {
-        if !start
+        if start
             .checked_add(values.len())
-            .is_some_and(|end| end <= self.count)
+            .is_none_or(|end| end > self.count)
         {
             return Err(Error::InvalidArgument(format!(
                 "{} elements from index {start} do not fit an array of {}",

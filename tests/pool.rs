@@ -795,7 +795,7 @@ fn program_exiting_with_a_live_pool() {
         assert!(eventually(Duration::from_secs(30), || common::pid_state(
             pid
         )
-        .map_or(true, |s| s == 'Z')));
+        .is_none_or(|s| s == 'Z')));
     }
 }
 

@@ -21,7 +21,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::Error;
 
+mod ipc_guard;
 mod stream;
+
+/// The serde name a handle's index travels under (see [`serialize_fd`]).
+pub(crate) const HANDLE: &str = "multiproc.Handle";
 
 /// Descriptors received with one message, taken out one by one as handles deserialize.
 #[derive(Debug, Default)]
@@ -79,9 +83,25 @@ pub(crate) fn encode_into<W: std::io::Write, T: Serialize>(
     fds: &mut Vec<OwnedFd>,
 ) -> Result<(), Error> {
     let previous = OUTGOING.with(|t| t.replace(Some(Outgoing::Send(std::mem::take(fds)))));
-    let result = serde_pickle::to_writer(writer, value, serde_pickle::SerOptions::new());
+    let result = pickle_to(writer, value);
     if let Some(Outgoing::Send(table)) = OUTGOING.with(|t| t.replace(previous)) {
         *fds = table;
+    }
+    result
+}
+
+/// Pickles `value` into `writer`, refusing a value that holds ipc-channel endpoints: every
+/// path that pickles a value for another process comes through here (see `ipc_guard`).
+fn pickle_to<W: std::io::Write, T: Serialize>(writer: &mut W, value: &T) -> Result<(), Error> {
+    let (result, captured) = ipc_guard::serialize_watched(value, |watched| {
+        serde_pickle::to_writer(writer, watched, serde_pickle::SerOptions::new())
+    });
+    if let Some(captured) = captured {
+        return Err(Error::IpcChannelEndpoint {
+            type_name: std::any::type_name::<T>(),
+            channels: captured.channels,
+            regions: captured.regions,
+        });
     }
     result.map_err(|e| serialize_error::<T>(e))
 }
@@ -140,10 +160,9 @@ impl std::io::Write for Encoded {
 /// handles inside it (a fork child inherits them and must keep them open).
 pub(crate) fn scan_handles<T: Serialize>(value: &T) -> Result<Vec<RawFd>, Error> {
     let previous = OUTGOING.with(|t| t.replace(Some(Outgoing::Scan(Vec::new()))));
-    let result =
-        serde_pickle::to_writer(&mut std::io::sink(), value, serde_pickle::SerOptions::new());
+    let result = pickle_to(&mut std::io::sink(), value);
     let scanned = OUTGOING.with(|t| t.replace(previous));
-    result.map_err(|e| serialize_error::<T>(e))?;
+    result?;
     Ok(match scanned {
         Some(Outgoing::Scan(fds)) => fds,
         _ => Vec::new(),
@@ -164,9 +183,9 @@ pub(crate) fn measure<T: Serialize>(value: &T) -> Result<(usize, bool), Error> {
     }
     let previous = OUTGOING.with(|t| t.replace(Some(Outgoing::Scan(Vec::new()))));
     let mut count = Count(0);
-    let result = serde_pickle::to_writer(&mut count, value, serde_pickle::SerOptions::new());
+    let result = pickle_to(&mut count, value);
     let scanned = OUTGOING.with(|t| t.replace(previous));
-    result.map_err(|e| serialize_error::<T>(e))?;
+    result?;
     let handles = matches!(scanned, Some(Outgoing::Scan(fds)) if !fds.is_empty());
     Ok((count.0, handles))
 }
@@ -265,7 +284,7 @@ pub(crate) fn serialize_fd<S: Serializer>(
         }
     });
     match index {
-        Ok(i) => serializer.serialize_newtype_struct("multiproc.Handle", &(i as u64)),
+        Ok(i) => serializer.serialize_newtype_struct(HANDLE, &(i as u64)),
         Err(reason) => Err(S::Error::custom(reason)),
     }
 }

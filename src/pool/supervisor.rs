@@ -248,7 +248,7 @@ impl Shared {
             && self
                 .config
                 .max_tasks_per_child
-                .map_or(true, |m| w.assigned < m)
+                .is_none_or(|m| w.assigned < m)
     }
 
     fn take_batch(&self, st: &mut State, i: usize) -> Vec<Task> {
