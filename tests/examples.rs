@@ -4,6 +4,8 @@
 //! `cargo test` builds the examples before it runs any test; when this file runs alone
 //! (`cargo test --test examples`), the examples are built first.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -627,28 +629,15 @@ fn image_master_and_image_worker() {
 }
 
 /// The Pythons to try the unmodified listings with: the machine's python3 (CPython 3.11 on
-/// CI: the HMAC-MD5 handshake) and, when present, 3.12+ (the `{sha256}` handshake).
+/// CI: the HMAC-MD5 handshake) and 3.12+ (the `{sha256}` handshake), looked up through pyenv
+/// or PATH. A missing one fails the test unless `MULTIPROC_SKIP_PYTHON=1`.
+#[track_caller]
 fn pythons() -> Vec<String> {
-    let mut found = Vec::new();
-    if Command::new("python3")
-        .arg("-c")
-        .arg("pass")
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        found.push("python3".to_string());
-    } else {
-        println!("SKIPPED: python3 is not installed; the listing interop tests did not run");
-    }
-    for version in ["3.12.1", "3.13.0"] {
-        let path = format!("/root/.pyenv/versions/{version}/bin/python3");
-        if Path::new(&path).exists() {
-            found.push(path);
-        } else {
-            println!("SKIPPED for Python {version} ({{sha256}} handshake): {path} is not present");
-        }
-    }
-    found
+    common::python3_with("multiprocessing.managers")
+        .into_iter()
+        .chain(common::cpythons(&[(3, 12), (3, 13)]))
+        .map(|p| p.display().to_string())
+        .collect()
 }
 
 fn listing(python: &str, port: &str, script: &str) -> Command {

@@ -1,9 +1,11 @@
 //! Tests for managers against CPython: a Rust server with unmodified CPython clients, and a
 //! CPython server (`manager.start()`) with a Rust client, in both handshake forms.
 //!
-//! They run the machine's `python3` (skipped with a message when it is missing) and, when
-//! present, the pyenv interpreters 3.12.1 and 3.13.0 (CI has only 3.11). The Python side lives
-//! in tests/py/. Every Python child is reaped, and ports are chosen by the OS (port 0).
+//! They run the machine's `python3` and CPython 3.12 and 3.13 (the `{sha256}` handshake),
+//! looked up through pyenv or PATH (tests/common); a missing one fails the test unless
+//! `MULTIPROC_SKIP_PYTHON=1`. The Python side lives in tests/py/. Every Python child is reaped, and ports are chosen by the OS (port 0).
+
+mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
@@ -30,38 +32,18 @@ fn py_dir() -> PathBuf {
         .join("py")
 }
 
-/// The machine's python3, or `None` after printing why the test is skipped.
+/// The machine's python3; `None` (after saying so) only with `MULTIPROC_SKIP_PYTHON=1`, else
+/// a missing python3 fails the test.
+#[track_caller]
 fn python3() -> Option<PathBuf> {
-    let ok = Command::new("python3")
-        .arg("-c")
-        .arg("import multiprocessing.managers")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        Some(PathBuf::from("python3"))
-    } else {
-        println!("SKIPPED: python3 is not installed; the CPython interop tests did not run");
-        None
-    }
+    common::python3_with("multiprocessing.managers")
 }
 
-/// Extra interpreters of other handshake generations, when this machine has them.
+/// Interpreters of the other handshake generation (3.12+: `{sha256}`), looked up; a missing
+/// one fails the test unless `MULTIPROC_SKIP_PYTHON=1`.
+#[track_caller]
 fn extra_pythons() -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for version in ["3.12.1", "3.13.0"] {
-        let path = PathBuf::from(format!("/root/.pyenv/versions/{version}/bin/python3"));
-        if path.exists() {
-            found.push(path);
-        } else {
-            println!(
-                "SKIPPED for Python {version}: {} is not present",
-                path.display()
-            );
-        }
-    }
-    found
+    common::cpythons(&[(3, 12), (3, 13)])
 }
 
 /// A Python child that is killed and reaped however the test ends.

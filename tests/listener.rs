@@ -128,14 +128,10 @@ fn empty_authkey_authenticates() {
 /// Listener, and our Client to its Listener.
 #[test]
 fn cpython_listener_and_client() {
-    let python_ok = std::process::Command::new("python3")
-        .args(["-c", "import multiprocessing.connection"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !python_ok {
-        println!("SKIPPED: python3 is not installed");
+    // A missing python3 fails the test unless MULTIPROC_SKIP_PYTHON=1.
+    let Some(python) = common::python3_with("multiprocessing.connection") else {
         return;
-    }
+    };
     // CPython client, our listener.
     let listener = Listener::bind("127.0.0.1:0", Some(b"k")).unwrap();
     let script = format!(
@@ -145,7 +141,7 @@ fn cpython_listener_and_client() {
          print(c.recv())\n",
         listener.address().port()
     );
-    let child = std::process::Command::new("python3")
+    let child = std::process::Command::new(&python)
         .args(["-c", &script])
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -165,7 +161,7 @@ fn cpython_listener_and_client() {
                   \x20   print(l.address[1], flush=True)\n\
                   \x20   with l.accept() as c:\n\
                   \x20       c.send(c.recv() * 2)\n";
-    let mut child = std::process::Command::new("python3")
+    let mut child = std::process::Command::new(&python)
         .args(["-c", script])
         .stdout(std::process::Stdio::piped())
         .spawn()

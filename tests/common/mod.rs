@@ -77,3 +77,130 @@ pub fn open_fds() -> usize {
 pub fn sleep_ms(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
 }
+
+/// Set to `1` to let the tests that need python3 or a particular CPython version pass when it
+/// is missing (they say so on stdout). Without it they fail: a missing interpreter is never a
+/// silent pass. CI (`.ci/run`) does not set it.
+pub const SKIP_PYTHON: &str = "MULTIPROC_SKIP_PYTHON";
+
+/// Whether the caller opted out of the Python tests' requirements (see [`SKIP_PYTHON`]).
+pub fn python_opted_out() -> bool {
+    std::env::var_os(SKIP_PYTHON).is_some_and(|v| v == "1")
+}
+
+/// Fails the test because `what` is missing, or, with [`SKIP_PYTHON`]`=1`, says that the
+/// check did not run and returns.
+#[track_caller]
+pub fn python_missing(what: &str) {
+    if python_opted_out() {
+        println!("SKIPPED ({SKIP_PYTHON}=1): {what}");
+    } else {
+        panic!("{what}; install it, or set {SKIP_PYTHON}=1 to skip the tests that need it");
+    }
+}
+
+/// The machine's `python3`, checked to import `module`; `None` only when it is missing and the
+/// caller opted out ([`python_missing`]).
+#[track_caller]
+pub fn python3_with(module: &str) -> Option<std::path::PathBuf> {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        Some("python3".into())
+    } else {
+        python_missing(&format!("python3 (with {module}) is not installed"));
+        None
+    }
+}
+
+/// The `(major, minor)` of the CPython at `path`, if it runs.
+fn python_version(path: &std::path::Path) -> Option<(u32, u32)> {
+    let out = std::process::Command::new(path)
+        .args(["-c", "import sys; print(*sys.version_info[:2])"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let mut parts = text.split_whitespace().map(|p| p.parse().ok());
+    Some((parts.next()??, parts.next()??))
+}
+
+/// The CPython interpreters this machine has: pyenv's (`$PYENV_ROOT`, else `pyenv root`, then
+/// `versions/*/bin/python3`) and `python3.N` on PATH, one per `(major, minor)`, the newest
+/// patch release of each.
+pub fn installed_pythons() -> &'static std::collections::BTreeMap<(u32, u32), std::path::PathBuf> {
+    static FOUND: std::sync::OnceLock<std::collections::BTreeMap<(u32, u32), std::path::PathBuf>> =
+        std::sync::OnceLock::new();
+    FOUND.get_or_init(look_up_pythons)
+}
+
+fn look_up_pythons() -> std::collections::BTreeMap<(u32, u32), std::path::PathBuf> {
+    use std::path::PathBuf;
+    let root = std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let out = std::process::Command::new("pyenv")
+                .arg("root")
+                .stderr(std::process::Stdio::null())
+                .output()
+                .ok()
+                .filter(|o| o.status.success())?;
+            let root = String::from_utf8(out.stdout).ok()?;
+            Some(PathBuf::from(root.trim()))
+        });
+    // Pyenv's directory names are versions (`3.12.1`): sorted by number, the newest patch of a
+    // minor version comes last and wins.
+    let mut versions: Vec<(Vec<u32>, PathBuf)> = root
+        .and_then(|root| std::fs::read_dir(root.join("versions")).ok())
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let name = entry.file_name().into_string().ok()?;
+            let number: Option<Vec<u32>> = name.split('.').map(|p| p.parse().ok()).collect();
+            let python = entry.path().join("bin").join("python3");
+            Some((number?, python)).filter(|(_, p)| p.exists())
+        })
+        .collect();
+    versions.sort();
+    let mut found = std::collections::BTreeMap::new();
+    for (_, python) in versions {
+        if let Some(version) = python_version(&python) {
+            found.insert(version, python);
+        }
+    }
+    for minor in 6..=20 {
+        let name = PathBuf::from(format!("python3.{minor}"));
+        if !found.contains_key(&(3, minor)) {
+            if let Some(version @ (3, m)) = python_version(&name) {
+                if m == minor {
+                    found.insert(version, name);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// A CPython for each of `versions` (`(3, 12)`, …), looked up with [`installed_pythons`]; a
+/// missing one fails the test unless the caller opted out ([`python_missing`]), and is then
+/// left out.
+#[track_caller]
+pub fn cpythons(versions: &[(u32, u32)]) -> Vec<std::path::PathBuf> {
+    let installed = installed_pythons();
+    let mut found = Vec::new();
+    for &(major, minor) in versions {
+        match installed.get(&(major, minor)) {
+            Some(path) => found.push(path.clone()),
+            None => python_missing(&format!(
+                "CPython {major}.{minor} was not found (looked in pyenv's versions and for \
+                 python{major}.{minor} on PATH)"
+            )),
+        }
+    }
+    found
+}
