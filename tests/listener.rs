@@ -21,14 +21,16 @@ fn pair(key: Option<&'static [u8]>) -> (TcpConnection, TcpConnection) {
 
 #[test]
 fn smoke() {
-    let (client, server) = pair(Some(b"k"));
-    client.send(&(1, "one")).unwrap();
-    assert_eq!(
-        server.recv::<(i32, String)>().unwrap(),
-        (1, "one".to_string())
-    );
-    server.send_bytes(b"raw").unwrap();
-    assert_eq!(client.recv_bytes().unwrap(), b"raw");
+    common::hang_guard(|| {
+        let (client, server) = pair(Some(b"k"));
+        client.send(&(1, "one")).unwrap();
+        assert_eq!(
+            server.recv::<(i32, String)>().unwrap(),
+            (1, "one".to_string())
+        );
+        server.send_bytes(b"raw").unwrap();
+        assert_eq!(client.recv_bytes().unwrap(), b"raw");
+    });
 }
 
 fn connect_and_send((address, key): (String, ByteBuf)) {
@@ -43,37 +45,43 @@ each_method! {
         let mut child = common::with(method)
             .spawn(connect_and_send, (listener.address().to_string(), ByteBuf::from(b"key".to_vec())))
             .unwrap();
-        let conn = listener.accept().unwrap();
-        assert_eq!(conn.recv::<(String, i32)>().unwrap(), ("hello".to_string(), 42));
-        child.join().unwrap();
+        common::hang_guard(move || {
+            let conn = listener.accept().unwrap();
+            assert_eq!(conn.recv::<(String, i32)>().unwrap(), ("hello".to_string(), 42));
+        });
+        child.join_timeout(common::HANG_LIMIT).unwrap();
     }
 }
 
 /// NET-02. CPython: _TestListenerClient.test_issue14725
 #[test]
 fn message_sent_before_accept_is_received() {
-    let listener = Listener::bind("127.0.0.1:0", None).unwrap();
-    let client = Client::connect(listener.address(), None).unwrap();
-    client.send(&"early").unwrap();
-    drop(client);
-    std::thread::sleep(Duration::from_millis(50));
-    let conn = listener.accept().unwrap();
-    assert_eq!(conn.recv::<String>().unwrap(), "early");
-    assert!(matches!(conn.recv::<String>(), Err(Error::Disconnected)));
+    common::hang_guard(|| {
+        let listener = Listener::bind("127.0.0.1:0", None).unwrap();
+        let client = Client::connect(listener.address(), None).unwrap();
+        client.send(&"early").unwrap();
+        drop(client);
+        std::thread::sleep(Duration::from_millis(50));
+        let conn = listener.accept().unwrap();
+        assert_eq!(conn.recv::<String>().unwrap(), "early");
+        assert!(matches!(conn.recv::<String>(), Err(Error::Disconnected)));
+    });
 }
 
 /// NET-03. CPython: _TestListenerClient.test_issue16955
 #[test]
 fn poll_sees_a_sent_message() {
-    let (client, server) = pair(Some(b"k"));
-    assert!(!client.poll(Duration::from_millis(10)).unwrap());
-    server.send(&[1u8, 2, 3]).unwrap();
-    assert!(client.poll(Duration::from_secs(1)).unwrap());
-    assert_eq!(client.recv::<Vec<u8>>().unwrap(), vec![1, 2, 3]);
-    assert!(matches!(
-        client.recv_timeout::<u8>(Duration::from_millis(20)),
-        Err(Error::Timeout)
-    ));
+    common::hang_guard(|| {
+        let (client, server) = pair(Some(b"k"));
+        assert!(!client.poll(Duration::from_millis(10)).unwrap());
+        server.send(&[1u8, 2, 3]).unwrap();
+        assert!(client.poll(Duration::from_secs(1)).unwrap());
+        assert_eq!(client.recv::<Vec<u8>>().unwrap(), vec![1, 2, 3]);
+        assert!(matches!(
+            client.recv_timeout::<u8>(Duration::from_millis(20)),
+            Err(Error::Timeout)
+        ));
+    });
 }
 
 /// NET-04. CPython: _TestListener.test_multiple_bind
@@ -103,80 +111,95 @@ fn listener_closes_at_scope_end() {
 /// test_answer_challenge_auth_failure
 #[test]
 fn wrong_key_fails_on_both_sides() {
-    let listener = Listener::bind("127.0.0.1:0", Some(b"right")).unwrap();
-    let address = listener.address();
-    let t = std::thread::spawn(move || listener.accept());
-    assert!(matches!(
-        Client::connect(address, Some(b"wrong")),
-        Err(Error::Auth { .. })
-    ));
-    assert!(matches!(t.join().unwrap(), Err(Error::Auth { .. })));
+    common::hang_guard(|| {
+        let listener = Listener::bind("127.0.0.1:0", Some(b"right")).unwrap();
+        let address = listener.address();
+        let t = std::thread::spawn(move || listener.accept());
+        assert!(matches!(
+            Client::connect(address, Some(b"wrong")),
+            Err(Error::Auth { .. })
+        ));
+        assert!(matches!(t.join().unwrap(), Err(Error::Auth { .. })));
+    });
 }
 
 /// NET-09. CPython: _TestListener.test_empty_authkey (bpo-43952)
 #[test]
 fn empty_authkey_authenticates() {
-    let listener = Listener::bind("127.0.0.1:0", Some(b"")).unwrap();
-    let address = listener.address();
-    let t = std::thread::spawn(move || listener.accept().map(|c| c.recv::<u8>()));
-    let client = Client::connect(address, Some(b"")).unwrap();
-    client.send(&9u8).unwrap();
-    assert_eq!(t.join().unwrap().unwrap().unwrap(), 9);
+    common::hang_guard(|| {
+        let listener = Listener::bind("127.0.0.1:0", Some(b"")).unwrap();
+        let address = listener.address();
+        let t = std::thread::spawn(move || listener.accept().map(|c| c.recv::<u8>()));
+        let client = Client::connect(address, Some(b"")).unwrap();
+        client.send(&9u8).unwrap();
+        assert_eq!(t.join().unwrap().unwrap().unwrap(), 9);
+    });
 }
 
 /// NET-07 with CPython on the other side: `multiprocessing.connection.Client` talks to our
 /// Listener, and our Client to its Listener.
 #[test]
 fn cpython_listener_and_client() {
-    // A missing python3 fails the test unless MULTIPROC_SKIP_PYTHON=1.
-    let Some(python) = common::python3_with("multiprocessing.connection") else {
-        return;
-    };
-    // CPython client, our listener.
-    let listener = Listener::bind("127.0.0.1:0", Some(b"k")).unwrap();
-    let script = format!(
-        "from multiprocessing.connection import Client\n\
-         c = Client(('127.0.0.1', {}), authkey=b'k')\n\
-         c.send((1, 'x', b'y', None))\n\
-         print(c.recv())\n",
-        listener.address().port()
-    );
-    let child = std::process::Command::new(&python)
-        .args(["-c", &script])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let conn = listener.accept().unwrap();
-    let got: (i32, String, ByteBuf, Option<i32>) = conn.recv().unwrap();
-    assert_eq!(got, (1, "x".into(), ByteBuf::from(b"y".to_vec()), None));
-    conn.send(&"pong").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "pong");
+    common::hang_guard(|| {
+        // A missing python3 fails the test unless MULTIPROC_SKIP_PYTHON=1.
+        let Some(python) = common::python3_with("multiprocessing.connection") else {
+            return;
+        };
+        // CPython client, our listener.
+        let listener = Listener::bind("127.0.0.1:0", Some(b"k")).unwrap();
+        // Each Python peer ends itself (SIGALRM) if this side hangs, and is reaped (Reaped)
+        // if this side fails.
+        let script = format!(
+            "import signal; signal.alarm(60)\n\
+             from multiprocessing.connection import Client\n\
+             c = Client(('127.0.0.1', {}), authkey=b'k')\n\
+             c.send((1, 'x', b'y', None))\n\
+             print(c.recv())\n",
+            listener.address().port()
+        );
+        let mut child = common::Reaped(
+            std::process::Command::new(&python)
+                .args(["-c", &script])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let conn = listener.accept().unwrap();
+        let got: (i32, String, ByteBuf, Option<i32>) = conn.recv().unwrap();
+        assert_eq!(got, (1, "x".into(), ByteBuf::from(b"y".to_vec()), None));
+        conn.send(&"pong").unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+        assert!(child.0.wait().unwrap().success());
+        assert_eq!(out.trim(), "pong");
 
-    // CPython listener, our client.
-    let script = "from multiprocessing.connection import Listener\n\
-                  import sys\n\
-                  with Listener(('127.0.0.1', 0), authkey=b'k') as l:\n\
-                  \x20   print(l.address[1], flush=True)\n\
-                  \x20   with l.accept() as c:\n\
-                  \x20       c.send(c.recv() * 2)\n";
-    let mut child = std::process::Command::new(&python)
-        .args(["-c", script])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
+        // CPython listener, our client.
+        let script = "import signal; signal.alarm(60)\n\
+                      from multiprocessing.connection import Listener\n\
+                      import sys\n\
+                      with Listener(('127.0.0.1', 0), authkey=b'k') as l:\n\
+                      \x20   print(l.address[1], flush=True)\n\
+                      \x20   with l.accept() as c:\n\
+                      \x20       c.send(c.recv() * 2)\n";
+        let mut child = common::Reaped(
+            std::process::Command::new(&python)
+                .args(["-c", script])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.0.stdout.as_mut().unwrap()),
+            &mut line,
+        )
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let port: u16 = line.trim().parse().unwrap();
-    let conn = Client::connect(("127.0.0.1", port), Some(b"k")).unwrap();
-    conn.send(&21).unwrap();
-    assert_eq!(conn.recv::<i32>().unwrap(), 42);
-    assert!(child.wait().unwrap().success());
+        let port: u16 = line.trim().parse().unwrap();
+        let conn = Client::connect(("127.0.0.1", port), Some(b"k")).unwrap();
+        conn.send(&21).unwrap();
+        assert_eq!(conn.recv::<i32>().unwrap(), 42);
+        assert!(child.0.wait().unwrap().success());
+    });
 }
 
 extern "C" fn on_sigusr1(_: libc::c_int) {}
@@ -215,7 +238,7 @@ each_method! {
     fn accept_survives_signals(method: StartMethod) {
         // The handler is installed in a child, not in the shared test process.
         let mut child = common::with(method).spawn(accept_under_signals, ()).unwrap();
-        assert_eq!(child.join().unwrap(), "welcome");
+        assert_eq!(child.join_timeout(common::HANG_LIMIT).unwrap(), "welcome");
     }
 }
 

@@ -204,3 +204,38 @@ pub fn cpythons(versions: &[(u32, u32)]) -> Vec<std::path::PathBuf> {
     }
     found
 }
+
+/// How long a test may block before its hang guard fails it: generous, so a loaded 2-CPU
+/// machine never trips it, and short enough that a hang fails CI instead of stalling it.
+pub const HANG_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs `body` on a thread of its own and fails the test if it has not finished within
+/// [`HANG_LIMIT`] (a hang guard, not a speed test). A panic in `body` fails the test as usual.
+#[track_caller]
+pub fn hang_guard(body: impl FnOnce() + Send + 'static) {
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let body = std::thread::spawn(move || {
+        body();
+        let _ = done.send(());
+    });
+    match finished.recv_timeout(HANG_LIMIT) {
+        Ok(()) => body.join().unwrap(),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match body.join() {
+            Ok(()) => {}
+            Err(panic) => std::panic::resume_unwind(panic),
+        },
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("hang guard: the test was still blocked after {HANG_LIMIT:?}")
+        }
+    }
+}
+
+/// A child process (a Python peer) that is killed and reaped however the test ends.
+pub struct Reaped(pub std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
