@@ -454,6 +454,8 @@ struct Background {
     lines: mpsc::Receiver<String>,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
+    /// One message from each reader thread when its stream has ended.
+    ended: mpsc::Receiver<()>,
 }
 
 impl Background {
@@ -467,8 +469,10 @@ impl Background {
             .spawn()
             .expect("start a background program");
         let (tx, lines) = mpsc::channel();
+        let (end_tx, ended) = mpsc::channel();
         let collect = |stream: Box<dyn Read + Send>, into: Arc<Mutex<String>>| {
             let tx = tx.clone();
+            let end_tx = end_tx.clone();
             std::thread::spawn(move || {
                 use std::io::BufRead;
                 for line in std::io::BufReader::new(stream).lines() {
@@ -476,6 +480,7 @@ impl Background {
                     into.lock().unwrap().push_str(&format!("{line}\n"));
                     let _ = tx.send(line);
                 }
+                let _ = end_tx.send(());
             });
         };
         let (stdout, stderr) = (Arc::default(), Arc::default());
@@ -492,6 +497,7 @@ impl Background {
             lines,
             stdout,
             stderr,
+            ended,
         }
     }
 
@@ -523,8 +529,14 @@ impl Background {
             assert!(start.elapsed() < LIMIT, "background program ran too long");
             std::thread::sleep(Duration::from_millis(10));
         };
-        // The readers end at end of stream; give them a moment to take the last lines.
-        std::thread::sleep(Duration::from_millis(50));
+        // The readers end at end of stream: once both have, every line is in.
+        for _ in 0..2 {
+            let left = LIMIT.saturating_sub(start.elapsed());
+            assert!(
+                self.ended.recv_timeout(left).is_ok(),
+                "the program's output did not end within {LIMIT:?} (does a child of it hold it?)"
+            );
+        }
         let out = self.stdout.lock().unwrap().clone();
         assert!(
             status.success(),

@@ -454,7 +454,8 @@ fn take_one_then_hang((q, taken): (Queue<u32>, Connection)) {
     std::thread::sleep(Duration::from_secs(600));
 }
 
-fn wait_forever(q: Queue<u32>) {
+fn wait_forever((q, waiting): (Queue<u32>, Connection)) {
+    waiting.send(&()).unwrap();
     let _ = q.get();
     std::thread::sleep(Duration::from_secs(600));
 }
@@ -469,9 +470,11 @@ each_method! {
         q.put(&1000).unwrap();
         let taken: u32 = here.recv_timeout(Duration::from_secs(30)).unwrap();
         assert_eq!(taken, 1000);
-        let mut waiting = with(method).spawn(wait_forever, q.try_clone().unwrap()).unwrap();
-        assert!(waiting.is_alive());
-        std::thread::sleep(Duration::from_millis(200));
+        let (ready, there) = Pipe::new().unwrap();
+        let mut waiting = with(method).spawn(wait_forever, (q.try_clone().unwrap(), there)).unwrap();
+        // Handshake: it is about to wait, then the kernel shows it waiting.
+        ready.recv_timeout::<()>(Duration::from_secs(30)).unwrap();
+        common::await_process_sleeping(waiting.pid());
         waiting.kill().unwrap();
         taker.kill().unwrap();
         let _ = waiting.join();
@@ -509,13 +512,20 @@ fn items_outlive_their_producer() {
 #[test]
 fn blocked_getters_wake_for_puts() {
     let q: Queue<u32> = Queue::new().unwrap();
+    let (about_to_block, tids) = std::sync::mpsc::channel();
     let threads: Vec<_> = (0..3)
         .map(|_| {
             let q = q.try_clone().unwrap();
-            std::thread::spawn(move || q.get_timeout(Duration::from_secs(30)).unwrap())
+            let about_to_block = about_to_block.clone();
+            std::thread::spawn(move || {
+                about_to_block.send(common::gettid()).unwrap();
+                q.get_timeout(Duration::from_secs(30)).unwrap()
+            })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(50));
+    for tid in tids.iter().take(3) {
+        common::await_thread_sleeping(tid);
+    }
     for i in 0..3 {
         q.put(&i).unwrap();
     }
@@ -530,8 +540,12 @@ fn blocked_putter_wakes_when_room_appears() {
     let q: Queue<u32> = Queue::bounded(1).unwrap();
     q.put(&1).unwrap();
     let q2 = q.try_clone().unwrap();
-    let putter = std::thread::spawn(move || q2.put_timeout(&2, Duration::from_secs(30)));
-    std::thread::sleep(Duration::from_millis(50));
+    let (about_to_block, tid) = std::sync::mpsc::channel();
+    let putter = std::thread::spawn(move || {
+        about_to_block.send(common::gettid()).unwrap();
+        q2.put_timeout(&2, Duration::from_secs(30))
+    });
+    common::await_thread_sleeping(tid.recv().unwrap());
     assert_eq!(q.get().unwrap(), 1);
     putter.join().unwrap().unwrap();
     assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), 2);
@@ -681,18 +695,25 @@ struct Stalling(ByteBuf);
 
 static STALLING_SERIALIZED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// Told when the stall begins (set in the producer before it puts).
+static STALLED: std::sync::OnceLock<Connection> = std::sync::OnceLock::new();
+
 impl Serialize for Stalling {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if self.0.first() == Some(&2)
             && STALLING_SERIALIZED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1
         {
+            if let Some(stalled) = STALLED.get() {
+                stalled.send(&()).unwrap();
+            }
             std::thread::sleep(Duration::from_secs(600));
         }
         s.serialize_newtype_struct("Stalling", &self.0)
     }
 }
 
-fn put_twice_stall_in_second(q: Queue<Stalling>) {
+fn put_twice_stall_in_second((q, stalled): (Queue<Stalling>, Connection)) {
+    STALLED.set(stalled).unwrap();
     q.put(&Stalling(ByteBuf::from(vec![1; 200 * 1024])))
         .unwrap();
     q.put(&Stalling(ByteBuf::from(vec![2; 200 * 1024])))
@@ -705,10 +726,14 @@ each_method! {
     /// room it held in a bounded queue comes back.
     fn producer_killed_inside_a_reserved_entry(method: StartMethod) {
         let q = Queue::bounded(2).unwrap();
-        let mut child = with(method).spawn(put_twice_stall_in_second, q.try_clone().unwrap()).unwrap();
+        let (stalled, there) = Pipe::new().unwrap();
+        let mut child = with(method)
+            .spawn(put_twice_stall_in_second, (q.try_clone().unwrap(), there))
+            .unwrap();
         let first = q.get_timeout(Duration::from_secs(30)).unwrap();
         assert_eq!(first, Stalling(ByteBuf::from(vec![1; 200 * 1024])));
-        std::thread::sleep(Duration::from_millis(200));
+        // Handshake: the producer is inside the second item's reserved entry.
+        stalled.recv_timeout::<()>(Duration::from_secs(30)).unwrap();
         child.kill().unwrap();
         assert!(matches!(child.join(), Err(Error::Signaled { .. })));
         assert!(matches!(q.get_timeout(Duration::from_secs(1)), Err(Error::Empty)));
@@ -868,7 +893,9 @@ each_method! {
         let q = Queue::new().unwrap();
         let mut child = with(method).spawn(get_until_shut_down, q.try_clone().unwrap()).unwrap();
         q.put(&5).unwrap();
-        std::thread::sleep(Duration::from_millis(100));
+        // The child has taken the item and blocks in its next get.
+        assert!(common::eventually(common::HANG_LIMIT, || q.is_empty().unwrap()));
+        common::await_process_sleeping(child.pid());
         q.shutdown();
         assert_eq!(child.join().unwrap(), [5]);
 
@@ -901,11 +928,16 @@ fn q13_immediate_shutdown() {
     jq.put(&(3, None)).unwrap();
     let taken = jq.get().unwrap();
     assert_eq!(taken.0, 1);
+    let (about_to_block, tid) = std::sync::mpsc::channel();
     let joiner = {
         let jq = jq.try_clone().unwrap();
-        std::thread::spawn(move || jq.join_timeout(Duration::from_secs(30)))
+        let about_to_block = about_to_block.clone();
+        std::thread::spawn(move || {
+            about_to_block.send(common::gettid()).unwrap();
+            jq.join_timeout(Duration::from_secs(30))
+        })
     };
-    std::thread::sleep(Duration::from_millis(50));
+    common::await_thread_sleeping(tid.recv().unwrap());
     jq.shutdown_immediate();
     assert!(jq.is_empty().unwrap());
     // The pipe end that travelled on the queue's socket was discarded with its item.
@@ -925,9 +957,12 @@ fn q13_immediate_shutdown() {
     q.put(&1).unwrap();
     let putter = {
         let q = q.try_clone().unwrap();
-        std::thread::spawn(move || q.put_timeout(&2, Duration::from_secs(30)))
+        std::thread::spawn(move || {
+            about_to_block.send(common::gettid()).unwrap();
+            q.put_timeout(&2, Duration::from_secs(30))
+        })
     };
-    std::thread::sleep(Duration::from_millis(50));
+    common::await_thread_sleeping(tid.recv().unwrap());
     q.shutdown_immediate();
     assert!(matches!(putter.join().unwrap(), Err(Error::ShutDown)));
 }

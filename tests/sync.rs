@@ -395,18 +395,22 @@ fn evt_02_debug_shows_set() {
     assert!(format!("{event:?}").contains("set: true"));
 }
 
-fn wait_for_event(event: Event) -> bool {
+fn wait_for_event((event, waiting): (Event, SendEnd)) -> bool {
+    waiting.send(&()).unwrap();
     event.wait_timeout(Duration::from_secs(5))
 }
 
 each_method! {
     /// Acceptance 23, event hand-off: a fresh event's `wait(0)` is false; a child blocked in
-    /// `wait(5 s)` returns true once the parent sets it 100 ms later.
+    /// `wait(5 s)` returns true once the parent sets it (after a handshake says it waits).
     fn acceptance_23_event_hand_off(method: StartMethod) {
         let event = Event::new().unwrap();
         assert!(!event.wait_timeout(Duration::ZERO));
-        let mut child = with(method).spawn(wait_for_event, event.try_clone().unwrap()).unwrap();
-        std::thread::sleep(ms(100));
+        let (ready, there) = Pipe::one_way().unwrap();
+        let mut child = with(method).spawn(wait_for_event, (event.try_clone().unwrap(), there)).unwrap();
+        // Handshake: the child is about to wait, then the kernel shows it waiting.
+        ready.recv_timeout::<()>(GUARD).unwrap();
+        common::await_process_sleeping(child.pid());
         event.set();
         assert!(child.join().unwrap());
         assert_eq!(child.exitcode(), Some(0));

@@ -239,3 +239,34 @@ impl Drop for Reaped {
         let _ = self.0.wait();
     }
 }
+
+/// This thread's kernel id, for [`await_thread_sleeping`]: a thread sends it over a channel
+/// just before it blocks.
+pub fn gettid() -> i32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// The second half of a handshake with a thread of this process that said (by sending its
+/// [`gettid`]) it is about to block: waits until the kernel shows it asleep (state `S`), so it
+/// has reached the blocking call. Fails the test after [`HANG_LIMIT`].
+#[track_caller]
+pub fn await_thread_sleeping(tid: i32) {
+    let stat = format!("/proc/self/task/{tid}/stat");
+    let asleep = eventually(HANG_LIMIT, || state_in(&stat) == Some('S'));
+    assert!(asleep, "thread {tid} never blocked");
+}
+
+/// As [`await_thread_sleeping`], for the main thread of child process `pid` (after it said it
+/// is about to block).
+#[track_caller]
+pub fn await_process_sleeping(pid: u32) {
+    let asleep = eventually(HANG_LIMIT, || pid_state(pid) == Some('S'));
+    assert!(asleep, "process {pid} never blocked");
+}
+
+/// The state letter in a `/proc/…/stat` file.
+fn state_in(stat: &str) -> Option<char> {
+    let stat = std::fs::read_to_string(stat).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
