@@ -136,3 +136,25 @@ fn pool_arguments_refuse() {
     assert_eq!(pool.apply(count, vec![0]).unwrap(), 1);
     assert_ipc_channel_intact();
 }
+
+/// The managers' wire (a `Listener` connection here; proxies and served queues pickle the same
+/// way) refuses too, as a pickling error that names ipc-channel.
+#[test]
+fn listener_connection_send_refuses() {
+    use multiproc::managers::{Client, Listener};
+    common::hang_guard(|| {
+        let listener = Listener::bind("127.0.0.1:0", None).unwrap();
+        let client = Client::connect(listener.address(), None).unwrap();
+        let server = listener.accept().unwrap();
+        let (tx, rx) = ipc::channel::<u64>().unwrap();
+        match client.send(&(1u8, tx.clone())) {
+            Err(Error::Pickle(e)) => assert!(e.to_string().contains("ipc-channel"), "{e}"),
+            other => panic!("expected a pickling error, got {other:?}"),
+        }
+        client.send(&0u64).unwrap();
+        assert_eq!(server.recv::<u64>().unwrap(), 0);
+        tx.send(2).unwrap();
+        assert_eq!(rx.recv().unwrap(), 2);
+        assert_ipc_channel_intact();
+    });
+}

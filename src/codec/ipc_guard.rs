@@ -43,6 +43,18 @@ pub(crate) struct Captured {
     pub(crate) regions: usize,
 }
 
+impl std::fmt::Display for Captured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "it holds {} ipc-channel endpoint(s) and {} ipc-channel shared memory region(s), \
+             which only travel inside ipc-channel's own send; send them over an ipc-channel, \
+             or use a multiproc Connection or Queue instead",
+            self.channels, self.regions
+        )
+    }
+}
+
 /// Runs `serialize` on `value` wrapped in [`Watch`], then, if the value gave the hint, empties
 /// ipc-channel's lists and reports what the value had put there.
 pub(crate) fn serialize_watched<T: Serialize + ?Sized, R>(

@@ -9,6 +9,9 @@
 //! index. Outside those two calls a handle refuses to serialize, with an error saying why: it
 //! cannot be written to a file or a byte buffer and mean anything.
 //!
+//! A value holding ipc-channel endpoints is refused before any byte of it leaves the process
+//! (`ipc_guard`): those endpoints serialize as indices into ipc-channel's own side table.
+//!
 //! This is CPython's reduction / resource-sharer machinery in Rust form. The same path serves
 //! every start method, fork included, so there is one mechanism to test.
 
@@ -21,7 +24,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::Error;
 
-mod ipc_guard;
+pub(crate) mod ipc_guard;
 mod stream;
 
 /// The serde name a handle's index travels under (see [`serialize_fd`]).

@@ -22,7 +22,13 @@ use super::value::{PickleError, Value};
 /// assert_eq!(to_value(&Some(5u8)).unwrap(), Value::Int(5));
 /// ```
 pub fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value, PickleError> {
-    let plain = serde_pickle::to_value(value).map_err(|e| serde_error::<T>(e.to_string()))?;
+    // Refuses ipc-channel endpoints, as every other path to another process does.
+    let (plain, captured) =
+        crate::codec::ipc_guard::serialize_watched(value, |w| serde_pickle::to_value(w));
+    if let Some(captured) = captured {
+        return Err(serde_error::<T>(captured.to_string()));
+    }
+    let plain = plain.map_err(|e| serde_error::<T>(e.to_string()))?;
     Ok(from_plain(plain))
 }
 
