@@ -18,6 +18,15 @@ fn count(x: Vec<u64>) -> usize {
     x.len()
 }
 
+/// Serializes as a bare `u64`, as an endpoint does: a 0 of it makes the guard look.
+#[derive(Serialize, Deserialize)]
+#[serde(transparent)]
+struct Id(u64);
+
+fn id_of(id: Id) -> u64 {
+    id.0
+}
+
 /// What a user would wrap an endpoint in: the endpoint hides behind a struct field.
 #[derive(Serialize, Deserialize)]
 struct Job {
@@ -79,10 +88,12 @@ each_method! {
         let (reply, _rx) = ipc::channel::<String>().unwrap();
         assert_refused(with(method).spawn(job_id, Job { id: 3, reply }), 1, 0);
         assert_ipc_channel_intact();
-        // A value with a zero `u64` and no endpoint (the case that makes the guard look)
-        // still travels.
+        // Values with zeros and no endpoint travel: plain integers, and a bare `u64` 0 from
+        // another type (which makes the guard look at ipc-channel's table, and find nothing).
         let mut p = with(method).spawn(count, vec![0u64, 1, 0]).unwrap();
         assert_eq!(p.join().unwrap(), 3);
+        let mut p = with(method).spawn(id_of, Id(0)).unwrap();
+        assert_eq!(p.join().unwrap(), 0);
         assert_ipc_channel_intact();
     }
 }

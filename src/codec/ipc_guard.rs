@@ -15,10 +15,13 @@
 //! serialize an endpoint (which appends one entry), and the only way to remove entries is an
 //! ipc-channel `send` — system calls, several microseconds. So the check runs only when the
 //! value gave a cheap hint. Every endpoint serializes through `serialize_u64` (a `usize`), and
-//! the first endpoint of a value gets index 0 when the lists were empty before it, so
-//! [`Watch`] notes whether the value serialized the integer 0 as a `u64`/`usize`; only then
-//! does [`sweep`] look at the lists. Values without such a zero (most values, including every
-//! one without a `u64` or `usize` field) pay only the forwarding through [`Watch`].
+//! the first endpoint of a value gets index 0 when the lists were empty before it. [`Watch`]
+//! wraps every field, element, key and variant of the value and knows its static type, so it
+//! notes a `serialize_u64(0)` that does *not* come from a plain `u64` or `usize` (an endpoint,
+//! or some other type whose `Serialize` writes a bare `u64`, such as a `#[serde(transparent)]`
+//! wrapper holding 0); only then does [`sweep`] look at the lists. Ordinary values, zeros
+//! included, pay only the forwarding through [`Watch`]; `cargo bench --bench ipc_guard`
+//! measures both paths.
 //!
 //! Limits: the check sees ipc-channel 0.23 (the version this crate links; cargo unifies it
 //! with the caller's 0.23.x). A caller on another ipc-channel version has its own lists, out of
@@ -78,6 +81,7 @@ impl<T: Serialize + ?Sized> Serialize for Watch<'_, T> {
         self.value.serialize(Watcher {
             inner: serializer,
             hint: self.hint,
+            ty: std::any::type_name::<T>(),
         })
     }
 }
@@ -161,10 +165,19 @@ fn list_index<P: Serialize>(probe: &P) -> Option<usize> {
     }
 }
 
-/// A serializer that forwards everything to `inner`, noting a `u64` 0 in `hint`.
+/// A serializer that forwards everything to `inner`, noting in `hint` a `u64` 0 written by a
+/// type other than a plain integer.
 struct Watcher<'a, S> {
     inner: S,
     hint: &'a Cell<bool>,
+    /// The static type of the value being serialized (its `Serialize` impl called us).
+    ty: &'static str,
+}
+
+/// Whether `ty` (a `type_name`) is a plain `u64` or `usize`, or a reference to one: their
+/// zeros are data, not ipc-channel indices.
+fn plain_integer(ty: &str) -> bool {
+    matches!(ty.trim_start_matches('&'), "u64" | "usize")
 }
 
 impl<'a, S> Watcher<'a, S> {
@@ -240,7 +253,7 @@ impl<'a, S: Serializer> Serializer for Watcher<'a, S> {
 
     #[inline]
     fn serialize_u64(self, v: u64) -> Result<S::Ok, S::Error> {
-        if v == 0 {
+        if v == 0 && !plain_integer(self.ty) {
             self.hint.set(true);
         }
         self.inner.serialize_u64(v)
@@ -490,18 +503,24 @@ mod tests {
     }
 
     #[test]
-    fn watching_changes_no_byte_and_hints_only_at_a_zero_u64() {
+    fn watching_changes_no_byte_and_hints_only_at_a_zero_not_from_an_integer() {
         use std::collections::BTreeMap;
         #[derive(serde::Serialize)]
         enum E {
             A(u64),
             B { x: Option<u64> },
         }
+        #[derive(serde::Serialize)]
+        #[serde(transparent)]
+        struct Id(u64);
         assert!(!hints(&(1u64, "a", vec![0u32, 0], Some(0i64), 0u8)));
-        assert!(hints(&(1u64, 0u64)));
-        assert!(hints(&vec![E::A(3), E::B { x: Some(0) }]));
-        assert!(hints(&BTreeMap::from([(0usize, "k")])));
-        assert!(!hints(&BTreeMap::from([(1usize, E::A(2))])));
+        // Zeros of plain u64 / usize, wherever they sit, are data.
+        assert!(!hints(&(0u64, &0usize, [0u64; 3])));
+        assert!(!hints(&vec![E::A(0), E::B { x: Some(0) }]));
+        assert!(!hints(&BTreeMap::from([(0usize, E::A(0))])));
+        // A bare u64 0 from another type is what an endpoint looks like.
+        assert!(hints(&(1u8, Id(0))));
+        assert!(!hints(&(1u8, Id(1))));
     }
 
     #[test]
