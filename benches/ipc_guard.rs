@@ -7,6 +7,9 @@
 //!   wrapper of a `u64` 0 serializes exactly as an endpoint's index does, so the guard probes
 //!   and empties ipc-channel's table (system calls) before the send. `raw_bytes`
 //!   (`send_bytes` of 8 bytes, no pickling) is the floor.
+//! - `to_value`: `multiproc::pickle::to_value` (the managers' encoder, also guarded) of the
+//!   same record and of 256 integers, zeros included: serialization alone, no system call, so
+//!   the guard's forwarding shows if it costs anything.
 //!
 //! ```text
 //! cargo bench --bench ipc_guard
@@ -77,5 +80,27 @@ fn pickled_pipe(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pickled_pipe);
+fn to_value(c: &mut Criterion) {
+    let mut group = c.benchmark_group("to_value");
+    group
+        .sample_size(30)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    let record = Record {
+        id: 0,
+        name: "a record".into(),
+        values: (1..=16).collect(),
+        weight: 1.5,
+    };
+    group.bench_function("record", |bench| {
+        bench.iter(|| black_box(multiproc::pickle::to_value(black_box(&record)).unwrap()))
+    });
+    let numbers: Vec<u64> = (0..256).map(|i| i % 4).collect();
+    group.bench_function("u64x256", |bench| {
+        bench.iter(|| black_box(multiproc::pickle::to_value(black_box(&numbers)).unwrap()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, pickled_pipe, to_value);
 criterion_main!(benches);

@@ -169,3 +169,17 @@ fn listener_connection_send_refuses() {
         assert_ipc_channel_intact();
     });
 }
+
+/// More endpoints than one ipc-channel message can carry (64 descriptors): still refused and
+/// taken back out of ipc-channel's table (ipc-channel's own send panics on such a value; the
+/// guard lets that panic empty the table and catches it, so a panic message is printed).
+#[test]
+fn more_endpoints_than_one_message_carries() {
+    let (a, _b) = Pipe::new().unwrap();
+    let (tx, rx) = ipc::channel::<u64>().unwrap();
+    let many: Vec<IpcSender<u64>> = (0..70).map(|_| tx.clone()).collect();
+    assert_refused(a.send(&many), 70, 0);
+    tx.send(4).unwrap();
+    assert_eq!(rx.recv().unwrap(), 4);
+    assert_ipc_channel_intact();
+}

@@ -142,10 +142,11 @@ fn sweep() -> Option<Captured> {
                 if sent.is_ok() {
                     drop(tools.sink.recv());
                 }
-            } else {
+            } else if cfg!(panic = "unwind") {
                 // More than one message can carry: ipc-channel's own send would assert on this
-                // value too. The lists are taken before the assertion, and their entries are closed
-                // while the panic unwinds.
+                // value too. The lists are taken before the assertion, and their entries are
+                // closed while the panic unwinds. (Where panics abort, the entries stay: the
+                // value is refused all the same.)
                 let drain = &tools.drain;
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     drain.send((Vec::new(), Vec::new()))
