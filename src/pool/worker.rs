@@ -7,13 +7,19 @@
 //! batch a dead worker was running. A panicking task is caught by its trampoline and reported
 //! as a failure; the worker carries on. End of stream on the socket (the parent closed it to
 //! retire the worker or to close the pool) ends the loop and the process exits 0.
+//!
+//! Each task's [`Entry`] is checked against the family's key before it runs (see
+//! `bootstrap`'s module docs); the worker remembers the entries that passed, so a batch of
+//! tasks of one function costs one HMAC for the worker's whole life. A task whose entry fails
+//! the check is not run: it is reported as [`Failure::Unauthenticated`].
 
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::bootstrap::{Entry, Failure, Outcome};
+use crate::bootstrap::{Entry, Failure, Outcome, Verifier};
 use crate::codec;
+use crate::codec::FdTable;
 use crate::connection::Connection;
 
 use super::job::{self, Reader, INIT_FAILED_ID, TAG_FAILED, TAG_RETURNED};
@@ -35,8 +41,9 @@ pub(crate) struct WorkerArgs {
 /// The worker process's function.
 pub(crate) fn main(args: WorkerArgs) {
     let conn = args.conn;
+    let mut verifier = Verifier::new();
     if let Some(init) = args.init {
-        if let Err(failure) = run_initializer(&init) {
+        if let Err(failure) = run_initializer(&mut verifier, &init) {
             let mut out = 0u64.to_le_bytes().to_vec();
             let body = codec::encode(&failure).unwrap_or_default();
             job::push_result(&mut out, INIT_FAILED_ID, TAG_FAILED, &body);
@@ -46,25 +53,30 @@ pub(crate) fn main(args: WorkerArgs) {
     }
     let mut out = Vec::with_capacity(FLUSH_BYTES + 1024);
     while let Ok((batch, _fds)) = conn.recv_raw() {
-        if run_batch(&conn, &batch, &mut out).is_err() {
+        if run_batch(&conn, &mut verifier, &batch, &mut out).is_err() {
             return;
         }
     }
 }
 
-fn run_initializer(init: &[u8]) -> Result<(), Failure> {
+fn run_initializer(verifier: &mut Verifier, init: &[u8]) -> Result<(), Failure> {
     let (entry, args) = init.split_at(Entry::LEN.min(init.len()));
     let entry = entry
         .try_into()
         .map_err(|_| Failure::Refused("malformed initializer".into()))?;
-    match Entry::from_bytes(entry).run(args) {
+    match run_task(verifier, Entry::from_bytes(entry), args) {
         Outcome::Returned(..) => Ok(()),
         Outcome::Failed(failure) => Err(failure),
     }
 }
 
 /// Runs every task of one batch, flushing results as described in the module docs.
-fn run_batch(conn: &Connection, batch: &[u8], out: &mut Vec<u8>) -> Result<(), crate::Error> {
+fn run_batch(
+    conn: &Connection,
+    verifier: &mut Verifier,
+    batch: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), crate::Error> {
     let mut reader = Reader::new(batch);
     let mut since_flush = Instant::now();
     out.clear();
@@ -74,7 +86,7 @@ fn run_batch(conn: &Connection, batch: &[u8], out: &mut Vec<u8>) -> Result<(), c
             // A malformed batch cannot come from our parent; stop rather than guess.
             return Err(crate::Error::InvalidArgument("malformed pool batch".into()));
         };
-        record(out, id, entry.run(args));
+        record(out, id, run_task(verifier, entry, args));
         let elapsed = since_flush.elapsed();
         if out.len() >= FLUSH_BYTES || elapsed >= FLUSH_AFTER {
             flush(conn, out, elapsed)?;
@@ -82,6 +94,14 @@ fn run_batch(conn: &Connection, batch: &[u8], out: &mut Vec<u8>) -> Result<(), c
         }
     }
     flush(conn, out, since_flush.elapsed())
+}
+
+/// Runs one task if its entry verifies.
+fn run_task(verifier: &mut Verifier, entry: Entry, args: &[u8]) -> Outcome {
+    match verifier.verify(entry, "a pool task") {
+        Ok(call) => call.run(args, &mut FdTable::default()),
+        Err(_) => Outcome::Failed(Failure::Unauthenticated),
+    }
 }
 
 fn record(out: &mut Vec<u8>, id: u64, outcome: Outcome) {

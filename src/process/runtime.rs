@@ -14,7 +14,7 @@ use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::child::ChildShared;
-use super::{ProcessInfo, StartMethod};
+use super::{AuthKey, ProcessInfo, StartMethod};
 use crate::sys;
 
 /// Who this process is, as `current_process()` reports it.
@@ -24,6 +24,8 @@ pub(crate) struct Identity {
     pub(crate) daemon: bool,
     pub(crate) parent_pid: Option<u32>,
     pub(crate) start_method: Option<StartMethod>,
+    /// The process family's key: made by the first process, inherited by every child.
+    pub(crate) authkey: AuthKey,
 }
 
 pub(crate) struct Runtime {
@@ -92,6 +94,9 @@ fn publish_main() -> &'static Runtime {
         daemon: false,
         parent_pid: None,
         start_method: None,
+        // The first process of a family makes the key. A thread that loses the race below
+        // drops its key with its state: the published one is the family's.
+        authkey: AuthKey::random(),
     };
     let fresh = Box::into_raw(Box::new(Runtime::new(pid, identity)));
     loop {
