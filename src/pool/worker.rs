@@ -139,3 +139,78 @@ fn flush(conn: &Connection, out: &mut Vec<u8>, busy: Duration) -> Result<(), cra
     out.extend_from_slice(&0u64.to_le_bytes());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bootstrap::{self, Trampoline};
+
+    fn add_one(x: u64) -> u64 {
+        x + 1
+    }
+
+    fn times_ten(x: u64) -> u64 {
+        x * 10
+    }
+
+    fn task(out: &mut Vec<u8>, id: u64, entry: [u8; Entry::LEN], arg: u64) {
+        let args = codec::encode(&arg).unwrap();
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&entry);
+        out.extend_from_slice(&(args.len() as u32).to_le_bytes());
+        out.extend_from_slice(&args);
+    }
+
+    /// A worker sent a forged entry (the offsets of another function under a genuine tag, so
+    /// that an unchecked worker would run `times_ten`) refuses that task and runs the others.
+    #[test]
+    fn forged_entry_is_refused_and_the_batch_goes_on() {
+        let entry = |f: fn(u64) -> u64| {
+            Entry::new(bootstrap::trampoline::<u64, u64> as Trampoline, f as usize).to_bytes()
+        };
+        let good = entry(add_one);
+        let mut forged = good;
+        forged[8..16].copy_from_slice(&entry(times_ten)[8..16]);
+        let mut batch = Vec::new();
+        task(&mut batch, 1, good, 1);
+        task(&mut batch, 2, forged, 2);
+        task(&mut batch, 3, good, 3);
+
+        let (ours, theirs) = crate::Pipe::new().unwrap();
+        let mut verifier = Verifier::new();
+        let mut out = Vec::new();
+        run_batch(&theirs, &mut verifier, &batch, &mut out).unwrap();
+        let mut results = Vec::new();
+        while results.len() < 3 {
+            let (message, _) = ours.recv_raw().unwrap();
+            let mut reader = Reader::new(&message[8..]);
+            while let Some((id, tag, body)) = reader.result() {
+                results.push((id, tag, body.to_vec()));
+            }
+        }
+        assert_eq!(results[0].0, 1);
+        assert_eq!(results[0].1, TAG_RETURNED);
+        assert_eq!(codec::decode::<u64>(&results[0].2).unwrap(), 2);
+        assert_eq!((results[1].0, results[1].1), (2, TAG_FAILED));
+        assert!(matches!(
+            codec::decode::<Failure>(&results[1].2).unwrap(),
+            Failure::Unauthenticated
+        ));
+        assert_eq!(codec::decode::<u64>(&results[2].2).unwrap(), 4);
+    }
+
+    /// A forged initializer is refused before it runs.
+    #[test]
+    fn forged_initializer_is_refused() {
+        let mut init = Entry::new(
+            bootstrap::trampoline::<u64, u64> as Trampoline,
+            add_one as fn(u64) -> u64 as usize,
+        )
+        .to_bytes()
+        .to_vec();
+        init[20] ^= 1;
+        init.extend(codec::encode(&1u64).unwrap());
+        let failure = run_initializer(&mut Verifier::new(), &init).unwrap_err();
+        assert!(matches!(failure, Failure::Unauthenticated), "{failure:?}");
+    }
+}

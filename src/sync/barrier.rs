@@ -336,3 +336,57 @@ impl<'de> Deserialize<'de> for Barrier {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{self, FdTable};
+    use std::sync::atomic::AtomicUsize;
+
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+
+    fn count_run() {
+        RUNS.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A barrier as it travels, and where its action's tag sits in the pickle (a 16-byte
+    /// `bytes` value, `C\x10` then the tag, in pickle protocol 3).
+    fn pickled_with_action() -> (Vec<u8>, Vec<std::os::fd::OwnedFd>, usize) {
+        let barrier = Barrier::with_options(1, Some(count_run), None).unwrap();
+        let mut fds = Vec::new();
+        let bytes = codec::encode_in(&barrier, &mut fds).unwrap();
+        let at = bytes
+            .windows(2)
+            .position(|w| w == b"C\x10")
+            .expect("the action's tag in the pickle")
+            + 2;
+        (bytes, fds, at)
+    }
+
+    #[test]
+    fn action_travels_with_its_tag() {
+        let (bytes, fds, _) = pickled_with_action();
+        let received: Barrier = codec::decode_in(&bytes, &mut FdTable::new(fds)).unwrap();
+        let before = RUNS.load(Ordering::SeqCst);
+        assert_eq!(received.wait().unwrap(), 0);
+        assert_eq!(RUNS.load(Ordering::SeqCst), before + 1);
+    }
+
+    /// A barrier whose action reference was tampered with in transit is refused with the
+    /// typed error; no barrier (and so no action to call) comes of it.
+    #[test]
+    fn tampered_action_is_refused() {
+        let (mut bytes, fds, at) = pickled_with_action();
+        bytes[at + 5] ^= 0x20;
+        let err = codec::decode_in::<Barrier>(&bytes, &mut FdTable::new(fds)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::UnauthenticatedFunction {
+                    what: "a barrier action"
+                }
+            ),
+            "{err}"
+        );
+    }
+}
