@@ -31,9 +31,10 @@ const BROKEN: u32 = 3;
 /// together, each with a distinct index in `0..parties`, and the barrier is ready for the
 /// next pass. The optional *action* is a plain `fn()`: the last party to arrive runs it, in
 /// its own process, before anyone is released. It travels with the barrier as the function's
-/// offset in the executable (as `Process::spawn` sends its function), so a barrier with an
-/// action can only be received by a process of the same executable, and only from a trusted
-/// multiproc peer: a forged message could name any address.
+/// offset in the executable (as `Process::spawn` sends its function), tagged with the process
+/// family's [`AuthKey`](crate::AuthKey): a barrier with an action can only be received by a
+/// process of the same executable and family, and one whose action reference was forged or
+/// damaged is refused with [`Error::UnauthenticatedFunction`] rather than called.
 ///
 /// A party that dies while waiting stays counted: set a default timeout so that the others
 /// get [`Error::BrokenBarrier`] instead of waiting for ever.
