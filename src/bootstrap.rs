@@ -348,8 +348,10 @@ fn tag_matches(key: &AuthKey, kind: Kind, exe: &[i64; 5], offsets: &[i64], tag: 
 const TAG_CACHE: usize = 16;
 
 thread_local! {
-    /// Recently made call tags: (key, trampoline, function, tag), the newest last.
-    static CALL_TAGS: RefCell<Vec<(AuthKey, i64, i64, Tag)>> = const { RefCell::new(Vec::new()) };
+    /// Recently made call tags: (trampoline, function, tag), the newest last. A process's key
+    /// never changes (a fork child's is its parent's, which is why the copy a fork child
+    /// inherits stays right), so the key is not part of the lookup.
+    static CALL_TAGS: RefCell<Vec<(i64, i64, Tag)>> = const { RefCell::new(Vec::new()) };
     /// What the last `SharedFn` deserialization refused, for [`take_refusal`].
     static REFUSED: Cell<Option<&'static str>> = const { Cell::new(None) };
 }
@@ -371,22 +373,22 @@ impl Entry {
     /// Names `function` (an `fn` of the type that `trampoline` expects) for another process
     /// of this family running this same executable, tagged with this process's key.
     pub(crate) fn new(trampoline: Trampoline, function: usize) -> Entry {
-        let key = runtime::runtime().identity().authkey;
         let (trampoline, function) = (offset_of(trampoline as usize), offset_of(function));
         let tag = CALL_TAGS.with(|cache| {
             let mut cache = cache.borrow_mut();
             let known = cache
                 .iter()
                 .rev()
-                .find(|(k, t, f, _)| (*t, *f) == (trampoline, function) && *k == key);
+                .find(|(t, f, _)| (*t, *f) == (trampoline, function));
             if let Some((.., tag)) = known {
                 return *tag;
             }
+            let key = runtime::runtime().identity().authkey;
             let tag = tag_of(&key, Kind::Call, &exe_for_tags(), &[trampoline, function]);
             if cache.len() == TAG_CACHE {
                 cache.remove(0);
             }
-            cache.push((key, trampoline, function, tag));
+            cache.push((trampoline, function, tag));
             tag
         });
         Entry {
