@@ -1093,4 +1093,45 @@ mod tests {
         };
         assert_eq!(Header::from_bytes(&header.to_bytes()), Some(header));
     }
+
+    /// A bootstrap message whose function reference does not verify with the key it brings
+    /// (here: the offsets of another function under a genuine tag) is refused as
+    /// unauthenticated, before anything is called; the genuine one is accepted.
+    #[test]
+    fn bootstrap_message_with_a_forged_reference_is_refused() {
+        let message = |entry: Entry| {
+            let header = Header {
+                nonce: 9,
+                exe: sys::exe_identity().unwrap(),
+                entry,
+                authkey: *family_key().as_bytes(),
+                parent_pid: 1,
+                daemon: false,
+                start_method: StartMethod::Spawn,
+                name: "Process-9".into(),
+            }
+            .to_bytes();
+            let (ours, theirs) = crate::Pipe::new().unwrap();
+            let (alive, _write) = sys::pipe().unwrap();
+            let args = codec::encode(&1u64).unwrap();
+            let len = (header.len() as u32).to_le_bytes();
+            ours.send_parts(&[&len, &header, &args], &[alive]).unwrap();
+            receive_job(&theirs, Some(9))
+        };
+        let good = Entry::new(
+            trampoline::<u64, u64> as Trampoline,
+            add_one as fn(u64) -> u64 as usize,
+        );
+        let other = Entry::new(
+            trampoline::<u64, u64> as Trampoline,
+            times_ten as fn(u64) -> u64 as usize,
+        );
+        let mut forged = good;
+        forged.function = other.function;
+        assert!(matches!(message(forged), Err(Failure::Unauthenticated)));
+        let Ok((_, call, frame, args_at, mut fds)) = message(good) else {
+            panic!("the genuine message was refused");
+        };
+        assert_eq!(returned(call.run(&frame[args_at..], &mut fds)), 2);
+    }
 }

@@ -1,5 +1,10 @@
 //! Per-process state: who this process is, its children, its parent-alive pipe, its reaper.
 //!
+//! Who it is includes the family's [`AuthKey`]: the first process (the one multiproc did not
+//! start) makes it from the kernel's random numbers when its state is first published; a child
+//! gets its parent's (copied into the state `prepare` makes in the parent for a fork child,
+//! carried in the bootstrap message for spawn and forkserver children) and never changes it.
+//!
 //! A forked child inherits a copy of all of this but owns none of it: the children are its
 //! siblings, the reaper thread does not exist in it, and a lock may have been held by a thread
 //! that is gone. So the state hangs off one atomic pointer stamped with the owning pid, and a
