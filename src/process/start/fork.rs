@@ -55,6 +55,12 @@
 //! `write(2)`, not through `std::io::stderr`'s lock. A panic in `f` runs the default panic
 //! hook, which takes the stderr lock: that is part of running `f`.
 //!
+//! # The other start methods
+//! A spawn child is a fresh `exec` of the binary, and a forkserver child (or spare) is a fork
+//! of the server, which is single-threaded: no lock in either can be held by a thread that is
+//! gone, so they decode their bootstrap message and arguments, allocate, and install the panic
+//! hook before `f` without these constraints.
+//!
 //! # Pool workers
 //! A pool worker under fork is an ordinary fork child whose `f` is the worker loop
 //! (`pool::worker`), crate code that then runs the tasks: it allocates (fork-safe, above),
