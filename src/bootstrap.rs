@@ -8,6 +8,26 @@
 //! anything by offset the child checks that it is the same executable as its parent
 //! ((device, inode, size, mtime) of `/proc/self/exe`: rustc emits no build-id of its own).
 //!
+//! # Authenticated function references
+//! An offset read from bytes another process wrote must not let safe code jump to an
+//! arbitrary address. So every function reference that crosses a process boundary (the
+//! bootstrap [`Header`], a pool task's [`Entry`], a `Barrier`'s action as [`SharedFn`])
+//! carries a tag: HMAC-SHA256, truncated to 128 bits, over the kind of reference, the
+//! executable's identity and the offsets, keyed with the process family's
+//! [`AuthKey`](crate::AuthKey) (made by the first process, inherited by every child: in memory
+//! under fork, in the bootstrap message under spawn and forkserver). A reference is turned back
+//! into a pointer only through [`Entry::verify`] (or [`Verifier`], which remembers the entries
+//! it verified so that a pool worker pays for one HMAC per distinct function, not per task)
+//! and [`SharedFn`]'s `Deserialize`, which check the tag first; a forged or foreign reference
+//! is [`Error::UnauthenticatedFunction`] and nothing is called. Every cast of a number to a
+//! function pointer is in one function, [`resolve`], and it takes a [`FnAddress`], which only
+//! a verified reference (or a real function of this process) can make.
+//!
+//! The bootstrap message itself is trusted as the channel that brings a spawn or forkserver
+//! child its key: it arrives on a private socket that only the parent held (a spawn child's
+//! also repeats the nonce of its marker); its header's reference is still checked, with the
+//! key it brings, through the same path.
+//!
 //! # Getting there without a line in `main`
 //! A spawned child re-executes `/proc/self/exe` with `MULTIPROC_BOOTSTRAP` in its environment.
 //! A pre-main constructor ([`pre_main`], an `.init_array` entry made by the `ctor` crate) sees
@@ -32,15 +52,19 @@
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Mutex;
+use std::sync::{Mutex, TryLockError};
 
+use std::cell::{Cell, RefCell};
+
+use hmac::{Hmac, Mac};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 
 use crate::codec::{self, FdTable};
 use crate::connection::Connection;
 use crate::process::runtime::{self, Identity};
-use crate::process::StartMethod;
+use crate::process::{AuthKey, StartMethod};
 use crate::{sys, Error};
 
 /// The environment variable that turns a re-executed binary into a child or a forkserver.
@@ -63,7 +87,25 @@ const IN_MEMFD: u8 = 0x80;
 pub(crate) const INLINE_RESULT_MAX: usize = 16 * 1024;
 
 /// What a child runs: decode the arguments, call `f`, encode the outcome.
-pub(crate) type Trampoline = fn(usize, &[u8], &mut FdTable) -> Outcome;
+pub(crate) type Trampoline = fn(FnAddress, &[u8], &mut FdTable) -> Outcome;
+
+/// The address of a function in this process, which only a verified reference or a real
+/// function of this process can make: what [`resolve`] takes.
+#[derive(Clone, Copy)]
+pub(crate) struct FnAddress(usize);
+
+/// The one place where a number becomes a function pointer.
+///
+/// # Safety
+/// `address` must be the address of a function of type `F` in this process: made from a
+/// reference whose tag verified (the family's processes tag only offsets taken from functions,
+/// paired with the trampoline that expects their type), or from a function of type `F` here.
+unsafe fn resolve<F: Copy>(address: FnAddress) -> F {
+    const { assert!(std::mem::size_of::<F>() == std::mem::size_of::<usize>()) };
+    // SAFETY: per this function's contract `address.0` is the address of an `F`, a function
+    // pointer type (pointer-sized, checked above).
+    unsafe { std::mem::transmute_copy::<usize, F>(&address.0) }
+}
 
 /// What the parent tells a spawn or forkserver child, beside the arguments. Encoded by hand
 /// (fixed-width little-endian fields, then the name) rather than pickled: the child decodes
@@ -74,8 +116,10 @@ pub(crate) type Trampoline = fn(usize, &[u8], &mut FdTable) -> Outcome;
 pub(crate) struct Header {
     pub(crate) nonce: u64,
     pub(crate) exe: [i64; 5],
-    pub(crate) trampoline: i64,
-    pub(crate) function: i64,
+    /// The trampoline and the function, tagged with `authkey`.
+    pub(crate) entry: Entry,
+    /// The family's key, which the child adopts.
+    pub(crate) authkey: [u8; AuthKey::LEN],
     pub(crate) parent_pid: i32,
     pub(crate) daemon: bool,
     pub(crate) start_method: StartMethod,
@@ -83,7 +127,7 @@ pub(crate) struct Header {
 }
 
 impl Header {
-    const FIXED: usize = 8 + 5 * 8 + 8 + 8 + 4 + 1 + 1 + 4;
+    const FIXED: usize = 8 + 5 * 8 + Entry::LEN + AuthKey::LEN + 4 + 1 + 1 + 4;
 
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(Self::FIXED + self.name.len());
@@ -91,8 +135,8 @@ impl Header {
         for field in self.exe {
             out.extend_from_slice(&field.to_le_bytes());
         }
-        out.extend_from_slice(&self.trampoline.to_le_bytes());
-        out.extend_from_slice(&self.function.to_le_bytes());
+        out.extend_from_slice(&self.entry.to_bytes());
+        out.extend_from_slice(&self.authkey);
         out.extend_from_slice(&self.parent_pid.to_le_bytes());
         out.push(self.daemon as u8);
         out.push(self.start_method as u8);
@@ -113,8 +157,8 @@ impl Header {
         for field in &mut exe {
             *field = i64::from_le_bytes(take(8)?.try_into().ok()?);
         }
-        let trampoline = i64::from_le_bytes(take(8)?.try_into().ok()?);
-        let function = i64::from_le_bytes(take(8)?.try_into().ok()?);
+        let entry = Entry::from_bytes(take(Entry::LEN)?.try_into().ok()?);
+        let authkey = take(AuthKey::LEN)?.try_into().ok()?;
         let parent_pid = i32::from_le_bytes(take(4)?.try_into().ok()?);
         let daemon = take(1)?[0] != 0;
         let start_method = match take(1)?[0] {
@@ -127,8 +171,8 @@ impl Header {
         Some(Header {
             nonce,
             exe,
-            trampoline,
-            function,
+            entry,
+            authkey,
             parent_pid,
             daemon,
             start_method,
@@ -147,6 +191,8 @@ pub(crate) enum Failure {
     ArgsUndecodable(String),
     ResultUnencodable(String),
     Refused(String),
+    /// A function reference's tag did not verify: nothing was called.
+    Unauthenticated,
 }
 
 /// The outcome of running the trampoline, still in the child.
@@ -167,14 +213,14 @@ pub(crate) fn offset_of(addr: usize) -> i64 {
     addr.wrapping_sub(anchor as fn() -> u64 as usize) as i64
 }
 
-fn address_at(offset: i64) -> usize {
-    (anchor as fn() -> u64 as usize).wrapping_add(offset as usize)
+fn address_at(offset: i64) -> FnAddress {
+    FnAddress((anchor as fn() -> u64 as usize).wrapping_add(offset as usize))
 }
 
 /// Decodes `A`, runs `f`, encodes `R`. Monomorphised per `(A, R)` in the parent; the child
 /// reaches it by offset.
 pub(crate) fn trampoline<A: DeserializeOwned, R: Serialize>(
-    function: usize,
+    function: FnAddress,
     args: &[u8],
     fds: &mut FdTable,
 ) -> Outcome {
@@ -182,16 +228,16 @@ pub(crate) fn trampoline<A: DeserializeOwned, R: Serialize>(
         Ok(a) => a,
         Err(e) => return Outcome::Failed(Failure::ArgsUndecodable(e.to_string())),
     };
-    // SAFETY: `function` is the address of an `fn(A) -> R` in this same executable: the parent
-    // took it from a value of that type, sent it together with the address of this very
-    // monomorphisation of the trampoline, and `receive_job` verified the executable's identity.
-    let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(function) };
+    // SAFETY: a trampoline is reached only through `Verified::run`, with the function of the
+    // verified pair: the family tags only an `fn(A) -> R` together with this very
+    // monomorphisation (`Entry::new`'s callers), in this same executable (part of the tag).
+    let f = unsafe { resolve::<fn(A) -> R>(function) };
     call(f, args)
 }
 
 /// Decodes a list of `A`, runs `f` on each item, encodes the list of `R`: one pool chunk.
 pub(crate) fn chunk_trampoline<A: DeserializeOwned, R: Serialize>(
-    function: usize,
+    function: FnAddress,
     args: &[u8],
     fds: &mut FdTable,
 ) -> Outcome {
@@ -199,15 +245,15 @@ pub(crate) fn chunk_trampoline<A: DeserializeOwned, R: Serialize>(
         Ok(a) => a,
         Err(e) => return Outcome::Failed(Failure::ArgsUndecodable(e.to_string())),
     };
-    // SAFETY: as in `trampoline`: `function` is an `fn(A) -> R` of this executable, sent with
-    // the address of this monomorphisation.
-    let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(function) };
+    // SAFETY: as in `trampoline`: `function` is an `fn(A) -> R` of this executable, verified
+    // together with the address of this monomorphisation.
+    let f = unsafe { resolve::<fn(A) -> R>(function) };
     call_with(move || items.into_iter().map(f).collect::<Vec<R>>())
 }
 
 /// Like [`chunk_trampoline`] for a function of two arguments given as pairs (`starmap`).
 pub(crate) fn star_chunk_trampoline<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(
-    function: usize,
+    function: FnAddress,
     args: &[u8],
     fds: &mut FdTable,
 ) -> Outcome {
@@ -216,7 +262,7 @@ pub(crate) fn star_chunk_trampoline<A: DeserializeOwned, B: DeserializeOwned, R:
         Err(e) => return Outcome::Failed(Failure::ArgsUndecodable(e.to_string())),
     };
     // SAFETY: as in `trampoline`, for an `fn(A, B) -> R`.
-    let f = unsafe { std::mem::transmute::<usize, fn(A, B) -> R>(function) };
+    let f = unsafe { resolve::<fn(A, B) -> R>(function) };
     call_with(move || items.into_iter().map(|(a, b)| f(a, b)).collect::<Vec<R>>())
 }
 
@@ -237,62 +283,218 @@ pub(crate) fn call_with<R: Serialize>(work: impl FnOnce() -> R) -> Outcome {
         }
         Err(payload) => Outcome::Failed(Failure::Panicked {
             message: panic_message(payload.as_ref()),
-            location: PANIC_LOCATION
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take(),
+            // `try_lock`: in a fork child a thread of the parent may have held it (forever).
+            location: match PANIC_LOCATION.try_lock() {
+                Ok(mut held) => held.take(),
+                Err(TryLockError::Poisoned(e)) => e.into_inner().take(),
+                Err(TryLockError::WouldBlock) => None,
+            },
         }),
     }
 }
 
-/// An encoded call that a long-lived worker (the pool's) can run many times: the offsets of
-/// a trampoline and of the function it calls, as in the bootstrap [`Header`].
+/// The length of a function reference's tag: HMAC-SHA256 truncated to 128 bits.
+const TAG_LEN: usize = 16;
+type Tag = [u8; TAG_LEN];
+
+/// What a tag vouches for, so that one kind of reference never passes for another.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// A trampoline and the function it calls ([`Entry`]).
+    Call = 1,
+    /// A plain `fn()` ([`SharedFn`]).
+    Plain = 2,
+}
+
+/// The executable's identity as the tags cover it. If `/proc/self/exe` cannot be examined
+/// (then no spawn works either) the identity is all zeros: a process that can examine it
+/// computes other tags and refuses ours, so nothing worse than a refusal comes of it.
+fn exe_for_tags() -> [i64; 5] {
+    sys::exe_identity().unwrap_or_default()
+}
+
+/// The tag of a reference of `kind` to `offsets` in executable `exe`, under `key`.
+fn tagger(key: &AuthKey, kind: Kind, exe: &[i64; 5], offsets: &[i64]) -> Hmac<Sha256> {
+    // HMAC pads a key shorter than the hash's block (64 bytes) with zeros, so this is the
+    // HMAC of the 32-byte key, made without `new_from_slice`'s (never taken) error path.
+    let mut block = [0u8; 64];
+    block[..AuthKey::LEN].copy_from_slice(key.as_bytes());
+    let mut mac = <Hmac<Sha256> as hmac::digest::KeyInit>::new(&block.into());
+    mac.update(b"multiproc function reference\0");
+    mac.update(&[kind as u8]);
+    for field in exe.iter().chain(offsets) {
+        mac.update(&field.to_le_bytes());
+    }
+    mac
+}
+
+fn tag_of(key: &AuthKey, kind: Kind, exe: &[i64; 5], offsets: &[i64]) -> Tag {
+    let full = tagger(key, kind, exe, offsets).finalize().into_bytes();
+    let mut tag = [0u8; TAG_LEN];
+    tag.copy_from_slice(&full[..TAG_LEN]);
+    tag
+}
+
+/// Whether `tag` is the tag of that reference (compared in constant time).
+fn tag_matches(key: &AuthKey, kind: Kind, exe: &[i64; 5], offsets: &[i64], tag: &[u8]) -> bool {
+    tag.len() == TAG_LEN
+        && tagger(key, kind, exe, offsets)
+            .verify_truncated_left(tag)
+            .is_ok()
+}
+
+/// How many tags a thread remembers for [`Entry::new`] (a pool caller makes the same few
+/// entries over and over: one HMAC each, then lookups).
+const TAG_CACHE: usize = 16;
+
+thread_local! {
+    /// Recently made call tags: (trampoline, function, tag), the newest last. A process's key
+    /// never changes (a fork child's is its parent's, which is why the copy a fork child
+    /// inherits stays right), so the key is not part of the lookup.
+    static CALL_TAGS: RefCell<Vec<(i64, i64, Tag)>> = const { RefCell::new(Vec::new()) };
+    /// What the last `SharedFn` deserialization refused, for [`take_refusal`].
+    static REFUSED: Cell<Option<&'static str>> = const { Cell::new(None) };
+}
+
+/// A call as it travels to another process of this family: the offsets of a trampoline and of
+/// the function it calls (as in the bootstrap [`Header`]), and their tag. Running one takes a
+/// [`Verified`], which only [`Entry::verify`] (or [`Verifier`]) makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Entry {
     trampoline: i64,
     function: i64,
+    tag: Tag,
 }
 
 impl Entry {
     /// The size of [`to_bytes`](Self::to_bytes).
-    pub(crate) const LEN: usize = 16;
+    pub(crate) const LEN: usize = 16 + TAG_LEN;
 
     /// Names `function` (an `fn` of the type that `trampoline` expects) for another process
-    /// running this same executable.
+    /// of this family running this same executable, tagged with this process's key.
     pub(crate) fn new(trampoline: Trampoline, function: usize) -> Entry {
+        let (trampoline, function) = (offset_of(trampoline as usize), offset_of(function));
+        let tag = CALL_TAGS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let known = cache
+                .iter()
+                .rev()
+                .find(|(t, f, _)| (*t, *f) == (trampoline, function));
+            if let Some((.., tag)) = known {
+                return *tag;
+            }
+            let key = runtime::runtime().identity().authkey;
+            let tag = tag_of(&key, Kind::Call, &exe_for_tags(), &[trampoline, function]);
+            if cache.len() == TAG_CACHE {
+                cache.remove(0);
+            }
+            cache.push((trampoline, function, tag));
+            tag
+        });
         Entry {
-            trampoline: offset_of(trampoline as usize),
-            function: offset_of(function),
+            trampoline,
+            function,
+            tag,
         }
     }
 
     pub(crate) fn to_bytes(self) -> [u8; Entry::LEN] {
         let mut out = [0u8; Entry::LEN];
         out[..8].copy_from_slice(&self.trampoline.to_le_bytes());
-        out[8..].copy_from_slice(&self.function.to_le_bytes());
+        out[8..16].copy_from_slice(&self.function.to_le_bytes());
+        out[16..].copy_from_slice(&self.tag);
         out
     }
 
+    /// Reads an entry from bytes: nothing is trusted until [`verify`](Self::verify).
     pub(crate) fn from_bytes(bytes: &[u8; Entry::LEN]) -> Entry {
-        let (t, f) = bytes.split_at(8);
+        let mut trampoline = [0u8; 8];
+        let mut function = [0u8; 8];
+        let mut tag = [0u8; TAG_LEN];
+        trampoline.copy_from_slice(&bytes[..8]);
+        function.copy_from_slice(&bytes[8..16]);
+        tag.copy_from_slice(&bytes[16..]);
         Entry {
-            trampoline: i64::from_le_bytes(t.try_into().unwrap_or_default()),
-            function: i64::from_le_bytes(f.try_into().unwrap_or_default()),
+            trampoline: i64::from_le_bytes(trampoline),
+            function: i64::from_le_bytes(function),
+            tag,
         }
     }
 
-    /// Runs the call on pickled `args`.
+    /// Checks the tag against `key` and this executable.
     ///
-    /// Only for entries made by [`Entry::new`] in the parent that started this process through
-    /// the bootstrap (which checked that both run the same executable) and received from it
-    /// over a private socket: the offsets then name a `Trampoline` and the function it expects.
-    pub(crate) fn run(self, args: &[u8]) -> Outcome {
-        // SAFETY: per this method's contract, the trampoline offset was computed in the
-        // parent from a `Trampoline` of this same executable (identity checked at bootstrap,
-        // or inherited by fork), so the address is that function.
-        let trampoline =
-            unsafe { std::mem::transmute::<usize, Trampoline>(address_at(self.trampoline)) };
-        trampoline(address_at(self.function), args, &mut FdTable::default())
+    /// # Errors
+    /// [`Error::UnauthenticatedFunction`] (naming `what` carried the entry) if the tag does not
+    /// match: the entry was forged or damaged, or made by another family or executable.
+    pub(crate) fn verify(&self, key: &AuthKey, what: &'static str) -> Result<Verified, Error> {
+        let offsets = [self.trampoline, self.function];
+        if tag_matches(key, Kind::Call, &exe_for_tags(), &offsets, &self.tag) {
+            Ok(Verified {
+                trampoline: self.trampoline,
+                function: self.function,
+            })
+        } else {
+            Err(Error::UnauthenticatedFunction { what })
+        }
+    }
+}
+
+/// A call whose tag verified: the offsets name a [`Trampoline`] of this executable and the
+/// function it expects. Made only by [`Entry::verify`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Verified {
+    trampoline: i64,
+    function: i64,
+}
+
+impl Verified {
+    /// Runs the call on pickled `args`, with the descriptors of the handles inside them.
+    pub(crate) fn run(self, args: &[u8], fds: &mut FdTable) -> Outcome {
+        // SAFETY: the pair's tag verified, so a process of this family running this executable
+        // made it with `Entry::new` from a `Trampoline` and a function of the type that
+        // trampoline expects; offsets from the anchor name the same functions here.
+        let trampoline = unsafe { resolve::<Trampoline>(address_at(self.trampoline)) };
+        trampoline(address_at(self.function), args, fds)
+    }
+}
+
+/// Verifies entries for a long-lived worker, remembering the ones that passed: a pool sends
+/// the same few entries with every batch, so each distinct entry costs one HMAC per worker.
+#[derive(Debug)]
+pub(crate) struct Verifier {
+    key: AuthKey,
+    passed: Vec<Entry>,
+}
+
+/// How many verified entries a [`Verifier`] remembers before it starts over.
+const VERIFIED_CACHE: usize = 256;
+
+impl Verifier {
+    /// A verifier with this process's key.
+    pub(crate) fn new() -> Verifier {
+        Verifier {
+            key: runtime::runtime().identity().authkey,
+            passed: Vec::new(),
+        }
+    }
+
+    /// [`Entry::verify`], or the remembered result of an earlier call for the same entry.
+    ///
+    /// # Errors
+    /// As [`Entry::verify`].
+    pub(crate) fn verify(&mut self, entry: Entry, what: &'static str) -> Result<Verified, Error> {
+        if self.passed.contains(&entry) {
+            return Ok(Verified {
+                trampoline: entry.trampoline,
+                function: entry.function,
+            });
+        }
+        let verified = entry.verify(&self.key, what)?;
+        if self.passed.len() == VERIFIED_CACHE {
+            self.passed.clear();
+        }
+        self.passed.push(entry);
+        Ok(verified)
     }
 }
 
@@ -385,7 +587,7 @@ pub(crate) fn run(socket: OwnedFd, expected_nonce: Option<u64>) -> ! {
     let _ = sys::set_cloexec(socket.as_fd());
     let conn = Connection::from_fd(socket);
     match receive_job(&conn, expected_nonce) {
-        Ok((setup, trampoline, function, frame, args_offset, mut fds)) => {
+        Ok((setup, call, frame, args_offset, mut fds)) => {
             // Only spawn children carry a nonce; forkserver children are forked from the server.
             let origin = if expected_nonce.is_some() {
                 Origin::Fresh
@@ -393,12 +595,18 @@ pub(crate) fn run(socket: OwnedFd, expected_nonce: Option<u64>) -> ! {
                 Origin::Served
             };
             run_job(ReportTo::Socket(conn), setup, origin, move || {
-                trampoline(function, &frame[args_offset..], &mut fds)
+                call.run(&frame[args_offset..], &mut fds)
             })
         }
-        Err(reason) => {
+        Err(failure) => {
+            let reason = match &failure {
+                Failure::Refused(reason) => reason.clone(),
+                _ => "the bootstrap message's function reference was not made by this process \
+                      family"
+                    .to_string(),
+            };
             let report = ReportTo::Socket(conn);
-            let _ = send_outcome(&report, Outcome::Failed(Failure::Refused(reason.clone())));
+            let _ = send_outcome(&report, Outcome::Failed(failure));
             let _ = writeln!(
                 std::io::stderr(),
                 "multiproc child {}: {reason}",
@@ -453,7 +661,8 @@ pub(crate) fn run_job(
         // A parent that dropped our handle no longer wants the result: not an error.
         Ok(()) | Err(Error::Disconnected) => code,
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "multiproc child {}: {e}", sys::getpid());
+            // Not `writeln!(stderr)`: its lock may be held by a thread of a forked parent.
+            write_stderr(format!("multiproc child {}: {e}\n", sys::getpid()).as_bytes());
             1
         }
     };
@@ -466,11 +675,43 @@ pub(crate) fn run_job(
 }
 
 /// What `receive_job` finds in a bootstrap message.
-type ReceivedJob = (ChildSetup, Trampoline, usize, Vec<u8>, usize, FdTable);
+type ReceivedJob = (ChildSetup, Verified, Vec<u8>, usize, FdTable);
 
 /// Reads and checks the bootstrap message.
-fn receive_job(conn: &Connection, expected_nonce: Option<u64>) -> Result<ReceivedJob, String> {
-    let (frame, mut fds) = conn
+fn receive_job(conn: &Connection, expected_nonce: Option<u64>) -> Result<ReceivedJob, Failure> {
+    let (header, frame, header_len, mut fds) =
+        read_message(conn, expected_nonce).map_err(Failure::Refused)?;
+    let alive = fds
+        .pop()
+        .ok_or_else(|| Failure::Refused("the bootstrap message carries no alive pipe".into()))?;
+    // The message brings the family's key (see the module docs); the call is checked with it
+    // through the one path that turns a reference into a function.
+    let authkey = AuthKey::from_bytes(header.authkey);
+    let call = header
+        .entry
+        .verify(&authkey, "the bootstrap message")
+        .map_err(|_| Failure::Unauthenticated)?;
+    let setup = ChildSetup {
+        daemon: header.daemon,
+        runtime: runtime::prepare(Identity {
+            name: header.name,
+            daemon: header.daemon,
+            parent_pid: Some(header.parent_pid as u32),
+            start_method: Some(header.start_method),
+            authkey,
+        }),
+        alive: Some(alive),
+    };
+    Ok((setup, call, frame, 4 + header_len, FdTable::new(fds)))
+}
+
+/// A bootstrap message as read: its header (checked against the marker's nonce and this
+/// executable), the whole frame, the header's length, and the descriptors.
+type Message = (Header, Vec<u8>, usize, Vec<OwnedFd>);
+
+/// Reads the bootstrap message and checks who it is for.
+fn read_message(conn: &Connection, expected_nonce: Option<u64>) -> Result<Message, String> {
+    let (frame, fds) = conn
         .recv_raw()
         .map_err(|e| format!("no bootstrap message from the parent: {e}"))?;
     let header_len = frame
@@ -491,32 +732,7 @@ fn receive_job(conn: &Connection, expected_nonce: Option<u64>) -> Result<Receive
                 .into(),
         );
     }
-    let alive = fds
-        .pop()
-        .ok_or("the bootstrap message carries no alive pipe")?;
-    // SAFETY: the address is that of a `Trampoline` in this same executable (identity checked
-    // above): the parent computed the offset from `trampoline::<A, R> as Trampoline`.
-    let trampoline =
-        unsafe { std::mem::transmute::<usize, Trampoline>(address_at(header.trampoline)) };
-    let setup = ChildSetup {
-        daemon: header.daemon,
-        runtime: runtime::prepare(Identity {
-            name: header.name,
-            daemon: header.daemon,
-            parent_pid: Some(header.parent_pid as u32),
-            start_method: Some(header.start_method),
-        }),
-        alive: Some(alive),
-    };
-    let function = address_at(header.function);
-    Ok((
-        setup,
-        trampoline,
-        function,
-        frame,
-        4 + header_len,
-        FdTable::new(fds),
-    ))
+    Ok((header, frame, header_len, fds))
 }
 
 fn send_outcome(report: &ReportTo<'_>, outcome: Outcome) -> Result<(), Error> {
@@ -561,28 +777,30 @@ pub(crate) fn install_panic_hook() {
     }));
 }
 
-/// A daemon child dies with its parent: a thread blocks reading the parent's alive pipe, which
-/// nobody writes; end of stream means every copy of the write end is closed, i.e. the parent
-/// is gone, however it died (`PR_SET_PDEATHSIG` would fire on the exit of the *thread* that
-/// started us instead).
+/// A daemon child dies with its parent, with no thread and no allocation: the kernel sends
+/// it `SIGKILL` when the last write end of the parent's alive pipe closes, i.e. when the
+/// parent is gone, however it died (`sys::kill_self_on_hangup`: `O_ASYNC` on a private
+/// reopening of the read end, with `F_SETSIG`). `PR_SET_PDEATHSIG` would fire on the exit of
+/// the *thread* that started us instead. Async-signal-safe, so a fork child can do it before
+/// running its function (see `process::start::fork`).
 fn watch_parent(alive: OwnedFd) {
-    let watcher = std::thread::Builder::new()
-        .name("multiproc-parent-watch".into())
-        .spawn(move || {
-            let mut buf = [0u8; 1];
-            loop {
-                match nix::unistd::read(alive.as_fd(), &mut buf) {
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    _ => sys::raise_signal(libc::SIGKILL),
-                }
-            }
-        });
-    if watcher.is_err() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "multiproc: cannot start the parent watcher; this daemon may outlive its parent"
-        );
+    match sys::kill_self_on_hangup(alive.as_fd()) {
+        Ok(watch) => {
+            // Kept open for the life of this process; a child forked from us closes its copy.
+            sys::track_fd(std::os::fd::AsRawFd::as_raw_fd(&watch));
+            std::mem::forget(watch);
+        }
+        Err(_) => write_stderr(
+            b"multiproc: cannot watch the parent; this daemon may outlive its parent\n",
+        ),
     }
+    drop(alive);
+}
+
+/// Writes `message` to standard error with one `write`, without the lock `std::io::stderr`
+/// takes (a thread of a forked parent may have held it).
+fn write_stderr(message: &[u8]) {
+    let _ = nix::unistd::write(std::io::stderr(), message);
 }
 
 /// The parent's reading of the child's one message.
@@ -616,9 +834,10 @@ fn malformed_report() -> Error {
     Error::InvalidArgument("the child sent a malformed report".into())
 }
 
-/// A plain `fn()` that travels to other processes of this executable (a `Barrier`'s action),
-/// as its offset from the anchor plus the executable's identity: only a process running the
-/// same executable turns it back into the function; any other fails to deserialize it.
+/// A plain `fn()` that travels to other processes of this family and executable (a
+/// `Barrier`'s action): its offset from the anchor, the executable's identity, and a tag made
+/// with the family's key. Deserializing it checks the tag; a forged or foreign one fails, and
+/// the codec reports [`Error::UnauthenticatedFunction`] (see [`take_refusal`]).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SharedFn(pub(crate) fn());
 
@@ -626,26 +845,293 @@ impl serde::Serialize for SharedFn {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::Error as _;
         let exe = sys::exe_identity().map_err(S::Error::custom)?;
-        (offset_of(self.0 as usize), exe).serialize(serializer)
+        let offset = offset_of(self.0 as usize);
+        let key = runtime::runtime().identity().authkey;
+        let tag = tag_of(&key, Kind::Plain, &exe, &[offset]);
+        (offset, exe, serde_bytes::Bytes::new(&tag)).serialize(serializer)
     }
 }
 
 impl<'de> serde::Deserialize<'de> for SharedFn {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error as _;
-        let (offset, exe) = <(i64, [i64; 5])>::deserialize(deserializer)?;
+        let (offset, exe, tag) =
+            <(i64, [i64; 5], serde_bytes::ByteBuf)>::deserialize(deserializer)?;
         if sys::exe_identity().map_err(D::Error::custom)? != exe {
             return Err(D::Error::custom(
                 "a function from a different executable cannot run here",
             ));
         }
-        // SAFETY: the pair was written by `Serialize` above, from an `fn()`, in a process
-        // running this very executable (identity just checked), so the address is that
-        // function here too. Like the bootstrap's own offsets, this trusts that the message
-        // comes from a multiproc process of this program, not a forger (documented on
-        // `Barrier`).
-        Ok(SharedFn(unsafe {
-            std::mem::transmute::<usize, fn()>(address_at(offset))
-        }))
+        let key = runtime::runtime().identity().authkey;
+        if !tag_matches(&key, Kind::Plain, &exe, &[offset], &tag) {
+            REFUSED.with(|r| r.set(Some("a barrier action")));
+            return Err(D::Error::custom(
+                "the function reference was not made by this process family",
+            ));
+        }
+        // SAFETY: the tag verified: a process of this family running this executable (both
+        // covered by the tag) serialized it above, from an `fn()`, so the offset names that
+        // function here too.
+        Ok(SharedFn(unsafe { resolve::<fn()>(address_at(offset)) }))
+    }
+}
+
+/// Clears the record of a refused function reference on this thread (the codec calls this
+/// before decoding).
+pub(crate) fn clear_refusal() {
+    REFUSED.with(|r| r.set(None));
+}
+
+/// The typed error for a function reference refused while decoding on this thread, if any:
+/// the codec reports it instead of a generic [`Error::Deserialize`].
+pub(crate) fn take_refusal() -> Option<Error> {
+    REFUSED
+        .with(Cell::take)
+        .map(|what| Error::UnauthenticatedFunction { what })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static CALLED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    fn action() {
+        CALLED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn other_action() {
+        CALLED.fetch_add(100, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn add_one(x: u64) -> u64 {
+        x + 1
+    }
+
+    fn times_ten(x: u64) -> u64 {
+        x * 10
+    }
+
+    fn returned(outcome: Outcome) -> u64 {
+        match outcome {
+            Outcome::Returned(bytes, _) => codec::decode(&bytes).unwrap(),
+            Outcome::Failed(f) => panic!("the call failed: {f:?}"),
+        }
+    }
+
+    /// The pickle of a `SharedFn` as a peer would write it, with any tag.
+    fn shared_fn_bytes(function: fn(), tag: &[u8]) -> Vec<u8> {
+        let exe = sys::exe_identity().unwrap();
+        codec::encode(&(
+            offset_of(function as usize),
+            exe,
+            serde_bytes::Bytes::new(tag),
+        ))
+        .unwrap()
+    }
+
+    fn family_key() -> AuthKey {
+        runtime::runtime().identity().authkey
+    }
+
+    #[test]
+    fn shared_fn_round_trips_in_the_family() {
+        let bytes = codec::encode(&SharedFn(action)).unwrap();
+        let SharedFn(f) = codec::decode(&bytes).unwrap();
+        assert_eq!(f as usize, action as fn() as usize);
+    }
+
+    /// A forged tag, a tag for another function, or one made with another family's key is
+    /// refused with the typed error, and nothing is called.
+    #[test]
+    fn forged_or_foreign_shared_fn_is_refused() {
+        let exe = sys::exe_identity().unwrap();
+        let good = tag_of(
+            &family_key(),
+            Kind::Plain,
+            &exe,
+            &[offset_of(action as fn() as usize)],
+        );
+        let mut flipped = good;
+        flipped[0] ^= 1;
+        let foreign = tag_of(
+            &AuthKey::random(),
+            Kind::Plain,
+            &exe,
+            &[offset_of(action as fn() as usize)],
+        );
+        let before = CALLED.load(std::sync::atomic::Ordering::SeqCst);
+        for bytes in [
+            shared_fn_bytes(action, &flipped),
+            shared_fn_bytes(other_action, &good),
+            shared_fn_bytes(action, &foreign),
+            shared_fn_bytes(action, &good[..8]),
+            shared_fn_bytes(action, &[]),
+        ] {
+            let err = codec::decode::<SharedFn>(&bytes).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::UnauthenticatedFunction {
+                        what: "a barrier action"
+                    }
+                ),
+                "{err}"
+            );
+        }
+        assert_eq!(CALLED.load(std::sync::atomic::Ordering::SeqCst), before);
+        // The good tag still passes: the refusals were about the tags.
+        let SharedFn(f) = codec::decode(&shared_fn_bytes(action, &good)).unwrap();
+        assert_eq!(f as usize, action as fn() as usize);
+    }
+
+    /// A call tag never passes for a plain-function tag over the same numbers.
+    #[test]
+    fn tags_are_bound_to_their_kind() {
+        let exe = sys::exe_identity().unwrap();
+        let offset = offset_of(action as fn() as usize);
+        let key = family_key();
+        assert_ne!(
+            tag_of(&key, Kind::Plain, &exe, &[offset]),
+            tag_of(&key, Kind::Call, &exe, &[offset])
+        );
+        let other_exe = [exe[0], exe[1] + 1, exe[2], exe[3], exe[4]];
+        assert_ne!(
+            tag_of(&key, Kind::Plain, &exe, &[offset]),
+            tag_of(&key, Kind::Plain, &other_exe, &[offset])
+        );
+    }
+
+    #[test]
+    fn entry_verifies_and_runs() {
+        let entry = Entry::new(
+            trampoline::<u64, u64> as Trampoline,
+            add_one as fn(u64) -> u64 as usize,
+        );
+        let bytes = entry.to_bytes();
+        let call = Entry::from_bytes(&bytes)
+            .verify(&family_key(), "a pool task")
+            .unwrap();
+        let args = codec::encode(&41u64).unwrap();
+        assert_eq!(returned(call.run(&args, &mut FdTable::default())), 42);
+    }
+
+    /// An entry whose offsets were changed (here to another function of the same type, which
+    /// would run if the tag were not checked), whose tag was damaged, or that was tagged with
+    /// another family's key is refused.
+    #[test]
+    fn forged_or_foreign_entry_is_refused() {
+        let good = Entry::new(
+            trampoline::<u64, u64> as Trampoline,
+            add_one as fn(u64) -> u64 as usize,
+        )
+        .to_bytes();
+        let other = Entry::new(
+            trampoline::<u64, u64> as Trampoline,
+            times_ten as fn(u64) -> u64 as usize,
+        )
+        .to_bytes();
+        let mut swapped = good;
+        swapped[8..16].copy_from_slice(&other[8..16]);
+        let mut damaged = good;
+        damaged[Entry::LEN - 1] ^= 0x80;
+        for bytes in [swapped, damaged] {
+            let err = Entry::from_bytes(&bytes)
+                .verify(&family_key(), "a pool task")
+                .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::UnauthenticatedFunction {
+                        what: "a pool task"
+                    }
+                ),
+                "{err}"
+            );
+        }
+        let err = Entry::from_bytes(&good)
+            .verify(&AuthKey::random(), "a pool task")
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::UnauthenticatedFunction { .. }),
+            "{err}"
+        );
+    }
+
+    /// The verifier remembers what passed, and never what failed.
+    #[test]
+    fn verifier_remembers_only_verified_entries() {
+        let mut verifier = Verifier::new();
+        let good = Entry::new(
+            trampoline::<u64, u64> as Trampoline,
+            add_one as fn(u64) -> u64 as usize,
+        );
+        let mut forged_bytes = good.to_bytes();
+        forged_bytes[3] ^= 4;
+        let forged = Entry::from_bytes(&forged_bytes);
+        for _ in 0..3 {
+            assert!(verifier.verify(forged, "a pool task").is_err());
+            assert!(verifier.verify(good, "a pool task").is_ok());
+        }
+        assert_eq!(verifier.passed, [good]);
+    }
+
+    #[test]
+    fn header_round_trips() {
+        let header = Header {
+            nonce: 7,
+            exe: sys::exe_identity().unwrap(),
+            entry: Entry::new(
+                trampoline::<u64, u64> as Trampoline,
+                add_one as fn(u64) -> u64 as usize,
+            ),
+            authkey: *family_key().as_bytes(),
+            parent_pid: 12,
+            daemon: true,
+            start_method: StartMethod::Spawn,
+            name: "Process-1".into(),
+        };
+        assert_eq!(Header::from_bytes(&header.to_bytes()), Some(header));
+    }
+
+    /// A bootstrap message whose function reference does not verify with the key it brings
+    /// (here: the offsets of another function under a genuine tag) is refused as
+    /// unauthenticated, before anything is called; the genuine one is accepted.
+    #[test]
+    fn bootstrap_message_with_a_forged_reference_is_refused() {
+        let message = |entry: Entry| {
+            let header = Header {
+                nonce: 9,
+                exe: sys::exe_identity().unwrap(),
+                entry,
+                authkey: *family_key().as_bytes(),
+                parent_pid: 1,
+                daemon: false,
+                start_method: StartMethod::Spawn,
+                name: "Process-9".into(),
+            }
+            .to_bytes();
+            let (ours, theirs) = crate::Pipe::new().unwrap();
+            let (alive, _write) = sys::pipe().unwrap();
+            let args = codec::encode(&1u64).unwrap();
+            let len = (header.len() as u32).to_le_bytes();
+            ours.send_parts(&[&len, &header, &args], &[alive]).unwrap();
+            receive_job(&theirs, Some(9))
+        };
+        let good = Entry::new(
+            trampoline::<u64, u64> as Trampoline,
+            add_one as fn(u64) -> u64 as usize,
+        );
+        let other = Entry::new(
+            trampoline::<u64, u64> as Trampoline,
+            times_ten as fn(u64) -> u64 as usize,
+        );
+        let mut forged = good;
+        forged.function = other.function;
+        assert!(matches!(message(forged), Err(Failure::Unauthenticated)));
+        let Ok((_, call, frame, args_at, mut fds)) = message(good) else {
+            panic!("the genuine message was refused");
+        };
+        assert_eq!(returned(call.run(&frame[args_at..], &mut fds)), 2);
     }
 }

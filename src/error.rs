@@ -245,6 +245,16 @@ pub enum Error {
         /// How many shared memory regions it held.
         regions: usize,
     },
+
+    /// A function reference that came from another process failed authentication: its tag
+    /// does not match this process family's [`AuthKey`](crate::AuthKey) and executable. It
+    /// was forged, damaged, or made by a process of another family or another executable;
+    /// nothing was called.
+    #[error("refused {what}: its function reference was not made by this process family")]
+    UnauthenticatedFunction {
+        /// What carried it: `"a barrier action"`, `"a pool task"`, `"the bootstrap message"`.
+        what: &'static str,
+    },
 }
 
 impl Error {

@@ -216,7 +216,7 @@ pub use error::Error;
 pub use pool::{AsyncResult, Callbacks, IMapIterator, MapResult, Pool, PoolBuilder};
 pub use process::{
     active_children, cpu_count, current_process, current_start_method, get_start_method,
-    parent_pid, set_start_method, Builder, Process, ProcessInfo, StartMethod,
+    parent_pid, set_start_method, AuthKey, Builder, Process, ProcessInfo, StartMethod,
 };
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use serde_bytes::{ByteBuf, Bytes};

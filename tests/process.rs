@@ -756,3 +756,117 @@ fn fork_children_watched_with_is_alive_all_end() {
         assert_eq!(child.join().unwrap().len(), 6000 + i);
     }
 }
+
+/// This process's family key, as bytes.
+fn own_key(_: ()) -> [u8; 32] {
+    *current_process().authkey().as_bytes()
+}
+
+/// Runs in a child: its own key and its child's.
+fn family_keys(method: StartMethod) -> ([u8; 32], [u8; 32]) {
+    let mut grandchild = with(method).spawn(own_key, ()).unwrap();
+    (own_key(()), grandchild.join().unwrap())
+}
+
+each_method! {
+    /// Children and grandchildren have their family's key. CATALOGUE PROC-03. CPython:
+    /// `_TestProcess.test_current` (`authkey` is inherited).
+    fn authkey_is_inherited(method: StartMethod) {
+        let mine = own_key(());
+        assert_ne!(mine, [0u8; 32]);
+        let mut p = with(method).spawn(family_keys, method).unwrap();
+        assert_eq!(p.join().unwrap(), (mine, mine));
+        let mut daemon = with(method).daemon(true).spawn(own_key, ()).unwrap();
+        assert_eq!(daemon.join().unwrap(), mine);
+    }
+}
+
+/// Set for a run of this binary that only reports its key (see `authkey_differs_between_families`).
+const PRINT_KEY: &str = "MULTIPROC_TEST_PRINT_AUTHKEY";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The key is fixed for the life of a process and never shown by `Debug`; asked by
+/// `authkey_differs_between_families`, this test also prints it.
+#[test]
+fn authkey_is_stable_and_hidden() {
+    let key = current_process().authkey();
+    assert_eq!(key, current_process().authkey());
+    assert_eq!(format!("{key:?}"), "AuthKey(..)");
+    assert!(!format!("{:?}", current_process()).contains(&hex(key.as_bytes())));
+    if std::env::var_os(PRINT_KEY).is_some() {
+        println!("authkey={}", hex(key.as_bytes()));
+    }
+}
+
+/// Two unrelated top-level runs make different keys. CATALOGUE PROC-03 (a random authkey).
+#[test]
+fn authkey_differs_between_families() {
+    let run = || {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "authkey_is_stable_and_hidden", "--nocapture"])
+            .env(PRINT_KEY, "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let key = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("authkey="))
+            .unwrap_or_else(|| panic!("no key printed: {stdout}"));
+        key.to_string()
+    };
+    let (a, b) = (run(), run());
+    let mine = hex(current_process().authkey().as_bytes());
+    assert_eq!(a.len(), 64);
+    assert_ne!(a, b);
+    assert_ne!(a, mine);
+    assert_ne!(b, mine);
+}
+
+fn thread_count(_: ()) -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+each_method! {
+    /// A daemon child watches its parent without a thread: under fork it must run only
+    /// async-signal-safe code before its function (issue 12), so it starts none.
+    fn daemon_child_starts_no_thread(method: StartMethod) {
+        let mut p = with(method).daemon(true).spawn(thread_count, ()).unwrap();
+        assert_eq!(p.join().unwrap(), 1);
+    }
+}
+
+/// Runs in an intermediate child: starts a daemon grandchild that sleeps, reports its pid,
+/// then waits (on a message that never comes) to be killed.
+fn daemon_then_wait((method, report): (StartMethod, Connection)) {
+    let grandchild = with(method).daemon(true).spawn(nap, 60_000).unwrap();
+    report.send(&grandchild.pid()).unwrap();
+    let _ = report.recv::<u8>();
+}
+
+each_method! {
+    /// A daemon child dies with a parent that is SIGKILLed (no exit code of its own runs):
+    /// the kernel signals it when the parent's alive pipe loses its last writer.
+    /// CATALOGUE BEYOND-05.
+    fn daemon_dies_with_a_killed_parent(method: StartMethod) {
+        let (ours, theirs) = Pipe::new().unwrap();
+        let mut parent = with(method).spawn(daemon_then_wait, (method, theirs)).unwrap();
+        let grandchild: u32 = ours.recv().unwrap();
+        parent.kill().unwrap();
+        assert!(matches!(
+            parent.join(),
+            Err(Error::Signaled { signal: libc::SIGKILL, .. })
+        ));
+        let died = eventually(Duration::from_secs(30), || {
+            !common::pid_exists(grandchild) || common::pid_state(grandchild) == Some('Z')
+        });
+        if !died {
+            // SAFETY: signalling the grandchild this test started, before failing.
+            unsafe { libc::kill(grandchild as i32, libc::SIGKILL) };
+        }
+        assert!(died, "{method}: daemon {grandchild} outlived its killed parent");
+    }
+}

@@ -219,6 +219,7 @@ fn serialize_error<T>(e: serde_pickle::Error) -> Error {
 /// Unpickles a `T`, taking the descriptors of any handles inside it from `fds`.
 pub(crate) fn decode_in<T: DeserializeOwned>(bytes: &[u8], fds: &mut FdTable) -> Result<T, Error> {
     let previous = INCOMING.with(|t| t.replace(Some(std::mem::take(fds))));
+    crate::bootstrap::clear_refusal();
     // The streaming reader takes what serde-pickle writes; anything else (a pickle made by
     // Python, say) goes to serde-pickle, which reads every protocol.
     let result = match stream::decode(bytes) {
@@ -228,6 +229,10 @@ pub(crate) fn decode_in<T: DeserializeOwned>(bytes: &[u8], fds: &mut FdTable) ->
     };
     let table = INCOMING.with(|t| t.replace(previous));
     *fds = table.unwrap_or_default();
+    // A function reference that failed authentication is its own, typed error.
+    if let (Err(_), Some(refused)) = (&result, crate::bootstrap::take_refusal()) {
+        return Err(refused);
+    }
     result.map_err(|reason| Error::Deserialize {
         type_name: std::any::type_name::<T>(),
         reason,

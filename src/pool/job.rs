@@ -5,7 +5,8 @@
 //! makes one task per chunk, whose trampoline runs the function on every item of the chunk.
 //!
 //! # Wire format (both directions are hand-encoded, little-endian; only the payloads are pickled)
-//! Parent → worker, one message per batch: for each task, `id: u64`, the 16-byte entry,
+//! Parent → worker, one message per batch: for each task, `id: u64`, the 32-byte entry
+//! (two offsets and their tag, see `bootstrap::Entry`),
 //! `len: u32` and `len` bytes of pickled arguments.
 //! Worker → parent, one message per flush: `busy_ns: u64` (time spent running these tasks,
 //! for the parent's batch sizing), then for each task `id: u64`, `tag: u8` (0 returned, 1
@@ -136,6 +137,9 @@ pub(crate) fn failure_error(body: &[u8], pid: u32, sink: &Collector) -> Error {
             reason,
         },
         Ok(Failure::Refused(reason)) => Error::Bootstrap { pid, reason },
+        Ok(Failure::Unauthenticated) => Error::UnauthenticatedFunction {
+            what: "a pool task",
+        },
         Err(e) => e,
     }
 }

@@ -81,6 +81,8 @@ impl ChildShared {
             pid: self.pid as u32,
             name: self.name.clone(),
             daemon: self.daemon,
+            // A child has the key its parent had when it started: the family's.
+            authkey: super::runtime::runtime().identity().authkey,
         }
     }
 

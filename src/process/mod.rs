@@ -154,6 +154,65 @@ pub fn get_start_method() -> StartMethod {
     StartMethod::from_u8(DEFAULT_METHOD.load(Ordering::Relaxed))
 }
 
+/// The secret of a process family (CPython's `current_process().authkey`): 32 random bytes
+/// made by the first process (from the kernel's `getrandom`) and inherited by every process it
+/// starts, under every start method (fork copies it; spawn and forkserver children get it in
+/// their private bootstrap message, never through the environment).
+///
+/// multiproc uses it to authenticate the function references that travel between processes
+/// (a task's function, a [`Barrier`](crate::Barrier)'s action): each carries an HMAC-SHA256
+/// tag made with this key, and a reference whose tag does not verify is refused with
+/// [`Error::UnauthenticatedFunction`] instead of being called. `Debug` does not show the bytes.
+///
+/// # Examples
+///
+/// ```
+/// fn key(_: ()) -> [u8; 32] { *multiproc::current_process().authkey().as_bytes() }
+///
+/// let mine = *multiproc::current_process().authkey().as_bytes();
+/// let mut child = multiproc::Process::spawn(key, ()).unwrap();
+/// assert_eq!(child.join().unwrap(), mine);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AuthKey([u8; 32]);
+
+impl AuthKey {
+    /// The length of a key in bytes.
+    pub const LEN: usize = 32;
+
+    /// A key from the kernel's random number generator.
+    pub(crate) fn random() -> AuthKey {
+        let mut key = [0u8; AuthKey::LEN];
+        if sys::random_bytes(&mut key).is_err() {
+            // Not reached on Linux >= 3.17 (getrandom) or with /dev/urandom readable: then
+            // std's hasher keys (themselves from the OS) are the best source left.
+            use std::hash::{BuildHasher, Hasher};
+            for chunk in key.chunks_mut(8) {
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write_u32(sys::getpid() as u32);
+                chunk.copy_from_slice(&h.finish().to_le_bytes()[..chunk.len()]);
+            }
+        }
+        AuthKey(key)
+    }
+
+    /// A key with these bytes (as received in a bootstrap message).
+    pub(crate) fn from_bytes(bytes: [u8; AuthKey::LEN]) -> AuthKey {
+        AuthKey(bytes)
+    }
+
+    /// The key's bytes.
+    pub fn as_bytes(&self) -> &[u8; AuthKey::LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AuthKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuthKey(..)")
+    }
+}
+
 /// A process as `current_process()` and `active_children()` describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessInfo {
@@ -163,9 +222,27 @@ pub struct ProcessInfo {
     pub name: String,
     /// Whether it dies with its parent.
     pub daemon: bool,
+    /// The process family's key (the same for a parent and every child it starts).
+    authkey: AuthKey,
 }
 
-/// The calling process: its pid, name and daemon flag (`multiprocessing.current_process()`).
+impl ProcessInfo {
+    /// The key of this process's family (CPython's `Process.authkey`), inherited by children.
+    /// See [`AuthKey`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let key = multiproc::current_process().authkey();
+    /// assert_ne!(key.as_bytes(), &[0u8; 32]);
+    /// ```
+    pub fn authkey(&self) -> AuthKey {
+        self.authkey
+    }
+}
+
+/// The calling process: its pid, name, daemon flag and family key
+/// (`multiprocessing.current_process()`).
 ///
 /// # Examples
 ///
@@ -181,6 +258,7 @@ pub fn current_process() -> ProcessInfo {
         pid: rt.pid() as u32,
         name: rt.identity().name.clone(),
         daemon: rt.identity().daemon,
+        authkey: rt.identity().authkey,
     }
 }
 
@@ -322,6 +400,7 @@ impl Builder {
                 daemon,
                 parent_pid: Some(rt.pid() as u32),
                 start_method: Some(method),
+                authkey: rt.identity().authkey,
             }),
             daemon,
             alive,
@@ -346,10 +425,11 @@ impl Builder {
             let header = Header {
                 nonce,
                 exe: sys::exe_identity().map_err(Error::os("stat /proc/self/exe"))?,
-                trampoline: bootstrap::offset_of(
-                    bootstrap::trampoline::<A, R> as Trampoline as usize,
+                entry: bootstrap::Entry::new(
+                    bootstrap::trampoline::<A, R> as Trampoline,
+                    f as usize,
                 ),
-                function: bootstrap::offset_of(f as usize),
+                authkey: *rt.identity().authkey.as_bytes(),
                 parent_pid: rt.pid(),
                 daemon,
                 start_method: method,
@@ -669,6 +749,9 @@ impl<R: DeserializeOwned> Process<R> {
                     reason,
                 },
                 Failure::Refused(reason) => Error::Bootstrap { pid, reason },
+                Failure::Unauthenticated => Error::UnauthenticatedFunction {
+                    what: "the bootstrap message",
+                },
             }),
             None => Err(match status {
                 Some(WaitStatus::Signaled(signal)) => Error::Signaled { pid, signal },

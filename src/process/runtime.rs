@@ -1,5 +1,10 @@
 //! Per-process state: who this process is, its children, its parent-alive pipe, its reaper.
 //!
+//! Who it is includes the family's [`AuthKey`]: the first process (the one multiproc did not
+//! start) makes it from the kernel's random numbers when its state is first published; a child
+//! gets its parent's (copied into the state `prepare` makes in the parent for a fork child,
+//! carried in the bootstrap message for spawn and forkserver children) and never changes it.
+//!
 //! A forked child inherits a copy of all of this but owns none of it: the children are its
 //! siblings, the reaper thread does not exist in it, and a lock may have been held by a thread
 //! that is gone. So the state hangs off one atomic pointer stamped with the owning pid, and a
@@ -14,7 +19,7 @@ use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::child::ChildShared;
-use super::{ProcessInfo, StartMethod};
+use super::{AuthKey, ProcessInfo, StartMethod};
 use crate::sys;
 
 /// Who this process is, as `current_process()` reports it.
@@ -24,6 +29,8 @@ pub(crate) struct Identity {
     pub(crate) daemon: bool,
     pub(crate) parent_pid: Option<u32>,
     pub(crate) start_method: Option<StartMethod>,
+    /// The process family's key: made by the first process, inherited by every child.
+    pub(crate) authkey: AuthKey,
 }
 
 pub(crate) struct Runtime {
@@ -92,6 +99,9 @@ fn publish_main() -> &'static Runtime {
         daemon: false,
         parent_pid: None,
         start_method: None,
+        // The first process of a family makes the key. A thread that loses the race below
+        // drops its key with its state: the published one is the family's.
+        authkey: AuthKey::random(),
     };
     let fresh = Box::into_raw(Box::new(Runtime::new(pid, identity)));
     loop {

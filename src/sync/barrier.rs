@@ -31,9 +31,10 @@ const BROKEN: u32 = 3;
 /// together, each with a distinct index in `0..parties`, and the barrier is ready for the
 /// next pass. The optional *action* is a plain `fn()`: the last party to arrive runs it, in
 /// its own process, before anyone is released. It travels with the barrier as the function's
-/// offset in the executable (as `Process::spawn` sends its function), so a barrier with an
-/// action can only be received by a process of the same executable, and only from a trusted
-/// multiproc peer: a forged message could name any address.
+/// offset in the executable (as `Process::spawn` sends its function), tagged with the process
+/// family's [`AuthKey`](crate::AuthKey): a barrier with an action can only be received by a
+/// process of the same executable and family, and one whose action reference was forged or
+/// damaged is refused with [`Error::UnauthenticatedFunction`] rather than called.
 ///
 /// A party that dies while waiting stays counted: set a default timeout so that the others
 /// get [`Error::BrokenBarrier`] instead of waiting for ever.
@@ -334,5 +335,59 @@ impl<'de> Deserialize<'de> for Barrier {
             action: r.action,
             timeout: r.timeout_ns.map(Duration::from_nanos),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{self, FdTable};
+    use std::sync::atomic::AtomicUsize;
+
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+
+    fn count_run() {
+        RUNS.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A barrier as it travels, and where its action's tag sits in the pickle (a 16-byte
+    /// `bytes` value, `C\x10` then the tag, in pickle protocol 3).
+    fn pickled_with_action() -> (Vec<u8>, Vec<std::os::fd::OwnedFd>, usize) {
+        let barrier = Barrier::with_options(1, Some(count_run), None).unwrap();
+        let mut fds = Vec::new();
+        let bytes = codec::encode_in(&barrier, &mut fds).unwrap();
+        let at = bytes
+            .windows(2)
+            .position(|w| w == b"C\x10")
+            .expect("the action's tag in the pickle")
+            + 2;
+        (bytes, fds, at)
+    }
+
+    #[test]
+    fn action_travels_with_its_tag() {
+        let (bytes, fds, _) = pickled_with_action();
+        let received: Barrier = codec::decode_in(&bytes, &mut FdTable::new(fds)).unwrap();
+        let before = RUNS.load(Ordering::SeqCst);
+        assert_eq!(received.wait().unwrap(), 0);
+        assert_eq!(RUNS.load(Ordering::SeqCst), before + 1);
+    }
+
+    /// A barrier whose action reference was tampered with in transit is refused with the
+    /// typed error; no barrier (and so no action to call) comes of it.
+    #[test]
+    fn tampered_action_is_refused() {
+        let (mut bytes, fds, at) = pickled_with_action();
+        bytes[at + 5] ^= 0x20;
+        let err = codec::decode_in::<Barrier>(&bytes, &mut FdTable::new(fds)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::UnauthenticatedFunction {
+                    what: "a barrier action"
+                }
+            ),
+            "{err}"
+        );
     }
 }

@@ -931,3 +931,94 @@ pub(crate) fn exe_identity() -> io::Result<[i64; 5]> {
 pub(crate) fn getpid() -> libc::pid_t {
     nix::unistd::getpid().as_raw()
 }
+
+/// Fills `buf` with bytes from the kernel's random number generator (`getrandom(2)`, or
+/// `/dev/urandom` on a kernel without that call).
+pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: the kernel writes at most `rest.len()` bytes into `rest`, a buffer we hold
+        // exclusively for the call.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n >= 0 {
+            filled += n as usize;
+            continue;
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::ENOSYS) => {
+                use std::io::Read;
+                return std::fs::File::open("/dev/urandom")?.read_exact(rest);
+            }
+            _ => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// `F_SETSIG` (asm-generic/fcntl.h; the libc crate does not export it for glibc targets).
+const F_SETSIG: libc::c_int = 10;
+
+/// Arranges for the kernel to `SIGKILL` this process once no write end of the pipe whose read
+/// end is `read_end` is left open (when the last one closes, the kernel's `pipe_release` sends
+/// the readers' `O_ASYNC` signal; `F_SETSIG` makes that signal `SIGKILL`). If every write end
+/// is closed already, kills this process at once. Returns the descriptor that carries the
+/// arrangement (close-on-exec), which must stay open for as long as it should hold.
+///
+/// The read end is reopened through `/proc/self/fd` first: the owner that `F_SETOWN` records
+/// belongs to the open file description, which every copy of a descriptor shares, so a copy
+/// inherited from the parent (or received with `SCM_RIGHTS`) would make siblings overwrite
+/// each other's ownership.
+///
+/// Async-signal-safe: `open`, `fcntl`, `poll`, `close`, `getpid` and `kill` only, no
+/// allocation (the path is formatted on the stack).
+pub(crate) fn kill_self_on_hangup(read_end: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let mut path = *b"/proc/self/fd/\0\0\0\0\0\0\0\0\0\0\0\0";
+    let prefix = b"/proc/self/fd/".len();
+    let mut digits = [0u8; 10];
+    let mut n = read_end.as_raw_fd() as u32;
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        path[prefix + i] = digits[len - 1 - i];
+    }
+    // The byte after the digits is still 0: `path` is a C string.
+    // SAFETY: `path` is NUL-terminated and lives across the call.
+    let fd = cvt(unsafe {
+        libc::open(
+            path.as_ptr().cast(),
+            libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK,
+        )
+    })?;
+    // SAFETY: `fd` was just returned by open and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let raw = fd.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own, with integer arguments only.
+    unsafe {
+        cvt(libc::fcntl(raw, libc::F_SETOWN, libc::getpid()))?;
+        cvt(libc::fcntl(raw, F_SETSIG, libc::SIGKILL))?;
+        let flags = cvt(libc::fcntl(raw, libc::F_GETFL))?;
+        cvt(libc::fcntl(raw, libc::F_SETFL, flags | libc::O_ASYNC))?;
+    }
+    // A parent that died before O_ASYNC was set sent no signal: look for the hang-up now.
+    let mut watch = libc::pollfd {
+        fd: raw,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, for the duration of the call.
+    let ready = unsafe { libc::poll(&mut watch, 1, 0) };
+    if ready > 0 && watch.revents & libc::POLLHUP != 0 {
+        raise_signal(libc::SIGKILL);
+    }
+    Ok(fd)
+}
