@@ -40,6 +40,9 @@
 //! ```
 
 mod bridge;
+mod budget;
+#[cfg(test)]
+mod counting;
 mod decode;
 mod encode;
 mod fast;
@@ -51,3 +54,12 @@ pub use encode::{dumps, dumps_into};
 pub(crate) use encode::{reply_into, request_into};
 pub(crate) use fast::loads_items;
 pub use value::{PickleError, Value};
+
+/// The unit tests measure allocations with this (thread by thread, so other tests do not
+/// disturb them).
+#[cfg(test)]
+#[global_allocator]
+static COUNTING: counting::Counting = counting::Counting;
+
+#[cfg(test)]
+mod bounds;
