@@ -150,7 +150,7 @@ fn within_budget(name: &str, body: &[u8], limits: &Limits) -> Vec<Outcome> {
 }
 
 /// The case: 15 MiB and 4 MiB frames of `EMPTY_LIST`, default limits, every entry
-/// point: refused, and the decoder's peak allocation within 4x the frame (3x, by default).
+/// point: refused, and the decoder's peak allocation within 4x the frame (2x, by default).
 #[test]
 fn a_frame_of_empty_lists_stays_within_four_times_its_size() {
     let limits = Limits::default();
@@ -173,7 +173,7 @@ fn a_frame_of_empty_lists_stays_within_four_times_its_size() {
 }
 
 /// Every amplifying opcode, with the floor lifted so the ratio binds: each decode stays within
-/// 3x its input, and those that would amplify are refused by the memory limit (not by running
+/// 2x its input, and those that would amplify are refused by the memory limit (not by running
 /// out of input first, which would prove nothing).
 #[test]
 fn every_amplifying_opcode_stays_within_the_budget() {
@@ -204,7 +204,7 @@ fn every_amplifying_opcode_stays_within_the_budget() {
     }
 }
 
-/// With default limits (the 12 MiB floor) the same inputs at 1 MiB also stay within budget.
+/// With default limits (the 10 MiB floor) the same inputs at 1 MiB also stay within budget.
 #[test]
 fn hostile_pickles_stay_within_the_default_budget() {
     for (name, body) in hostile(1 << 20) {
@@ -222,7 +222,7 @@ fn reference_bombs_break_a_named_limit() {
     let input = [&framed(&body)[..], b"."].concat();
     assert!(matches!(
         loads_with(&input, &Limits::default()),
-        Err(PickleError::TooMuchMemory { limit }) if limit == 12 << 20
+        Err(PickleError::TooMuchMemory { limit }) if limit == 10 << 20
     ));
     let roomy = Limits {
         max_memory: usize::MAX,

@@ -32,13 +32,13 @@ pub struct Limits {
     /// to expand a shared reference (a memo entry used more than once) counting again, and a
     /// copied `str`/`bytes` one node per 8 bytes (default 2^20).
     pub max_nodes: usize,
-    /// Bytes of memory the decoder may hold per byte of input (default 3: a frame and its
-    /// decoding together stay within 4 times the frame). Plain data decodes to about 48 bytes
-    /// per scalar, so a pickle of many small scalars past [`min_memory`](Limits::min_memory)
-    /// may need more.
+    /// Bytes of memory the decoder may hold per byte of input (default 2: a frame and its
+    /// decoding together stay within 3 times the frame, 4 with the allocator's slack). Each
+    /// scalar decodes to a 48-byte [`Value`], so a long run of small scalars (a list of 100 000
+    /// small ints, say) may need more than this once past [`min_memory`](Limits::min_memory).
     pub memory_per_byte: usize,
-    /// Bytes of memory any input may use, however short (default 12 MiB), so small pickles of
-    /// small scalars decode whatever their ratio.
+    /// Bytes of memory any input may use, however short (default 10 MiB), so pickles of small
+    /// scalars decode whatever their ratio up to that size.
     pub min_memory: usize,
     /// Bytes of memory no input may exceed, however long (default 1 GiB).
     pub max_memory: usize,
@@ -53,8 +53,8 @@ impl Limits {
     /// ```
     /// use multiproc::pickle::Limits;
     /// let limits = Limits::default();
-    /// assert_eq!(limits.memory_for(100), 12 << 20);
-    /// assert_eq!(limits.memory_for(15 << 20), 45 << 20);
+    /// assert_eq!(limits.memory_for(100), 10 << 20);
+    /// assert_eq!(limits.memory_for(15 << 20), 30 << 20);
     /// ```
     pub fn memory_for(&self, input_len: usize) -> usize {
         self.memory_per_byte
@@ -69,8 +69,8 @@ impl Default for Limits {
         Limits {
             max_depth: 256,
             max_nodes: 1 << 20,
-            memory_per_byte: 3,
-            min_memory: 12 << 20,
+            memory_per_byte: 2,
+            min_memory: 10 << 20,
             max_memory: 1 << 30,
         }
     }
