@@ -264,3 +264,88 @@ fn plain_value_within_budget(value: &Value, limits: &Limits, single_pass_only: b
         assert!(peak <= budget, "full: {peak} > {budget}");
     }
 }
+
+mod properties {
+    //! Property tests: opcode soups (every opcode the decoders read, with arguments, in any
+    //! order) stay within budget in each decoder, whatever they decode to.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One opcode with its argument.
+    fn token() -> impl Strategy<Value = &'static [u8]> {
+        prop::sample::select(vec![
+            &b"]"[..],
+            b"}",
+            b")",
+            b"(",
+            b"N",
+            b"\x88",
+            b"\x94",
+            b"h\x00",
+            b"h\x01",
+            b"q\x00",
+            b"j\x00\x00\x00\x00",
+            b"2",
+            b"0",
+            b"1",
+            b"a",
+            b"e",
+            b"s",
+            b"u",
+            b"t",
+            b"\x85",
+            b"\x86",
+            b"\x87",
+            b"\x8f",
+            b"\x90",
+            b"\x91",
+            b"K\x01",
+            b"M\x01\x02",
+            b"J\x01\x02\x03\x04",
+            b"G\x3f\xf0\x00\x00\x00\x00\x00\x00",
+            b"\x8c\x01a",
+            b"X\x02\x00\x00\x00bc",
+            b"C\x01b",
+            b"\x8a\x02\x01\x01",
+            b"\x8b\x01\x00\x00\x00\x01",
+            b"\x95\x00\x00\x00\x00\x00\x00\x00\x00",
+            b"\x8c\x01m\x8c\x01n\x93",
+            b"R",
+            b"\x81",
+            b"\x92",
+            b"b",
+            b".",
+        ])
+    }
+
+    fn soup() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(token(), 0..400).prop_map(|tokens| tokens.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn opcode_soups_stay_within_budget(body in soup(), per_byte in 1usize..4, stop in any::<bool>()) {
+            let limits = Limits { min_memory: 0, memory_per_byte: per_byte, ..Limits::default() };
+            let mut input = framed(&body);
+            if stop {
+                input.push(b'.');
+            }
+            let budget = limits.memory_for(input.len());
+            let (_, peak) = peak_growth(|| loads_full(&input, &limits));
+            prop_assert!(peak <= budget, "full decoder: {} > {} {:?}", peak, budget, input);
+            let (_, peak) = peak_growth(|| fast::loads(&input, &limits));
+            prop_assert!(peak <= budget, "single pass: {} > {}", peak, budget);
+            let (_, peak) = peak_growth(|| loads_with(&input, &limits));
+            prop_assert!(peak <= budget, "loads_with: {} > {}", peak, budget);
+            let budget = limits.memory_for(body.len());
+            let (_, peak) = peak_growth(|| fast::loads_items(&body, 1, &limits));
+            prop_assert!(peak <= budget, "bare items: {} > {}", peak, budget);
+            let (_, peak) = peak_growth(|| fast::loads_items(&body, 2, &limits));
+            prop_assert!(peak <= budget, "bare pair: {} > {}", peak, budget);
+        }
+    }
+}

@@ -124,6 +124,7 @@ pub(super) fn loads_full(input: &[u8], limits: &Limits) -> Result<Value, PickleE
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        memo_charged: 0,
         budget: Budget::new(limits, input.len()),
         max_depth: limits.max_depth,
     };
@@ -141,8 +142,9 @@ pub(super) fn loads_full(input: &[u8], limits: &Limits) -> Result<Value, PickleE
     out.value(root, 0, false)
 }
 
-/// What one memo entry costs in its hash table (key, value and control byte, at 7/8 load).
-const MEMO_SLOT: usize = 24;
+/// What one memo entry asked for can cost in its hash table: a table for `n` entries has up to
+/// `16n/7` buckets (a power of two at 7/8 load), each a 16-byte entry and a control byte.
+const MEMO_SLOT: usize = 40;
 
 enum Node {
     Leaf(Value),
@@ -184,6 +186,8 @@ struct Decoder<'a> {
     stack: Vec<usize>,
     marks: Vec<usize>,
     memo: HashMap<u32, usize>,
+    /// What the memo's table was charged.
+    memo_charged: usize,
     budget: Budget,
     max_depth: usize,
 }
@@ -203,7 +207,7 @@ impl<'a> Decoder<'a> {
         let freed = heap(self.stack.capacity() * word)
             + heap(self.marks.capacity() * word)
             + heap(self.heights.capacity() * word)
-            + heap(self.memo.capacity() * MEMO_SLOT);
+            + self.memo_charged;
         self.stack = Vec::new();
         self.marks = Vec::new();
         self.heights = Vec::new();
@@ -356,17 +360,16 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    /// A memo put of the top of the stack; a new entry's share of the table is charged first.
+    /// A memo put of the top of the stack; a growing table is charged before it is made.
     fn memo_put(&mut self, index: u32) -> Result<(), PickleError> {
         let top = self.top()?;
-        let old = self.memo.capacity();
-        if self.memo.len() == old && !self.memo.contains_key(&index) {
-            let want = old.saturating_mul(2).max(16);
-            self.budget.charge(heap(want * MEMO_SLOT))?;
+        if self.memo.len() == self.memo.capacity() && !self.memo.contains_key(&index) {
+            let want = self.memo.capacity().saturating_mul(2).max(16);
+            let table = heap(want.saturating_mul(MEMO_SLOT).saturating_add(16));
+            self.budget.charge(table)?;
             self.memo.reserve(want - self.memo.len());
-            self.budget.credit(heap(old * MEMO_SLOT));
-            self.budget
-                .charge(self.memo.capacity().saturating_sub(want) * MEMO_SLOT)?;
+            self.budget.credit(self.memo_charged);
+            self.memo_charged = table;
         }
         self.memo.insert(index, top);
         Ok(())

@@ -230,12 +230,13 @@ impl<'a> Fast<'a> {
                     if !self.marks.is_empty() || self.stack.len() != n {
                         return None;
                     }
-                    let mut items: Vec<Value> = self.stack.drain(..).map(|(v, _)| v).collect();
-                    return if n == 1 {
-                        items.pop()
-                    } else {
-                        Some(Value::Tuple(items))
-                    };
+                    if n == 1 {
+                        return self.stack.pop().map(|(v, _)| v);
+                    }
+                    self.budget
+                        .charge(heap(n * std::mem::size_of::<Value>()))
+                        .ok()?;
+                    return Some(Value::Tuple(self.stack.drain(..).map(|(v, _)| v).collect()));
                 }
             }
             let op = self.u8()?;
