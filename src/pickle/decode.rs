@@ -3,7 +3,12 @@
 //! Containers are nodes in an arena and the memo holds node indices, so `APPEND`s to a list
 //! that was memoized before it was filled reach every reference to it, as in CPython. The final
 //! tree is materialized from the root with a depth limit (which also stops self-referencing
-//! containers) and a budget on copies made for shared references.
+//! containers), each copy made for a shared reference counting as a node again.
+//!
+//! Both phases charge one [`Budget`]: the arena, the stack, the memo's table and every string
+//! as they are read, then each value as it is materialized (the scratch of reading is freed
+//! and credited first). Heights are tracked as items are added, so nesting past the limit is
+//! refused while reading, not only once the arena is complete.
 
 use std::collections::HashMap;
 
