@@ -349,3 +349,31 @@ mod properties {
         }
     }
 }
+
+/// What CPython writes for a list holding a large `bytes` and the same `str` twice (a memo
+/// get, so the full decoder reads it): the bytes are moved out of the arena, not copied, so
+/// the decode fits in twice the input.
+#[test]
+fn full_decoder_moves_what_is_used_once() {
+    let big = 8 << 20;
+    let mut input = b"\x80\x04]\x94(\x8e".to_vec();
+    input.extend_from_slice(&(big as u64).to_le_bytes());
+    input.resize(input.len() + big, b'x');
+    input.extend_from_slice(b"\x94\x8c\x01k\x94h\x02e.");
+    let limits = Limits::default();
+    assert!(
+        fast::loads(&input, &limits).is_none(),
+        "a memo get: the full decoder"
+    );
+    let (decoded, peak) = peak_growth(|| loads_with(&input, &limits));
+    let expected = Value::List(vec![
+        Value::Bytes(vec![b'x'; big]),
+        Value::Str("k".into()),
+        Value::Str("k".into()),
+    ]);
+    assert!(decoded.as_ref() == Ok(&expected), "{:?}", decoded.err());
+    let budget = limits.memory_for(input.len());
+    assert!(peak <= budget, "{peak} > {budget}");
+    // The shared str is copied, the list and the bytes are moved: about one input's worth.
+    assert!(peak < input.len() + (1 << 20), "{peak}");
+}

@@ -10,6 +10,7 @@
 //! and credited first). Heights are tracked as items are added, so nesting past the limit is
 //! refused while reading, not only once the arena is complete.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 
 use super::budget::{heap, Budget};
@@ -137,14 +138,63 @@ pub(super) fn loads_full(input: &[u8], limits: &Limits) -> Result<Value, PickleE
     let Decoder {
         arena, mut budget, ..
     } = decoder.release();
-    budget.charge(heap(arena.len()))?;
+    budget.charge(heap(arena.len()).saturating_mul(2))?;
+    let refs = count_references(&arena, root);
     let mut out = Materializer {
         arena: &arena,
+        refs,
         seen: vec![false; arena.len()],
         budget: &mut budget,
         max_depth: limits.max_depth,
     };
-    out.value(root, 0, false)
+    out.value(root, 0, false, true)
+}
+
+/// How many times each node is referenced (from the root and from other nodes, reachable or
+/// not), counting up to 2: a node referenced once on a path of nodes referenced once is
+/// materialized once, so its scalar can be moved out of the arena instead of copied.
+fn count_references(arena: &[Node], root: usize) -> Vec<u8> {
+    let mut refs = vec![0u8; arena.len()];
+    let mut count = |i: usize| refs[i] = refs[i].saturating_add(1).min(2);
+    count(root);
+    for node in arena {
+        match node {
+            Node::Leaf(_) => {}
+            Node::Tuple(items) | Node::List(items) | Node::Set(items) | Node::FrozenSet(items) => {
+                items.iter().for_each(|&i| count(i))
+            }
+            Node::Dict(items) => items.iter().for_each(|&(k, v)| {
+                count(k);
+                count(v);
+            }),
+            Node::Reduce {
+                callable,
+                args,
+                state,
+            } => [Some(*callable), Some(*args), *state]
+                .into_iter()
+                .flatten()
+                .for_each(&mut count),
+            Node::Object {
+                class,
+                args,
+                kwargs,
+                state,
+            } => [Some(*class), Some(*args), *kwargs, *state]
+                .into_iter()
+                .flatten()
+                .for_each(&mut count),
+        }
+    }
+    refs
+}
+
+/// Looks at the scalar in `cell` (taken out and put back: a `Cell` lends no reference).
+fn peek<R>(cell: &Cell<Value>, f: impl FnOnce(&Value) -> R) -> R {
+    let value = cell.replace(Value::None);
+    let result = f(&value);
+    cell.set(value);
+    result
 }
 
 /// What one memo entry asked for can cost in its hash table: a table for `n` entries has up to
@@ -152,7 +202,9 @@ pub(super) fn loads_full(input: &[u8], limits: &Limits) -> Result<Value, PickleE
 const MEMO_SLOT: usize = 40;
 
 enum Node {
-    Leaf(Value),
+    /// A scalar (or global), in a `Cell` so that materializing can move it out when it is
+    /// used once.
+    Leaf(Cell<Value>),
     Tuple(Vec<usize>),
     List(Vec<usize>),
     Dict(Vec<(usize, usize)>),
@@ -284,7 +336,7 @@ impl<'a> Decoder<'a> {
     }
 
     fn leaf(&mut self, value: Value) -> Result<(), PickleError> {
-        self.push(Node::Leaf(value), 0)
+        self.push(Node::Leaf(Cell::new(value)), 0)
     }
 
     /// Pushes a reference to an existing node (`DUP`, memo gets).
@@ -355,14 +407,13 @@ impl<'a> Decoder<'a> {
     }
 
     fn str_at(&mut self, index: usize) -> Result<String, PickleError> {
-        match &self.arena[index] {
-            Node::Leaf(Value::Str(s)) => {
-                let s = s.clone();
-                self.budget.charge(heap(s.len()))?;
-                Ok(s)
-            }
-            _ => Err(self.malformed("STACK_GLOBAL needs two str")),
-        }
+        let text = match &self.arena[index] {
+            Node::Leaf(cell) => peek(cell, |v| v.as_str().map(str::to_owned)),
+            _ => None,
+        };
+        let s = text.ok_or_else(|| self.malformed("STACK_GLOBAL needs two str"))?;
+        self.budget.charge(heap(s.len()))?;
+        Ok(s)
     }
 
     /// A memo put of the top of the stack; a growing table is charged before it is made.
@@ -680,47 +731,62 @@ pub(super) fn int_from_le(bytes: &[u8]) -> Value {
 
 struct Materializer<'a> {
     arena: &'a [Node],
+    /// From [`count_references`].
+    refs: Vec<u8>,
     seen: Vec<bool>,
     budget: &'a mut Budget,
     max_depth: usize,
 }
 
 impl Materializer<'_> {
-    fn value(&mut self, index: usize, depth: usize, copying: bool) -> Result<Value, PickleError> {
+    /// The value of node `index` at `depth`; `copying` when it was reached through a node seen
+    /// before (a shared reference), `unique` when every node on the way was referenced once.
+    fn value(
+        &mut self,
+        index: usize,
+        depth: usize,
+        copying: bool,
+        unique: bool,
+    ) -> Result<Value, PickleError> {
         if depth > self.max_depth {
             return Err(PickleError::TooDeep {
                 limit: self.max_depth,
             });
         }
         let copying = copying || std::mem::replace(&mut self.seen[index], true);
+        let unique = unique && !copying && self.refs[index] == 1;
         if copying {
             // The arena counted each node once; a copy counts again.
             let cost = match &self.arena[index] {
-                Node::Leaf(Value::Str(s)) => 1 + s.len() / 8,
-                Node::Leaf(Value::Bytes(b) | Value::ByteArray(b) | Value::BigInt(b)) => {
-                    1 + b.len() / 8
-                }
+                Node::Leaf(cell) => peek(cell, |v| match v {
+                    Value::Str(s) => 1 + s.len() / 8,
+                    Value::Bytes(b) | Value::ByteArray(b) | Value::BigInt(b) => 1 + b.len() / 8,
+                    _ => 1,
+                }),
                 _ => 1,
             };
             self.budget.nodes(cost)?;
         }
         let d = depth + 1;
         let arena = self.arena;
+        let (c, u) = (copying, unique);
         Ok(match &arena[index] {
-            Node::Leaf(v) => {
-                self.budget.charge(leaf_heap(v))?;
-                v.clone()
+            // Used once: moved out, its memory already charged when it was read.
+            Node::Leaf(cell) if unique => cell.replace(Value::None),
+            Node::Leaf(cell) => {
+                self.budget.charge(peek(cell, leaf_heap))?;
+                peek(cell, Value::clone)
             }
-            Node::Tuple(items) => Value::Tuple(self.values(items, d, copying)?),
-            Node::List(items) => Value::List(self.values(items, d, copying)?),
-            Node::Set(items) => Value::Set(self.values(items, d, copying)?),
-            Node::FrozenSet(items) => Value::FrozenSet(self.values(items, d, copying)?),
+            Node::Tuple(items) => Value::Tuple(self.values(items, d, c, u)?),
+            Node::List(items) => Value::List(self.values(items, d, c, u)?),
+            Node::Set(items) => Value::Set(self.values(items, d, c, u)?),
+            Node::FrozenSet(items) => Value::FrozenSet(self.values(items, d, c, u)?),
             Node::Dict(items) => {
                 self.budget
                     .charge(heap(items.len() * std::mem::size_of::<(Value, Value)>()))?;
                 let mut out = Vec::with_capacity(items.len());
                 for &(k, v) in items {
-                    out.push((self.value(k, d, copying)?, self.value(v, d, copying)?));
+                    out.push((self.value(k, d, c, u)?, self.value(v, d, c, u)?));
                 }
                 Value::Dict(out)
             }
@@ -729,9 +795,9 @@ impl Materializer<'_> {
                 args,
                 state,
             } => Value::Reduce {
-                callable: self.boxed(*callable, d, copying)?,
-                args: self.boxed(*args, d, copying)?,
-                state: self.optional(*state, d, copying)?,
+                callable: self.boxed(*callable, d, c, u)?,
+                args: self.boxed(*args, d, c, u)?,
+                state: self.optional(*state, d, c, u)?,
             },
             Node::Object {
                 class,
@@ -739,10 +805,10 @@ impl Materializer<'_> {
                 kwargs,
                 state,
             } => Value::Object {
-                class: self.boxed(*class, d, copying)?,
-                args: self.boxed(*args, d, copying)?,
-                kwargs: self.optional(*kwargs, d, copying)?,
-                state: self.optional(*state, d, copying)?,
+                class: self.boxed(*class, d, c, u)?,
+                args: self.boxed(*args, d, c, u)?,
+                kwargs: self.optional(*kwargs, d, c, u)?,
+                state: self.optional(*state, d, c, u)?,
             },
         })
     }
@@ -752,12 +818,13 @@ impl Materializer<'_> {
         items: &[usize],
         depth: usize,
         copying: bool,
+        unique: bool,
     ) -> Result<Vec<Value>, PickleError> {
         self.budget
             .charge(heap(items.len() * std::mem::size_of::<Value>()))?;
         let mut out = Vec::with_capacity(items.len());
         for &i in items {
-            out.push(self.value(i, depth, copying)?);
+            out.push(self.value(i, depth, copying, unique)?);
         }
         Ok(out)
     }
@@ -767,9 +834,10 @@ impl Materializer<'_> {
         index: usize,
         depth: usize,
         copying: bool,
+        unique: bool,
     ) -> Result<Box<Value>, PickleError> {
         self.budget.charge(heap(std::mem::size_of::<Value>()))?;
-        Ok(Box::new(self.value(index, depth, copying)?))
+        Ok(Box::new(self.value(index, depth, copying, unique)?))
     }
 
     fn optional(
@@ -777,8 +845,11 @@ impl Materializer<'_> {
         index: Option<usize>,
         depth: usize,
         copying: bool,
+        unique: bool,
     ) -> Result<Option<Box<Value>>, PickleError> {
-        index.map(|i| self.boxed(i, depth, copying)).transpose()
+        index
+            .map(|i| self.boxed(i, depth, copying, unique))
+            .transpose()
     }
 }
 
