@@ -3,6 +3,74 @@
 
 use multiproc::pickle::{self, Limits, PickleError, Value};
 
+mod counting {
+    //! A counting global allocator: each thread's live heap bytes and their peak, so the
+    //! property tests can bound what one decode allocates.
+
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    pub struct Counting;
+
+    thread_local! {
+        // Const-initialised, no destructor: usable from the allocator without allocating.
+        static LIVE: Cell<usize> = const { Cell::new(0) };
+        static PEAK: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn grew(bytes: usize) {
+        let _ = LIVE.try_with(|live| {
+            let now = live.get().saturating_add(bytes);
+            live.set(now);
+            let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
+        });
+    }
+
+    fn shrank(bytes: usize) {
+        let _ = LIVE.try_with(|live| live.set(live.get().saturating_sub(bytes)));
+    }
+
+    // SAFETY: every method forwards to `System` with the caller's arguments unchanged; the
+    // counting touches only thread-local cells and never allocates.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            grew(layout.size());
+            // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, passed on unchanged.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            shrank(layout.size());
+            // SAFETY: `ptr` came from this allocator (so from `System`) with `layout`.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            // Both blocks may live at once while the contents are copied.
+            grew(new_size);
+            // SAFETY: `ptr` came from this allocator with `layout`; the caller upholds the rest.
+            let new = unsafe { System.realloc(ptr, layout, new_size) };
+            shrank(if new.is_null() {
+                new_size
+            } else {
+                layout.size()
+            });
+            new
+        }
+    }
+
+    /// The most heap bytes this thread had live at once while `f` ran, beyond the start.
+    pub fn peak_growth<R>(f: impl FnOnce() -> R) -> usize {
+        let start = LIVE.with(Cell::get);
+        PEAK.with(|peak| peak.set(start));
+        drop(f());
+        PEAK.with(Cell::get) - start
+    }
+}
+
+#[global_allocator]
+static COUNTING: counting::Counting = counting::Counting;
+
 fn hex(s: &str) -> Vec<u8> {
     let s: String = s.split_whitespace().collect();
     (0..s.len())
@@ -285,8 +353,10 @@ fn memo_shares_mutations_like_cpython() {
 #[test]
 fn deep_nesting_is_refused() {
     let mut bytes = vec![0x80, 0x03];
-    bytes.extend(vec![b']'; 100_000]); // EMPTY_LIST
-    bytes.extend(vec![b'a'; 99_999]); // APPEND
+    // 10 000 levels: 100 000 would break the memory limit (each list a node) before any
+    // APPEND made them nest.
+    bytes.extend(vec![b']'; 10_000]); // EMPTY_LIST
+    bytes.extend(vec![b'a'; 9_999]); // APPEND
     bytes.push(b'.');
     assert!(matches!(
         pickle::loads(&bytes),
@@ -316,8 +386,17 @@ fn shared_reference_bombs_are_refused() {
         bytes.extend([b'e', b'q', level]);
     }
     bytes.push(b'.');
+    // The copies' memory breaks the limit first; with memory lifted, the node count does.
     assert!(matches!(
         pickle::loads(&bytes),
+        Err(PickleError::TooMuchMemory { .. })
+    ));
+    let roomy = Limits {
+        min_memory: 1 << 30,
+        ..Limits::default()
+    };
+    assert!(matches!(
+        pickle::loads_with(&bytes, &roomy),
         Err(PickleError::TooLarge { .. })
     ));
 }
@@ -419,8 +498,9 @@ fn fuzz_decoder_never_panics() {
 
 mod properties {
     //! Property tests (proptest) over the decoder: whatever the input, a value or an error,
-    //! never a panic, a hang or an allocation out of proportion to the input; and every plain
-    //! value survives `dumps` then `loads`.
+    //! never a panic, a hang or an allocation out of proportion to the input (measured by the
+    //! counting allocator against `Limits::memory_for` the input); and every plain value
+    //! survives `dumps` then `loads`.
     use proptest::prelude::*;
 
     use super::*;
@@ -445,12 +525,70 @@ mod properties {
         })
     }
 
+    /// Decodes `input` under the default limits and under a tight ratio (no floor, 1 or 2
+    /// bytes per input byte): the peak allocation stays within each budget.
+    fn within_budget(input: &[u8]) -> Result<(), TestCaseError> {
+        for limits in [
+            Limits::default(),
+            Limits {
+                min_memory: 0,
+                memory_per_byte: 1,
+                ..Limits::default()
+            },
+            Limits {
+                min_memory: 0,
+                ..Limits::default()
+            },
+        ] {
+            let peak = counting::peak_growth(|| pickle::loads_with(input, &limits));
+            let budget = limits.memory_for(input.len());
+            prop_assert!(peak <= budget, "{} > {} for {:?}", peak, budget, input);
+        }
+        Ok(())
+    }
+
+    /// Opcodes that make values, copy references or group items, with their arguments.
+    fn opcode_soup() -> impl Strategy<Value = Vec<u8>> {
+        let token = prop::sample::select(vec![
+            &b"]"[..],
+            b"}",
+            b")",
+            b"(",
+            b"N",
+            b"\x94",
+            b"h\x00",
+            b"q\x01",
+            b"2",
+            b"0",
+            b"a",
+            b"e",
+            b"s",
+            b"u",
+            b"t",
+            b"\x85",
+            b"\x86",
+            b"\x87",
+            b"\x8f",
+            b"\x90",
+            b"\x91",
+            b"K\x01",
+            b"\x8c\x01a",
+            b"C\x01b",
+            b"\x8a\x02\x01\x01",
+            b"R",
+            b"b",
+            b".",
+        ]);
+        proptest::collection::vec(token, 0..600)
+            .prop_map(|t| [&b"\x80\x04"[..], &t.concat()].concat())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
         #[test]
         fn any_bytes_decode_or_fail_cleanly(input in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let _ = pickle::loads(&input);
+            within_budget(&input)?;
         }
 
         #[test]
@@ -460,7 +598,12 @@ mod properties {
         ) {
             let mut input = vec![0x80, proto];
             input.extend(body);
-            let _ = pickle::loads(&input);
+            within_budget(&input)?;
+        }
+
+        #[test]
+        fn opcode_soups_stay_within_budget(input in opcode_soup()) {
+            within_budget(&input)?;
         }
 
         #[test]
@@ -483,7 +626,7 @@ mod properties {
                     _ => bytes.truncate(at),
                 }
             }
-            let _ = pickle::loads(&bytes);
+            within_budget(&bytes)?;
         }
     }
 }

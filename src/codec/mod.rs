@@ -224,8 +224,10 @@ pub(crate) fn decode_in<T: DeserializeOwned>(bytes: &[u8], fds: &mut FdTable) ->
     // Python, say) goes to serde-pickle, which reads every protocol.
     let result = match stream::decode(bytes) {
         Some(decoded) => decoded.map_err(|e| e.to_string()),
-        None => serde_pickle::from_slice(bytes, serde_pickle::DeOptions::new())
-            .map_err(|e| e.to_string()),
+        None => stream::check_foreign(bytes).and_then(|()| {
+            serde_pickle::from_slice(bytes, serde_pickle::DeOptions::new())
+                .map_err(|e| e.to_string())
+        }),
     };
     let table = INCOMING.with(|t| t.replace(previous));
     *fds = table.unwrap_or_default();

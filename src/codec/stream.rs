@@ -85,6 +85,18 @@ pub(crate) fn decode<'de, T: de::Deserialize<'de>>(input: &'de [u8]) -> Option<R
     }))
 }
 
+/// Checks a pickle this reader leaves to serde-pickle. serde-pickle builds a value tree with
+/// no limits: a memo reference is cloned at each use (a few hundred bytes can expand
+/// exponentially), every opcode becomes a node, nesting recurses. So the pickle is first read
+/// by the managers' decoder, whose memory is bounded by the input's length
+/// ([`crate::pickle::Limits`]); one it refuses (past a limit, or an opcode it does not read,
+/// such as protocol 0's text forms) is not handed on.
+pub(crate) fn check_foreign(input: &[u8]) -> std::result::Result<(), String> {
+    crate::pickle::loads_with(input, &crate::pickle::Limits::default())
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 /// Checks that `input` is `PROTO 2|3`, opcodes this reader knows with their arguments in
 /// bounds and marks balanced, then `STOP` as its last byte; returns where `STOP` is.
 fn scan(input: &[u8]) -> Option<usize> {
@@ -830,6 +842,40 @@ mod tests {
                 let _ = decode::<serde_pickle::Value>(&bytes);
             }
         }
+    }
+
+    /// A pickle left to serde-pickle is bounded first: a shared-reference bomb (10^9 nodes
+    /// once expanded, as serde-pickle would) and a run of `EMPTY_LIST` are refused by the
+    /// managers' decoder's limits, naming them, before serde-pickle sees them.
+    #[test]
+    fn foreign_pickles_are_bounded_before_serde_pickle() {
+        let mut bomb = vec![0x80, 0x03, b']', b'q', 0, b'(', b'K', 0];
+        bomb.extend([b'K', 0].repeat(9));
+        bomb.push(b'e');
+        for level in 1..=9u8 {
+            bomb.extend([b']', b'q', level, b'(']);
+            for _ in 0..10 {
+                bomb.extend([b'h', level - 1]);
+            }
+            bomb.push(b'e');
+        }
+        bomb.push(b'.');
+        // A memo put so that this reader leaves it to serde-pickle.
+        let mut lists = vec![0x80, 0x03, b']', b'q', 0];
+        lists.resize(1 << 20, b']');
+        lists.push(b'.');
+        for (input, reason) in [(bomb, "memory"), (lists, "memory")] {
+            assert!(
+                decode::<serde_pickle::Value>(&input).is_none(),
+                "left to serde-pickle"
+            );
+            let err = crate::codec::decode::<serde_pickle::Value>(&input).unwrap_err();
+            assert!(err.to_string().contains(reason), "{err}");
+        }
+        // What CPython writes for [1, 2] still goes through.
+        let python = b"\x80\x03]q\x00(K\x01K\x02e.";
+        let v: Vec<i32> = crate::codec::decode(python).unwrap();
+        assert_eq!(v, [1, 2]);
     }
 
     #[test]

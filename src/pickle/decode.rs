@@ -3,13 +3,23 @@
 //! Containers are nodes in an arena and the memo holds node indices, so `APPEND`s to a list
 //! that was memoized before it was filled reach every reference to it, as in CPython. The final
 //! tree is materialized from the root with a depth limit (which also stops self-referencing
-//! containers) and a budget on copies made for shared references.
+//! containers), each copy made for a shared reference counting as a node again.
+//!
+//! Both phases charge one [`Budget`]: the arena, the stack, the memo's table and every string
+//! as they are read, then each value as it is materialized (the scratch of reading is freed
+//! and credited first). Heights are tracked as items are added, so nesting past the limit is
+//! refused while reading, not only once the arena is complete.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 
+use super::budget::{heap, Budget};
 use super::value::{PickleError, Value};
 
 /// Bounds the decoder enforces, beyond "every declared length fits in the input".
+///
+/// All three are checked as each opcode is read, so a hostile pickle fails early and the
+/// decoder's memory never exceeds [`memory_for`](Limits::memory_for) its input's length.
 ///
 /// # Examples
 ///
@@ -24,9 +34,40 @@ use super::value::{PickleError, Value};
 pub struct Limits {
     /// The deepest nesting of containers and objects (default 256).
     pub max_depth: usize,
-    /// How many nodes may be copied to expand shared references (a memo entry used more than
-    /// once), each `str`/`bytes` counting one node per 8 bytes (default 2^20).
+    /// How many nodes (values, containers included) the decoded value may have, each copy made
+    /// to expand a shared reference (a memo entry used more than once) counting again, and a
+    /// copied `str`/`bytes` one node per 8 bytes (default 2^20).
     pub max_nodes: usize,
+    /// Bytes of memory the decoder may hold per byte of input (default 2: a frame and its
+    /// decoding together stay within 3 times the frame, 4 with the allocator's slack). Each
+    /// scalar decodes to a 48-byte [`Value`], so a long run of small scalars (a list of 100 000
+    /// small ints, say) may need more than this once past [`min_memory`](Limits::min_memory).
+    pub memory_per_byte: usize,
+    /// Bytes of memory any input may use, however short (default 10 MiB), so pickles of small
+    /// scalars decode whatever their ratio up to that size.
+    pub min_memory: usize,
+    /// Bytes of memory no input may exceed, however long (default 1 GiB).
+    pub max_memory: usize,
+}
+
+impl Limits {
+    /// The most memory, in bytes, decoding an input of `input_len` bytes may take:
+    /// `memory_per_byte × input_len`, at least `min_memory`, at most `max_memory`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::pickle::Limits;
+    /// let limits = Limits::default();
+    /// assert_eq!(limits.memory_for(100), 10 << 20);
+    /// assert_eq!(limits.memory_for(15 << 20), 30 << 20);
+    /// ```
+    pub fn memory_for(&self, input_len: usize) -> usize {
+        self.memory_per_byte
+            .saturating_mul(input_len)
+            .max(self.min_memory)
+            .min(self.max_memory)
+    }
 }
 
 impl Default for Limits {
@@ -34,6 +75,9 @@ impl Default for Limits {
         Limits {
             max_depth: 256,
             max_nodes: 1 << 20,
+            memory_per_byte: 2,
+            min_memory: 10 << 20,
+            max_memory: 1 << 30,
         }
     }
 }
@@ -82,22 +126,85 @@ pub(super) fn loads_full(input: &[u8], limits: &Limits) -> Result<Value, PickleE
         input,
         pos: 0,
         arena: Vec::new(),
+        heights: Vec::new(),
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        memo_charged: 0,
+        budget: Budget::new(limits, input.len()),
+        max_depth: limits.max_depth,
     };
     let root = decoder.run()?;
+    let Decoder {
+        arena, mut budget, ..
+    } = decoder.release();
+    budget.charge(heap(arena.len()).saturating_mul(2))?;
+    let refs = count_references(&arena, root);
     let mut out = Materializer {
-        arena: &decoder.arena,
-        seen: vec![false; decoder.arena.len()],
-        budget: limits.max_nodes,
-        limits,
+        arena: &arena,
+        refs,
+        seen: vec![false; arena.len()],
+        budget: &mut budget,
+        max_depth: limits.max_depth,
     };
-    out.value(root, 0, false)
+    out.value(root, 0, false, true)
 }
 
+/// How many times each node is referenced (from the root and from other nodes, reachable or
+/// not), counting up to 2: a node referenced once on a path of nodes referenced once is
+/// materialized once, so its scalar can be moved out of the arena instead of copied.
+fn count_references(arena: &[Node], root: usize) -> Vec<u8> {
+    let mut refs = vec![0u8; arena.len()];
+    let mut count = |i: usize| refs[i] = refs[i].saturating_add(1).min(2);
+    count(root);
+    for node in arena {
+        match node {
+            Node::Leaf(_) => {}
+            Node::Tuple(items) | Node::List(items) | Node::Set(items) | Node::FrozenSet(items) => {
+                items.iter().for_each(|&i| count(i))
+            }
+            Node::Dict(items) => items.iter().for_each(|&(k, v)| {
+                count(k);
+                count(v);
+            }),
+            Node::Reduce {
+                callable,
+                args,
+                state,
+            } => [Some(*callable), Some(*args), *state]
+                .into_iter()
+                .flatten()
+                .for_each(&mut count),
+            Node::Object {
+                class,
+                args,
+                kwargs,
+                state,
+            } => [Some(*class), Some(*args), *kwargs, *state]
+                .into_iter()
+                .flatten()
+                .for_each(&mut count),
+        }
+    }
+    refs
+}
+
+/// Looks at the scalar in `cell` (taken out and put back: a `Cell` lends no reference).
+fn peek<R>(cell: &Cell<Value>, f: impl FnOnce(&Value) -> R) -> R {
+    let value = cell.replace(Value::None);
+    let result = f(&value);
+    cell.set(value);
+    result
+}
+
+/// What one memo entry asked for can cost in its hash table: a table for `n` entries has up to
+/// `16n/7` buckets (a power of two at 7/8 load), each a 16-byte entry and a control byte.
+const MEMO_SLOT: usize = 40;
+
 enum Node {
-    Leaf(Value),
+    /// A scalar (or global), in a `Cell` so that materializing can move it out when it is
+    /// used once.
+    Leaf(Cell<Value>),
     Tuple(Vec<usize>),
     List(Vec<usize>),
     Dict(Vec<(usize, usize)>),
@@ -116,13 +223,30 @@ enum Node {
     },
 }
 
+/// Which container an `APPEND`-like opcode extends.
+#[derive(Clone, Copy)]
+enum Kind {
+    List,
+    Set,
+    Dict,
+}
+
 struct Decoder<'a> {
     input: &'a [u8],
     pos: usize,
     arena: Vec<Node>,
+    /// For each node, a lower bound of its height (0 for a scalar or an empty container, 1 +
+    /// the tallest item otherwise), kept as items are added; the exact depth is checked again
+    /// when the value is materialized. Items only ever get added, so a node found taller than
+    /// the limit here is at least that tall in the end.
+    heights: Vec<usize>,
     stack: Vec<usize>,
     marks: Vec<usize>,
     memo: HashMap<u32, usize>,
+    /// What the memo's table was charged.
+    memo_charged: usize,
+    budget: Budget,
+    max_depth: usize,
 }
 
 impl<'a> Decoder<'a> {
@@ -130,6 +254,28 @@ impl<'a> Decoder<'a> {
         PickleError::Malformed {
             offset: self.pos,
             reason,
+        }
+    }
+
+    /// Frees what only reading needed (stack, marks, memo, heights), crediting it, so that
+    /// materializing has their room.
+    fn release(mut self) -> Self {
+        let word = std::mem::size_of::<usize>();
+        let freed = heap(self.stack.capacity() * word)
+            + heap(self.marks.capacity() * word)
+            + heap(self.heights.capacity() * word)
+            + self.memo_charged;
+        self.stack = Vec::new();
+        self.marks = Vec::new();
+        self.heights = Vec::new();
+        self.memo = HashMap::new();
+        self.budget.credit(freed);
+        self
+    }
+
+    fn too_deep(&self) -> PickleError {
+        PickleError::TooDeep {
+            limit: self.max_depth,
         }
     }
 
@@ -143,6 +289,13 @@ impl<'a> Decoder<'a> {
             })?;
         let bytes = &self.input[self.pos..end];
         self.pos = end;
+        Ok(bytes)
+    }
+
+    /// Takes `n` bytes that will be copied to the heap, charging the copy first.
+    fn take_heap(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
+        let bytes = self.take(n)?;
+        self.budget.charge(heap(n))?;
         Ok(bytes)
     }
 
@@ -168,9 +321,38 @@ impl<'a> Decoder<'a> {
         Ok(usize::try_from(u64::from_le_bytes(a)).unwrap_or(usize::MAX))
     }
 
-    fn push(&mut self, node: Node) {
+    /// Adds a node of the given height to the arena and pushes it, within the limits.
+    fn push(&mut self, node: Node, height: usize) -> Result<(), PickleError> {
+        if height > self.max_depth {
+            return Err(self.too_deep());
+        }
+        self.budget.nodes(1)?;
+        self.budget.reserve(&mut self.arena, 1)?;
+        self.budget.reserve(&mut self.heights, 1)?;
+        self.push_index(self.arena.len())?;
         self.arena.push(node);
-        self.stack.push(self.arena.len() - 1);
+        self.heights.push(height);
+        Ok(())
+    }
+
+    fn leaf(&mut self, value: Value) -> Result<(), PickleError> {
+        self.push(Node::Leaf(Cell::new(value)), 0)
+    }
+
+    /// Pushes a reference to an existing node (`DUP`, memo gets).
+    fn push_index(&mut self, index: usize) -> Result<(), PickleError> {
+        self.budget.reserve(&mut self.stack, 1)?;
+        self.stack.push(index);
+        Ok(())
+    }
+
+    /// The height of a container holding `items`.
+    fn height_over(&self, items: &[usize]) -> usize {
+        items
+            .iter()
+            .map(|&i| self.heights[i].saturating_add(1))
+            .max()
+            .unwrap_or(0)
     }
 
     fn pop(&mut self) -> Result<usize, PickleError> {
@@ -195,11 +377,19 @@ impl<'a> Decoder<'a> {
     /// The items pushed since the last mark, removing the mark.
     fn pop_mark(&mut self) -> Result<Vec<usize>, PickleError> {
         let mark = self.marks.pop().ok_or_else(|| self.malformed("no mark"))?;
+        let n = self.stack.len().saturating_sub(mark);
+        self.budget.charge(heap(n * std::mem::size_of::<usize>()))?;
         Ok(self.stack.split_off(mark))
     }
 
+    /// Frees a list of items that was copied into a container.
+    fn drop_items(&mut self, items: Vec<usize>) {
+        self.budget
+            .credit(heap(items.capacity() * std::mem::size_of::<usize>()));
+    }
+
     fn text(&mut self, n: usize) -> Result<String, PickleError> {
-        let bytes = self.take(n)?;
+        let bytes = self.take_heap(n)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| self.malformed("invalid utf-8 in a str"))
     }
 
@@ -216,11 +406,29 @@ impl<'a> Decoder<'a> {
         Ok(s)
     }
 
-    fn str_at(&self, index: usize) -> Result<String, PickleError> {
-        match &self.arena[index] {
-            Node::Leaf(Value::Str(s)) => Ok(s.clone()),
-            _ => Err(self.malformed("STACK_GLOBAL needs two str")),
+    fn str_at(&mut self, index: usize) -> Result<String, PickleError> {
+        let text = match &self.arena[index] {
+            Node::Leaf(cell) => peek(cell, |v| v.as_str().map(str::to_owned)),
+            _ => None,
+        };
+        let s = text.ok_or_else(|| self.malformed("STACK_GLOBAL needs two str"))?;
+        self.budget.charge(heap(s.len()))?;
+        Ok(s)
+    }
+
+    /// A memo put of the top of the stack; a growing table is charged before it is made.
+    fn memo_put(&mut self, index: u32) -> Result<(), PickleError> {
+        let top = self.top()?;
+        if self.memo.len() == self.memo.capacity() && !self.memo.contains_key(&index) {
+            let want = self.memo.capacity().saturating_mul(2).max(16);
+            let table = heap(want.saturating_mul(MEMO_SLOT).saturating_add(16));
+            self.budget.charge(table)?;
+            self.memo.reserve(want - self.memo.len());
+            self.budget.credit(self.memo_charged);
+            self.memo_charged = table;
         }
+        self.memo.insert(index, top);
+        Ok(())
     }
 
     fn run(&mut self) -> Result<usize, PickleError> {
@@ -244,7 +452,10 @@ impl<'a> Decoder<'a> {
                     }
                     return Ok(root);
                 }
-                0x28 => self.marks.push(self.stack.len()),
+                0x28 => {
+                    self.budget.reserve(&mut self.marks, 1)?;
+                    self.marks.push(self.stack.len());
+                }
                 0x30 => {
                     if self.marks.last().is_some_and(|&m| m == self.stack.len()) {
                         self.marks.pop();
@@ -253,58 +464,59 @@ impl<'a> Decoder<'a> {
                     }
                 }
                 0x31 => {
-                    self.pop_mark()?;
+                    let items = self.pop_mark()?;
+                    self.drop_items(items);
                 }
                 0x32 => {
                     let top = self.top()?;
-                    self.stack.push(top);
+                    self.push_index(top)?;
                 }
-                0x4e => self.push(Node::Leaf(Value::None)),
-                0x88 => self.push(Node::Leaf(Value::Bool(true))),
-                0x89 => self.push(Node::Leaf(Value::Bool(false))),
+                0x4e => self.leaf(Value::None)?,
+                0x88 => self.leaf(Value::Bool(true))?,
+                0x89 => self.leaf(Value::Bool(false))?,
                 0x4b => {
                     let v = self.u8()?;
-                    self.push(Node::Leaf(Value::Int(v.into())));
+                    self.leaf(Value::Int(v.into()))?;
                 }
                 0x4d => {
                     let v = self.u16()?;
-                    self.push(Node::Leaf(Value::Int(v.into())));
+                    self.leaf(Value::Int(v.into()))?;
                 }
                 0x4a => {
                     let v = self.u32()? as i32;
-                    self.push(Node::Leaf(Value::Int(v.into())));
+                    self.leaf(Value::Int(v.into()))?;
                 }
                 0x8a => {
                     let n = self.u8()? as usize;
-                    let bytes = self.take(n)?;
-                    self.push(Node::Leaf(int_from_le(bytes)));
+                    let bytes = self.take_heap(n)?;
+                    self.leaf(int_from_le(bytes))?;
                 }
                 0x8b => {
                     let n = self.u32()? as i32;
                     let n = usize::try_from(n).map_err(|_| self.malformed("negative length"))?;
-                    let bytes = self.take(n)?;
-                    self.push(Node::Leaf(int_from_le(bytes)));
+                    let bytes = self.take_heap(n)?;
+                    self.leaf(int_from_le(bytes))?;
                 }
                 0x47 => {
                     let b = self.take(8)?;
                     let mut a = [0u8; 8];
                     a.copy_from_slice(b);
-                    self.push(Node::Leaf(Value::Float(f64::from_be_bytes(a))));
+                    self.leaf(Value::Float(f64::from_be_bytes(a)))?;
                 }
                 0x8c => {
                     let n = self.u8()? as usize;
                     let s = self.text(n)?;
-                    self.push(Node::Leaf(Value::Str(s)));
+                    self.leaf(Value::Str(s))?;
                 }
                 0x58 => {
                     let n = self.u32()? as usize;
                     let s = self.text(n)?;
-                    self.push(Node::Leaf(Value::Str(s)));
+                    self.leaf(Value::Str(s))?;
                 }
                 0x8d => {
                     let n = self.u64_len()?;
                     let s = self.text(n)?;
-                    self.push(Node::Leaf(Value::Str(s)));
+                    self.leaf(Value::Str(s))?;
                 }
                 0x43 | 0x42 | 0x8e | 0x96 => {
                     let n = match op {
@@ -312,68 +524,64 @@ impl<'a> Decoder<'a> {
                         0x42 => self.u32()? as usize,
                         _ => self.u64_len()?,
                     };
-                    let b = self.take(n)?.to_vec();
+                    let b = self.take_heap(n)?.to_vec();
                     let v = if op == 0x96 {
                         Value::ByteArray(b)
                     } else {
                         Value::Bytes(b)
                     };
-                    self.push(Node::Leaf(v));
+                    self.leaf(v)?;
                 }
-                0x29 => self.push(Node::Tuple(Vec::new())),
+                0x29 => self.push(Node::Tuple(Vec::new()), 0)?,
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
-                    let mut items = vec![0; n];
-                    for slot in items.iter_mut().rev() {
+                    let mut items = [0; 3];
+                    for slot in items[..n].iter_mut().rev() {
                         *slot = self.pop()?;
                     }
-                    self.push(Node::Tuple(items));
+                    let height = self.height_over(&items[..n]);
+                    self.budget.charge(heap(n * std::mem::size_of::<usize>()))?;
+                    self.push(Node::Tuple(items[..n].to_vec()), height)?;
                 }
-                0x74 => {
+                0x74 | 0x91 => {
                     let items = self.pop_mark()?;
-                    self.push(Node::Tuple(items));
+                    let height = self.height_over(&items);
+                    let node = if op == 0x74 {
+                        Node::Tuple(items)
+                    } else {
+                        Node::FrozenSet(items)
+                    };
+                    self.push(node, height)?;
                 }
-                0x5d => self.push(Node::List(Vec::new())),
+                0x5d => self.push(Node::List(Vec::new()), 0)?,
+                0x7d => self.push(Node::Dict(Vec::new()), 0)?,
+                0x8f => self.push(Node::Set(Vec::new()), 0)?,
                 0x61 => {
                     let item = self.pop()?;
                     let list = self.top()?;
-                    self.extend_list(list, vec![item])?;
+                    self.add_items(list, &[item], Kind::List)?;
                 }
-                0x65 => {
-                    let items = self.pop_mark()?;
-                    let list = self.top()?;
-                    self.extend_list(list, items)?;
-                }
-                0x7d => self.push(Node::Dict(Vec::new())),
                 0x73 => {
                     let value = self.pop()?;
                     let key = self.pop()?;
                     let dict = self.top()?;
-                    self.extend_dict(dict, vec![key, value])?;
+                    self.add_items(dict, &[key, value], Kind::Dict)?;
                 }
-                0x75 => {
+                0x65 | 0x75 | 0x90 => {
                     let items = self.pop_mark()?;
-                    let dict = self.top()?;
-                    self.extend_dict(dict, items)?;
-                }
-                0x8f => self.push(Node::Set(Vec::new())),
-                0x90 => {
-                    let items = self.pop_mark()?;
-                    let set = self.top()?;
-                    match &mut self.arena[set] {
-                        Node::Set(v) => v.extend(items),
-                        _ => return Err(self.malformed("ADDITEMS on a non-set")),
-                    }
-                }
-                0x91 => {
-                    let items = self.pop_mark()?;
-                    self.push(Node::FrozenSet(items));
+                    let target = self.top()?;
+                    let kind = match op {
+                        0x65 => Kind::List,
+                        0x75 => Kind::Dict,
+                        _ => Kind::Set,
+                    };
+                    self.add_items(target, &items, kind)?;
+                    self.drop_items(items);
                 }
                 0x94 => {
-                    let top = self.top()?;
                     let index = u32::try_from(self.memo.len())
                         .map_err(|_| self.malformed("memo too large"))?;
-                    self.memo.insert(index, top);
+                    self.memo_put(index)?;
                 }
                 0x71 | 0x72 => {
                     let index = if op == 0x71 {
@@ -381,8 +589,7 @@ impl<'a> Decoder<'a> {
                     } else {
                         self.u32()?
                     };
-                    let top = self.top()?;
-                    self.memo.insert(index, top);
+                    self.memo_put(index)?;
                 }
                 0x68 | 0x6a => {
                     let index = if op == 0x68 {
@@ -394,48 +601,54 @@ impl<'a> Decoder<'a> {
                         .memo
                         .get(&index)
                         .ok_or_else(|| self.malformed("memo get of a missing entry"))?;
-                    self.stack.push(node);
+                    self.push_index(node)?;
                 }
                 0x93 => {
                     let name = self.pop()?;
                     let module = self.pop()?;
                     let (module, name) = (self.str_at(module)?, self.str_at(name)?);
-                    self.push(Node::Leaf(Value::Global { module, name }));
+                    self.leaf(Value::Global { module, name })?;
                 }
                 0x63 => {
                     let module = self.line()?;
                     let name = self.line()?;
-                    self.push(Node::Leaf(Value::Global { module, name }));
+                    self.leaf(Value::Global { module, name })?;
                 }
                 0x52 => {
                     let args = self.pop()?;
                     let callable = self.pop()?;
-                    self.push(Node::Reduce {
+                    let height = self.height_over(&[callable, args]);
+                    let node = Node::Reduce {
                         callable,
                         args,
                         state: None,
-                    });
+                    };
+                    self.push(node, height)?;
                 }
                 0x81 => {
                     let args = self.pop()?;
                     let class = self.pop()?;
-                    self.push(Node::Object {
+                    let height = self.height_over(&[class, args]);
+                    let node = Node::Object {
                         class,
                         args,
                         kwargs: None,
                         state: None,
-                    });
+                    };
+                    self.push(node, height)?;
                 }
                 0x92 => {
                     let kwargs = self.pop()?;
                     let args = self.pop()?;
                     let class = self.pop()?;
-                    self.push(Node::Object {
+                    let height = self.height_over(&[class, args, kwargs]);
+                    let node = Node::Object {
                         class,
                         args,
                         kwargs: Some(kwargs),
                         state: None,
-                    });
+                    };
+                    self.push(node, height)?;
                 }
                 0x62 => {
                     let new_state = self.pop()?;
@@ -446,6 +659,7 @@ impl<'a> Decoder<'a> {
                         }
                         _ => return Err(self.malformed("BUILD on a plain value")),
                     }
+                    self.grow(target, &[new_state])?;
                 }
                 _ => {
                     return Err(PickleError::UnsupportedOpcode {
@@ -457,27 +671,39 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn extend_list(&mut self, list: usize, items: Vec<usize>) -> Result<(), PickleError> {
-        match &mut self.arena[list] {
-            Node::List(v) => {
-                v.extend(items);
-                Ok(())
+    /// Adds `items` to the list, set or dict (key, value, key, value, …) at `target`.
+    fn add_items(&mut self, target: usize, items: &[usize], kind: Kind) -> Result<(), PickleError> {
+        let budget = &mut self.budget;
+        let wrong = match (&mut self.arena[target], kind) {
+            (Node::List(v), Kind::List) | (Node::Set(v), Kind::Set) => {
+                budget.reserve(v, items.len())?;
+                v.extend_from_slice(items);
+                None
             }
-            _ => Err(self.malformed("APPEND on a non-list")),
+            (Node::Dict(v), Kind::Dict) if items.len() % 2 == 0 => {
+                budget.reserve(v, items.len() / 2)?;
+                v.extend(items.chunks_exact(2).map(|kv| (kv[0], kv[1])));
+                None
+            }
+            (Node::Dict(_), Kind::Dict) => Some("SETITEMS with an odd number of items"),
+            (_, Kind::List) => Some("APPEND on a non-list"),
+            (_, Kind::Set) => Some("ADDITEMS on a non-set"),
+            (_, Kind::Dict) => Some("SETITEM on a non-dict"),
+        };
+        if let Some(reason) = wrong {
+            return Err(self.malformed(reason));
         }
+        self.grow(target, items)
     }
 
-    fn extend_dict(&mut self, dict: usize, items: Vec<usize>) -> Result<(), PickleError> {
-        if items.len() % 2 != 0 {
-            return Err(self.malformed("SETITEMS with an odd number of items"));
+    /// Raises the height of `target`, which now holds `items`, refusing it past the limit.
+    fn grow(&mut self, target: usize, items: &[usize]) -> Result<(), PickleError> {
+        let height = self.height_over(items).max(self.heights[target]);
+        if height > self.max_depth {
+            return Err(self.too_deep());
         }
-        match &mut self.arena[dict] {
-            Node::Dict(v) => {
-                v.extend(items.chunks_exact(2).map(|kv| (kv[0], kv[1])));
-                Ok(())
-            }
-            _ => Err(self.malformed("SETITEM on a non-dict")),
-        }
+        self.heights[target] = height;
+        Ok(())
     }
 }
 
@@ -505,43 +731,62 @@ pub(super) fn int_from_le(bytes: &[u8]) -> Value {
 
 struct Materializer<'a> {
     arena: &'a [Node],
+    /// From [`count_references`].
+    refs: Vec<u8>,
     seen: Vec<bool>,
-    budget: usize,
-    limits: &'a Limits,
+    budget: &'a mut Budget,
+    max_depth: usize,
 }
 
 impl Materializer<'_> {
-    fn value(&mut self, index: usize, depth: usize, copying: bool) -> Result<Value, PickleError> {
-        if depth > self.limits.max_depth {
+    /// The value of node `index` at `depth`; `copying` when it was reached through a node seen
+    /// before (a shared reference), `unique` when every node on the way was referenced once.
+    fn value(
+        &mut self,
+        index: usize,
+        depth: usize,
+        copying: bool,
+        unique: bool,
+    ) -> Result<Value, PickleError> {
+        if depth > self.max_depth {
             return Err(PickleError::TooDeep {
-                limit: self.limits.max_depth,
+                limit: self.max_depth,
             });
         }
         let copying = copying || std::mem::replace(&mut self.seen[index], true);
+        let unique = unique && !copying && self.refs[index] == 1;
         if copying {
+            // The arena counted each node once; a copy counts again.
             let cost = match &self.arena[index] {
-                Node::Leaf(Value::Str(s)) => 1 + s.len() / 8,
-                Node::Leaf(Value::Bytes(b) | Value::ByteArray(b) | Value::BigInt(b)) => {
-                    1 + b.len() / 8
-                }
+                Node::Leaf(cell) => peek(cell, |v| match v {
+                    Value::Str(s) => 1 + s.len() / 8,
+                    Value::Bytes(b) | Value::ByteArray(b) | Value::BigInt(b) => 1 + b.len() / 8,
+                    _ => 1,
+                }),
                 _ => 1,
             };
-            self.budget = self.budget.checked_sub(cost).ok_or(PickleError::TooLarge {
-                limit: self.limits.max_nodes,
-            })?;
+            self.budget.nodes(cost)?;
         }
         let d = depth + 1;
         let arena = self.arena;
+        let (c, u) = (copying, unique);
         Ok(match &arena[index] {
-            Node::Leaf(v) => v.clone(),
-            Node::Tuple(items) => Value::Tuple(self.values(items, d, copying)?),
-            Node::List(items) => Value::List(self.values(items, d, copying)?),
-            Node::Set(items) => Value::Set(self.values(items, d, copying)?),
-            Node::FrozenSet(items) => Value::FrozenSet(self.values(items, d, copying)?),
+            // Used once: moved out, its memory already charged when it was read.
+            Node::Leaf(cell) if unique => cell.replace(Value::None),
+            Node::Leaf(cell) => {
+                self.budget.charge(peek(cell, leaf_heap))?;
+                peek(cell, Value::clone)
+            }
+            Node::Tuple(items) => Value::Tuple(self.values(items, d, c, u)?),
+            Node::List(items) => Value::List(self.values(items, d, c, u)?),
+            Node::Set(items) => Value::Set(self.values(items, d, c, u)?),
+            Node::FrozenSet(items) => Value::FrozenSet(self.values(items, d, c, u)?),
             Node::Dict(items) => {
+                self.budget
+                    .charge(heap(items.len() * std::mem::size_of::<(Value, Value)>()))?;
                 let mut out = Vec::with_capacity(items.len());
                 for &(k, v) in items {
-                    out.push((self.value(k, d, copying)?, self.value(v, d, copying)?));
+                    out.push((self.value(k, d, c, u)?, self.value(v, d, c, u)?));
                 }
                 Value::Dict(out)
             }
@@ -550,9 +795,9 @@ impl Materializer<'_> {
                 args,
                 state,
             } => Value::Reduce {
-                callable: Box::new(self.value(*callable, d, copying)?),
-                args: Box::new(self.value(*args, d, copying)?),
-                state: self.optional(*state, d, copying)?,
+                callable: self.boxed(*callable, d, c, u)?,
+                args: self.boxed(*args, d, c, u)?,
+                state: self.optional(*state, d, c, u)?,
             },
             Node::Object {
                 class,
@@ -560,10 +805,10 @@ impl Materializer<'_> {
                 kwargs,
                 state,
             } => Value::Object {
-                class: Box::new(self.value(*class, d, copying)?),
-                args: Box::new(self.value(*args, d, copying)?),
-                kwargs: self.optional(*kwargs, d, copying)?,
-                state: self.optional(*state, d, copying)?,
+                class: self.boxed(*class, d, c, u)?,
+                args: self.boxed(*args, d, c, u)?,
+                kwargs: self.optional(*kwargs, d, c, u)?,
+                state: self.optional(*state, d, c, u)?,
             },
         })
     }
@@ -573,11 +818,26 @@ impl Materializer<'_> {
         items: &[usize],
         depth: usize,
         copying: bool,
+        unique: bool,
     ) -> Result<Vec<Value>, PickleError> {
-        items
-            .iter()
-            .map(|&i| self.value(i, depth, copying))
-            .collect()
+        self.budget
+            .charge(heap(items.len() * std::mem::size_of::<Value>()))?;
+        let mut out = Vec::with_capacity(items.len());
+        for &i in items {
+            out.push(self.value(i, depth, copying, unique)?);
+        }
+        Ok(out)
+    }
+
+    fn boxed(
+        &mut self,
+        index: usize,
+        depth: usize,
+        copying: bool,
+        unique: bool,
+    ) -> Result<Box<Value>, PickleError> {
+        self.budget.charge(heap(std::mem::size_of::<Value>()))?;
+        Ok(Box::new(self.value(index, depth, copying, unique)?))
     }
 
     fn optional(
@@ -585,9 +845,20 @@ impl Materializer<'_> {
         index: Option<usize>,
         depth: usize,
         copying: bool,
+        unique: bool,
     ) -> Result<Option<Box<Value>>, PickleError> {
         index
-            .map(|i| self.value(i, depth, copying).map(Box::new))
+            .map(|i| self.boxed(i, depth, copying, unique))
             .transpose()
+    }
+}
+
+/// The heap memory a copy of a scalar takes.
+fn leaf_heap(v: &Value) -> usize {
+    match v {
+        Value::Str(s) => heap(s.len()),
+        Value::Bytes(b) | Value::ByteArray(b) | Value::BigInt(b) => heap(b.len()),
+        Value::Global { module, name } => heap(module.len()) + heap(name.len()),
+        _ => 0,
     }
 }

@@ -72,6 +72,10 @@ fn write_str(s: &str, out: &mut Vec<u8>) {
     write_sized(s.as_bytes(), None, 0x58, 0x8d, out);
 }
 
+/// Items per `APPENDS`/`SETITEMS` batch, as CPython's pickler writes them: a reader holds one
+/// batch on its stack at a time, so a long list costs it no more than the list itself.
+const BATCH: usize = 1000;
+
 fn write_tuple(items: &[Value], out: &mut Vec<u8>) {
     match items.len() {
         0 => out.push(b')'),
@@ -108,17 +112,17 @@ fn write(value: &Value, out: &mut Vec<u8>) {
         Value::Tuple(items) => write_tuple(items, out),
         Value::List(items) => {
             out.push(b']');
-            if !items.is_empty() {
+            for batch in items.chunks(BATCH) {
                 out.push(b'(');
-                items.iter().for_each(|v| write(v, out));
+                batch.iter().for_each(|v| write(v, out));
                 out.push(b'e');
             }
         }
         Value::Dict(items) => {
             out.push(b'}');
-            if !items.is_empty() {
+            for batch in items.chunks(BATCH) {
                 out.push(b'(');
-                for (k, v) in items {
+                for (k, v) in batch {
                     write(k, out);
                     write(v, out);
                 }

@@ -7,7 +7,12 @@
 //! Anything else — a memo get, a global, `REDUCE`, a malformed or over-deep input — makes this
 //! pass give up (`None`) and the full decoder decide, so both agree on every input this one
 //! accepts and every error comes from the full decoder.
+//!
+//! Memory is charged to a [`Budget`] as it is allocated (a stack slot as the stack grows, a
+//! container's buffer before it is made), so a run of one-byte opcodes that each make a value
+//! gives up at the budget instead of growing the stack to many times the input.
 
+use super::budget::{heap, Budget};
 use super::decode::Limits;
 use super::value::Value;
 
@@ -28,6 +33,7 @@ struct Fast<'a> {
     stack: Vec<Slot>,
     marks: Vec<usize>,
     max_depth: usize,
+    budget: Budget,
     /// Decoding a bare body (no `PROTO`, no `STOP`) that must leave this many values.
     bare: Option<usize>,
 }
@@ -35,7 +41,7 @@ struct Fast<'a> {
 /// Decodes `input` if it is plain data the single pass handles; `None` otherwise (the caller
 /// then runs the full decoder).
 pub(crate) fn loads(input: &[u8], limits: &Limits) -> Option<Value> {
-    decode(input, limits.max_depth, None)
+    decode(input, limits, limits.max_depth, None)
 }
 
 /// Decodes `body`, the opcodes of the last items of a tuple without the pickle around them
@@ -43,10 +49,10 @@ pub(crate) fn loads(input: &[u8], limits: &Limits) -> Option<Value> {
 /// tuple. Those values sit one level down in the whole pickle, so they get one level less
 /// of the depth limit. `None` where [`loads`] would give up.
 pub(crate) fn loads_items(body: &[u8], n: usize, limits: &Limits) -> Option<Value> {
-    decode(body, limits.max_depth.checked_sub(1)?, Some(n))
+    decode(body, limits, limits.max_depth.checked_sub(1)?, Some(n))
 }
 
-fn decode(input: &[u8], max_depth: usize, bare: Option<usize>) -> Option<Value> {
+fn decode(input: &[u8], limits: &Limits, max_depth: usize, bare: Option<usize>) -> Option<Value> {
     // The stack and marks of the last decode on this thread are reused: a manager decodes a
     // small pickle per call, and two allocations would be a good part of its work.
     let (stack, marks) = SCRATCH.with(|s| s.take());
@@ -56,6 +62,7 @@ fn decode(input: &[u8], max_depth: usize, bare: Option<usize>) -> Option<Value> 
         stack,
         marks,
         max_depth,
+        budget: Budget::new(limits, input.len()),
         bare,
     };
     let value = fast.run();
@@ -112,8 +119,19 @@ impl<'a> Fast<'a> {
         self.stack.pop()
     }
 
-    fn push_leaf(&mut self, v: Value) {
-        self.stack.push((v, 0));
+    /// Pushes a value within the budget: one more node, and a stack slot if the stack is full.
+    #[inline]
+    fn push(&mut self, v: Value, height: usize) -> Option<()> {
+        self.budget.nodes(1).ok()?;
+        if self.stack.len() == self.stack.capacity() {
+            self.budget.reserve(&mut self.stack, 1).ok()?;
+        }
+        self.stack.push((v, height));
+        Some(())
+    }
+
+    fn push_leaf(&mut self, v: Value) -> Option<()> {
+        self.push(v, 0)
     }
 
     /// Pushes a container of `height`, unless that is deeper than allowed.
@@ -121,20 +139,30 @@ impl<'a> Fast<'a> {
         if height > self.max_depth {
             return None;
         }
-        self.stack.push((v, height));
-        Some(())
+        self.push(v, height)
+    }
+
+    /// Takes `n` bytes that will be copied to the heap, charging the copy first.
+    fn take_heap(&mut self, n: usize) -> Option<&'a [u8]> {
+        let bytes = self.take(n)?;
+        self.budget.charge(heap(n)).ok()?;
+        Some(bytes)
     }
 
     fn text(&mut self, n: usize) -> Option<()> {
-        let bytes = self.take(n)?;
+        let bytes = self.take_heap(n)?;
         let s = std::str::from_utf8(bytes).ok()?;
-        self.push_leaf(Value::Str(s.to_owned()));
-        Some(())
+        self.push_leaf(Value::Str(s.to_owned()))
     }
 
-    /// The items above the last mark (removing it) and their tallest height.
+    /// The items above the last mark (removing it) and their tallest height; their buffer is
+    /// charged before it is made.
     fn pop_mark(&mut self) -> Option<(Vec<Value>, usize)> {
         let mark = self.marks.pop()?;
+        let n = self.stack.len().checked_sub(mark)?;
+        self.budget
+            .charge(heap(n * std::mem::size_of::<Value>()))
+            .ok()?;
         let mut tallest = 0;
         let items = self
             .stack
@@ -147,23 +175,43 @@ impl<'a> Fast<'a> {
         Some((items, tallest))
     }
 
-    /// Adds `items` (of tallest height `tallest`) to the container on top of the stack.
+    /// Adds `items` (of tallest height `tallest`) to the container on top of the stack. The
+    /// container's buffer grows within the budget; `items`' own buffer is then given back.
     fn extend_top(&mut self, items: Vec<Value>, tallest: usize, kind: Kind) -> Option<()> {
+        let given = heap(items.capacity() * std::mem::size_of::<Value>());
+        self.add_to_top(items.len(), items, tallest, kind)?;
+        self.budget.credit(given);
+        Some(())
+    }
+
+    /// Adds the `n` values of `items` (of tallest height `tallest`) to the container on top of
+    /// the stack, growing its buffer within the budget.
+    fn add_to_top(
+        &mut self,
+        n: usize,
+        items: impl IntoIterator<Item = Value>,
+        tallest: usize,
+        kind: Kind,
+    ) -> Option<()> {
         if self.stack.len() <= self.floor() {
             return None;
         }
         let max_depth = self.max_depth;
         let (top, height) = self.stack.last_mut()?;
-        let new_height = (*height).max(if items.is_empty() { 0 } else { tallest + 1 });
+        let new_height = (*height).max(if n == 0 { 0 } else { tallest + 1 });
         if new_height > max_depth {
             return None;
         }
         match (top, kind) {
-            (Value::List(v), Kind::List) | (Value::Set(v), Kind::Set) => v.extend(items),
+            (Value::List(v), Kind::List) | (Value::Set(v), Kind::Set) => {
+                self.budget.reserve(v, n).ok()?;
+                v.extend(items);
+            }
             (Value::Dict(d), Kind::Dict) => {
-                if items.len() % 2 != 0 {
+                if n % 2 != 0 {
                     return None;
                 }
+                self.budget.reserve(d, n / 2).ok()?;
                 let mut it = items.into_iter();
                 while let (Some(k), Some(v)) = (it.next(), it.next()) {
                     d.push((k, v));
@@ -182,12 +230,13 @@ impl<'a> Fast<'a> {
                     if !self.marks.is_empty() || self.stack.len() != n {
                         return None;
                     }
-                    let mut items: Vec<Value> = self.stack.drain(..).map(|(v, _)| v).collect();
-                    return if n == 1 {
-                        items.pop()
-                    } else {
-                        Some(Value::Tuple(items))
-                    };
+                    if n == 1 {
+                        return self.stack.pop().map(|(v, _)| v);
+                    }
+                    self.budget
+                        .charge(heap(n * std::mem::size_of::<Value>()))
+                        .ok()?;
+                    return Some(Value::Tuple(self.stack.drain(..).map(|(v, _)| v).collect()));
                 }
             }
             let op = self.u8()?;
@@ -208,32 +257,37 @@ impl<'a> Fast<'a> {
                     }
                     return Some(root);
                 }
-                0x28 => self.marks.push(self.stack.len()),
-                0x4e => self.push_leaf(Value::None),
-                0x88 => self.push_leaf(Value::Bool(true)),
-                0x89 => self.push_leaf(Value::Bool(false)),
+                0x28 => {
+                    if self.marks.len() == self.marks.capacity() {
+                        self.budget.reserve(&mut self.marks, 1).ok()?;
+                    }
+                    self.marks.push(self.stack.len());
+                }
+                0x4e => self.push_leaf(Value::None)?,
+                0x88 => self.push_leaf(Value::Bool(true))?,
+                0x89 => self.push_leaf(Value::Bool(false))?,
                 0x4b => {
                     let v = self.u8()?;
-                    self.push_leaf(Value::Int(v.into()));
+                    self.push_leaf(Value::Int(v.into()))?;
                 }
                 0x4d => {
                     let b = self.take(2)?;
-                    self.push_leaf(Value::Int(u16::from_le_bytes([b[0], b[1]]).into()));
+                    self.push_leaf(Value::Int(u16::from_le_bytes([b[0], b[1]]).into()))?;
                 }
                 0x4a => {
                     let v = self.u32()? as i32;
-                    self.push_leaf(Value::Int(v.into()));
+                    self.push_leaf(Value::Int(v.into()))?;
                 }
                 0x8a => {
                     let n = self.u8()? as usize;
-                    let bytes = self.take(n)?;
-                    self.push_leaf(super::decode::int_from_le(bytes));
+                    let bytes = self.take_heap(n)?;
+                    self.push_leaf(super::decode::int_from_le(bytes))?;
                 }
                 0x47 => {
                     let b = self.take(8)?;
                     let mut a = [0u8; 8];
                     a.copy_from_slice(b);
-                    self.push_leaf(Value::Float(f64::from_be_bytes(a)));
+                    self.push_leaf(Value::Float(f64::from_be_bytes(a)))?;
                 }
                 0x8c => {
                     let n = self.u8()? as usize;
@@ -249,15 +303,18 @@ impl<'a> Fast<'a> {
                     } else {
                         self.u32()? as usize
                     };
-                    let b = self.take(n)?.to_vec();
-                    self.push_leaf(Value::Bytes(b));
+                    let b = self.take_heap(n)?.to_vec();
+                    self.push_leaf(Value::Bytes(b))?;
                 }
-                0x29 => self.push_leaf(Value::Tuple(Vec::new())),
+                0x29 => self.push_leaf(Value::Tuple(Vec::new()))?,
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
                     if self.stack.len() < self.floor() + n {
                         return None;
                     }
+                    self.budget
+                        .charge(heap(n * std::mem::size_of::<Value>()))
+                        .ok()?;
                     let mut tallest = 0;
                     let items = self
                         .stack
@@ -279,17 +336,17 @@ impl<'a> Fast<'a> {
                     };
                     self.push_container(v, height)?;
                 }
-                0x5d => self.push_leaf(Value::List(Vec::new())),
-                0x7d => self.push_leaf(Value::Dict(Vec::new())),
-                0x8f => self.push_leaf(Value::Set(Vec::new())),
+                0x5d => self.push_leaf(Value::List(Vec::new()))?,
+                0x7d => self.push_leaf(Value::Dict(Vec::new()))?,
+                0x8f => self.push_leaf(Value::Set(Vec::new()))?,
                 0x61 => {
                     let (item, h) = self.pop()?;
-                    self.extend_top(vec![item], h, Kind::List)?;
+                    self.add_to_top(1, [item], h, Kind::List)?;
                 }
                 0x73 => {
                     let (value, hv) = self.pop()?;
                     let (key, hk) = self.pop()?;
-                    self.extend_top(vec![key, value], hk.max(hv), Kind::Dict)?;
+                    self.add_to_top(2, [key, value], hk.max(hv), Kind::Dict)?;
                 }
                 0x65 | 0x90 | 0x75 => {
                     let (items, tallest) = self.pop_mark()?;

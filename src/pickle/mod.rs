@@ -21,9 +21,13 @@
 //!
 //! # Limits
 //! Every declared length is checked against the bytes left in the input before anything is
-//! allocated; nesting is capped ([`Limits::max_depth`]); shared references (memo gets) are
-//! expanded into copies under a budget ([`Limits::max_nodes`]), so a small hostile pickle cannot
-//! make a huge value. The decoder never panics: any input gives a value or a [`PickleError`].
+//! allocated. As each opcode is read, the decoder checks nesting ([`Limits::max_depth`]), the
+//! number of nodes, copies made for shared references (memo gets) included
+//! ([`Limits::max_nodes`]), and its memory: every allocation is charged at its real size
+//! before it is made and the total live is capped at [`Limits::memory_for`] the input's length
+//! (by default twice the input, at least 10 MiB), so no pickle, however hostile, makes the
+//! decoder hold more than a small multiple of its own size. Each broken limit is its own
+//! [`PickleError`] variant. The decoder never panics: any input gives a value or an error.
 //!
 //! # Examples
 //!
@@ -40,6 +44,9 @@
 //! ```
 
 mod bridge;
+mod budget;
+#[cfg(test)]
+mod counting;
 mod decode;
 mod encode;
 mod fast;
@@ -51,3 +58,12 @@ pub use encode::{dumps, dumps_into};
 pub(crate) use encode::{reply_into, request_into};
 pub(crate) use fast::loads_items;
 pub use value::{PickleError, Value};
+
+/// The unit tests measure allocations with this (thread by thread, so other tests do not
+/// disturb them).
+#[cfg(test)]
+#[global_allocator]
+static COUNTING: counting::Counting = counting::Counting;
+
+#[cfg(test)]
+mod bounds;

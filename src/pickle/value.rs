@@ -188,10 +188,19 @@ pub enum PickleError {
         /// The limit.
         limit: usize,
     },
-    /// The value (with shared references expanded) exceeds [`Limits::max_nodes`](crate::pickle::Limits).
+    /// The value has more nodes than [`Limits::max_nodes`](crate::pickle::Limits) (each copy a
+    /// shared reference makes counting again).
     #[error("pickle expands beyond {limit} nodes")]
     TooLarge {
         /// The limit.
+        limit: usize,
+    },
+    /// Decoding would take more memory than [`Limits::memory_for`](crate::pickle::Limits::memory_for)
+    /// allows for an input of this length: the pickle expands too much (a run of one-byte
+    /// opcodes that each make a container, say). Checked before each allocation.
+    #[error("pickle needs more than {limit} bytes of memory to decode")]
+    TooMuchMemory {
+        /// The limit, in bytes, for this input.
         limit: usize,
     },
     /// A Python global (class, function, or an object built from one) where a plain value is
