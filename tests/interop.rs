@@ -658,3 +658,143 @@ fn strict_server_refuses_md5_clients() {
     run_client(&python, port, &key_hex(), sha_form, "roundtrip");
     assert_eq!(log.lock().unwrap().len(), 1);
 }
+
+/// The machine's python3 for a test that must not pass without it: panics when it is missing,
+/// unless `MULTIPROC_NO_PYTHON=1` opts out (then `None`, with a message).
+fn python3_required() -> Option<PathBuf> {
+    if let Some(python) = python3() {
+        return Some(python);
+    }
+    if std::env::var("MULTIPROC_NO_PYTHON").is_ok_and(|v| v == "1") {
+        println!("SKIPPED: MULTIPROC_NO_PYTHON=1 and python3 is missing");
+        return None;
+    }
+    panic!("python3 with multiprocessing is required (set MULTIPROC_NO_PYTHON=1 to skip)");
+}
+
+/// A served queue that reports each `get` as it starts, with the id of the thread serving it
+/// (see [`wait_until_blocked`]).
+struct ReportingQueue {
+    queue: ServedQueue,
+    gets: Mutex<std::sync::mpsc::Sender<i32>>,
+}
+
+/// Waits until thread `tid` of this process sleeps in `futex` (system call 202 on x86-64,
+/// 98 on aarch64): a served `get` that reported itself is then waiting on the queue's
+/// condition variable, not about to take an item. The handshake before killing its client.
+fn wait_until_blocked(tid: i32) {
+    let futex = if cfg!(target_arch = "aarch64") {
+        "98 "
+    } else {
+        "202 "
+    };
+    let path = format!("/proc/self/task/{tid}/syscall");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&path).is_ok_and(|s| s.starts_with(futex)) {
+        assert!(Instant::now() < deadline, "thread {tid} never waited");
+        std::thread::yield_now();
+    }
+}
+
+impl Referent for ReportingQueue {
+    fn exposed(&self) -> Vec<String> {
+        self.queue.exposed()
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Result<Value, PyException> {
+        if method == "get" {
+            let _ = self
+                .gets
+                .lock()
+                .unwrap()
+                .send(nix::unistd::gettid().as_raw());
+        }
+        self.queue.call(method, args, kwargs)
+    }
+
+    fn reply_undelivered(&self, method: &str, result: Value) {
+        self.queue.reply_undelivered(method, result)
+    }
+}
+
+/// Sends one command to dying_client.py and returns its one-line answer.
+fn command(stdin: &mut ChildStdin, stdout: &mut BufReader<ChildStdout>, line: &str) -> String {
+    writeln!(stdin, "{line}").unwrap();
+    let mut answer = String::new();
+    stdout.read_line(&mut answer).unwrap();
+    answer
+}
+
+/// Issue 12.1 with unmodified CPython clients: a client SIGKILLed while blocked in `q.get()`
+/// or `q.get(timeout=30)` on a Rust-served queue takes nothing with it: the item put next
+/// reaches the next client, 50 times out of 50.
+#[test]
+fn dead_cpython_getter_loses_nothing() {
+    const RUNS: u64 = 50;
+    let Some(python) = python3_required() else {
+        return;
+    };
+    for mode in ["blocking", "timed"] {
+        let (tx, gets) = std::sync::mpsc::channel();
+        let mut server = ManagerServer::bind("127.0.0.1:0", KEY).unwrap();
+        server.on_log(|_| {});
+        let queue = Arc::new(ReportingQueue {
+            queue: ServedQueue::new(0),
+            gets: Mutex::new(tx),
+        });
+        server.register("q", move || queue.clone());
+        let server = server.start_thread().unwrap();
+        let manager = Manager::connect(server.address(), KEY).unwrap();
+        let (putter, b): (QueueProxy<u64>, QueueProxy<u64>) = (
+            manager.get_queue("q").unwrap(),
+            manager.get_queue("q").unwrap(),
+        );
+        assert_eq!((putter.qsize().unwrap(), b.qsize().unwrap()), (0, 0));
+        let settled = |server: &ServerHandle| {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while server.connections() != 2 {
+                assert!(
+                    Instant::now() < deadline,
+                    "{} connections",
+                    server.connections()
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        settled(&server);
+        let port = server.address().port().to_string();
+        let mut clients = spawn(&python, &["dying_client.py", &port, &key_hex()]);
+        let mut stdin = clients.0.stdin.take().unwrap();
+        let mut stdout = BufReader::new(clients.0.stdout.take().unwrap());
+        let mut delivered = 0;
+        for run in 0..RUNS {
+            let started = command(&mut stdin, &mut stdout, &format!("start {mode}"));
+            assert!(started.starts_with("started"), "{started:?}");
+            let tid = gets
+                .recv_timeout(Duration::from_secs(30))
+                .expect("client A's get reached the server");
+            wait_until_blocked(tid);
+            assert_eq!(command(&mut stdin, &mut stdout, "kill"), "killed 9\n");
+            putter.put(&run).unwrap();
+            // A's connection is gone once its serving thread has finished with it.
+            settled(&server);
+            match b.try_get() {
+                Ok(item) => {
+                    assert_eq!(item, run);
+                    delivered += 1;
+                }
+                Err(Error::Empty) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        drop(stdin);
+        assert!(clients.0.wait().unwrap().success());
+        println!("{mode}: {delivered}/{RUNS} delivered");
+        assert_eq!(delivered, RUNS, "{mode}: items lost to dead clients");
+    }
+}

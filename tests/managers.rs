@@ -1396,3 +1396,303 @@ each_method! {
         ));
     }
 }
+
+/// A served object that reports each call of `method` as it starts, with the id of the
+/// thread serving it (see [`wait_until_blocked`]).
+struct Reporting {
+    inner: Box<dyn Referent>,
+    method: &'static str,
+    calls: Mutex<std::sync::mpsc::Sender<i32>>,
+}
+
+/// Waits until thread `tid` of this process sleeps in `futex` (system call 202 on x86-64,
+/// 98 on aarch64): a served call that reported itself is then waiting on its condition
+/// variable, not about to take anything. The handshake before killing its client.
+fn wait_until_blocked(tid: i32) {
+    let futex = if cfg!(target_arch = "aarch64") {
+        "98 "
+    } else {
+        "202 "
+    };
+    let path = format!("/proc/self/task/{tid}/syscall");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&path).is_ok_and(|s| s.starts_with(futex)) {
+        assert!(Instant::now() < deadline, "thread {tid} never waited");
+        std::thread::yield_now();
+    }
+}
+
+impl Referent for Reporting {
+    fn exposed(&self) -> Vec<String> {
+        self.inner.exposed()
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Result<Value, PyException> {
+        if method == self.method {
+            let _ = self
+                .calls
+                .lock()
+                .unwrap()
+                .send(nix::unistd::gettid().as_raw());
+        }
+        self.inner.call(method, args, kwargs)
+    }
+
+    fn reply_undelivered(&self, method: &str, result: Value) {
+        self.inner.reply_undelivered(method, result)
+    }
+}
+
+/// A server of `inner` under `typeid`, reporting each call of `method` to the receiver.
+fn reporting_server(
+    typeid: &str,
+    inner: impl Into<Box<dyn Referent>>,
+    method: &'static str,
+) -> (ServerHandle, std::sync::mpsc::Receiver<i32>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (mut server, _) = quiet(b"k");
+    let object = Arc::new(Reporting {
+        inner: inner.into(),
+        method,
+        calls: Mutex::new(tx),
+    });
+    server.register(typeid, move || object.clone());
+    (server.start_thread().unwrap(), rx)
+}
+
+/// Waits (hang guard 30 s) until the server serves exactly `n` connections.
+fn settle(server: &ServerHandle, n: usize) {
+    assert!(
+        common::eventually(Duration::from_secs(30), || server.connections() == n),
+        "{} connections remain, not {n}",
+        server.connections()
+    );
+}
+
+/// Starts client A (a forked child running `body`), waits until its call is blocked on the
+/// server, and SIGKILLs it.
+fn kill_while_blocked<A: serde::Serialize + serde::de::DeserializeOwned>(
+    calls: &std::sync::mpsc::Receiver<i32>,
+    body: fn(A),
+    args: A,
+) {
+    // Calls of the same method by the test's own clients, all answered already.
+    while calls.try_recv().is_ok() {}
+    let mut a = common::with(multiproc::StartMethod::Fork)
+        .spawn(body, args)
+        .unwrap();
+    let tid = calls
+        .recv_timeout(Duration::from_secs(30))
+        .expect("client A's call reached the server");
+    wait_until_blocked(tid);
+    a.kill().unwrap();
+    assert!(matches!(a.join(), Err(Error::Signaled { signal: 9, .. })));
+}
+
+/// Client A of [`dead_getter_loses_nothing`]: blocks in `get` (with a timeout when asked)
+/// until it is killed.
+fn blocked_getter((address, timed): (String, bool)) {
+    let q = Manager::connect(address.as_str(), b"k")
+        .unwrap()
+        .get_queue::<u64>("q")
+        .unwrap();
+    let _ = if timed {
+        q.get_timeout(Duration::from_secs(30))
+    } else {
+        q.get()
+    };
+}
+
+/// Issue 12.1: a client SIGKILLed while blocked in a served `get` (or `get(timeout=30)`) takes
+/// nothing with it: the item put next reaches the next client, 50 times out of 50. CPython's
+/// server gives it to the dead client's serving thread, which loses it.
+#[test]
+fn dead_getter_loses_nothing() {
+    const RUNS: u64 = 50;
+    for timed in [false, true] {
+        let (server, gets) = reporting_server(
+            "q",
+            Box::new(ServedQueue::new(0)) as Box<dyn Referent>,
+            "get",
+        );
+        let address = server.address();
+        let manager = Manager::connect(address, b"k").unwrap();
+        let (putter, b) = (
+            manager.get_queue::<u64>("q").unwrap(),
+            manager.get_queue::<u64>("q").unwrap(),
+        );
+        // Open both proxy connections: they are the connections that stay.
+        assert_eq!((putter.qsize().unwrap(), b.qsize().unwrap()), (0, 0));
+        settle(&server, 2);
+        let mut delivered = 0;
+        for run in 0..RUNS {
+            kill_while_blocked(&gets, blocked_getter, (address.to_string(), timed));
+            putter.put(&run).unwrap();
+            // A's connection is gone once its serving thread has finished with it.
+            settle(&server, 2);
+            match b.try_get() {
+                Ok(item) => {
+                    assert_eq!(item, run);
+                    delivered += 1;
+                }
+                Err(Error::Empty) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        println!("timed={timed}: {delivered}/{RUNS} delivered");
+        assert_eq!(delivered, RUNS, "timed={timed}: items lost to dead clients");
+    }
+}
+
+/// Client A of the tests below: creates `typeid` and calls its `methods` in turn, the last
+/// one blocking until A is killed.
+fn blocked_caller((address, typeid, methods): (String, String, Vec<String>)) {
+    let object = Manager::connect(address.as_str(), b"k")
+        .unwrap()
+        .create(&typeid)
+        .unwrap();
+    for method in methods {
+        let _ = object.call(&method, vec![], vec![]);
+    }
+}
+
+fn a_args(server: &ServerHandle, typeid: &str, methods: &[&str]) -> (String, String, Vec<String>) {
+    let methods = methods.iter().map(|m| m.to_string()).collect();
+    (server.address().to_string(), typeid.to_string(), methods)
+}
+
+fn non_blocking() -> Vec<Value> {
+    vec![Value::Bool(false)]
+}
+
+/// Issue 12.1 for locks and semaphores: a client killed while blocked in `acquire` does not
+/// take the lock (or the permit) released next; a live client gets it.
+#[test]
+fn dead_acquirer_takes_nothing() {
+    for (typeid, object) in [
+        ("Lock", Box::new(ServedLock::new()) as Box<dyn Referent>),
+        ("RLock", Box::new(ServedLock::reentrant())),
+        ("Semaphore", Box::new(ServedSemaphore::new(1))),
+    ] {
+        let (server, calls) = reporting_server(typeid, object, "acquire");
+        let manager = Manager::connect(server.address(), b"k").unwrap();
+        let holder = manager.create(typeid).unwrap();
+        let other = manager.create(typeid).unwrap();
+        // Both proxy connections open: they are the ones that stay.
+        assert_eq!(
+            other.call("acquire", non_blocking(), vec![]).unwrap(),
+            Value::Bool(true)
+        );
+        other.call("release", vec![], vec![]).unwrap();
+        for _ in 0..3 {
+            assert_eq!(
+                holder.call("acquire", vec![], vec![]).unwrap(),
+                Value::Bool(true)
+            );
+            settle(&server, 2);
+            kill_while_blocked(
+                &calls,
+                blocked_caller,
+                a_args(&server, typeid, &["acquire"]),
+            );
+            // The lock is released while A's serving thread may still wait for it.
+            holder.call("release", vec![], vec![]).unwrap();
+            let got = other.call("acquire", non_blocking(), vec![]).unwrap();
+            settle(&server, 2);
+            let got = got == Value::Bool(true)
+                || other.call("acquire", non_blocking(), vec![]).unwrap() == Value::Bool(true);
+            assert!(got, "{typeid}: the dead client took it");
+            other.call("release", vec![], vec![]).unwrap();
+        }
+    }
+}
+
+/// Issue 12.1 for a `Condition`: a client killed in `wait` neither keeps the lock nor swallows
+/// a notification: `notify(1)` reaches the live waiter behind it.
+#[test]
+fn dead_condition_waiter_passes_its_notification_on() {
+    let (server, calls) = reporting_server(
+        "Condition",
+        Box::new(ServedCondition::default()) as Box<dyn Referent>,
+        "wait",
+    );
+    let manager = Manager::connect(server.address(), b"k").unwrap();
+    let cond = Arc::new(manager.create("Condition").unwrap());
+    assert_eq!(
+        cond.call("acquire", non_blocking(), vec![]).unwrap(),
+        Value::Bool(true)
+    );
+    cond.call("release", vec![], vec![]).unwrap();
+    settle(&server, 1);
+    for _ in 0..3 {
+        kill_while_blocked(
+            &calls,
+            blocked_caller,
+            a_args(&server, "Condition", &["acquire", "wait"]),
+        );
+        // A live waiter behind the dead one.
+        let waiter = {
+            let cond = cond.clone();
+            std::thread::spawn(move || {
+                cond.call("acquire", vec![], vec![]).unwrap();
+                let woken = cond.call("wait", vec![Value::Float(30.0)], vec![]);
+                cond.call("release", vec![], vec![]).unwrap();
+                woken
+            })
+        };
+        wait_until_blocked(calls.recv_timeout(Duration::from_secs(30)).unwrap());
+        cond.call("acquire", vec![], vec![]).unwrap();
+        cond.call("notify", vec![], vec![]).unwrap();
+        cond.call("release", vec![], vec![]).unwrap();
+        assert_eq!(waiter.join().unwrap().unwrap(), Value::Bool(true));
+        settle(&server, 2);
+        assert_eq!(
+            cond.call("acquire", non_blocking(), vec![]).unwrap(),
+            Value::Bool(true)
+        );
+        cond.call("release", vec![], vec![]).unwrap();
+    }
+}
+
+/// Issue 12.1 for a `Barrier`: a party killed while waiting breaks the barrier (as a party
+/// that times out does in `threading`), so the live parties get `BrokenBarrierError` instead of
+/// waiting for ever; `reset()` makes it usable again.
+#[test]
+fn dead_barrier_party_breaks_the_barrier() {
+    let (server, calls) = reporting_server(
+        "Barrier",
+        Box::new(ServedBarrier::new(2, None)) as Box<dyn Referent>,
+        "wait",
+    );
+    let manager = Manager::connect(server.address(), b"k").unwrap();
+    let barrier = manager.create("Barrier").unwrap();
+    let broken = || {
+        barrier
+            .call(
+                "__getattribute__",
+                vec![Value::Str("broken".into())],
+                vec![],
+            )
+            .unwrap()
+    };
+    assert_eq!(broken(), Value::Bool(false));
+    settle(&server, 1);
+    kill_while_blocked(
+        &calls,
+        blocked_caller,
+        a_args(&server, "Barrier", &["wait"]),
+    );
+    settle(&server, 1);
+    assert_eq!(broken(), Value::Bool(true));
+    assert!(matches!(
+        barrier.call("wait", vec![], vec![]),
+        Err(Error::Remote { class, .. }) if class == "threading.BrokenBarrierError"
+    ));
+    barrier.call("reset", vec![], vec![]).unwrap();
+    assert_eq!(broken(), Value::Bool(false));
+}

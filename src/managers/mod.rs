@@ -97,6 +97,7 @@ mod auth;
 mod client;
 mod containers;
 mod listener;
+mod peer;
 mod primitives;
 mod proxy;
 mod queue;

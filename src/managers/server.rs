@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::auth::{self, AuthConfig, ChallengeForm};
+use super::peer;
 use super::queue::ServedQueue;
 use super::referent::{PyException, Referent};
 use super::wire::{self, FrameReader, Incoming, Request};
@@ -879,7 +880,7 @@ impl Inner {
                 .name("multiproc-manager-conn".into())
                 .spawn(move || {
                     let inner = guard.inner.clone();
-                    if let Err(e) = inner.serve_connection(&stream) {
+                    if let Err(e) = inner.serve_connection(Arc::new(stream)) {
                         if !matches!(e, Error::Disconnected) {
                             inner.log(&format!("closed connection from {peer}: {e}"));
                         }
@@ -930,7 +931,9 @@ impl Inner {
         }
     }
 
-    fn serve_connection(&self, stream: &TcpStream) -> Result<(), Error> {
+    fn serve_connection(&self, stream: Arc<TcpStream>) -> Result<(), Error> {
+        let _watch = peer::watch(stream.clone());
+        let stream = &*stream;
         wire::configure(stream)?;
         let mut reader = FrameReader::server();
         let deadline = Instant::now() + self.config.handshake_timeout;
@@ -974,9 +977,10 @@ impl Inner {
                 Incoming::Request(request) => Ok(request),
                 Incoming::Full(value) | Incoming::Return(value) => parse_request(value),
             };
-            let ((kind, payload), outcome) = match request {
+            let (request, ((kind, payload), outcome)) = match request {
                 Ok((ident, method, args, kwargs)) => {
                     let answer = if proxy {
+                        peer::begin_call();
                         (self.call(&ident, &method, args, kwargs), Outcome::Continue)
                     } else if method == "accept_connection" {
                         proxy = true;
@@ -984,15 +988,29 @@ impl Inner {
                     } else {
                         self.control(&method, args, kwargs)
                     };
-                    reader.recycle(method);
-                    if let Some(ident) = ident {
-                        reader.recycle(ident);
-                    }
-                    answer
+                    (Some((ident, method)), answer)
                 }
-                Err(text) => (traceback(&text), Outcome::Close),
+                Err(text) => (None, (traceback(&text), Outcome::Close)),
             };
-            reader.send_reply(stream, kind, &payload)?;
+            // A call that waited may have outlived its client: its reply then goes back to
+            // the object instead of into a dead socket (issue 12.1).
+            let sent = if proxy && peer::waited() && peer::gone() {
+                Err(Error::Disconnected)
+            } else {
+                reader.send_reply(stream, kind, &payload)
+            };
+            if let Err(e) = sent {
+                if let (Some((Some(ident), method)), "#RETURN") = (&request, kind) {
+                    self.undeliverable(ident, method, payload);
+                }
+                return Err(e);
+            }
+            if let Some((ident, method)) = request {
+                reader.recycle(method);
+                if let Some(ident) = ident {
+                    reader.recycle(ident);
+                }
+            }
             drop(busy);
             match outcome {
                 Outcome::Continue => {}
@@ -1001,6 +1019,18 @@ impl Inner {
                     self.stop();
                     return Ok(());
                 }
+            }
+        }
+    }
+
+    /// Hands a reply that could not be delivered back to its object
+    /// ([`Referent::reply_undelivered`]).
+    fn undeliverable(&self, ident: &str, method: &str, result: Value) {
+        let object = self.objects().get(ident).map(|e| e.object.clone());
+        if let Some(object) = object {
+            let undo = std::panic::AssertUnwindSafe(|| object.reply_undelivered(method, result));
+            if std::panic::catch_unwind(undo).is_err() {
+                self.log(&format!("reply_undelivered({method}) of {ident} panicked"));
             }
         }
     }
