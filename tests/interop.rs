@@ -798,3 +798,35 @@ fn dead_cpython_getter_loses_nothing() {
         assert_eq!(delivered, RUNS, "{mode}: items lost to dead clients");
     }
 }
+
+/// Issue 12.3 with an unmodified CPython client: a `put` over the Rust server's frame cap
+/// raises the `ValueError` the server answers with (its `size` and `limit` attributes set),
+/// not a dead-connection error.
+#[test]
+fn cpython_client_reads_the_oversize_refusal() {
+    let Some(python) = python3_required() else {
+        return;
+    };
+    let mut server = ManagerServer::bind("127.0.0.1:0", KEY).unwrap();
+    server.max_frame(1 << 20);
+    server.register_queue("get_task_queue", 0);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = log.clone();
+    server.on_log(move |line| sink.lock().unwrap().push(line.to_string()));
+    let server = server.start_thread().unwrap();
+    let port = server.address().port();
+    let out = run_client(&python, port, &key_hex(), "native", "oversize");
+    assert!(out.starts_with("ok oversize"), "{out}");
+    // Logged once the serving thread has closed the connection.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let logged = || {
+        let lines = log.lock().unwrap();
+        lines
+            .iter()
+            .any(|l| l.contains("exceeds the limit of 1048576 bytes"))
+    };
+    while !logged() {
+        assert!(Instant::now() < deadline, "{:?}", log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -571,7 +571,7 @@ fn hostile_frames_after_authentication() {
     drop(s);
     wait_for_log(&log, "stream ended inside a frame");
 
-    // Garbage that is not a pickle, and a pickle nested 100 000 deep: a traceback, then close.
+    // Garbage that is not a pickle, and a pickle nested 100 000 deep: '#ERROR', then close.
     for payload in [b"\x80\x03garbage".to_vec(), {
         let mut deep = vec![0x80, 0x03];
         deep.extend(vec![b']'; 100_000]);
@@ -581,12 +581,12 @@ fn hostile_frames_after_authentication() {
     }] {
         let mut s = authenticated(address, b"k");
         send_frame(&mut s, &payload);
-        assert_eq!(reply_kind(&recv_frame(&mut s).unwrap()), "#TRACEBACK");
+        assert_eq!(reply_kind(&recv_frame(&mut s).unwrap()), "#ERROR");
         assert_eq!(recv_frame(&mut s), None);
     }
     wait_for_log(&log, "nested deeper than 256");
 
-    // A global where the method name should be: refused with a traceback, nothing called.
+    // A global where the method name should be: refused with '#ERROR', nothing called.
     let mut s = authenticated(address, b"k");
     let evil = pickle::dumps(&Value::Tuple(vec![
         Value::None,
@@ -595,7 +595,7 @@ fn hostile_frames_after_authentication() {
         Value::Dict(vec![]),
     ]));
     send_frame(&mut s, &evil);
-    assert_eq!(reply_kind(&recv_frame(&mut s).unwrap()), "#TRACEBACK");
+    assert_eq!(reply_kind(&recv_frame(&mut s).unwrap()), "#ERROR");
 
     // A REDUCE as a queue item is stored as inert data; a typed reader refuses it as a value.
     let ident = steady.proxy().ident().to_string();
@@ -1695,4 +1695,196 @@ fn dead_barrier_party_breaks_the_barrier() {
     ));
     barrier.call("reset", vec![], vec![]).unwrap();
     assert_eq!(broken(), Value::Bool(false));
+}
+
+/// The `'#ERROR'` reply in `frame`: the exception's class and its message.
+fn error_reply(frame: &[u8]) -> (String, String, Option<Value>) {
+    match pickle::loads(frame).unwrap() {
+        Value::Tuple(items) if items[0] == Value::Str("#ERROR".into()) => match &items[1] {
+            Value::Reduce {
+                callable,
+                args,
+                state,
+            } => {
+                let Value::Global { module, name } = &**callable else {
+                    panic!("{callable:?}")
+                };
+                let Value::Tuple(args) = &**args else {
+                    panic!("{args:?}")
+                };
+                let message = args[0].as_str().unwrap().to_string();
+                (
+                    format!("{module}.{name}"),
+                    message,
+                    state.as_deref().cloned(),
+                )
+            }
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Issue 12.3: an item over the server's frame cap is a typed error naming the size and the
+/// limit (`Error::Disconnected` before), refused by the proxy before anything is sent (the
+/// server told it its cap), and the proxy goes on working.
+#[test]
+fn oversized_put_is_a_typed_error_and_the_proxy_goes_on() {
+    let (mut server, log) = quiet(b"k");
+    server.max_frame(1 << 20);
+    server.register_queue("get_task_queue", 0);
+    let server = server.start_thread().unwrap();
+    let manager = Manager::connect(server.address(), b"k").unwrap();
+    let q = manager.get_queue::<ByteBuf>("get_task_queue").unwrap();
+    let big = ByteBuf::from(vec![7; 2 << 20]);
+    for _ in 0..2 {
+        match q.put(&big) {
+            Err(Error::MessageTooLarge { size, limit }) => {
+                assert!(size > 2 << 20, "{size}");
+                assert_eq!(limit, 1 << 20);
+            }
+            other => panic!("{other:?}"),
+        }
+        q.put(&ByteBuf::from(vec![1, 2, 3])).unwrap();
+        assert_eq!(q.get().unwrap().into_vec(), [1, 2, 3]);
+    }
+    // Nothing reached the server: the proxy knew the cap.
+    assert!(log.lock().unwrap().is_empty(), "{:?}", log.lock().unwrap());
+
+    // A control request knows no cap: the server reads the frame, answers with the reason
+    // and closes that connection; the client gets the same typed error.
+    match manager.create_with("get_task_queue", vec![Value::Bytes(big.to_vec())], vec![]) {
+        Err(Error::MessageTooLarge { size, limit }) => {
+            assert!(size > 2 << 20, "{size}");
+            assert_eq!(limit, 1 << 20);
+        }
+        other => panic!("{other:?}"),
+    }
+    wait_for_log(&log, "exceeds the limit of 1048576 bytes");
+    q.put(&ByteBuf::from(vec![4])).unwrap();
+    assert_eq!(q.get().unwrap().into_vec(), [4]);
+}
+
+/// Issue 12.3 on the wire: a frame over the cap from a peer that does not know it is read and
+/// dropped, then answered with `'#ERROR'` `ValueError` carrying `size` and `limit` (what a
+/// CPython client raises), and the connection is closed.
+#[test]
+fn oversized_frame_is_answered_before_the_close() {
+    let (mut server, log) = quiet(b"k");
+    server.max_frame(1 << 20);
+    server.register_queue("get_task_queue", 0);
+    let server = server.start_thread().unwrap();
+    let mut s = authenticated(server.address(), b"k");
+    let payload = request(None, "dummy", vec![Value::Bytes(vec![0; 3 << 20])]);
+    send_frame(&mut s, &payload);
+    let (class, message, state) = error_reply(&recv_frame(&mut s).unwrap());
+    assert_eq!(class, "builtins.ValueError");
+    let size = payload.len() as i64;
+    assert_eq!(
+        message,
+        format!("message of {size} bytes exceeds the limit of 1048576 bytes")
+    );
+    assert_eq!(
+        state,
+        Some(Value::Dict(vec![
+            (Value::Str("size".into()), Value::Int(size)),
+            (Value::Str("limit".into()), Value::Int(1 << 20)),
+        ]))
+    );
+    assert_eq!(recv_frame(&mut s), None);
+    wait_for_log(&log, "exceeds the limit of 1048576 bytes");
+    still_serves(server.address(), b"k");
+}
+
+/// Issue 12.2 (server half): a frame that breaks a decoding limit, or carries a Python object
+/// where plain data is expected, is answered with `'#ERROR'` `ValueError` naming the reason
+/// (a CPython client raises it), logged, and the connection closed. Before, an object in
+/// `accept_connection`'s arguments got `('#RETURN', None)` and the connection stayed open.
+#[test]
+fn hostile_requests_are_refused_with_the_reason() {
+    let (mut server, log) = quiet(b"k");
+    server.max_depth(32);
+    let tasks = server.register_queue("get_task_queue", 0);
+    let server = server.start_thread().unwrap();
+    let address = server.address();
+    let ident = {
+        let q = Manager::connect(address, b"k")
+            .unwrap()
+            .get_queue::<i32>("get_task_queue")
+            .unwrap();
+        q.proxy().ident().to_string()
+    };
+    let system = |command: &str| Value::Reduce {
+        callable: Box::new(Value::global("os", "system")),
+        args: Box::new(Value::Tuple(vec![Value::Str(command.into())])),
+        state: None,
+    };
+    let deep = {
+        let mut v = Value::Int(1);
+        for _ in 0..40 {
+            v = Value::List(vec![v]);
+        }
+        v
+    };
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "a REDUCE where accept_connection's name is expected",
+            request(None, "accept_connection", vec![system("echo pwned")]),
+            "pickle global os.system in the arguments of \"accept_connection\"",
+        ),
+        (
+            "a REDUCE where the arguments tuple is expected",
+            pickle::dumps(&Value::Tuple(vec![
+                Value::Str(ident.clone()),
+                Value::Str("put".into()),
+                system("echo pwned"),
+                Value::Dict(vec![]),
+            ])),
+            "pickle global os.system in the request envelope",
+        ),
+        (
+            "a GLOBAL where the keyword arguments are expected",
+            pickle::dumps(&Value::Tuple(vec![
+                Value::None,
+                Value::Str("dummy".into()),
+                Value::Tuple(vec![]),
+                Value::global("builtins", "eval"),
+            ])),
+            "pickle global builtins.eval in the request envelope",
+        ),
+        (
+            "a request nested deeper than the limit",
+            request(Some(&ident), "put", vec![deep]),
+            "pickle nested deeper than 32 levels",
+        ),
+    ];
+    for (case, frame, reason) in cases {
+        let mut s = authenticated(address, b"k");
+        if case.contains("arguments tuple") || case.contains("deeper") {
+            send_frame(
+                &mut s,
+                &request(None, "accept_connection", vec![Value::Str("x".into())]),
+            );
+            assert_eq!(
+                reply_kind(&recv_frame(&mut s).unwrap()),
+                "#RETURN",
+                "{case}"
+            );
+        }
+        send_frame(&mut s, &frame);
+        let (class, message, _) = error_reply(&recv_frame(&mut s).unwrap());
+        assert_eq!(class, "builtins.ValueError", "{case}");
+        assert!(
+            message.starts_with("request refused: ") && message.contains(reason),
+            "{case}: {message}"
+        );
+        assert_eq!(
+            recv_frame(&mut s),
+            None,
+            "{case}: the connection stays open"
+        );
+        wait_for_log(&log, reason);
+    }
+    assert!(tasks.is_empty(), "nothing was put");
+    still_serves(address, b"k");
 }
