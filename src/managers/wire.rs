@@ -522,6 +522,34 @@ pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 mod tests {
     use super::*;
 
+    /// A frame over the cap is reported with its size, and once its payload is discarded
+    /// (read ahead into the buffer or not) the next frame reads whole.
+    #[test]
+    fn oversized_frame_is_skipped_whole() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut writer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        for size in [100usize, 100_000] {
+            let mut bytes = (size as u32).to_be_bytes().to_vec();
+            bytes.extend(vec![7u8; size]);
+            bytes.extend(3u32.to_be_bytes());
+            bytes.extend(b"abc");
+            writer.write_all(&bytes).unwrap();
+            let mut reader = FrameReader::client();
+            match reader.recv(&stream, 50) {
+                Err(Error::MessageTooLarge {
+                    size: got,
+                    limit: 50,
+                }) => {
+                    assert_eq!(got, size as u64)
+                }
+                other => panic!("{other:?}"),
+            }
+            reader.discard(&stream, size as u64).unwrap();
+            assert_eq!(reader.recv(&stream, 50).unwrap(), b"abc");
+        }
+    }
+
     fn s(text: &str) -> Value {
         Value::Str(text.into())
     }
