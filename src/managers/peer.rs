@@ -18,10 +18,16 @@
 //!   back to the object ([`Referent::reply_undelivered`](super::Referent::reply_undelivered)),
 //!   which gives back what the call took (a queue puts the item back at its head).
 //!
-//! A call that did not wait costs two thread-local writes: the socket is only looked at on
-//! the blocking path. What stays possible is the race no protocol without acknowledgements
-//! closes: a peer dying after its reply was written into the socket, or one on another machine
-//! whose hang-up has not arrived yet.
+//! A call that did not wait costs a thread-local write and a read: the socket is only looked
+//! at on the blocking path (a `poll` costs ≈ 0.3 µs, as much as the rest of a call's server
+//! side). What stays possible: a client dying between sending a request and the server
+//! running it, when the call takes something at once without waiting; and the race no
+//! protocol without acknowledgements closes, a client dying after its reply was written into
+//! the socket (or one on another machine whose hang-up has not arrived yet).
+//!
+//! A server shutting down shuts its connections down for reading, which reads as a hang-up
+//! too: served waits end within a [`SLICE`], taking nothing, and their clients see the
+//! connection closed.
 //!
 //! Outside a connection thread (a server's own code calling a [`ServedQueue`](super::ServedQueue))
 //! there is no peer: waits are plain waits.
