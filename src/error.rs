@@ -151,12 +151,25 @@ pub enum Error {
         message: String,
     },
 
-    /// A peer broke the managers' wire protocol (bad frame, oversized frame, a reply of the
-    /// wrong shape).
+    /// A peer broke the managers' wire protocol (bad frame, oversized handshake frame, a reply
+    /// of the wrong shape).
     #[error("protocol error: {reason}")]
     Protocol {
         /// What was wrong.
         reason: String,
+    },
+
+    /// A message is larger than the receiver accepts: a manager request over the server's
+    /// frame cap ([`ManagerServer::max_frame`](crate::managers::ManagerServer::max_frame)),
+    /// refused before it is sent when the server's cap is known, or refused by the server
+    /// (which reads and drops it, and closes that connection); or a frame over this side's own
+    /// cap. The proxy stays usable: the next call opens a new connection if it needs one.
+    #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
+    MessageTooLarge {
+        /// The message's size in bytes (its pickle, without the frame header).
+        size: u64,
+        /// The receiver's cap in bytes.
+        limit: u64,
     },
 
     /// A pickle on a manager's wire could not be read or mapped to the Rust type.

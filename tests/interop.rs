@@ -640,3 +640,145 @@ fn strict_server_refuses_md5_clients() {
     run_client(&python, port, &key_hex(), sha_form, "roundtrip");
     assert_eq!(log.lock().unwrap().len(), 1);
 }
+
+/// A served queue that reports each `get` as it starts, with the id of the thread serving it
+/// (see [`common::await_thread_in_futex`]).
+struct ReportingQueue {
+    queue: ServedQueue,
+    gets: Mutex<std::sync::mpsc::Sender<i32>>,
+}
+
+impl Referent for ReportingQueue {
+    fn exposed(&self) -> Vec<String> {
+        self.queue.exposed()
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Result<Value, PyException> {
+        if method == "get" {
+            let _ = self
+                .gets
+                .lock()
+                .unwrap()
+                .send(nix::unistd::gettid().as_raw());
+        }
+        self.queue.call(method, args, kwargs)
+    }
+
+    fn reply_undelivered(&self, method: &str, result: Value) {
+        self.queue.reply_undelivered(method, result)
+    }
+}
+
+/// Sends one command to dying_client.py and returns its one-line answer.
+fn command(stdin: &mut ChildStdin, stdout: &mut BufReader<ChildStdout>, line: &str) -> String {
+    writeln!(stdin, "{line}").unwrap();
+    let mut answer = String::new();
+    stdout.read_line(&mut answer).unwrap();
+    answer
+}
+
+/// Issue 12.1 with unmodified CPython clients: a client SIGKILLed while blocked in `q.get()`
+/// or `q.get(timeout=30)` on a Rust-served queue takes nothing with it: the item put next
+/// reaches the next client, 50 times out of 50.
+#[test]
+fn dead_cpython_getter_loses_nothing() {
+    const RUNS: u64 = 50;
+    let Some(python) = python3() else {
+        return;
+    };
+    for mode in ["blocking", "timed"] {
+        let (tx, gets) = std::sync::mpsc::channel();
+        let mut server = ManagerServer::bind("127.0.0.1:0", KEY).unwrap();
+        server.on_log(|_| {});
+        let queue = Arc::new(ReportingQueue {
+            queue: ServedQueue::new(0),
+            gets: Mutex::new(tx),
+        });
+        server.register("q", move || queue.clone());
+        let server = server.start_thread().unwrap();
+        let manager = Manager::connect(server.address(), KEY).unwrap();
+        let (putter, b): (QueueProxy<u64>, QueueProxy<u64>) = (
+            manager.get_queue("q").unwrap(),
+            manager.get_queue("q").unwrap(),
+        );
+        assert_eq!((putter.qsize().unwrap(), b.qsize().unwrap()), (0, 0));
+        let settled = |server: &ServerHandle| {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while server.connections() != 2 {
+                assert!(
+                    Instant::now() < deadline,
+                    "{} connections",
+                    server.connections()
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        settled(&server);
+        let port = server.address().port().to_string();
+        let mut clients = spawn(&python, &["dying_client.py", &port, &key_hex()]);
+        let mut stdin = clients.0.stdin.take().unwrap();
+        let mut stdout = BufReader::new(clients.0.stdout.take().unwrap());
+        let mut delivered = 0;
+        for run in 0..RUNS {
+            let started = command(&mut stdin, &mut stdout, &format!("start {mode}"));
+            assert!(started.starts_with("started"), "{started:?}");
+            let tid = gets
+                .recv_timeout(Duration::from_secs(30))
+                .expect("client A's get reached the server");
+            common::await_thread_in_futex(tid);
+            assert_eq!(command(&mut stdin, &mut stdout, "kill"), "killed 9\n");
+            putter.put(&run).unwrap();
+            // A's connection is gone once its serving thread has finished with it.
+            settled(&server);
+            match b.try_get() {
+                Ok(item) => {
+                    assert_eq!(item, run);
+                    delivered += 1;
+                }
+                Err(Error::Empty) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        drop(stdin);
+        assert!(clients.0.wait().unwrap().success());
+        println!("{mode}: {delivered}/{RUNS} delivered");
+        assert_eq!(delivered, RUNS, "{mode}: items lost to dead clients");
+    }
+}
+
+/// Issue 12.3 with an unmodified CPython client: a `put` over the Rust server's frame cap
+/// raises the `ValueError` the server answers with (its `size` and `limit` attributes set),
+/// not a dead-connection error.
+#[test]
+fn cpython_client_reads_the_oversize_refusal() {
+    let Some(python) = python3() else {
+        return;
+    };
+    let mut server = ManagerServer::bind("127.0.0.1:0", KEY).unwrap();
+    server.max_frame(1 << 20);
+    server.register_queue("get_task_queue", 0);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = log.clone();
+    server.on_log(move |line| sink.lock().unwrap().push(line.to_string()));
+    let server = server.start_thread().unwrap();
+    let port = server.address().port();
+    let out = run_client(&python, port, &key_hex(), "native", "oversize");
+    assert!(out.starts_with("ok oversize"), "{out}");
+    // Logged once the serving thread has closed the connection.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let logged = || {
+        let lines = log.lock().unwrap();
+        lines
+            .iter()
+            .any(|l| l.contains("exceeds the limit of 1048576 bytes"))
+    };
+    while !logged() {
+        assert!(Instant::now() < deadline, "{:?}", log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

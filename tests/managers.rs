@@ -571,7 +571,7 @@ fn hostile_frames_after_authentication() {
     drop(s);
     wait_for_log(&log, "stream ended inside a frame");
 
-    // Garbage that is not a pickle, and a pickle nested 10 000 deep: a traceback, then close.
+    // Garbage that is not a pickle, and a pickle nested 10 000 deep: '#ERROR', then close.
     for payload in [b"\x80\x03garbage".to_vec(), {
         let mut deep = vec![0x80, 0x03];
         deep.extend(vec![b']'; 10_000]);
@@ -581,12 +581,12 @@ fn hostile_frames_after_authentication() {
     }] {
         let mut s = authenticated(address, b"k");
         send_frame(&mut s, &payload);
-        assert_eq!(reply_kind(&recv_frame(&mut s).unwrap()), "#TRACEBACK");
+        assert_eq!(reply_kind(&recv_frame(&mut s).unwrap()), "#ERROR");
         assert_eq!(recv_frame(&mut s), None);
     }
     wait_for_log(&log, "nested deeper than 256");
 
-    // A global where the method name should be: refused with a traceback, nothing called.
+    // A global where the method name should be: refused with '#ERROR', nothing called.
     let mut s = authenticated(address, b"k");
     let evil = pickle::dumps(&Value::Tuple(vec![
         Value::None,
@@ -595,7 +595,7 @@ fn hostile_frames_after_authentication() {
         Value::Dict(vec![]),
     ]));
     send_frame(&mut s, &evil);
-    assert_eq!(reply_kind(&recv_frame(&mut s).unwrap()), "#TRACEBACK");
+    assert_eq!(reply_kind(&recv_frame(&mut s).unwrap()), "#ERROR");
 
     // A REDUCE as a queue item is stored as inert data; a typed reader refuses it as a value.
     let ident = steady.proxy().ident().to_string();
@@ -1395,4 +1395,479 @@ each_method! {
             Err(Error::Remote { .. })
         ));
     }
+}
+
+/// A served object that reports each call of `method` as it starts, with the id of the
+/// thread serving it (see [`common::await_thread_in_futex`]).
+struct Reporting {
+    inner: Box<dyn Referent>,
+    method: &'static str,
+    calls: Mutex<std::sync::mpsc::Sender<i32>>,
+}
+
+impl Referent for Reporting {
+    fn exposed(&self) -> Vec<String> {
+        self.inner.exposed()
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Result<Value, PyException> {
+        if method == self.method {
+            let _ = self
+                .calls
+                .lock()
+                .unwrap()
+                .send(nix::unistd::gettid().as_raw());
+        }
+        self.inner.call(method, args, kwargs)
+    }
+
+    fn reply_undelivered(&self, method: &str, result: Value) {
+        self.inner.reply_undelivered(method, result)
+    }
+}
+
+/// A server of `inner` under `typeid`, reporting each call of `method` to the receiver.
+fn reporting_server(
+    typeid: &str,
+    inner: impl Into<Box<dyn Referent>>,
+    method: &'static str,
+) -> (ServerHandle, std::sync::mpsc::Receiver<i32>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (mut server, _) = quiet(b"k");
+    let object = Arc::new(Reporting {
+        inner: inner.into(),
+        method,
+        calls: Mutex::new(tx),
+    });
+    server.register(typeid, move || object.clone());
+    (server.start_thread().unwrap(), rx)
+}
+
+/// Waits (hang guard 30 s) until the server serves exactly `n` connections.
+fn settle(server: &ServerHandle, n: usize) {
+    assert!(
+        common::eventually(Duration::from_secs(30), || server.connections() == n),
+        "{} connections remain, not {n}",
+        server.connections()
+    );
+}
+
+/// Starts client A (a forked child running `body`), waits until its call is blocked on the
+/// server, and SIGKILLs it.
+fn kill_while_blocked<A: serde::Serialize + serde::de::DeserializeOwned>(
+    calls: &std::sync::mpsc::Receiver<i32>,
+    body: fn(A),
+    args: A,
+) {
+    // Calls of the same method by the test's own clients, all answered already.
+    while calls.try_recv().is_ok() {}
+    let mut a = common::with(multiproc::StartMethod::Fork)
+        .spawn(body, args)
+        .unwrap();
+    let tid = calls
+        .recv_timeout(Duration::from_secs(30))
+        .expect("client A's call reached the server");
+    common::await_thread_in_futex(tid);
+    a.kill().unwrap();
+    assert!(matches!(a.join(), Err(Error::Signaled { signal: 9, .. })));
+}
+
+/// Client A of [`dead_getter_loses_nothing`]: blocks in `get` (with a timeout when asked)
+/// until it is killed.
+fn blocked_getter((address, timed): (String, bool)) {
+    let q = Manager::connect(address.as_str(), b"k")
+        .unwrap()
+        .get_queue::<u64>("q")
+        .unwrap();
+    let _ = if timed {
+        q.get_timeout(Duration::from_secs(30))
+    } else {
+        q.get()
+    };
+}
+
+/// Issue 12.1: a client SIGKILLed while blocked in a served `get` (or `get(timeout=30)`) takes
+/// nothing with it: the item put next reaches the next client, 50 times out of 50. CPython's
+/// server gives it to the dead client's serving thread, which loses it.
+#[test]
+fn dead_getter_loses_nothing() {
+    const RUNS: u64 = 50;
+    for timed in [false, true] {
+        let (server, gets) = reporting_server(
+            "q",
+            Box::new(ServedQueue::new(0)) as Box<dyn Referent>,
+            "get",
+        );
+        let address = server.address();
+        let manager = Manager::connect(address, b"k").unwrap();
+        let (putter, b) = (
+            manager.get_queue::<u64>("q").unwrap(),
+            manager.get_queue::<u64>("q").unwrap(),
+        );
+        // Open both proxy connections: they are the connections that stay.
+        assert_eq!((putter.qsize().unwrap(), b.qsize().unwrap()), (0, 0));
+        settle(&server, 2);
+        let mut delivered = 0;
+        for run in 0..RUNS {
+            kill_while_blocked(&gets, blocked_getter, (address.to_string(), timed));
+            putter.put(&run).unwrap();
+            // A's connection is gone once its serving thread has finished with it.
+            settle(&server, 2);
+            match b.try_get() {
+                Ok(item) => {
+                    assert_eq!(item, run);
+                    delivered += 1;
+                }
+                Err(Error::Empty) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        println!("timed={timed}: {delivered}/{RUNS} delivered");
+        assert_eq!(delivered, RUNS, "timed={timed}: items lost to dead clients");
+    }
+}
+
+/// Client A of the tests below: creates `typeid` and calls its `methods` in turn, the last
+/// one blocking until A is killed.
+fn blocked_caller((address, typeid, methods): (String, String, Vec<String>)) {
+    let object = Manager::connect(address.as_str(), b"k")
+        .unwrap()
+        .create(&typeid)
+        .unwrap();
+    for method in methods {
+        let _ = object.call(&method, vec![], vec![]);
+    }
+}
+
+fn a_args(server: &ServerHandle, typeid: &str, methods: &[&str]) -> (String, String, Vec<String>) {
+    let methods = methods.iter().map(|m| m.to_string()).collect();
+    (server.address().to_string(), typeid.to_string(), methods)
+}
+
+fn non_blocking() -> Vec<Value> {
+    vec![Value::Bool(false)]
+}
+
+/// Issue 12.1 for locks and semaphores: a client killed while blocked in `acquire` does not
+/// take the lock (or the permit) released next; a live client gets it.
+#[test]
+fn dead_acquirer_takes_nothing() {
+    for (typeid, object) in [
+        ("Lock", Box::new(ServedLock::new()) as Box<dyn Referent>),
+        ("RLock", Box::new(ServedLock::reentrant())),
+        ("Semaphore", Box::new(ServedSemaphore::new(1))),
+    ] {
+        let (server, calls) = reporting_server(typeid, object, "acquire");
+        let manager = Manager::connect(server.address(), b"k").unwrap();
+        let holder = manager.create(typeid).unwrap();
+        let other = manager.create(typeid).unwrap();
+        // Both proxy connections open: they are the ones that stay.
+        assert_eq!(
+            other.call("acquire", non_blocking(), vec![]).unwrap(),
+            Value::Bool(true)
+        );
+        other.call("release", vec![], vec![]).unwrap();
+        for _ in 0..3 {
+            assert_eq!(
+                holder.call("acquire", vec![], vec![]).unwrap(),
+                Value::Bool(true)
+            );
+            settle(&server, 2);
+            kill_while_blocked(
+                &calls,
+                blocked_caller,
+                a_args(&server, typeid, &["acquire"]),
+            );
+            // The lock is released while A's serving thread may still wait for it.
+            holder.call("release", vec![], vec![]).unwrap();
+            let got = other.call("acquire", non_blocking(), vec![]).unwrap();
+            settle(&server, 2);
+            let got = got == Value::Bool(true)
+                || other.call("acquire", non_blocking(), vec![]).unwrap() == Value::Bool(true);
+            assert!(got, "{typeid}: the dead client took it");
+            other.call("release", vec![], vec![]).unwrap();
+        }
+    }
+}
+
+/// Issue 12.1 for a `Condition`: a client killed in `wait` neither keeps the lock nor swallows
+/// a notification: `notify(1)` reaches the live waiter behind it.
+#[test]
+fn dead_condition_waiter_passes_its_notification_on() {
+    let (server, calls) = reporting_server(
+        "Condition",
+        Box::new(ServedCondition::default()) as Box<dyn Referent>,
+        "wait",
+    );
+    let manager = Manager::connect(server.address(), b"k").unwrap();
+    let cond = Arc::new(manager.create("Condition").unwrap());
+    assert_eq!(
+        cond.call("acquire", non_blocking(), vec![]).unwrap(),
+        Value::Bool(true)
+    );
+    cond.call("release", vec![], vec![]).unwrap();
+    settle(&server, 1);
+    for _ in 0..3 {
+        kill_while_blocked(
+            &calls,
+            blocked_caller,
+            a_args(&server, "Condition", &["acquire", "wait"]),
+        );
+        // A live waiter behind the dead one.
+        let waiter = {
+            let cond = cond.clone();
+            std::thread::spawn(move || {
+                cond.call("acquire", vec![], vec![]).unwrap();
+                let woken = cond.call("wait", vec![Value::Float(30.0)], vec![]);
+                cond.call("release", vec![], vec![]).unwrap();
+                woken
+            })
+        };
+        common::await_thread_in_futex(calls.recv_timeout(Duration::from_secs(30)).unwrap());
+        cond.call("acquire", vec![], vec![]).unwrap();
+        cond.call("notify", vec![], vec![]).unwrap();
+        cond.call("release", vec![], vec![]).unwrap();
+        assert_eq!(waiter.join().unwrap().unwrap(), Value::Bool(true));
+        settle(&server, 2);
+        assert_eq!(
+            cond.call("acquire", non_blocking(), vec![]).unwrap(),
+            Value::Bool(true)
+        );
+        cond.call("release", vec![], vec![]).unwrap();
+    }
+}
+
+/// Issue 12.1 for a `Barrier`: a party killed while waiting breaks the barrier (as a party
+/// that times out does in `threading`), so the live parties get `BrokenBarrierError` instead of
+/// waiting for ever; `reset()` makes it usable again.
+#[test]
+fn dead_barrier_party_breaks_the_barrier() {
+    let (server, calls) = reporting_server(
+        "Barrier",
+        Box::new(ServedBarrier::new(2, None)) as Box<dyn Referent>,
+        "wait",
+    );
+    let manager = Manager::connect(server.address(), b"k").unwrap();
+    let barrier = manager.create("Barrier").unwrap();
+    let broken = || {
+        barrier
+            .call(
+                "__getattribute__",
+                vec![Value::Str("broken".into())],
+                vec![],
+            )
+            .unwrap()
+    };
+    assert_eq!(broken(), Value::Bool(false));
+    settle(&server, 1);
+    kill_while_blocked(
+        &calls,
+        blocked_caller,
+        a_args(&server, "Barrier", &["wait"]),
+    );
+    settle(&server, 1);
+    assert_eq!(broken(), Value::Bool(true));
+    assert!(matches!(
+        barrier.call("wait", vec![], vec![]),
+        Err(Error::Remote { class, .. }) if class == "threading.BrokenBarrierError"
+    ));
+    barrier.call("reset", vec![], vec![]).unwrap();
+    assert_eq!(broken(), Value::Bool(false));
+}
+
+/// The `'#ERROR'` reply in `frame`: the exception's class and its message.
+fn error_reply(frame: &[u8]) -> (String, String, Option<Value>) {
+    match pickle::loads(frame).unwrap() {
+        Value::Tuple(items) if items[0] == Value::Str("#ERROR".into()) => match &items[1] {
+            Value::Reduce {
+                callable,
+                args,
+                state,
+            } => {
+                let Value::Global { module, name } = &**callable else {
+                    panic!("{callable:?}")
+                };
+                let Value::Tuple(args) = &**args else {
+                    panic!("{args:?}")
+                };
+                let message = args[0].as_str().unwrap().to_string();
+                (
+                    format!("{module}.{name}"),
+                    message,
+                    state.as_deref().cloned(),
+                )
+            }
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Issue 12.3: an item over the server's frame cap is a typed error naming the size and the
+/// limit (`Error::Disconnected` before), refused by the proxy before anything is sent (the
+/// server told it its cap), and the proxy goes on working.
+#[test]
+fn oversized_put_is_a_typed_error_and_the_proxy_goes_on() {
+    let (mut server, log) = quiet(b"k");
+    server.max_frame(1 << 20);
+    server.register_queue("get_task_queue", 0);
+    let server = server.start_thread().unwrap();
+    let manager = Manager::connect(server.address(), b"k").unwrap();
+    let q = manager.get_queue::<ByteBuf>("get_task_queue").unwrap();
+    let big = ByteBuf::from(vec![7; 2 << 20]);
+    for _ in 0..2 {
+        match q.put(&big) {
+            Err(Error::MessageTooLarge { size, limit }) => {
+                assert!(size > 2 << 20, "{size}");
+                assert_eq!(limit, 1 << 20);
+            }
+            other => panic!("{other:?}"),
+        }
+        q.put(&ByteBuf::from(vec![1, 2, 3])).unwrap();
+        assert_eq!(q.get().unwrap().into_vec(), [1, 2, 3]);
+    }
+    // Nothing reached the server: the proxy knew the cap.
+    assert!(log.lock().unwrap().is_empty(), "{:?}", log.lock().unwrap());
+
+    // A control request knows no cap: the server reads the frame, answers with the reason
+    // and closes that connection; the client gets the same typed error.
+    match manager.create_with("get_task_queue", vec![Value::Bytes(big.to_vec())], vec![]) {
+        Err(Error::MessageTooLarge { size, limit }) => {
+            assert!(size > 2 << 20, "{size}");
+            assert_eq!(limit, 1 << 20);
+        }
+        other => panic!("{other:?}"),
+    }
+    wait_for_log(&log, "exceeds the limit of 1048576 bytes");
+    q.put(&ByteBuf::from(vec![4])).unwrap();
+    assert_eq!(q.get().unwrap().into_vec(), [4]);
+}
+
+/// Issue 12.3 on the wire: a frame over the cap from a peer that does not know it is read and
+/// dropped, then answered with `'#ERROR'` `ValueError` carrying `size` and `limit` (what a
+/// CPython client raises), and the connection is closed.
+#[test]
+fn oversized_frame_is_answered_before_the_close() {
+    let (mut server, log) = quiet(b"k");
+    server.max_frame(1 << 20);
+    server.register_queue("get_task_queue", 0);
+    let server = server.start_thread().unwrap();
+    let mut s = authenticated(server.address(), b"k");
+    let payload = request(None, "dummy", vec![Value::Bytes(vec![0; 3 << 20])]);
+    send_frame(&mut s, &payload);
+    let (class, message, state) = error_reply(&recv_frame(&mut s).unwrap());
+    assert_eq!(class, "builtins.ValueError");
+    let size = payload.len() as i64;
+    assert_eq!(
+        message,
+        format!("message of {size} bytes exceeds the limit of 1048576 bytes")
+    );
+    assert_eq!(
+        state,
+        Some(Value::Dict(vec![
+            (Value::Str("size".into()), Value::Int(size)),
+            (Value::Str("limit".into()), Value::Int(1 << 20)),
+        ]))
+    );
+    assert_eq!(recv_frame(&mut s), None);
+    wait_for_log(&log, "exceeds the limit of 1048576 bytes");
+    still_serves(server.address(), b"k");
+}
+
+/// Issue 12.2 (server half): a frame that breaks a decoding limit, or carries a Python object
+/// where plain data is expected, is answered with `'#ERROR'` `ValueError` naming the reason
+/// (a CPython client raises it), logged, and the connection closed. Before, an object in
+/// `accept_connection`'s arguments got `('#RETURN', None)` and the connection stayed open.
+#[test]
+fn hostile_requests_are_refused_with_the_reason() {
+    let (mut server, log) = quiet(b"k");
+    server.max_depth(32);
+    let tasks = server.register_queue("get_task_queue", 0);
+    let server = server.start_thread().unwrap();
+    let address = server.address();
+    let ident = {
+        let q = Manager::connect(address, b"k")
+            .unwrap()
+            .get_queue::<i32>("get_task_queue")
+            .unwrap();
+        q.proxy().ident().to_string()
+    };
+    let system = |command: &str| Value::Reduce {
+        callable: Box::new(Value::global("os", "system")),
+        args: Box::new(Value::Tuple(vec![Value::Str(command.into())])),
+        state: None,
+    };
+    let deep = {
+        let mut v = Value::Int(1);
+        for _ in 0..40 {
+            v = Value::List(vec![v]);
+        }
+        v
+    };
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "a REDUCE where accept_connection's name is expected",
+            request(None, "accept_connection", vec![system("echo pwned")]),
+            "pickle global os.system in the arguments of \"accept_connection\"",
+        ),
+        (
+            "a REDUCE where the arguments tuple is expected",
+            pickle::dumps(&Value::Tuple(vec![
+                Value::Str(ident.clone()),
+                Value::Str("put".into()),
+                system("echo pwned"),
+                Value::Dict(vec![]),
+            ])),
+            "pickle global os.system in the request envelope",
+        ),
+        (
+            "a GLOBAL where the keyword arguments are expected",
+            pickle::dumps(&Value::Tuple(vec![
+                Value::None,
+                Value::Str("dummy".into()),
+                Value::Tuple(vec![]),
+                Value::global("builtins", "eval"),
+            ])),
+            "pickle global builtins.eval in the request envelope",
+        ),
+        (
+            "a request nested deeper than the limit",
+            request(Some(&ident), "put", vec![deep]),
+            "pickle nested deeper than 32 levels",
+        ),
+    ];
+    for (case, frame, reason) in cases {
+        let mut s = authenticated(address, b"k");
+        if case.contains("arguments tuple") || case.contains("deeper") {
+            send_frame(
+                &mut s,
+                &request(None, "accept_connection", vec![Value::Str("x".into())]),
+            );
+            assert_eq!(
+                reply_kind(&recv_frame(&mut s).unwrap()),
+                "#RETURN",
+                "{case}"
+            );
+        }
+        send_frame(&mut s, &frame);
+        let (class, message, _) = error_reply(&recv_frame(&mut s).unwrap());
+        assert_eq!(class, "builtins.ValueError", "{case}");
+        assert!(
+            message.starts_with("request refused: ") && message.contains(reason),
+            "{case}: {message}"
+        );
+        assert_eq!(
+            recv_frame(&mut s),
+            None,
+            "{case}: the connection stays open"
+        );
+        wait_for_log(&log, reason);
+    }
+    assert!(tasks.is_empty(), "nothing was put");
+    still_serves(address, b"k");
 }

@@ -456,6 +456,9 @@ pub(crate) fn exposed_names(exposed: Value) -> Option<Vec<String>> {
 /// `queue.Empty` (CPython names it `_queue.Empty`) and `queue.Full` become [`Error::Empty`]
 /// and [`Error::Full`]; any other exception [`Error::Remote`].
 fn remote_exception(exception: &Value) -> Error {
+    if let Some((size, limit)) = too_large(exception) {
+        return Error::MessageTooLarge { size, limit };
+    }
     match exception.class_name() {
         Some(("queue" | "_queue", "Empty")) => Error::Empty,
         Some(("queue", "Full")) => Error::Full,
@@ -467,6 +470,30 @@ fn remote_exception(exception: &Value) -> Error {
             reason: "'#ERROR' carried something other than an exception".into(),
         },
     }
+}
+
+/// The `size` and `limit` of the `ValueError` a Rust server sends for a frame over its cap:
+/// one carrying both as int attributes (a BUILD with its `__dict__`).
+fn too_large(exception: &Value) -> Option<(u64, u64)> {
+    let Value::Reduce {
+        state: Some(state), ..
+    } = exception
+    else {
+        return None;
+    };
+    if exception.class_name() != Some(("builtins", "ValueError")) {
+        return None;
+    }
+    let Value::Dict(attributes) = &**state else {
+        return None;
+    };
+    let attribute = |name: &str| {
+        attributes.iter().find_map(|(k, v)| match (k, v) {
+            (Value::Str(k), Value::Int(n)) if k == name => u64::try_from(*n).ok(),
+            _ => None,
+        })
+    };
+    Some((attribute("size")?, attribute("limit")?))
 }
 
 /// `str(exception)` for the common cases: its one `str` argument, or its arguments.

@@ -230,7 +230,9 @@ impl TcpConnection {
     /// # Errors
     ///
     /// [`Error::Disconnected`] at end of stream; [`Error::Pickle`] for a message that is not
-    /// a plain value of type `T`; [`Error::Protocol`] for broken framing.
+    /// a plain value of type `T`; [`Error::Protocol`] for broken framing;
+    /// [`Error::MessageTooLarge`] for a message over 64 MiB (the connection is then out of
+    /// step: close it).
     ///
     /// # Examples
     ///
@@ -271,7 +273,8 @@ impl TcpConnection {
     ///
     /// # Errors
     ///
-    /// [`Error::Disconnected`] at end of stream; [`Error::Protocol`] for broken framing.
+    /// [`Error::Disconnected`] at end of stream; [`Error::Protocol`] for broken framing;
+    /// [`Error::MessageTooLarge`] for a message over 64 MiB (then close the connection).
     ///
     /// # Examples
     ///

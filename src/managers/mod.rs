@@ -63,7 +63,21 @@
 //!   anything ([`crate::pickle`]): globals are data, refused where a plain value is expected;
 //! - a wrong key, garbage, a truncated frame or an absurd length closes that one connection,
 //!   with the reason sent to the log hook ([`ManagerServer::on_log`]); the number of
-//!   simultaneous connections is bounded ([`ManagerServer::max_connections`]).
+//!   simultaneous connections is bounded ([`ManagerServer::max_connections`]);
+//! - a request the server refuses once authenticated — a frame over the cap, a pickle that
+//!   breaks a decoding limit or does not decode, a Python object in the request's envelope or
+//!   in the arguments of a control request other than `create` and `get_methods` — is
+//!   answered with `'#ERROR'` `ValueError` naming the reason (a CPython client raises it),
+//!   logged, and its connection closed. (The arguments of a method of a served object may be
+//!   Python objects: a queue carries them inertly.)
+//!
+//! # A client that dies
+//! A served call that waits (a queue's `get`, a lock's `acquire`, a barrier's `wait`) watches
+//! its client's socket: if the client dies, the call stops waiting without taking anything,
+//! and a reply that cannot be delivered is given back to the object
+//! ([`Referent::reply_undelivered`]): an item goes back to the head of its queue, a lock or a
+//! permit is released; a barrier a dead party waited on is broken. CPython's server instead
+//! hands the next item to the dead client's thread, which loses it.
 //!
 //! The traffic itself is neither encrypted nor integrity-protected: run it on a trusted
 //! network, or inside TLS, SSH or WireGuard.
@@ -75,6 +89,8 @@
 //! CPython server on Linux, well under a millisecond against this one).
 //!
 //! # Differences from CPython
+//! - A Rust server answers `accept_connection` with its frame cap instead of `None`
+//!   (CPython's clients ignore the value); see [`ManagerServer::max_frame`].
 //! - A factory registered with [`ManagerServer::register`] takes no constructor arguments;
 //!   one registered with [`ManagerServer::register_with_args`] gets them.
 //! - `method_to_typeid` belongs to the served object rather than to its registration
@@ -97,6 +113,7 @@ mod auth;
 mod client;
 mod containers;
 mod listener;
+mod peer;
 mod primitives;
 mod proxy;
 mod queue;

@@ -6,12 +6,23 @@
 //! Ownership of an `RLock` is the client thread's, as in CPython: each client thread calls
 //! over its own proxy connection, which the server serves on its own thread, and that thread
 //! is the owner.
+//!
+//! A client that dies while it waits takes nothing (issue 12.1, [`super::peer`]): its wait
+//! ends without acquiring, and a reply that cannot be delivered gives back what the call
+//! acquired ([`Referent::reply_undelivered`]). For an `RLock` or a `Condition` that is every
+//! level the serving thread holds: its connection is closed next, and nobody else could ever
+//! release them. A party of a `Barrier` that dies while waiting **breaks** the barrier, as a
+//! party that times out does in `threading`: the others get `BrokenBarrierError` at once rather
+//! than wait for a party that will not come (they may `reset()` and go on with a replacement).
+//! Holds acquired by a call whose reply *was* delivered stay held when the client dies later,
+//! as in CPython.
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
+use super::peer::{wait_until, Outcome};
 use super::referent::{bind, PyException, Referent};
 use crate::pickle::Value;
 
@@ -46,31 +57,6 @@ fn deadline_after(secs: f64) -> Option<Instant> {
     Duration::try_from_secs_f64(secs.max(0.0))
         .ok()
         .and_then(|d| Instant::now().checked_add(d))
-}
-
-/// Waits on `cv` until `ready` holds or `deadline` passes; gives the guard and whether
-/// `ready` held.
-fn wait_until<'a, T>(
-    cv: &Condvar,
-    mut guard: MutexGuard<'a, T>,
-    deadline: Option<Instant>,
-    ready: impl Fn(&T) -> bool,
-) -> (MutexGuard<'a, T>, bool) {
-    while !ready(&guard) {
-        guard = match deadline {
-            None => cv.wait(guard).unwrap_or_else(|e| e.into_inner()),
-            Some(deadline) => {
-                let now = Instant::now();
-                if now >= deadline {
-                    return (guard, false);
-                }
-                cv.wait_timeout(guard, deadline - now)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0
-            }
-        };
-    }
-    (guard, true)
 }
 
 /// `acquire(blocking=True, timeout=-1)` of `threading.Lock`/`RLock`: the deadline to wait
@@ -169,8 +155,9 @@ impl Referent for ServedEvent {
                     Value::None => None,
                     t => Some(deadline_after(seconds(t)?).unwrap_or_else(Instant::now)),
                 };
-                let (_guard, set) = wait_until(&self.changed, lock(&self.flag), deadline, |f| *f);
-                Ok(Value::Bool(set))
+                let (_guard, outcome) =
+                    wait_until(&self.changed, lock(&self.flag), deadline, |f| *f);
+                Ok(Value::Bool(outcome == Outcome::Ready))
             }
             _ => Err(attribute_error(method)),
         }
@@ -231,6 +218,18 @@ impl Referent for ServedLock {
         ["acquire", "release"].map(String::from).to_vec()
     }
 
+    /// An `acquire` whose `True` never reached its client releases the lock: a `Lock`, or
+    /// every level of an `RLock` the serving thread holds (see the module docs).
+    fn reply_undelivered(&self, method: &str, result: Value) {
+        if method == "acquire" && result == Value::Bool(true) {
+            let mut state = lock(&self.state);
+            if matches!(state.owner, Some((owner, _)) if owner == std::thread::current().id()) {
+                state.owner = None;
+                self.released.notify_one();
+            }
+        }
+    }
+
     fn call(
         &self,
         method: &str,
@@ -250,8 +249,9 @@ impl Referent for ServedLock {
                         }
                     }
                 }
-                let (mut state, free) =
+                let (mut state, outcome) =
                     wait_until(&self.released, state, deadline, |s| s.owner.is_none());
+                let free = outcome == Outcome::Ready;
                 if free {
                     state.owner = Some((me, 1));
                 }
@@ -345,6 +345,14 @@ impl Referent for ServedSemaphore {
         ["acquire", "release"].map(String::from).to_vec()
     }
 
+    /// An `acquire` whose `True` never reached its client gives its permit back.
+    fn reply_undelivered(&self, method: &str, result: Value) {
+        if method == "acquire" && result == Value::Bool(true) {
+            *lock(&self.value) += 1;
+            self.available.notify_one();
+        }
+    }
+
     fn call(
         &self,
         method: &str,
@@ -374,8 +382,9 @@ impl Referent for ServedSemaphore {
                         ))
                     }
                 };
-                let (mut value, got) =
+                let (mut value, outcome) =
                     wait_until(&self.available, lock(&self.value), deadline, |v| *v > 0);
+                let got = outcome == Outcome::Ready;
                 if got {
                     *value -= 1;
                 }
@@ -452,7 +461,9 @@ impl ServedCondition {
                 return true;
             }
         }
-        let (mut state, free) = wait_until(&self.changed, state, deadline, |s| s.owner.is_none());
+        let (mut state, outcome) =
+            wait_until(&self.changed, state, deadline, |s| s.owner.is_none());
+        let free = outcome == Outcome::Ready;
         if free {
             state.owner = Some((me, count));
         }
@@ -469,6 +480,21 @@ impl Referent for ServedCondition {
         ["acquire", "release", "wait", "notify", "notify_all"]
             .map(String::from)
             .to_vec()
+    }
+
+    /// An `acquire` or a `wait` (which takes the lock back) whose reply never reached its
+    /// client releases every level of the lock the serving thread holds (see the module docs).
+    fn reply_undelivered(&self, method: &str, result: Value) {
+        let acquired = match method {
+            "acquire" => result == Value::Bool(true),
+            "wait" => true,
+            _ => false,
+        };
+        let mut state = lock(&self.state);
+        if acquired && Self::owned_by(&state, std::thread::current().id()) {
+            state.owner = None;
+            self.changed.notify_all();
+        }
     }
 
     fn call(
@@ -514,13 +540,26 @@ impl Referent for ServedCondition {
                 state.next_ticket += 1;
                 state.waiting.push_back(ticket);
                 self.changed.notify_all();
-                let (mut state, woken) = wait_until(&self.changed, state, deadline, |s| {
+                let (mut state, outcome) = wait_until(&self.changed, state, deadline, |s| {
                     s.notified.contains(&ticket)
                 });
+                let woken = outcome == Outcome::Ready;
                 if woken {
                     state.notified.retain(|&t| t != ticket);
                 } else {
                     state.waiting.retain(|&t| t != ticket);
+                }
+                if outcome == Outcome::PeerGone {
+                    // The client is gone: a notification it was picked for goes to the next
+                    // waiter, and the lock it gave up to wait is not taken back for it.
+                    if state.notified.contains(&ticket) {
+                        state.notified.retain(|&t| t != ticket);
+                        if let Some(next) = state.waiting.pop_front() {
+                            state.notified.push(next);
+                        }
+                        self.changed.notify_all();
+                    }
+                    return Ok(Value::Bool(false));
                 }
                 drop(state);
                 // Take the lock back, however long that takes, as Python does.
@@ -633,8 +672,11 @@ impl ServedBarrier {
             Ok(index)
         } else {
             let deadline = timeout.map(|t| deadline_after(t).unwrap_or_else(Instant::now));
-            let (guard, released) = wait_until(&self.changed, s, deadline, |b| b.state != FILLING);
+            let (guard, outcome) = wait_until(&self.changed, s, deadline, |b| b.state != FILLING);
             s = guard;
+            // A party whose client died before the barrier filled breaks it, as a timeout
+            // does (see the module docs); one released already has passed it.
+            let released = outcome == Outcome::Ready || s.state != FILLING;
             if !released {
                 s.state = BROKEN;
                 self.changed.notify_all();

@@ -2,6 +2,7 @@
 
 use std::marker::PhantomData;
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,9 @@ pub struct Proxy {
     ident: String,
     exposed: Vec<String>,
     idle: Mutex<Vec<(TcpStream, FrameReader)>>,
+    /// The server's frame cap, once known (`u64::MAX` until then): a Rust server tells it in
+    /// its reply to `accept_connection`, and in its refusal of a frame over it.
+    send_cap: AtomicU64,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -60,6 +64,7 @@ impl Proxy {
             ident,
             exposed,
             idle: Mutex::new(Vec::new()),
+            send_cap: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -100,7 +105,9 @@ impl Proxy {
     /// # Errors
     ///
     /// The remote exception as a typed error ([`Error::Empty`], [`Error::Full`],
-    /// [`Error::Remote`]); [`Error::Disconnected`] when the server went away.
+    /// [`Error::Remote`]); [`Error::Disconnected`] when the server went away;
+    /// [`Error::MessageTooLarge`] when the request is over the server's frame cap (the proxy
+    /// stays usable).
     ///
     /// # Examples
     ///
@@ -198,23 +205,48 @@ impl Proxy {
         if deadline.is_some() {
             wire::until(&stream, deadline)?;
         }
-        reader.send_request(&stream, Some(&self.ident), method, args, kwargs)?;
+        reader.set_send_cap(self.send_cap.load(Ordering::Relaxed));
+        match reader.send_request(&stream, Some(&self.ident), method, args, kwargs) {
+            Ok(()) => {}
+            Err(e @ Error::MessageTooLarge { .. }) => {
+                // Refused before anything was written: the connection is as good as before.
+                if deadline.is_some() {
+                    wire::until(&stream, None)?;
+                }
+                self.release(stream, reader);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        }
         let reply =
             reader.recv_reply(&stream, self.manager.options.max_frame, &Limits::default())?;
         if deadline.is_some() {
             wire::until(&stream, None)?;
         }
-        self.idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((stream, reader));
-        match reply {
+        let reply = match reply {
             Incoming::Return(value) => Ok(Reply::Value(value)),
             Incoming::Full(reply) => client::unpack_reply(reply),
             Incoming::Request(_) => Err(Error::Protocol {
                 reason: "a request where a reply was expected".into(),
             }),
+        };
+        match &reply {
+            // The server refused the frame and closes the connection: remember its cap, so
+            // that the next oversized request is refused here, and do not reuse it.
+            Err(Error::MessageTooLarge { limit, .. }) => {
+                self.send_cap.store(*limit, Ordering::Relaxed);
+            }
+            _ => self.release(stream, reader),
         }
+        reply
+    }
+
+    /// Puts a connection back in the pool, for the next call.
+    fn release(&self, stream: TcpStream, reader: FrameReader) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((stream, reader));
     }
 
     fn open(&self) -> Result<(TcpStream, FrameReader), Error> {
@@ -224,7 +256,12 @@ impl Proxy {
         reader.send_request(&stream, None, "accept_connection", &[name], &[])?;
         let reply =
             reader.recv_value(&stream, self.manager.options.max_frame, &Limits::default())?;
-        client::unpack(reply)?;
+        // A Rust server answers with its frame cap; CPython's with None.
+        if let Value::Int(cap) = client::unpack(reply)? {
+            if let Ok(cap) = u64::try_from(cap) {
+                self.send_cap.store(cap, Ordering::Relaxed);
+            }
+        }
         Ok((stream, reader))
     }
 }
@@ -473,7 +510,8 @@ impl<T: Serialize> QueueProxy<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Pickle`] when `item` cannot be pickled; connection errors.
+    /// [`Error::Pickle`] when `item` cannot be pickled; [`Error::MessageTooLarge`] when it is
+    /// over the server's frame cap (nothing is put, the proxy stays usable); connection errors.
     pub fn put(&self, item: &T) -> Result<(), Error> {
         self.put_with("put", item, Vec::new(), None)
     }

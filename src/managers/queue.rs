@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::peer::{self, Outcome};
 use super::referent::{bind, PyException, Referent};
 use crate::pickle::{self, Value};
 use crate::Error;
@@ -126,36 +127,45 @@ impl ServedQueue {
         }
     }
 
-    /// Waits on condition `which` while `blocked` holds; false if `wait` ran out first.
+    /// Waits on condition `which` while `blocked` holds, until `wait` runs out or the client
+    /// of the served call hangs up ([`peer`]: then a notification this waiter consumed is
+    /// passed on, and the caller takes nothing).
     fn wait_while<'a>(
         &self,
         mut guard: MutexGuard<'a, State>,
         which: usize,
         wait: Wait,
         blocked: impl Fn(&State) -> bool,
-    ) -> (MutexGuard<'a, State>, bool) {
+    ) -> (MutexGuard<'a, State>, Outcome) {
         let cv = self.condvar(which);
-        while blocked(&guard) {
-            if matches!(wait, Wait::No) {
-                return (guard, false);
+        let deadline = match wait {
+            Wait::Until(deadline) => Some(deadline),
+            Wait::No | Wait::Forever => None,
+        };
+        let mut waited = false;
+        loop {
+            if !blocked(&guard) {
+                if waited && peer::gone() {
+                    self.notify_one(&guard, which);
+                    return (guard, Outcome::PeerGone);
+                }
+                return (guard, Outcome::Ready);
+            }
+            match wait {
+                Wait::No => return (guard, Outcome::TimedOut),
+                Wait::Until(deadline) if Instant::now() >= deadline => {
+                    return (guard, Outcome::TimedOut)
+                }
+                _ => {}
+            }
+            if peer::gone() {
+                return (guard, Outcome::PeerGone);
             }
             guard.waiting[which] += 1;
-            guard = match wait {
-                Wait::No | Wait::Forever => cv.wait(guard).unwrap_or_else(|e| e.into_inner()),
-                Wait::Until(deadline) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        guard.waiting[which] -= 1;
-                        return (guard, false);
-                    }
-                    cv.wait_timeout(guard, deadline - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
-            };
+            guard = peer::wait(cv, guard, deadline);
             guard.waiting[which] -= 1;
+            waited = true;
         }
-        (guard, true)
     }
 
     /// Wakes one waiter of condition `which`, if there is one.
@@ -168,8 +178,9 @@ impl ServedQueue {
     fn put_value(&self, item: Value, wait: Wait) -> bool {
         let max = self.0.maxsize;
         let guard = self.lock();
-        let (mut guard, ok) =
+        let (mut guard, outcome) =
             self.wait_while(guard, NOT_FULL, wait, |s| max > 0 && s.items.len() >= max);
+        let ok = outcome == Outcome::Ready;
         if ok {
             guard.items.push_back(item);
             guard.unfinished += 1;
@@ -180,8 +191,11 @@ impl ServedQueue {
 
     fn get_value(&self, wait: Wait) -> Option<Value> {
         let guard = self.lock();
-        let (mut guard, ok) = self.wait_while(guard, NOT_EMPTY, wait, |s| s.items.is_empty());
-        let item = if ok { guard.items.pop_front() } else { None };
+        let (mut guard, outcome) = self.wait_while(guard, NOT_EMPTY, wait, |s| s.items.is_empty());
+        let item = match outcome {
+            Outcome::Ready => guard.items.pop_front(),
+            Outcome::TimedOut | Outcome::PeerGone => None,
+        };
         if item.is_some() {
             self.notify_one(&guard, NOT_FULL);
         }
@@ -372,6 +386,7 @@ impl ServedQueue {
         let guard = self.lock();
         self.wait_while(guard, ALL_DONE, wait, |s| s.unfinished > 0)
             .1
+            == Outcome::Ready
     }
 
     /// Waits until every item put has been marked done (`join()`).
@@ -441,6 +456,17 @@ fn no_args(name: &str, args: Vec<Value>, kwargs: Vec<(String, Value)>) -> Result
 impl Referent for ServedQueue {
     fn exposed(&self) -> Vec<String> {
         EXPOSED.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// An item taken by a `get` whose reply never reached its client goes back to the head of
+    /// the queue, where it was: the order of the other items holds. A bounded queue filled
+    /// meanwhile holds one item more than its `maxsize` until it is taken.
+    fn reply_undelivered(&self, method: &str, result: Value) {
+        if matches!(method, "get" | "get_nowait") {
+            let mut guard = self.lock();
+            guard.items.push_front(result);
+            self.notify_one(&guard, NOT_EMPTY);
+        }
     }
 
     fn call(

@@ -53,6 +53,33 @@ pub trait Referent: Send + Sync + 'static {
         kwargs: Vec<(String, Value)>,
     ) -> Result<Value, PyException>;
 
+    /// The reply to a call of `method` that returned `result` could not be delivered: its
+    /// client hung up while the call waited, or writing the reply failed. A method that took
+    /// something (an item, a lock, a permit) gives it back here, so that a client that died
+    /// takes nothing with it: a [`ServedQueue`](super::ServedQueue) puts the item back at its
+    /// head. Called on the thread that served the call; the connection is closed afterwards.
+    /// Does nothing by default.
+    ///
+    /// A blocking method that waits on a `Condvar` should also stop waiting when its client
+    /// hangs up; the served types of this crate do (see [`ManagerServer`](super::ManagerServer)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::managers::{Referent, ServedQueue};
+    /// use multiproc::pickle::Value;
+    ///
+    /// let q = ServedQueue::new(0);
+    /// q.put(&1).unwrap();
+    /// q.put(&2).unwrap();
+    /// let taken = q.call("get", vec![], vec![]).unwrap();
+    /// q.reply_undelivered("get", taken); // the client never saw it
+    /// assert_eq!((q.get::<i64>().unwrap(), q.get::<i64>().unwrap()), (1, 2));
+    /// ```
+    fn reply_undelivered(&self, method: &str, result: Value) {
+        let _ = (method, result);
+    }
+
     /// The methods that return a new shared object instead of a value, each with the typeid
     /// the new object is served under (CPython's `method_to_typeid`). The server adds them to
     /// [`exposed`](Self::exposed), runs them with [`call_for_object`](Self::call_for_object),

@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::auth::{self, AuthConfig, ChallengeForm};
+use super::peer;
 use super::queue::ServedQueue;
 use super::referent::{PyException, Referent};
 use super::wire::{self, FrameReader, Incoming, Request};
@@ -271,8 +272,13 @@ impl ManagerServer {
         self
     }
 
-    /// Caps each frame after the handshake (default [`DEFAULT_MAX_FRAME`], 16 MiB). A larger
-    /// declared length closes that connection before anything is allocated.
+    /// Caps each frame after the handshake (default [`DEFAULT_MAX_FRAME`], 16 MiB), checked on
+    /// the declared length before anything is allocated. A larger frame is read and dropped
+    /// (up to 1 GiB), answered with `'#ERROR'` `ValueError` naming its size and the limit (its
+    /// `size` and `limit` attributes set; a Rust client gets [`Error::MessageTooLarge`]), and
+    /// that connection is closed. The server tells its proxies' clients the cap in its reply
+    /// to `accept_connection` (which CPython's clients ignore), so a Rust proxy refuses an
+    /// oversized request before sending it.
     ///
     /// # Examples
     ///
@@ -686,8 +692,8 @@ impl ServerHandle {
 
     /// Stops accepting, closes every connection, and waits for the accepting thread. The
     /// listening socket is closed when this returns, so the address can be bound again.
-    /// A served method blocked at that moment (a `get` without timeout) finishes on its own
-    /// thread when it can; its reply goes nowhere.
+    /// A served method blocked at that moment (a `get` without timeout) sees its connection
+    /// shut down and stops waiting within 100 ms, taking nothing.
     ///
     /// # Examples
     ///
@@ -812,6 +818,8 @@ enum Outcome {
     Close,
     /// Close and stop the server (`shutdown`).
     Stop,
+    /// Close, and log why the request was refused.
+    Refused(String),
 }
 
 impl Inner {
@@ -879,7 +887,7 @@ impl Inner {
                 .name("multiproc-manager-conn".into())
                 .spawn(move || {
                     let inner = guard.inner.clone();
-                    if let Err(e) = inner.serve_connection(&stream) {
+                    if let Err(e) = inner.serve_connection(Arc::new(stream)) {
                         if !matches!(e, Error::Disconnected) {
                             inner.log(&format!("closed connection from {peer}: {e}"));
                         }
@@ -930,7 +938,9 @@ impl Inner {
         }
     }
 
-    fn serve_connection(&self, stream: &TcpStream) -> Result<(), Error> {
+    fn serve_connection(&self, stream: Arc<TcpStream>) -> Result<(), Error> {
+        let _watch = peer::watch(stream.clone());
+        let stream = &*stream;
         wire::configure(stream)?;
         let mut reader = FrameReader::server();
         let deadline = Instant::now() + self.config.handshake_timeout;
@@ -955,12 +965,7 @@ impl Inner {
                 match reader.recv_request(stream, self.config.max_frame, &self.config.limits) {
                     Ok(r) => r,
                     Err(Error::Disconnected) if proxy => return Ok(()),
-                    Err(e @ Error::Pickle(_)) => {
-                        let (kind, text) = traceback(&format!("{e}"));
-                        let _ = reader.send_reply(stream, kind, &text);
-                        return Err(e);
-                    }
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(refuse(stream, &mut reader, e)),
                 };
             reader.quickack_inside_frames_only();
             let busy = Busy::new(&self.busy);
@@ -974,33 +979,66 @@ impl Inner {
                 Incoming::Request(request) => Ok(request),
                 Incoming::Full(value) | Incoming::Return(value) => parse_request(value),
             };
-            let ((kind, payload), outcome) = match request {
+            let (request, ((kind, payload), outcome)) = match request {
                 Ok((ident, method, args, kwargs)) => {
                     let answer = if proxy {
+                        peer::begin_call();
                         (self.call(&ident, &method, args, kwargs), Outcome::Continue)
+                    } else if let Some(reason) = not_plain(&method, &args, &kwargs) {
+                        refused(reason)
                     } else if method == "accept_connection" {
                         proxy = true;
-                        (("#RETURN", Value::None), Outcome::Continue)
+                        // CPython's clients ignore the value; ours learn the frame cap from it
+                        // and refuse an oversized request before sending it (issue 12.3).
+                        let cap = i64::try_from(self.config.max_frame).unwrap_or(i64::MAX);
+                        (("#RETURN", Value::Int(cap)), Outcome::Continue)
                     } else {
                         self.control(&method, args, kwargs)
                     };
-                    reader.recycle(method);
-                    if let Some(ident) = ident {
-                        reader.recycle(ident);
-                    }
-                    answer
+                    (Some((ident, method)), answer)
                 }
-                Err(text) => (traceback(&text), Outcome::Close),
+                Err(reason) => (None, refused(reason)),
             };
-            reader.send_reply(stream, kind, &payload)?;
+            // A call that waited may have outlived its client: its reply then goes back to
+            // the object instead of into a dead socket (issue 12.1).
+            let sent = if proxy && peer::waited() && peer::gone() {
+                Err(Error::Disconnected)
+            } else {
+                reader.send_reply(stream, kind, &payload)
+            };
+            if let Err(e) = sent {
+                if let (Some((Some(ident), method)), "#RETURN") = (&request, kind) {
+                    self.undeliverable(ident, method, payload);
+                }
+                return Err(e);
+            }
+            if let Some((ident, method)) = request {
+                reader.recycle(method);
+                if let Some(ident) = ident {
+                    reader.recycle(ident);
+                }
+            }
             drop(busy);
             match outcome {
                 Outcome::Continue => {}
                 Outcome::Close => return Ok(()),
+                Outcome::Refused(reason) => return Err(Error::Protocol { reason }),
                 Outcome::Stop => {
                     self.stop();
                     return Ok(());
                 }
+            }
+        }
+    }
+
+    /// Hands a reply that could not be delivered back to its object
+    /// ([`Referent::reply_undelivered`]).
+    fn undeliverable(&self, ident: &str, method: &str, result: Value) {
+        let object = self.objects().get(ident).map(|e| e.object.clone());
+        if let Some(object) = object {
+            let undo = std::panic::AssertUnwindSafe(|| object.reply_undelivered(method, result));
+            if std::panic::catch_unwind(undo).is_err() {
+                self.log(&format!("reply_undelivered({method}) of {ident} panicked"));
             }
         }
     }
@@ -1324,32 +1362,125 @@ fn token_ident(token: &Value) -> Option<String> {
     }
 }
 
-/// Splits `(ident, methodname, args, kwds)`; the error is the traceback text to send.
-fn parse_request(request: Value) -> Result<Request, String> {
-    let bad = || "TypeError: a request must be (ident, methodname, args, kwds)\n".to_string();
-    let Value::Tuple(items) = request else {
-        return Err(bad());
+/// How much of a refused frame's payload the server reads (and drops) so that its sender,
+/// still writing it, gets to read the reply; beyond that the connection is closed at once.
+const DISCARD_MAX: u64 = 1 << 30;
+
+/// Answers a frame that cannot be served — over the frame cap, or a pickle the decoder
+/// refuses (a limit, a malformed one) — with `'#ERROR'` naming the reason, when the stream is
+/// still in step, and gives back the error: the connection is then closed and the reason
+/// logged. Framing errors (a negative length, a truncated frame) get no answer.
+fn refuse(stream: &TcpStream, reader: &mut FrameReader, e: Error) -> Error {
+    let exception = match &e {
+        Error::MessageTooLarge { size, limit } => {
+            if *size > DISCARD_MAX || reader.discard(stream, *size).is_err() {
+                return e;
+            }
+            too_large_error(*size, *limit)
+        }
+        Error::Pickle(reason) => value_error(&format!("request refused: {reason}")),
+        _ => return e,
     };
-    let [ident, method, args, kwds]: [Value; 4] = items.try_into().map_err(|_| bad())?;
+    let _ = reader.send_reply(stream, "#ERROR", &exception);
+    e
+}
+
+/// A refused request: `'#ERROR'` with a `ValueError` naming the reason, then close and log.
+fn refused(reason: String) -> (Reply, Outcome) {
+    let reason = format!("request refused: {reason}");
+    (("#ERROR", value_error(&reason)), Outcome::Refused(reason))
+}
+
+/// `builtins.ValueError(message)`: every CPython client can unpickle it (PROTOCOL.md §5.3).
+fn value_error(message: &str) -> Value {
+    PyException::value_error(message).to_value()
+}
+
+/// `ValueError(message)` with the attributes `size` and `limit`, as CPython pickles an
+/// exception carrying attributes (a BUILD with its `__dict__`, PROTOCOL.md §5.3): a CPython
+/// client reads `e.size` and `e.limit`, ours makes it [`Error::MessageTooLarge`].
+fn too_large_error(size: u64, limit: u64) -> Value {
+    let message = Error::MessageTooLarge { size, limit }.to_string();
+    let int = |n: u64| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
+    match value_error(&message) {
+        Value::Reduce { callable, args, .. } => Value::Reduce {
+            callable,
+            args,
+            state: Some(Box::new(Value::Dict(vec![
+                (Value::Str("size".into()), int(size)),
+                (Value::Str("limit".into()), int(limit)),
+            ]))),
+        },
+        other => other,
+    }
+}
+
+/// The first Python object (a global, or one built from a global) inside `value`, named.
+fn first_object(value: &Value) -> Option<String> {
+    match value {
+        Value::Global { module, name } => Some(format!("{module}.{name}")),
+        Value::Reduce { callable: of, .. } | Value::Object { class: of, .. } => {
+            Some(first_object(of).unwrap_or_else(|| "(unnamed)".into()))
+        }
+        Value::Tuple(items) | Value::List(items) | Value::Set(items) | Value::FrozenSet(items) => {
+            items.iter().find_map(first_object)
+        }
+        Value::Dict(pairs) => pairs
+            .iter()
+            .find_map(|(k, v)| first_object(k).or_else(|| first_object(v))),
+        _ => None,
+    }
+}
+
+/// Why a control request whose arguments must be plain data carries a Python object
+/// (`create` and `get_methods` may carry objects: constructor arguments, a `Token`).
+fn not_plain(method: &str, args: &[Value], kwargs: &[(String, Value)]) -> Option<String> {
+    if matches!(method, "create" | "get_methods") {
+        return None;
+    }
+    let found = args
+        .iter()
+        .chain(kwargs.iter().map(|(_, v)| v))
+        .find_map(first_object)?;
+    Some(format!(
+        "pickle global {found} in the arguments of {method:?}, where plain data is expected"
+    ))
+}
+
+/// Splits `(ident, methodname, args, kwds)`; the error is the reason to refuse it.
+fn parse_request(request: Value) -> Result<Request, String> {
+    let bad = |part: &Value| match first_object(part) {
+        Some(found) => {
+            format!("pickle global {found} in the request envelope, where plain data is expected")
+        }
+        None => "a request must be (ident, methodname, args, kwds)".to_string(),
+    };
+    let Value::Tuple(items) = request else {
+        return Err(bad(&request));
+    };
+    let [ident, method, args, kwds]: [Value; 4] = match items.try_into() {
+        Ok(parts) => parts,
+        Err(items) => return Err(bad(&Value::Tuple(items))),
+    };
     let ident = match ident {
         Value::None => None,
         Value::Str(s) => Some(s),
-        _ => return Err(bad()),
+        other => return Err(bad(&other)),
     };
     let Value::Str(method) = method else {
-        return Err(bad());
+        return Err(bad(&method));
     };
     let Value::Tuple(args) = args else {
-        return Err(bad());
+        return Err(bad(&args));
     };
     let Value::Dict(kwds) = kwds else {
-        return Err(bad());
+        return Err(bad(&kwds));
     };
     let kwargs = kwds
         .into_iter()
         .map(|(k, v)| match k {
             Value::Str(k) => Ok((k, v)),
-            _ => Err(bad()),
+            other => Err(bad(&other)),
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((ident, method, args, kwargs))

@@ -97,6 +97,8 @@ pub(crate) struct FrameReader {
     /// String buffers given back by [`recycle`](Self::recycle), for the next request's ident
     /// and method name.
     spare: Vec<String>,
+    /// The largest frame the peer accepts, when it is known ([`set_send_cap`](Self::set_send_cap)).
+    send_cap: u64,
 }
 
 /// What [`FrameReader::recv_reply`] or [`FrameReader::recv_request`] read.
@@ -185,6 +187,7 @@ impl FrameReader {
             eager_quickack: true,
             out: Vec::new(),
             spare: Vec::new(),
+            send_cap: u64::MAX,
         }
     }
 
@@ -206,6 +209,12 @@ impl FrameReader {
         }
     }
 
+    /// Refuses, from now on, to send frames larger than `cap` (the peer's limit): they fail
+    /// with [`Error::MessageTooLarge`] before anything is written.
+    pub(crate) fn set_send_cap(&mut self, cap: u64) {
+        self.send_cap = cap;
+    }
+
     /// Whether bytes read ahead wait in the buffer.
     pub(crate) fn has_buffered(&self) -> bool {
         self.end > self.start
@@ -213,7 +222,8 @@ impl FrameReader {
 
     /// Reads one frame of at most `cap` bytes. The cap is checked on the declared length,
     /// before anything is allocated. A clean end of stream before a frame starts is
-    /// [`Error::Disconnected`]; one inside a frame is [`Error::Protocol`].
+    /// [`Error::Disconnected`]; one inside a frame is [`Error::Protocol`]. A frame over `cap`
+    /// is [`Error::MessageTooLarge`], its header consumed and its payload not read.
     pub(crate) fn recv(&mut self, stream: &TcpStream, cap: usize) -> Result<Vec<u8>, Error> {
         Ok(match self.next_frame(stream, cap)? {
             Frame::Buffered(start, end) => self.buf[start..end].to_vec(),
@@ -247,13 +257,15 @@ impl FrameReader {
                 reason: format!("negative frame length {short}"),
             });
         };
+        self.start += header;
         if len > cap as u64 {
-            return Err(Error::Protocol {
-                reason: format!("frame of {len} bytes exceeds the limit of {cap}"),
+            // The header is consumed: the caller may `discard` the payload and go on.
+            return Err(Error::MessageTooLarge {
+                size: len,
+                limit: cap as u64,
             });
         }
         let len = len as usize;
-        self.start += header;
         let available = self.end - self.start;
         if available >= len {
             let start = self.start;
@@ -276,6 +288,33 @@ impl FrameReader {
             }
         }
         Ok(Frame::Owned(payload))
+    }
+
+    /// Reads and drops `n` bytes: the payload of a frame refused for its size
+    /// ([`Error::MessageTooLarge`]), so that its sender, still writing it, gets to read the
+    /// reply. Uses the reader's buffer only.
+    pub(crate) fn discard(&mut self, stream: &TcpStream, mut n: u64) -> Result<(), Error> {
+        let buffered = (self.end - self.start).min(n.try_into().unwrap_or(usize::MAX));
+        self.start += buffered;
+        n -= buffered as u64;
+        if n == 0 {
+            return Ok(());
+        }
+        // The buffer is empty now: reuse it as scratch space.
+        self.start = 0;
+        self.end = 0;
+        while n > 0 {
+            quickack(stream);
+            let want = n.min(self.buf.len() as u64) as usize;
+            let got = match (&*stream).read(&mut self.buf[..want]) {
+                Ok(0) => return Err(truncated()),
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(read_error(e)),
+            };
+            n -= got as u64;
+        }
+        Ok(())
     }
 
     /// Makes at least `n` unread bytes available; false on end of stream first.
@@ -423,7 +462,12 @@ impl FrameReader {
         frame.extend_from_slice(&[0; 4]);
         encode(&mut frame);
         let len = frame.len() - 4;
-        let sent = if len <= SHORT_MAX {
+        let sent = if len as u64 > self.send_cap {
+            Err(Error::MessageTooLarge {
+                size: len as u64,
+                limit: self.send_cap,
+            })
+        } else if len <= SHORT_MAX {
             frame[..4].copy_from_slice(&(len as u32).to_be_bytes());
             stream.write_all(&frame).map_err(connection_io("send"))
         } else {
@@ -477,6 +521,34 @@ pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A frame over the cap is reported with its size, and once its payload is discarded
+    /// (read ahead into the buffer or not) the next frame reads whole.
+    #[test]
+    fn oversized_frame_is_skipped_whole() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut writer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        for size in [100usize, 100_000] {
+            let mut bytes = (size as u32).to_be_bytes().to_vec();
+            bytes.extend(vec![7u8; size]);
+            bytes.extend(3u32.to_be_bytes());
+            bytes.extend(b"abc");
+            writer.write_all(&bytes).unwrap();
+            let mut reader = FrameReader::client();
+            match reader.recv(&stream, 50) {
+                Err(Error::MessageTooLarge {
+                    size: got,
+                    limit: 50,
+                }) => {
+                    assert_eq!(got, size as u64)
+                }
+                other => panic!("{other:?}"),
+            }
+            reader.discard(&stream, size as u64).unwrap();
+            assert_eq!(reader.recv(&stream, 50).unwrap(), b"abc");
+        }
+    }
 
     fn s(text: &str) -> Value {
         Value::Str(text.into())

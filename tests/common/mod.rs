@@ -257,6 +257,24 @@ pub fn await_thread_sleeping(tid: i32) {
     assert!(asleep, "thread {tid} never blocked");
 }
 
+/// Waits until thread `tid` of this process sleeps in `futex` (system call 202 on x86-64,
+/// 98 on aarch64): stricter than [`await_thread_sleeping`] when the thread also sleeps
+/// elsewhere on its way (e.g. a served call that reported itself is then waiting on its
+/// condition variable, not reading its socket). Fails the test after [`HANG_LIMIT`].
+#[track_caller]
+pub fn await_thread_in_futex(tid: i32) {
+    let futex = if cfg!(target_arch = "aarch64") {
+        "98 "
+    } else {
+        "202 "
+    };
+    let path = format!("/proc/self/task/{tid}/syscall");
+    let waiting = eventually(HANG_LIMIT, || {
+        std::fs::read_to_string(&path).is_ok_and(|s| s.starts_with(futex))
+    });
+    assert!(waiting, "thread {tid} never waited in futex");
+}
+
 /// As [`await_thread_sleeping`], for the main thread of child process `pid` (after it said it
 /// is about to block).
 #[track_caller]

@@ -306,6 +306,16 @@ def containers(m):
     return "containers"
 
 
+def oversize(m):
+    """Issue 12.3: a put over a Rust server's 1 MiB frame cap raises the ValueError the server
+    answers with, naming the size and the limit (not a dead connection)."""
+    q = m.get_task_queue()
+    e = expect(ValueError, q.put, b"x" * (2 << 20))
+    assert e.limit == 1 << 20 and e.size > 2 << 20, vars(e)
+    assert str(e) == f"message of {e.size} bytes exceeds the limit of {e.limit} bytes", str(e)
+    return "oversize"
+
+
 def main():
     faulthandler.dump_traceback_later(60, exit=True)  # a hang becomes a failure with a stack
     port, key, form, scenario = int(sys.argv[1]), bytes.fromhex(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -318,7 +328,7 @@ def main():
     m.connect()
     detail = {"full": full_session, "worker": worker, "roundtrip": roundtrip28,
               "proxies": proxies, "sync": sync,
-              "containers": containers}[scenario](m)
+              "containers": containers, "oversize": oversize}[scenario](m)
     print("ok", detail, used, "server-challenge=" + ",".join(sorted(set(mp_compat.SEEN))))
 
 
