@@ -5,14 +5,15 @@
 //! # Layout and lock
 //! A region is a memfd mapped `MAP_SHARED` in every process holding it (it travels as a
 //! descriptor, like a pipe end, so it passes to children under every start method). Its first
-//! 16 bytes are a header: the lock word (0 when free, else the id of the owning thread), a
-//! count of waiters, the element count (u32), the element's type code and size; the elements
-//! follow, 8-byte aligned.
+//! 48 bytes are a header: the lock's 40-byte block (`sys::RobustLock`: its futex word holds
+//! the owning thread's id, and its list links let the kernel mark it when the owner dies),
+//! the element count (u32), the element's type code and size; the elements follow, 8-byte
+//! aligned.
 //!
-//! The built-in lock is a [`Lock`] whose two words are the header's (no second memfd); a
+//! The built-in lock is a [`Lock`] whose block is the header's (no second memfd); a
 //! `Value::with_lock` / `Array::with_lock` uses the caller's `Lock` instead, which can then
 //! guard several values at once (CPython's `Value('i', 0, lock=lock)`). Either way the lock
-//! survives its owner's death: a waiter that finds the owner thread gone takes it over, and
+//! survives its owner's death: the kernel marks it and wakes a waiter, which takes it over, and
 //! the guard reports it with [`ValueGuard::owner_died`]: the data may be half-updated, as
 //! with a robust pthread mutex's `EOWNERDEAD`. See [`Lock`] for the details.
 //!
@@ -32,14 +33,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec;
 use crate::sync::{Lock, LockGuard};
-use crate::sys::SharedMapping;
+use crate::sys::{SharedMapping, LOCK_SIZE};
 use crate::Error;
 
 const LOCK: usize = 0;
-const COUNT: usize = 8;
-const TYPECODE: usize = 12;
-const ELEMENT_SIZE: usize = 13;
-const DATA: usize = 16;
+const COUNT: usize = LOCK_SIZE;
+const TYPECODE: usize = COUNT + 4;
+const ELEMENT_SIZE: usize = TYPECODE + 1;
+const DATA: usize = COUNT + 8;
 
 mod sealed {
     pub trait Sealed {

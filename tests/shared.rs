@@ -79,12 +79,14 @@ each_method! {
         let mut holder = with(method).spawn(hold_and_hang, (v.try_clone().unwrap(), held)).unwrap();
         told.recv::<()>().unwrap();
         holder.kill().unwrap();
+        assert!(matches!(holder.join(), Err(Error::Signaled { .. })));
+        // The kernel marked the lock as the holder died (issue 12, item 4): no owner now.
+        assert!(!v.get_lock().locked());
         let g = v.lock();
         assert!(g.owner_died());
         assert_eq!(g.get(), -1);
         drop(g);
         assert!(!v.lock().owner_died());
-        assert!(matches!(holder.join(), Err(Error::Signaled { .. })));
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Instant;
 mod lock;
 mod shm;
 mod slots;
-pub(crate) use lock::{Acquired, RobustLock, OWNER_CHECK};
+pub(crate) use lock::{Acquired, RobustLock, LOCK_SIZE, OWNER_CHECK};
 pub(crate) use shm::{futex_wait, futex_wake, gettid, is_own_thread, thread_alive, SharedMapping};
 pub(crate) use slots::SharedSlots;
 

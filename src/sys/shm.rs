@@ -199,6 +199,21 @@ impl SharedMapping {
         );
     }
 
+    /// The address of the `len` bytes at `offset`, for the robust list links of a lock
+    /// (`sys::lock`), which the kernel and glibc follow as plain pointers.
+    ///
+    /// # Panics
+    /// If they do not lie inside the mapping.
+    pub(crate) fn ptr_at(&self, offset: usize, len: usize) -> *mut u8 {
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= self.len),
+            "{len} bytes at {offset} outside a {}-byte mapping",
+            self.len
+        );
+        // SAFETY: `offset + len <= self.len` (checked), so the pointer stays inside the mapping.
+        unsafe { self.base.as_ptr().add(offset) }
+    }
+
     /// The aligned `u32` at `offset` as an atomic.
     ///
     /// # Panics
@@ -315,6 +330,12 @@ static FORK_GENERATION: AtomicU32 = AtomicU32::new(0);
 
 extern "C" fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How many forks lie between this process and the first (read beside a cached thread id:
+/// per-thread state cached before a fork is void in the child).
+pub(crate) fn fork_generation() -> u32 {
+    FORK_GENERATION.load(Ordering::Relaxed)
 }
 
 thread_local! {
