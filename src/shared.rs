@@ -33,7 +33,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec;
 use crate::sync::{Lock, LockGuard};
-use crate::sys::{SharedMapping, LOCK_SIZE};
+use crate::sys::{self, SharedMapping, LOCK_SIZE};
 use crate::Error;
 
 const LOCK: usize = 0;
@@ -135,8 +135,13 @@ impl<T: Element> Region<T> {
             ));
         }
         let count = map.read::<u32>(COUNT) as usize;
-        if DATA + count * std::mem::size_of::<T>() > map.len() {
-            return Err("shared memory is shorter than its element count".into());
+        let needed = DATA + count * std::mem::size_of::<T>();
+        if needed > map.len() {
+            return Err(sys::refuse(sys::Refusal::TooSmall {
+                len: map.len() as u64,
+                needed: needed as u64,
+            })
+            .to_string());
         }
         Ok(Region {
             map: Arc::new(map),
@@ -800,5 +805,93 @@ impl<T: Element> fmt::Debug for RawArray<T> {
             .field("typecode", &(T::TYPECODE as char))
             .field("len", &self.0.count)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    use super::*;
+    use crate::codec::{decode_in, encode_in, FdTable, Handle};
+
+    /// A memfd of `len` bytes holding a valid one-`i32` header, sealed with `seals`.
+    fn handmade_region(len: usize, count: u32, seals: libc::c_int) -> OwnedFd {
+        // SAFETY: memfd_create with a valid C string; the descriptor is owned below.
+        let raw = unsafe { libc::memfd_create(c"handmade".as_ptr(), libc::MFD_ALLOW_SEALING) };
+        assert!(raw >= 0);
+        // SAFETY: `raw` was just returned by the kernel and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut bytes = vec![0u8; len];
+        if len >= DATA {
+            bytes[COUNT..COUNT + 4].copy_from_slice(&count.to_ne_bytes());
+            bytes[TYPECODE] = b'i';
+            bytes[ELEMENT_SIZE] = 4;
+        }
+        nix::unistd::write(&fd, &bytes).unwrap();
+        if seals != 0 {
+            // SAFETY: F_ADD_SEALS on the memfd owned here.
+            assert_eq!(
+                unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) },
+                0
+            );
+        }
+        fd
+    }
+
+    /// Sends `fd` as a region where a `T` is expected, as a peer process would.
+    fn receive_as<T: serde::de::DeserializeOwned>(fd: OwnedFd) -> Result<T, Error> {
+        let mut fds = Vec::new();
+        let bytes = encode_in(&(Handle(fd), None::<()>), &mut fds).unwrap();
+        decode_in(&bytes, &mut FdTable::new(fds))
+    }
+
+    /// A region whose memfd a peer could shrink is refused before it is mapped (issue 12).
+    #[test]
+    fn unsealed_region_is_refused() {
+        let fd = handmade_region(DATA + 4, 1, 0);
+        let err = receive_as::<Value<i32>>(fd).unwrap_err();
+        assert!(
+            matches!(err, Error::UnsealedSharedMemory { seals: 0 }),
+            "{err}"
+        );
+        // Sealed against shrinking only: still refused (it could grow, or get more seals).
+        let fd = handmade_region(DATA + 4, 1, libc::F_SEAL_SHRINK);
+        let err = receive_as::<Value<i32>>(fd).unwrap_err();
+        assert!(
+            matches!(err, Error::UnsealedSharedMemory { seals } if seals == libc::F_SEAL_SHRINK as u32),
+            "{err}"
+        );
+        // The same bytes, sealed as the crate seals them, are accepted.
+        let fd = handmade_region(DATA + 4, 1, sys::shm_seals());
+        assert_eq!(receive_as::<Value<i32>>(fd).unwrap().get(), 0);
+    }
+
+    /// A sealed region too small for its header, or for the elements its header counts, is
+    /// refused with the sizes.
+    #[test]
+    fn too_small_region_is_refused() {
+        let fd = handmade_region(8, 1, sys::shm_seals());
+        let err = receive_as::<Value<i32>>(fd).unwrap_err();
+        assert!(
+            matches!(err, Error::SharedMemoryTooSmall { len: 8, needed } if needed == DATA as u64),
+            "{err}"
+        );
+        let fd = handmade_region(DATA + 4, 1000, sys::shm_seals());
+        let err = receive_as::<Value<i32>>(fd).unwrap_err();
+        assert!(
+            matches!(err, Error::SharedMemoryTooSmall { needed, .. } if needed == (DATA + 4000) as u64),
+            "{err}"
+        );
+    }
+
+    /// The crate's own regions cannot be resized by anyone.
+    #[test]
+    fn own_region_cannot_be_resized() {
+        let v = Value::new(5i64).unwrap();
+        let fd = v.0.region.map.fd();
+        assert!(nix::unistd::ftruncate(fd, 0).is_err());
+        assert!(nix::unistd::ftruncate(fd, 1 << 20).is_err());
+        assert_eq!(v.get(), 5);
     }
 }

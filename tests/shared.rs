@@ -102,6 +102,25 @@ fn wrong_element_type_is_a_typed_error() {
     ));
 }
 
+/// A descriptor that is not a sealed memfd, sent where a `Value` or `RawValue` is expected
+/// (a peer could shrink such memory and make the receiver fault with SIGBUS), is refused with
+/// a typed error before it is mapped. Issue 12, item 4.
+#[test]
+fn unsealed_region_is_refused() {
+    let (here, there) = multiproc::Pipe::new().unwrap();
+    let (_keep, not_memory) = multiproc::Pipe::one_way().unwrap();
+    here.send(&(&not_memory, None::<()>)).unwrap();
+    let err = there.recv::<Value<i32>>().unwrap_err();
+    assert!(matches!(err, Error::UnsealedSharedMemory { .. }), "{err}");
+    here.send(&not_memory).unwrap();
+    let err = there.recv::<RawValue<i32>>().unwrap_err();
+    assert!(matches!(err, Error::UnsealedSharedMemory { .. }), "{err}");
+    // The connection stays usable.
+    let v = Value::new(9i32).unwrap();
+    here.send(&v).unwrap();
+    assert_eq!(there.recv::<Value<i32>>().unwrap().get(), 9);
+}
+
 /// SHM-01's five numbers, each in shared memory with a lock.
 type Locked = (Value<i32>, Value<f64>, Value<i16>, Value<i64>, Value<u8>);
 /// The same without a lock.

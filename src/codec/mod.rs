@@ -196,6 +196,7 @@ fn serialize_error<T>(e: serde_pickle::Error) -> Error {
 
 /// Unpickles a `T`, taking the descriptors of any handles inside it from `fds`.
 pub(crate) fn decode_in<T: DeserializeOwned>(bytes: &[u8], fds: &mut FdTable) -> Result<T, Error> {
+    let _ = crate::sys::take_refusal();
     let previous = INCOMING.with(|t| t.replace(Some(std::mem::take(fds))));
     // The streaming reader takes what serde-pickle writes; anything else (a pickle made by
     // Python, say) goes to serde-pickle, which reads every protocol.
@@ -206,6 +207,16 @@ pub(crate) fn decode_in<T: DeserializeOwned>(bytes: &[u8], fds: &mut FdTable) ->
     };
     let table = INCOMING.with(|t| t.replace(previous));
     *fds = table.unwrap_or_default();
+    // Shared memory refused on the way (sys::shm "Sealed sizes") is its own error.
+    match (&result, crate::sys::take_refusal()) {
+        (Err(_), Some(crate::sys::Refusal::Unsealed { seals })) => {
+            return Err(Error::UnsealedSharedMemory { seals })
+        }
+        (Err(_), Some(crate::sys::Refusal::TooSmall { len, needed })) => {
+            return Err(Error::SharedMemoryTooSmall { len, needed })
+        }
+        _ => {}
+    }
     result.map_err(|reason| Error::Deserialize {
         type_name: std::any::type_name::<T>(),
         reason,

@@ -1,6 +1,18 @@
 //! Shared memory that travels between processes as a descriptor: a memfd mapped
 //! `MAP_SHARED` (DESIGN §5), and futex waits on words inside it.
+//!
+//! # Sealed sizes
+//! Touching a page of a shared mapping that lies past the end of its file raises `SIGBUS`. So
+//! that no process can do that to another by shrinking a region (`ftruncate`), every memfd made
+//! here is sealed against shrinking and growing, and against further seals
+//! (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`, which also rules out a later `F_SEAL_WRITE`
+//! that would make a new writable mapping fail). A region that arrives from another process is
+//! checked before it is mapped: those seals must be set (`F_GET_SEALS`), and its size
+//! (`fstat`, fixed from then on) must cover what the receiver needs. Otherwise it is refused
+//! with a [`Refusal`], which the decoder turns into `Error::UnsealedSharedMemory` or
+//! `Error::SharedMemoryTooSmall`.
 
+use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
@@ -20,28 +32,97 @@ unsafe impl Send for SharedMapping {}
 // SAFETY: as above.
 unsafe impl Sync for SharedMapping {}
 
+/// The seals every region carries (module docs).
+pub(crate) const SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+
+/// Why a region received from another process was refused (module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Its memfd lacks some of [`SEALS`]; `seals` are those it has (0 for a descriptor that
+    /// cannot carry seals).
+    Unsealed { seals: u32 },
+    /// It is `len` bytes long, `needed` are needed.
+    TooSmall { len: u64, needed: u64 },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Unsealed { seals } => write!(
+                f,
+                "shared memory not sealed against resizing (seals {seals:#x}, {SEALS:#x} needed)"
+            ),
+            Refusal::TooSmall { len, needed } => {
+                write!(f, "shared memory of {len} bytes, at least {needed} needed")
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The last refusal on this thread, for the decoder to report as a typed error (serde's
+    /// errors carry only text).
+    static REFUSED: Cell<Option<Refusal>> = const { Cell::new(None) };
+}
+
+/// [`SEALS`], for tests that hand-craft regions.
+#[cfg(test)]
+pub(crate) fn shm_seals() -> libc::c_int {
+    SEALS
+}
+
+/// Records `refusal` for [`take_refusal`] and returns it as an I/O error.
+pub(crate) fn refuse(refusal: Refusal) -> io::Error {
+    REFUSED.with(|r| r.set(Some(refusal)));
+    io::Error::new(io::ErrorKind::InvalidData, refusal.to_string())
+}
+
+/// The refusal recorded on this thread since the last call, if any.
+pub(crate) fn take_refusal() -> Option<Refusal> {
+    REFUSED.with(Cell::take)
+}
+
 impl SharedMapping {
-    /// A new zero-filled mapping of `len` bytes.
+    /// A new zero-filled mapping of `len` bytes, its size sealed (module docs).
     pub(crate) fn new(len: usize) -> io::Result<SharedMapping> {
         // SAFETY: a plain syscall with a valid C string; it returns a descriptor nobody owns.
-        let raw = unsafe { libc::memfd_create(c"multiproc-shared".as_ptr(), libc::MFD_CLOEXEC) };
+        let raw = unsafe {
+            libc::memfd_create(
+                c"multiproc-shared".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            )
+        };
         if raw == -1 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `raw` was just returned by the kernel and is owned by no one else.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         nix::unistd::ftruncate(&fd, len as libc::off_t)?;
+        // SAFETY: F_ADD_SEALS on a memfd this function owns; no pointer is passed.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
         SharedMapping::map(fd, len)
     }
 
-    /// Maps a memfd received from another process; its size is the mapping's length, which
-    /// must be at least `min_len`.
+    /// Maps a memfd received from another process, once it is known to be sealed against
+    /// resizing and at least `min_len` bytes long (module docs); its size is the mapping's
+    /// length.
     pub(crate) fn from_fd(fd: OwnedFd, min_len: usize) -> io::Result<SharedMapping> {
+        // SAFETY: F_GET_SEALS on a descriptor this function owns; no pointer is passed.
+        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+        if seals == -1 || seals & SEALS != SEALS {
+            return Err(refuse(Refusal::Unsealed {
+                seals: seals.max(0) as u32,
+            }));
+        }
+        // Sealed: the size read now is the size for good.
         let len = nix::sys::stat::fstat(fd.as_fd())?.st_size as usize;
         if len < min_len {
-            return Err(io::Error::other(format!(
-                "shared memory of {len} bytes, {min_len} expected"
-            )));
+            return Err(refuse(Refusal::TooSmall {
+                len: len as u64,
+                needed: min_len as u64,
+            }));
         }
         SharedMapping::map(fd, len)
     }
