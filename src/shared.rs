@@ -52,6 +52,22 @@ mod sealed {
 }
 
 /// The plain numbers a [`Value`] or [`Array`] holds, with CPython's `array` type codes.
+///
+/// Sealed, and implemented only for the integer and float types: another process can leave
+/// any bits in shared memory, and these are the types for which every bit pattern is a
+/// valid value. A `bool`, a `char`, an enum or a reference read from such memory could be
+/// invalid (undefined behaviour in safe code), so they are not elements. Every access copies
+/// the number in or out (one atomic load or store); no method hands out a reference or a
+/// slice into shared memory.
+///
+/// ```compile_fail
+/// // A `bool` is not an element: another process could leave a 2 in its byte.
+/// let v = multiproc::Value::new(true);
+/// ```
+///
+/// ```compile_fail
+/// let a = multiproc::RawArray::new(&['a', 'b']);
+/// ```
 pub trait Element: sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + 'static {
     /// CPython's type code (`'i'`, `'d'`, …).
     const TYPECODE: u8;

@@ -390,8 +390,13 @@ impl Ring {
                     pos,
                     done: false,
                 };
-                self.map
-                    .with_bytes_mut(DATA + pos + ENTRY_HEADER, *len, |bytes| write(bytes))?;
+                // SAFETY: the entry is reserved (PENDING, naming this thread) under the lock:
+                // no consumer reads it and no producer writes it until it is committed, and
+                // every process mapping the ring follows that protocol (module docs).
+                unsafe {
+                    self.map
+                        .with_bytes_mut(DATA + pos + ENTRY_HEADER, *len, |bytes| write(bytes))?
+                };
                 pending.done = true;
                 let _locked = self.locked(None);
                 self.write_entry_header(pos, *len as u32, KIND_DATA);
@@ -638,7 +643,10 @@ impl Ring {
                     let at = DATA + pos + ENTRY_HEADER;
                     if len >= IN_PLACE_MIN {
                         // Saves copying a large pickle out; the lock is held a little longer.
-                        self.map.with_bytes(at, len, |bytes| in_place(bytes));
+                        // SAFETY: this thread holds the ring's lock and the entry is
+                        // committed: no process writes it until `head` moves past it
+                        // (module docs).
+                        unsafe { self.map.with_bytes(at, len, |bytes| in_place(bytes)) };
                         self.commit_take(next);
                         return Ok(Front::Taken(Taken::InPlace));
                     }

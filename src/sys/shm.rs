@@ -19,6 +19,26 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
 
+mod plain {
+    pub trait Sealed {}
+}
+
+/// Types that may be copied out of memory another process writes: no padding, and every
+/// bit pattern a valid value (integers and floats; not `bool`, `char`, references or enums,
+/// which another process could leave invalid). Sealed: only the impls below exist.
+pub(crate) trait Plain: plain::Sealed + Copy {}
+
+macro_rules! plain {
+    ($($t:ty),*) => {
+        $(
+            impl plain::Sealed for $t {}
+            impl Plain for $t {}
+        )*
+    };
+}
+
+plain!(u8, i8, u16, i16, u32, i32, u64, i64, f32, f64);
+
 /// A shared mapping of a memfd, and the memfd (to send to other processes).
 pub(crate) struct SharedMapping {
     fd: OwnedFd,
@@ -155,15 +175,16 @@ impl SharedMapping {
         self.fd.as_fd()
     }
 
-    /// Reads the `T` at `offset`. Callers hold the region's lock (`shared.rs`), so no other
-    /// process writes it meanwhile.
+    /// Reads the `T` at `offset` (a copy). Callers hold the lock that guards it, or read
+    /// a field nobody writes after creation; whatever another process left there, the result
+    /// is a valid `T` ([`Plain`]).
     ///
     /// # Panics
     /// If it does not lie inside the mapping or is misaligned.
-    pub(crate) fn read<T: Copy>(&self, offset: usize) -> T {
+    pub(crate) fn read<T: Plain>(&self, offset: usize) -> T {
         self.check::<T>(offset);
-        // SAFETY: in bounds and aligned (checked); T is a plain numeric type (shared.rs only
-        // instantiates this with them), valid for any bit pattern a writer left.
+        // SAFETY: in bounds and aligned (checked); `T: Plain` is valid for any bit pattern a
+        // writer left, and a volatile read copies it out without a reference to shared memory.
         unsafe { std::ptr::read_volatile(self.base.as_ptr().add(offset).cast::<T>()) }
     }
 
@@ -171,7 +192,7 @@ impl SharedMapping {
     ///
     /// # Panics
     /// As `read`.
-    pub(crate) fn write<T: Copy>(&self, offset: usize, value: T) {
+    pub(crate) fn write<T: Plain>(&self, offset: usize, value: T) {
         self.check::<T>(offset);
         // SAFETY: in bounds and aligned (checked); the mapping is writable shared memory.
         unsafe { std::ptr::write_volatile(self.base.as_ptr().add(offset).cast::<T>(), value) }
@@ -228,12 +249,22 @@ impl SharedMapping {
         }
     }
 
-    /// Runs `f` over the `len` bytes at `offset`, under the caller's lock as for
-    /// [`write_bytes`](Self::write_bytes): no process writes them while `f` runs.
+    /// Runs `f` over the `len` bytes at `offset`, borrowed in place (no copy).
+    ///
+    /// # Safety
+    /// No process (this one or another mapping the same memfd) writes those bytes while `f`
+    /// runs: the caller holds the lock that guards them, and every process that maps them
+    /// follows the protocol that lock is part of (a `&[u8]` whose bytes change under it is
+    /// undefined behaviour, which a bounds check cannot rule out).
     ///
     /// # Panics
     /// If the range does not lie inside the mapping.
-    pub(crate) fn with_bytes<R>(&self, offset: usize, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+    pub(crate) unsafe fn with_bytes<R>(
+        &self,
+        offset: usize,
+        len: usize,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> R {
         assert!(
             offset.checked_add(len).is_some_and(|end| end <= self.len),
             "shared read of {len} bytes at {offset} outside a {}-byte mapping",
@@ -241,18 +272,22 @@ impl SharedMapping {
         );
         // SAFETY: the range is inside the mapping (checked), which stays mapped while `self`
         // is borrowed; the bytes are initialised (zero-filled memory, or written by a
-        // producer), and the caller's lock keeps every writer out while the slice lives.
+        // producer); no writer runs while the slice lives (the caller's contract).
         let bytes = unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(offset), len) };
         f(bytes)
     }
 
-    /// Runs `f` over the `len` bytes at `offset`, writable. The caller holds the lock that
-    /// guards them, or has reserved them under it (the queue's pending entries), so no other
-    /// process reads or writes them while `f` runs.
+    /// Runs `f` over the `len` bytes at `offset`, writable in place.
+    ///
+    /// # Safety
+    /// No process (this one or another mapping the same memfd) reads or writes those bytes
+    /// while `f` runs: the caller holds the lock that guards them, or has reserved them under
+    /// it (the queue's pending entries), and every process that maps them follows that
+    /// protocol.
     ///
     /// # Panics
     /// If the range does not lie inside the mapping.
-    pub(crate) fn with_bytes_mut<R>(
+    pub(crate) unsafe fn with_bytes_mut<R>(
         &self,
         offset: usize,
         len: usize,
@@ -264,9 +299,8 @@ impl SharedMapping {
             self.len
         );
         // SAFETY: the range is inside the mapping (checked), which stays mapped while `self`
-        // is borrowed; the memory is initialised; the caller's lock or reservation excludes
-        // every other access in any process, and no other slice of this range exists in this
-        // one.
+        // is borrowed; the memory is initialised; no other access to it runs in any process
+        // while the slice lives (the caller's contract), so it is the only one.
         let bytes = unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(offset), len) };
         f(bytes)
     }
