@@ -327,6 +327,25 @@ each_method! {
     }
 }
 
+/// A thread of this process that ends holding a `Lock` (its guard leaked) is a dead owner
+/// too: the kernel marks the lock as the thread exits, and the next taker is told.
+#[test]
+fn lock_of_exited_thread_is_marked_by_the_kernel() {
+    let lock = Lock::new().unwrap();
+    let theirs = lock.try_clone().unwrap();
+    // A plain `join` (pthread_join) returns once the thread has exited, robust list and all;
+    // a scoped thread's end is signalled before that.
+    std::thread::spawn(move || theirs.acquire().leak())
+        .join()
+        .unwrap();
+    assert!(
+        !lock.locked(),
+        "the exited thread still owns the lock: {lock:?}"
+    );
+    let guard = lock.try_acquire().expect("free once its owner is gone");
+    assert!(guard.owner_died());
+}
+
 each_method! {
     /// The same for an `RLock` held two levels deep: marked by the kernel, taken at count 1.
     fn rlock_of_killed_holder_is_marked_by_the_kernel(method: StartMethod) {

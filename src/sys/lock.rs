@@ -79,7 +79,9 @@ use std::sync::atomic::{compiler_fence, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::shm::{fork_generation, futex_wait, futex_wake, gettid, thread_alive, SharedMapping};
+use super::shm::{
+    fork_generation, futex_wait, futex_wake, gettid, thread_alive, thread_gone, SharedMapping,
+};
 
 /// How long a waiter sleeps before it checks whether the owner is still alive (the fallback
 /// for holds the kernel does not know about; see the module docs).
@@ -328,10 +330,12 @@ impl<'a> RobustLock<'a> {
             }
             let by = self.linked_by();
             let linker = by.load(Ordering::Acquire);
-            // `linker == me` without an entry in this thread's record: an earlier thread with
-            // this id, now dead, or this thread before a fork; either way its list is gone.
-            if linker != 0 && linker != me && thread_alive(linker) {
-                return; // Stale in a live thread's list; only that thread may unlink it.
+            // `linker == me` without this address in the record: this thread linked the same
+            // block through another mapping of the memfd (a handle received in this process),
+            // or an earlier thread with this id did; it is not linked twice. Any other linker
+            // may still have it in its list unless that thread is known to be gone.
+            if linker != 0 && (linker == me || !thread_gone(linker)) {
+                return; // Only the thread whose list holds it may unlink it.
             }
             by.store(me, Ordering::Relaxed);
             // SAFETY: `list.head` is this thread's registered glibc robust list head, checked
@@ -356,7 +360,7 @@ impl<'a> RobustLock<'a> {
         with_list(|list| {
             if let Some(i) = list.linked.iter().position(|l| l.entry == entry) {
                 let linked = list.linked.swap_remove(i);
-                linked.unlink(list.tid);
+                linked.unlink();
             }
             list.sweep();
         });
@@ -409,16 +413,12 @@ impl Linked {
         self.map.atomic_u32(self.word).load(Ordering::Relaxed) & TID_MASK == tid
     }
 
-    fn unlink(self, tid: u32) {
+    fn unlink(self) {
         // SAFETY: this thread linked `entry` into its own list (only done with a registered
         // head) and has not unlinked it; `self.map` keeps it mapped until this returns.
         unsafe { dequeue(self.entry) };
         // Others may link it from now on; they read the links only after this store. No
         // other thread writes `linked_by` while it names this live thread (`link`).
-        debug_assert_eq!(
-            self.map.atomic_u32(self.linked_by).load(Ordering::Relaxed),
-            tid
-        );
         self.map
             .atomic_u32(self.linked_by)
             .store(0, Ordering::Release);
@@ -459,7 +459,7 @@ impl ThreadList {
                 i += 1;
             } else {
                 let linked = self.linked.swap_remove(i);
-                linked.unlink(tid);
+                linked.unlink();
             }
         }
     }
@@ -633,6 +633,49 @@ mod tests {
         assert!(other.unlock_mine());
         assert_eq!(first(), before);
         assert_eq!(lock.owner(), 0);
+    }
+
+    /// The same block mapped twice in one process (a handle received by its own process):
+    /// held through one mapping, released and taken again through the other, it is never
+    /// linked twice, and the list ends as it began.
+    #[cfg(all(target_env = "gnu", target_pointer_width = "64"))]
+    #[test]
+    fn aliased_mapping_is_not_linked_twice() {
+        let m1 = lock_map();
+        let dup = m1.fd().try_clone_to_owned().unwrap();
+        let m2 = Arc::new(SharedMapping::from_fd(dup, LOCK_SIZE).unwrap());
+        let (a, b) = (RobustLock::new(&m1, 0), RobustLock::new(&m2, 0));
+        assert_ne!(a.entry(), b.entry());
+        let head = registered_head();
+        // SAFETY: as in `held_lock_is_linked_and_unlinked`.
+        let first = || unsafe { std::ptr::read_volatile(head as *const usize) };
+        let before = first();
+        assert!(a.try_lock().is_some());
+        assert!(b.unlock_any());
+        assert!(b.try_lock().is_some());
+        assert_eq!(first(), a.entry());
+        assert!(b.unlock_mine());
+        let other = lock_map();
+        let other = RobustLock::new(&other, 0);
+        assert!(other.try_lock().is_some());
+        assert!(other.unlock_mine());
+        assert_eq!(first(), before);
+    }
+
+    /// A linked lock keeps its mapping mapped after its last handle is dropped (a leaked
+    /// guard), so that nothing in the thread's list points at unmapped memory; unlinking
+    /// lets it go.
+    #[cfg(all(target_env = "gnu", target_pointer_width = "64"))]
+    #[test]
+    fn linked_lock_keeps_its_mapping() {
+        let map = lock_map();
+        let weak = Arc::downgrade(&map);
+        assert!(RobustLock::new(&map, 0).try_lock().is_some());
+        drop(map);
+        let map = weak.upgrade().expect("still mapped while linked");
+        assert!(RobustLock::new(&map, 0).unlock_mine());
+        drop(map);
+        assert!(weak.upgrade().is_none());
     }
 
     /// A word the kernel marked (`OWNER_DIED`, no owner) is taken with `OwnerDied`, keeping

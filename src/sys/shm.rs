@@ -496,6 +496,23 @@ pub(crate) fn thread_alive(tid: u32) -> bool {
     }
 }
 
+/// Whether thread `tid` is known to have ended (a zombie, or no `/proc/<tid>` while `/proc`
+/// is there): the conservative twin of [`thread_alive`], for decisions that are only safe
+/// when the thread can no longer run (`sys::lock` relinking an entry of its list).
+pub(crate) fn thread_gone(tid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{tid}/stat")) {
+        Ok(stat) => matches!(
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next()),
+            Some('Z' | 'X')
+        ),
+        Err(e) => {
+            e.kind() == std::io::ErrorKind::NotFound
+                && std::path::Path::new("/proc/self/stat").exists()
+        }
+    }
+}
+
 /// Whether thread `tid` belongs to the calling process (`/proc/self/task/<tid>` exists).
 pub(crate) fn is_own_thread(tid: u32) -> bool {
     std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
