@@ -45,12 +45,15 @@
 //!   `linked_by` is 0, or names a thread that no longer runs (whose list nobody walks any
 //!   more). Otherwise (the entry is still stale in a live thread's list) that hold is not
 //!   linked, and only the fallback covers its owner's death.
-//! - a region is never unmapped while one of its locks is linked: each thread keeps, beside
-//!   the entries it linked, a reference to their mapping, dropped when it unlinks them. An
-//!   unmapped entry would make the kernel stop its walk at the fault (leaving the rest of the
-//!   list unmarked), and glibc's next unlink of a neighbour would write into the hole. A
-//!   thread that exits holding a lock leaves that mapping mapped for the process's life, so
-//!   that the kernel can still mark the lock when the thread is gone.
+//! - a region is never unmapped while one of its locks is linked: an unmapped entry would
+//!   make the kernel stop its walk at the fault (leaving the rest of the list unmarked), and
+//!   glibc's next unlink of a neighbour would write into the hole. A mapping notes the
+//!   offset of its lock when the lock is first linked, and its drop leaves the memory mapped
+//!   (for the process's life) if `linked_by` names a live thread of this process: a guard
+//!   leaked with its lock held, its last handle dropped, or a thread that exited holding a
+//!   lock (the kernel marks it once the thread is gone). (A mapping with a second lock
+//!   linked, which the crate never makes, is pinned by the linking thread instead.) This
+//!   costs the fast path no atomic read-modify-write beyond the lock's own.
 //! - after `fork` the child's list is empty (glibc resets it), and so is this module's record.
 //!
 //! # Fallback: polling
@@ -80,7 +83,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::shm::{
-    fork_generation, futex_wait, futex_wake, gettid, thread_alive, thread_gone, SharedMapping,
+    fork_generation, futex_wait, futex_wake, gettid, is_own_thread, thread_alive, thread_gone,
+    SharedMapping,
 };
 
 /// How long a waiter sleeps before it checks whether the owner is still alive (the fallback
@@ -337,18 +341,22 @@ impl<'a> RobustLock<'a> {
             if linker != 0 && (linker == me || !thread_gone(linker)) {
                 return; // Only the thread whose list holds it may unlink it.
             }
+            // The mapping stays mapped while the entry is linked: its drop sees `linked_by`
+            // naming a live thread of this process; if the mapping already noted another
+            // lock, the record pins it instead.
+            let pin = (!self.map.note_lock(self.at)).then(|| Arc::clone(self.map));
             by.store(me, Ordering::Relaxed);
             // SAFETY: `list.head` is this thread's registered glibc robust list head, checked
             // in `ThreadList::refresh`; `entry` is the `next` field of this lock's block, with
-            // its `prev` field 8 bytes before it, inside a mapping that `Linked` below keeps
-            // mapped while the entry is linked; this thread owns the word, and no other
-            // thread's list holds the entry (`linked_by` checked above).
+            // its `prev` field 8 bytes before it, inside a mapping that stays mapped while the
+            // entry is linked (above); this thread owns the word, and no other thread's list
+            // holds the entry (`linked_by` checked above).
             unsafe { enqueue(list.head, entry) };
             list.linked.push(Linked {
                 entry,
-                word: self.at + WORD,
-                linked_by: self.at + LINKED_BY,
-                map: Arc::clone(self.map),
+                word: self.word() as *const AtomicU32 as usize,
+                linked_by: by as *const AtomicU32 as usize,
+                pin,
             });
         });
     }
@@ -398,31 +406,46 @@ impl Drop for Pending {
     }
 }
 
-/// An entry this thread linked into its list, and the mapping that holds it (kept mapped
-/// while linked).
+/// An entry this thread linked into its list: the addresses of its `next` field, its word
+/// and its `linked_by` word, all mapped while it is linked (`link`; `linked_in_this_process`).
 struct Linked {
     entry: usize,
     word: usize,
     linked_by: usize,
-    map: Arc<SharedMapping>,
+    /// The mapping, held here only when its drop cannot tell that it is linked (`link`).
+    pin: Option<Arc<SharedMapping>>,
 }
 
 impl Linked {
+    fn atomic(address: usize) -> &'static AtomicU32 {
+        // SAFETY: `address` is the `word` or `linked_by` of a linked entry: an aligned `u32`
+        // of shared memory, only accessed atomically, that stays mapped while the entry is
+        // linked; callers use the reference only while it is.
+        unsafe { &*(address as *const AtomicU32) }
+    }
+
     /// Whether the lock's word still names `tid` (not released by another thread).
     fn held_by(&self, tid: u32) -> bool {
-        self.map.atomic_u32(self.word).load(Ordering::Relaxed) & TID_MASK == tid
+        Linked::atomic(self.word).load(Ordering::Relaxed) & TID_MASK == tid
     }
 
     fn unlink(self) {
         // SAFETY: this thread linked `entry` into its own list (only done with a registered
-        // head) and has not unlinked it; `self.map` keeps it mapped until this returns.
+        // head) and has not unlinked it; it is still mapped (`link`).
         unsafe { dequeue(self.entry) };
         // Others may link it from now on; they read the links only after this store. No
-        // other thread writes `linked_by` while it names this live thread (`link`).
-        self.map
-            .atomic_u32(self.linked_by)
-            .store(0, Ordering::Release);
+        // other thread writes `linked_by` while it names this live thread (`link`); once it
+        // is 0, the mapping's drop may unmap it.
+        Linked::atomic(self.linked_by).store(0, Ordering::Release);
+        drop(self.pin);
     }
+}
+
+/// Whether the lock at `at` in `map` is in the robust list of a live thread of this process
+/// (then dropping `map` must not unmap it; see the module docs).
+pub(super) fn linked_in_this_process(map: &SharedMapping, at: usize) -> bool {
+    let linker = map.atomic_u32(at + LINKED_BY).load(Ordering::Acquire);
+    linker != 0 && is_own_thread(linker)
 }
 
 /// This thread's robust list head and the entries it linked.
@@ -474,7 +497,7 @@ impl Drop for ThreadList {
         }
         self.sweep();
         for linked in self.linked.drain(..) {
-            std::mem::forget(linked.map);
+            std::mem::forget(linked.pin);
         }
     }
 }
@@ -662,20 +685,30 @@ mod tests {
         assert_eq!(first(), before);
     }
 
-    /// A linked lock keeps its mapping mapped after its last handle is dropped (a leaked
-    /// guard), so that nothing in the thread's list points at unmapped memory; unlinking
-    /// lets it go.
+    /// Whether `address` lies in a mapping of this process (`/proc/self/maps`).
+    fn mapped(address: usize) -> bool {
+        std::fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .filter_map(|line| line.split_once(' ')?.0.split_once('-'))
+            .any(|(start, end)| {
+                let start = usize::from_str_radix(start, 16).unwrap();
+                let end = usize::from_str_radix(end, 16).unwrap();
+                (start..end).contains(&address)
+            })
+    }
+
+    /// A linked lock's memory stays mapped after its last handle is dropped (a leaked guard),
+    /// so that nothing in the thread's list points at unmapped memory. (That unlinked ones
+    /// are unmapped is SHM-08 in tests/shared.rs: other tests here map memory meanwhile.)
     #[cfg(all(target_env = "gnu", target_pointer_width = "64"))]
     #[test]
-    fn linked_lock_keeps_its_mapping() {
+    fn linked_lock_stays_mapped() {
         let map = lock_map();
-        let weak = Arc::downgrade(&map);
+        let entry = RobustLock::new(&map, 0).entry();
         assert!(RobustLock::new(&map, 0).try_lock().is_some());
         drop(map);
-        let map = weak.upgrade().expect("still mapped while linked");
-        assert!(RobustLock::new(&map, 0).unlock_mine());
-        drop(map);
-        assert!(weak.upgrade().is_none());
+        assert!(mapped(entry), "a linked lock was unmapped");
     }
 
     /// A word the kernel marked (`OWNER_DIED`, no owner) is taken with `OwnerDied`, keeping

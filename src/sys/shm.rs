@@ -16,7 +16,7 @@ use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 mod plain {
@@ -44,7 +44,12 @@ pub(crate) struct SharedMapping {
     fd: OwnedFd,
     base: NonNull<u8>,
     len: usize,
+    /// The offset of the robust lock in this mapping that a thread of this process may have
+    /// linked into its robust list (`sys::lock`), `NO_LOCK` before any was.
+    lock_at: AtomicUsize,
 }
+
+const NO_LOCK: usize = usize::MAX;
 
 // SAFETY: the mapping is process-shared memory; this type only hands out a base pointer and
 // length, and its users access it through atomics or under their own locks.
@@ -164,7 +169,12 @@ impl SharedMapping {
             return Err(io::Error::last_os_error());
         }
         let base = NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap gave null"))?;
-        Ok(SharedMapping { fd, base, len })
+        Ok(SharedMapping {
+            fd,
+            base,
+            len,
+            lock_at: AtomicUsize::new(NO_LOCK),
+        })
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -329,6 +339,25 @@ impl SharedMapping {
         unsafe { self.base.as_ptr().add(offset) }
     }
 
+    /// Records that the robust lock at `at` may be linked into a thread's robust list, so
+    /// that dropping the mapping leaves it mapped while it is (`sys::lock`). `false` if
+    /// another lock of this mapping was recorded: the caller keeps the mapping alive itself.
+    pub(crate) fn note_lock(&self, at: usize) -> bool {
+        match self.lock_at.load(Ordering::Relaxed) {
+            noted if noted == at => true,
+            NO_LOCK => match self.lock_at.compare_exchange(
+                NO_LOCK,
+                at,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => true,
+                Err(noted) => noted == at,
+            },
+            _ => false,
+        }
+    }
+
     /// The aligned `u32` at `offset` as an atomic.
     ///
     /// # Panics
@@ -391,6 +420,13 @@ impl SharedMapping {
 
 impl Drop for SharedMapping {
     fn drop(&mut self) {
+        let at = *self.lock_at.get_mut();
+        if at != NO_LOCK && super::lock::linked_in_this_process(self, at) {
+            // A live thread of this process has the lock in its robust list (a guard leaked
+            // with its lock held): the memory stays mapped for the process's life, so that
+            // neither the kernel nor glibc ever follows a link into a hole.
+            return;
+        }
         // SAFETY: unmaps exactly the mapping made in `map`; nothing borrows it any more.
         unsafe {
             libc::munmap(self.base.as_ptr().cast(), self.len.max(1));
