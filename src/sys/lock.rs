@@ -37,9 +37,12 @@
 //! A `multiprocessing.Lock` may be released by any thread or process ([`RobustLock::unlock_any`]).
 //! That cannot unlink the entry from the owner's list: only the owner thread may touch its list.
 //! The entry then stays *stale*: the owner unlinks it lazily, the next time it locks or
-//! unlocks any of these locks, or when it exits. A stale entry is harmless to the kernel
-//! (`handle_futex_death` ignores an entry whose word does not name the dying thread) as long
-//! as its memory stays mapped and its `next` pointer intact. So:
+//! unlocks any of these locks, or when it exits. A stale entry is harmless to the kernel as
+//! long as its memory stays mapped and its `next` pointer intact: in Linux's
+//! `kernel/futex/core.c`, `exit_robust_list` reads each entry's `next` before handling it and
+//! stops the walk at the first fault, and `handle_futex_death` returns without a change when
+//! the word's thread-id bits are not the dying thread's (for the pending entry it also wakes
+//! a waiter when the word is 0). So:
 //! - an entry's links are written only by the thread whose list holds it. The block's
 //!   `linked_by` word (offset 4) names that thread; a new owner links the entry only if
 //!   `linked_by` is 0, or names a thread that no longer runs (whose list nobody walks any
