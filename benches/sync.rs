@@ -4,7 +4,8 @@
 //!   guard's drop, on a memfd mapping that a child process also has mapped and is blocked on
 //!   beside it) against `std/mutex` (`std::sync::Mutex::lock` and the guard's drop). Issue 4's
 //!   target: at most 2× std. Also `multiproc/rlock` and `multiproc/semaphore` (a `Semaphore(1)`
-//!   permit taken and given back) for reference.
+//!   permit taken and given back) for reference, and `glibc/robust_pshared_mutex`, the
+//!   robust-list bookkeeping every robust lock pays (issue 12).
 //!
 //! - `takeover`: the time from `SIGKILL` of a process that holds a `Lock` to another
 //!   process's `acquire` returning (with `owner_died`), the waiter already blocked in
@@ -58,6 +59,15 @@ fn lock_pair(c: &mut Criterion) {
             black_box(&guard);
         })
     });
+    // The price of robustness for reference: glibc's process-shared robust mutex does the
+    // same robust-list bookkeeping as `multiproc/lock` (see src/sys/lock.rs).
+    let robust = RobustMutex::new();
+    group.bench_function("glibc/robust_pshared_mutex", |b| {
+        b.iter(|| {
+            robust.lock();
+            robust.unlock();
+        })
+    });
     group.bench_function("multiproc/rlock", |b| {
         b.iter(|| {
             let guard = rlock.acquire();
@@ -74,6 +84,50 @@ fn lock_pair(c: &mut Criterion) {
 
     done.set();
     child.join().unwrap();
+}
+
+/// A `pthread_mutex_t` with `PTHREAD_PROCESS_SHARED` and `PTHREAD_MUTEX_ROBUST`.
+struct RobustMutex(Box<std::cell::UnsafeCell<libc::pthread_mutex_t>>);
+
+impl RobustMutex {
+    fn new() -> RobustMutex {
+        // SAFETY: a zeroed pthread_mutex_t is storage for pthread_mutex_init.
+        let mutex = Box::new(std::cell::UnsafeCell::new(unsafe { std::mem::zeroed() }));
+        // SAFETY: the attribute object lives on this stack frame for the calls below, and
+        // the mutex is initialised once, in place (it never moves: boxed).
+        unsafe {
+            let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
+            assert_eq!(libc::pthread_mutexattr_init(&mut attr), 0);
+            assert_eq!(
+                libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED),
+                0
+            );
+            assert_eq!(
+                libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST),
+                0
+            );
+            assert_eq!(libc::pthread_mutex_init(mutex.get(), &attr), 0);
+            libc::pthread_mutexattr_destroy(&mut attr);
+        }
+        RobustMutex(mutex)
+    }
+
+    fn lock(&self) {
+        // SAFETY: an initialised mutex that outlives the call; only this thread uses it.
+        assert_eq!(unsafe { libc::pthread_mutex_lock(self.0.get()) }, 0);
+    }
+
+    fn unlock(&self) {
+        // SAFETY: as in `lock`; this thread holds it.
+        assert_eq!(unsafe { libc::pthread_mutex_unlock(self.0.get()) }, 0);
+    }
+}
+
+impl Drop for RobustMutex {
+    fn drop(&mut self) {
+        // SAFETY: initialised, unlocked, and used by nobody any more.
+        unsafe { libc::pthread_mutex_destroy(self.0.get()) };
+    }
 }
 
 /// The holder for `takeover`: takes the lock, says so, and waits to be killed.

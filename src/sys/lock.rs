@@ -202,24 +202,42 @@ impl<'a> RobustLock<'a> {
 
     /// Takes the lock if it is free, or its owner died; never sleeps.
     pub(crate) fn try_lock(&self) -> Option<Acquired> {
-        let me = gettid();
-        let _pending = Pending::announce(self);
-        let taken = match self.attempt(me, 0) {
-            Ok(taken) => taken,
-            Err(current) => self.take_from_dead(current, me, 0)?,
-        };
-        self.link(me);
-        Some(taken)
+        let entry = self.entry();
+        with_list(|list| {
+            list.announce(entry);
+            let taken = self.grab(list.tid);
+            if taken.is_some() {
+                self.link(list, entry);
+            }
+            list.announce(0);
+            taken
+        })
+        .unwrap_or_else(|| self.grab(gettid()))
+    }
+
+    fn grab(&self, me: u32) -> Option<Acquired> {
+        match self.attempt(me, 0) {
+            Ok(taken) => Some(taken),
+            Err(current) => self.take_from_dead(current, me, 0),
+        }
     }
 
     /// Takes the lock, waiting until `deadline` (`None`: for ever). `None` if the deadline
     /// passed first.
     pub(crate) fn lock_until(&self, deadline: Option<Instant>) -> Option<Acquired> {
-        let me = gettid();
-        let _pending = Pending::announce(self);
-        let taken = self.wait_for(me, deadline)?;
-        self.link(me);
-        Some(taken)
+        let entry = self.entry();
+        // One borrow of this thread's list for the whole operation (also while it sleeps:
+        // nothing else on this thread runs meanwhile).
+        with_list(|list| {
+            list.announce(entry);
+            let taken = self.wait_for(list.tid, deadline);
+            if taken.is_some() {
+                self.link(list, entry);
+            }
+            list.announce(0);
+            taken
+        })
+        .unwrap_or_else(|| self.wait_for(gettid(), deadline))
     }
 
     fn wait_for(&self, me: u32, deadline: Option<Instant>) -> Option<Acquired> {
@@ -289,12 +307,24 @@ impl<'a> RobustLock<'a> {
     /// Releases the lock if the calling thread holds it; `false` (and nothing changes) if it
     /// does not, e.g. because someone released it for this thread (`Lock::release`).
     pub(crate) fn unlock_mine(&self) -> bool {
-        let me = gettid();
-        let _pending = Pending::announce(self);
-        // Unlinked first, then released (glibc's order): a death in between leaves the word
-        // naming this thread, and the pending entry lets the kernel mark it.
-        self.unlink();
-        self.release_if(|owner| owner == me)
+        let entry = self.entry();
+        with_list(|list| {
+            list.announce(entry);
+            // Unlinked first, then released (glibc's order): a death in between leaves the
+            // word naming this thread, and the pending entry lets the kernel mark it.
+            if let Some(i) = list.linked.iter().position(|l| l.entry == entry) {
+                list.linked.swap_remove(i).unlink();
+            }
+            list.sweep();
+            let me = list.tid;
+            let released = self.release_if(|owner| owner == me);
+            list.announce(0);
+            released
+        })
+        .unwrap_or_else(|| {
+            let me = gettid();
+            self.release_if(|owner| owner == me)
+        })
     }
 
     /// Releases the lock whoever holds it (a `multiprocessing.Lock` may be released by any
@@ -326,86 +356,43 @@ impl<'a> RobustLock<'a> {
         true
     }
 
-    /// Links the entry into this thread's robust list, now that this thread owns the word, if
-    /// it may (module docs); also drops this thread's stale entries.
-    fn link(&self, me: u32) {
-        let entry = self.entry();
-        with_list(|list| {
-            list.sweep();
-            if list.linked.iter().any(|l| l.entry == entry) {
-                return; // Still linked from an earlier hold of this thread.
-            }
-            let by = self.linked_by();
-            let linker = by.load(Ordering::Acquire);
-            // `linker == me` without this address in the record: this thread linked the same
-            // block through another mapping of the memfd (a handle received in this process),
-            // or an earlier thread with this id did; it is not linked twice. Any other linker
-            // may still have it in its list unless that thread is known to be gone.
-            if linker != 0 && (linker == me || !thread_gone(linker)) {
-                return; // Only the thread whose list holds it may unlink it.
-            }
-            // The mapping stays mapped while the entry is linked: its drop sees `linked_by`
-            // naming a live thread of this process; if the mapping already noted another
-            // lock, the record pins it instead.
-            let pin = (!self.map.note_lock(self.at)).then(|| Arc::clone(self.map));
-            by.store(me, Ordering::Relaxed);
-            // SAFETY: `list.head` is this thread's registered glibc robust list head, checked
-            // in `ThreadList::refresh`; `entry` is the `next` field of this lock's block, with
-            // its `prev` field 8 bytes before it, inside a mapping that stays mapped while the
-            // entry is linked (above); this thread owns the word, and no other thread's list
-            // holds the entry (`linked_by` checked above).
-            unsafe { enqueue(list.head, entry) };
-            list.linked.push(Linked {
-                entry,
-                word: self.word() as *const AtomicU32 as usize,
-                linked_by: by as *const AtomicU32 as usize,
-                pin,
-            });
-        });
-    }
-
-    /// Unlinks the entry from this thread's list if this thread linked it; also drops this
-    /// thread's stale entries.
-    fn unlink(&self) {
-        let entry = self.entry();
-        with_list(|list| {
-            if let Some(i) = list.linked.iter().position(|l| l.entry == entry) {
-                let linked = list.linked.swap_remove(i);
-                linked.unlink();
-            }
-            list.sweep();
-        });
-    }
-}
-
-/// `list_op_pending` set to a lock's entry for the duration of an operation on it, as glibc
-/// does around robust mutex operations; cleared on drop.
-struct Pending {
-    head: usize,
-}
-
-impl Pending {
-    fn announce(lock: &RobustLock<'_>) -> Pending {
-        let entry = lock.entry();
-        let head = with_list(|list| list.head).unwrap_or(0);
-        if head != 0 {
-            // SAFETY: `head` is this thread's registered robust list head (`ThreadList`):
-            // glibc's `struct robust_list_head`, whose third field is `list_op_pending`; only
-            // this thread writes it.
-            unsafe { std::ptr::write_volatile((head + 16) as *mut usize, entry) };
-            compiler_fence(Ordering::SeqCst);
+    /// Links `entry` (this lock's) into this thread's robust list, now that this thread owns
+    /// the word, if it may (module docs); also drops this thread's stale entries.
+    fn link(&self, list: &mut ThreadList, entry: usize) {
+        if list.head == 0 {
+            return;
         }
-        Pending { head }
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if self.head != 0 {
-            compiler_fence(Ordering::SeqCst);
-            // SAFETY: as in `announce`.
-            unsafe { std::ptr::write_volatile((self.head + 16) as *mut usize, 0) };
+        list.sweep();
+        if list.linked.iter().any(|l| l.entry == entry) {
+            return; // Still linked from an earlier hold of this thread.
         }
+        let me = list.tid;
+        let by = self.linked_by();
+        let linker = by.load(Ordering::Acquire);
+        // `linker == me` without this address in the record: this thread linked the same
+        // block through another mapping of the memfd (a handle received in this process), or
+        // an earlier thread with this id did; it is not linked twice. Any other linker may
+        // still have it in its list unless that thread is known to be gone.
+        if linker != 0 && (linker == me || !thread_gone(linker)) {
+            return; // Only the thread whose list holds it may unlink it.
+        }
+        // The mapping stays mapped while the entry is linked: its drop sees `linked_by`
+        // naming a live thread of this process; if the mapping already noted another lock,
+        // the record pins it instead.
+        let pin = (!self.map.note_lock(self.at)).then(|| Arc::clone(self.map));
+        by.store(me, Ordering::Relaxed);
+        // SAFETY: `list.head` is this thread's registered glibc robust list head, checked in
+        // `ThreadList::refresh`; `entry` is the `next` field of this lock's block, with its
+        // `prev` field 8 bytes before it, inside a mapping that stays mapped while the entry
+        // is linked (above); this thread owns the word, and no other thread's list holds the
+        // entry (`linked_by` checked above).
+        unsafe { enqueue(list.head, entry) };
+        list.linked.push(Linked {
+            entry,
+            word: self.word() as *const AtomicU32 as usize,
+            linked_by: by as *const AtomicU32 as usize,
+            pin,
+        });
     }
 }
 
@@ -465,6 +452,7 @@ struct ThreadList {
 impl ThreadList {
     /// Re-reads the head and forgets the parent's entries after a fork (glibc empties the
     /// child's list; the memory those entries name is still mapped in the parent).
+    #[inline]
     fn refresh(&mut self) {
         let generation = fork_generation();
         if self.generation == generation && self.tid != 0 {
@@ -476,7 +464,22 @@ impl ThreadList {
         self.linked.clear();
     }
 
+    /// Sets `list_op_pending` to `entry` (0: none), as glibc does around robust mutex
+    /// operations, so that a death between the word's change and the list's is covered.
+    #[inline]
+    fn announce(&mut self, entry: usize) {
+        if self.head != 0 {
+            compiler_fence(Ordering::SeqCst);
+            // SAFETY: `head` is this thread's registered robust list head (`refresh`):
+            // glibc's `struct robust_list_head`, whose third field is `list_op_pending`; only
+            // this thread writes it.
+            unsafe { std::ptr::write_volatile((self.head + 16) as *mut usize, entry) };
+            compiler_fence(Ordering::SeqCst);
+        }
+    }
+
     /// Unlinks the entries whose lock someone else released for this thread.
+    #[inline]
     fn sweep(&mut self) {
         let tid = self.tid;
         let mut i = 0;
@@ -513,6 +516,7 @@ thread_local! {
 
 /// Runs `f` on this thread's list, refreshed; `None` while the thread's locals are being torn
 /// down (a hold is then not linked).
+#[inline]
 fn with_list<R>(f: impl FnOnce(&mut ThreadList) -> R) -> Option<R> {
     LIST.try_with(|list| {
         let mut list = list.try_borrow_mut().ok()?;
