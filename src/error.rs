@@ -229,6 +229,27 @@ pub enum Error {
     #[error("the barrier is broken")]
     BrokenBarrier,
 
+    /// Shared memory received from another process (a [`Value`](crate::Value),
+    /// [`Queue`](crate::Queue), `Lock`, …) was refused: its memfd is not sealed against
+    /// shrinking, growing and further seals, so a peer could shrink it under this process and
+    /// make it fault with `SIGBUS`. Every region this crate makes is sealed; this one was not
+    /// made by it (or not by this version).
+    #[error("shared memory not sealed against resizing (seals {seals:#x})")]
+    UnsealedSharedMemory {
+        /// The seals it has (`F_GET_SEALS`; 0 for a descriptor that is not a memfd).
+        seals: u32,
+    },
+
+    /// Shared memory received from another process is smaller than what it must hold (its
+    /// header, or the elements its header counts).
+    #[error("shared memory of {len} bytes, at least {needed} needed")]
+    SharedMemoryTooSmall {
+        /// Its size in bytes.
+        len: u64,
+        /// The bytes needed.
+        needed: u64,
+    },
+
     /// The operating system refused a call.
     #[error("{op} failed: {source}")]
     Os {

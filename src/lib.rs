@@ -190,8 +190,8 @@
 //!   its address. Closures that capture state are not accepted (put the state in `A`).
 //! - [`StartMethod::Fork`] in a program with threads copies only the calling thread; see its
 //!   docs. The default, [`StartMethod::Forkserver`], is safe with threads.
-//! - A process killed while holding a [`Lock`] or [`RLock`] is noticed within about 100 ms and
-//!   the next taker is told ([`LockGuard::owner_died`]); a [`Semaphore`] permit it held is
+//! - A process killed while holding a [`Lock`] or [`RLock`] is noticed by the kernel (robust
+//!   futexes) and the next taker is told ([`LockGuard::owner_died`]); a [`Semaphore`] permit it held is
 //!   lost, and a [`Barrier`] party it was waits for it until a timeout breaks the barrier.
 //! - A non-daemon child outlives its parent if the parent exits without joining it (as in
 //!   CPython); a daemon child is killed when its parent exits.

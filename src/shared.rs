@@ -5,14 +5,15 @@
 //! # Layout and lock
 //! A region is a memfd mapped `MAP_SHARED` in every process holding it (it travels as a
 //! descriptor, like a pipe end, so it passes to children under every start method). Its first
-//! 16 bytes are a header: the lock word (0 when free, else the id of the owning thread), a
-//! count of waiters, the element count (u32), the element's type code and size; the elements
-//! follow, 8-byte aligned.
+//! 48 bytes are a header: the lock's 40-byte block (`sys::RobustLock`: its futex word holds
+//! the owning thread's id, and its list links let the kernel mark it when the owner dies),
+//! the element count (u32), the element's type code and size; the elements follow, 8-byte
+//! aligned.
 //!
-//! The built-in lock is a [`Lock`] whose two words are the header's (no second memfd); a
+//! The built-in lock is a [`Lock`] whose block is the header's (no second memfd); a
 //! `Value::with_lock` / `Array::with_lock` uses the caller's `Lock` instead, which can then
 //! guard several values at once (CPython's `Value('i', 0, lock=lock)`). Either way the lock
-//! survives its owner's death: a waiter that finds the owner thread gone takes it over, and
+//! survives its owner's death: the kernel marks it and wakes a waiter, which takes it over, and
 //! the guard reports it with [`ValueGuard::owner_died`]: the data may be half-updated, as
 //! with a robust pthread mutex's `EOWNERDEAD`. See [`Lock`] for the details.
 //!
@@ -32,14 +33,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec;
 use crate::sync::{Lock, LockGuard};
-use crate::sys::SharedMapping;
+use crate::sys::{self, SharedMapping, LOCK_SIZE};
 use crate::Error;
 
 const LOCK: usize = 0;
-const COUNT: usize = 8;
-const TYPECODE: usize = 12;
-const ELEMENT_SIZE: usize = 13;
-const DATA: usize = 16;
+const COUNT: usize = LOCK_SIZE;
+const TYPECODE: usize = COUNT + 4;
+const ELEMENT_SIZE: usize = TYPECODE + 1;
+const DATA: usize = COUNT + 8;
 
 mod sealed {
     pub trait Sealed {
@@ -51,6 +52,22 @@ mod sealed {
 }
 
 /// The plain numbers a [`Value`] or [`Array`] holds, with CPython's `array` type codes.
+///
+/// Sealed, and implemented only for the integer and float types: another process can leave
+/// any bits in shared memory, and these are the types for which every bit pattern is a
+/// valid value. A `bool`, a `char`, an enum or a reference read from such memory could be
+/// invalid (undefined behaviour in safe code), so they are not elements. Every access copies
+/// the number in or out (one atomic load or store); no method hands out a reference or a
+/// slice into shared memory.
+///
+/// ```compile_fail
+/// // A `bool` is not an element: another process could leave a 2 in its byte.
+/// let v = multiproc::Value::new(true);
+/// ```
+///
+/// ```compile_fail
+/// let a = multiproc::RawArray::new(&['a', 'b']);
+/// ```
 pub trait Element: sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + 'static {
     /// CPython's type code (`'i'`, `'d'`, …).
     const TYPECODE: u8;
@@ -134,8 +151,13 @@ impl<T: Element> Region<T> {
             ));
         }
         let count = map.read::<u32>(COUNT) as usize;
-        if DATA + count * std::mem::size_of::<T>() > map.len() {
-            return Err("shared memory is shorter than its element count".into());
+        let needed = DATA + count * std::mem::size_of::<T>();
+        if needed > map.len() {
+            return Err(sys::refuse(sys::Refusal::TooSmall {
+                len: map.len() as u64,
+                needed: needed as u64,
+            })
+            .to_string());
         }
         Ok(Region {
             map: Arc::new(map),
@@ -799,5 +821,93 @@ impl<T: Element> fmt::Debug for RawArray<T> {
             .field("typecode", &(T::TYPECODE as char))
             .field("len", &self.0.count)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    use super::*;
+    use crate::codec::{decode_in, encode_in, FdTable, Handle};
+
+    /// A memfd of `len` bytes holding a valid one-`i32` header, sealed with `seals`.
+    fn handmade_region(len: usize, count: u32, seals: libc::c_int) -> OwnedFd {
+        // SAFETY: memfd_create with a valid C string; the descriptor is owned below.
+        let raw = unsafe { libc::memfd_create(c"handmade".as_ptr(), libc::MFD_ALLOW_SEALING) };
+        assert!(raw >= 0);
+        // SAFETY: `raw` was just returned by the kernel and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut bytes = vec![0u8; len];
+        if len >= DATA {
+            bytes[COUNT..COUNT + 4].copy_from_slice(&count.to_ne_bytes());
+            bytes[TYPECODE] = b'i';
+            bytes[ELEMENT_SIZE] = 4;
+        }
+        nix::unistd::write(&fd, &bytes).unwrap();
+        if seals != 0 {
+            // SAFETY: F_ADD_SEALS on the memfd owned here.
+            assert_eq!(
+                unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) },
+                0
+            );
+        }
+        fd
+    }
+
+    /// Sends `fd` as a region where a `T` is expected, as a peer process would.
+    fn receive_as<T: serde::de::DeserializeOwned>(fd: OwnedFd) -> Result<T, Error> {
+        let mut fds = Vec::new();
+        let bytes = encode_in(&(Handle(fd), None::<()>), &mut fds).unwrap();
+        decode_in(&bytes, &mut FdTable::new(fds))
+    }
+
+    /// A region whose memfd a peer could shrink is refused before it is mapped (issue 12).
+    #[test]
+    fn unsealed_region_is_refused() {
+        let fd = handmade_region(DATA + 4, 1, 0);
+        let err = receive_as::<Value<i32>>(fd).unwrap_err();
+        assert!(
+            matches!(err, Error::UnsealedSharedMemory { seals: 0 }),
+            "{err}"
+        );
+        // Sealed against shrinking only: still refused (it could grow, or get more seals).
+        let fd = handmade_region(DATA + 4, 1, libc::F_SEAL_SHRINK);
+        let err = receive_as::<Value<i32>>(fd).unwrap_err();
+        assert!(
+            matches!(err, Error::UnsealedSharedMemory { seals } if seals == libc::F_SEAL_SHRINK as u32),
+            "{err}"
+        );
+        // The same bytes, sealed as the crate seals them, are accepted.
+        let fd = handmade_region(DATA + 4, 1, sys::shm_seals());
+        assert_eq!(receive_as::<Value<i32>>(fd).unwrap().get(), 0);
+    }
+
+    /// A sealed region too small for its header, or for the elements its header counts, is
+    /// refused with the sizes.
+    #[test]
+    fn too_small_region_is_refused() {
+        let fd = handmade_region(8, 1, sys::shm_seals());
+        let err = receive_as::<Value<i32>>(fd).unwrap_err();
+        assert!(
+            matches!(err, Error::SharedMemoryTooSmall { len: 8, needed } if needed == DATA as u64),
+            "{err}"
+        );
+        let fd = handmade_region(DATA + 4, 1000, sys::shm_seals());
+        let err = receive_as::<Value<i32>>(fd).unwrap_err();
+        assert!(
+            matches!(err, Error::SharedMemoryTooSmall { needed, .. } if needed == (DATA + 4000) as u64),
+            "{err}"
+        );
+    }
+
+    /// The crate's own regions cannot be resized by anyone.
+    #[test]
+    fn own_region_cannot_be_resized() {
+        let v = Value::new(5i64).unwrap();
+        let fd = v.0.region.map.fd();
+        assert!(nix::unistd::ftruncate(fd, 0).is_err());
+        assert!(nix::unistd::ftruncate(fd, 1 << 20).is_err());
+        assert_eq!(v.get(), 5);
     }
 }

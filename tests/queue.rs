@@ -1018,3 +1018,18 @@ each_method! {
         assert!(q.is_empty().unwrap());
     }
 }
+
+/// A descriptor that is not a sealed memfd, sent where a `Queue` is expected, is refused
+/// with a typed error before it is mapped (issue 12, item 4).
+#[test]
+fn unsealed_queue_memory_is_refused() {
+    let (here, there) = multiproc::Pipe::new().unwrap();
+    let (reader, writer) = multiproc::Pipe::one_way().unwrap();
+    let (_keep, not_memory) = multiproc::Pipe::one_way().unwrap();
+    here.send(&(&not_memory, &reader, &writer)).unwrap();
+    let err = there.recv::<Queue<i32>>().unwrap_err();
+    assert!(
+        matches!(err, multiproc::Error::UnsealedSharedMemory { .. }),
+        "{err}"
+    );
+}

@@ -79,12 +79,14 @@ each_method! {
         let mut holder = with(method).spawn(hold_and_hang, (v.try_clone().unwrap(), held)).unwrap();
         told.recv::<()>().unwrap();
         holder.kill().unwrap();
+        assert!(matches!(holder.join(), Err(Error::Signaled { .. })));
+        // The kernel marked the lock as the holder died (issue 12, item 4): no owner now.
+        assert!(!v.get_lock().locked());
         let g = v.lock();
         assert!(g.owner_died());
         assert_eq!(g.get(), -1);
         drop(g);
         assert!(!v.lock().owner_died());
-        assert!(matches!(holder.join(), Err(Error::Signaled { .. })));
     }
 }
 
@@ -98,6 +100,25 @@ fn wrong_element_type_is_a_typed_error() {
         there.recv::<Value<i32>>(),
         Err(Error::Deserialize { .. })
     ));
+}
+
+/// A descriptor that is not a sealed memfd, sent where a `Value` or `RawValue` is expected
+/// (a peer could shrink such memory and make the receiver fault with SIGBUS), is refused with
+/// a typed error before it is mapped. Issue 12, item 4.
+#[test]
+fn unsealed_region_is_refused() {
+    let (here, there) = multiproc::Pipe::new().unwrap();
+    let (_keep, not_memory) = multiproc::Pipe::one_way().unwrap();
+    here.send(&(&not_memory, None::<()>)).unwrap();
+    let err = there.recv::<Value<i32>>().unwrap_err();
+    assert!(matches!(err, Error::UnsealedSharedMemory { .. }), "{err}");
+    here.send(&not_memory).unwrap();
+    let err = there.recv::<RawValue<i32>>().unwrap_err();
+    assert!(matches!(err, Error::UnsealedSharedMemory { .. }), "{err}");
+    // The connection stays usable.
+    let v = Value::new(9i32).unwrap();
+    here.send(&v).unwrap();
+    assert_eq!(there.recv::<Value<i32>>().unwrap().get(), 9);
 }
 
 /// SHM-01's five numbers, each in shared memory with a lock.

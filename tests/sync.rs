@@ -281,6 +281,88 @@ each_method! {
 }
 
 each_method! {
+    /// The kernel, not a poll, frees the lock of a killed holder: once the holder is reaped
+    /// (its threads' robust lists walked), the lock names no owner, and the next acquirer gets
+    /// it with `owner_died`. (A lock recovered by polling `/proc` would still name the dead
+    /// thread here.) Issue 12, item 4.
+    fn lock_of_killed_holder_is_marked_by_the_kernel(method: StartMethod) {
+        let lock = Lock::new().unwrap();
+        drop(lock.acquire());
+        let (told, held) = Pipe::one_way().unwrap();
+        let mut holder = with(method).spawn(hold_and_hang, (lock.try_clone().unwrap(), held)).unwrap();
+        told.recv::<()>().unwrap();
+        assert!(lock.locked());
+        holder.kill().unwrap();
+        assert!(matches!(holder.join(), Err(Error::Signaled { .. })));
+        assert!(!lock.locked(), "the dead holder still owns the lock: {lock:?}");
+        let guard = lock.try_acquire().expect("free once its owner is dead");
+        assert!(guard.owner_died());
+        drop(guard);
+        assert!(!lock.acquire().owner_died());
+    }
+}
+
+each_method! {
+    /// A waiter already asleep in `acquire` when the holder is SIGKILLed is woken and gets
+    /// the lock with `owner_died` (the kernel wakes it; no timing is asserted). Issue 12,
+    /// item 4.
+    fn blocked_waiter_gets_lock_of_killed_holder(method: StartMethod) {
+        let lock = Lock::new().unwrap();
+        let (told, held) = Pipe::one_way().unwrap();
+        let mut holder = with(method).spawn(hold_and_hang, (lock.try_clone().unwrap(), held)).unwrap();
+        told.recv::<()>().unwrap();
+        let (started, waiting) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                started.send(()).unwrap();
+                let guard = lock.acquire_timeout(GUARD).expect("taken over within the hang guard");
+                guard.owner_died()
+            });
+            waiting.recv().unwrap();
+            holder.kill().unwrap();
+            assert!(waiter.join().unwrap());
+        });
+        assert!(matches!(holder.join(), Err(Error::Signaled { .. })));
+        assert!(!lock.locked());
+    }
+}
+
+/// A thread of this process that ends holding a `Lock` (its guard leaked) is a dead owner
+/// too: the kernel marks the lock as the thread exits, and the next taker is told.
+#[test]
+fn lock_of_exited_thread_is_marked_by_the_kernel() {
+    let lock = Lock::new().unwrap();
+    let theirs = lock.try_clone().unwrap();
+    // A plain `join` (pthread_join) returns once the thread has exited, robust list and all;
+    // a scoped thread's end is signalled before that.
+    std::thread::spawn(move || theirs.acquire().leak())
+        .join()
+        .unwrap();
+    assert!(
+        !lock.locked(),
+        "the exited thread still owns the lock: {lock:?}"
+    );
+    let guard = lock.try_acquire().expect("free once its owner is gone");
+    assert!(guard.owner_died());
+}
+
+each_method! {
+    /// The same for an `RLock` held two levels deep: marked by the kernel, taken at count 1.
+    fn rlock_of_killed_holder_is_marked_by_the_kernel(method: StartMethod) {
+        let lock = RLock::new().unwrap();
+        let (told, held) = Pipe::one_way().unwrap();
+        let mut holder = with(method).spawn(rlock_hold_and_hang, (lock.try_clone().unwrap(), held)).unwrap();
+        told.recv::<()>().unwrap();
+        holder.kill().unwrap();
+        assert!(matches!(holder.join(), Err(Error::Signaled { .. })));
+        assert!(!lock.locked());
+        let guard = lock.try_acquire().expect("free once its owner is dead");
+        assert!(guard.owner_died());
+        assert_eq!(lock.count(), 1);
+    }
+}
+
+each_method! {
     /// The same for an `RLock`: the taker starts at count 1.
     fn rlock_owner_killed_is_taken_over(method: StartMethod) {
         let lock = RLock::new().unwrap();

@@ -218,8 +218,10 @@ fn serialize_error<T>(e: serde_pickle::Error) -> Error {
 
 /// Unpickles a `T`, taking the descriptors of any handles inside it from `fds`.
 pub(crate) fn decode_in<T: DeserializeOwned>(bytes: &[u8], fds: &mut FdTable) -> Result<T, Error> {
-    let previous = INCOMING.with(|t| t.replace(Some(std::mem::take(fds))));
+    // Forget refusals an earlier decode on this thread left behind.
     crate::bootstrap::clear_refusal();
+    let _ = crate::sys::take_refusal();
+    let previous = INCOMING.with(|t| t.replace(Some(std::mem::take(fds))));
     // The streaming reader takes what serde-pickle writes; anything else (a pickle made by
     // Python, say) goes to serde-pickle, which reads every protocol.
     let result = match stream::decode(bytes) {
@@ -231,9 +233,21 @@ pub(crate) fn decode_in<T: DeserializeOwned>(bytes: &[u8], fds: &mut FdTable) ->
     };
     let table = INCOMING.with(|t| t.replace(previous));
     *fds = table.unwrap_or_default();
-    // A function reference that failed authentication is its own, typed error.
-    if let (Err(_), Some(refused)) = (&result, crate::bootstrap::take_refusal()) {
-        return Err(refused);
+    // A refusal recorded on the way (a function reference that failed authentication, shared
+    // memory unsealed or too small: sys::shm "Sealed sizes") is its own, typed error.
+    if result.is_err() {
+        if let Some(refused) = crate::bootstrap::take_refusal() {
+            return Err(refused);
+        }
+        match crate::sys::take_refusal() {
+            Some(crate::sys::Refusal::Unsealed { seals }) => {
+                return Err(Error::UnsealedSharedMemory { seals })
+            }
+            Some(crate::sys::Refusal::TooSmall { len, needed }) => {
+                return Err(Error::SharedMemoryTooSmall { len, needed })
+            }
+            None => {}
+        }
     }
     result.map_err(|reason| Error::Deserialize {
         type_name: std::any::type_name::<T>(),

@@ -6,8 +6,8 @@
 //! # Layout
 //! A memfd mapped `MAP_SHARED`: a 512-byte header, then `capacity` bytes of ring. The header
 //! holds the ring's immutable shape (magic, capacity, maxsize), then, on separate cache lines,
-//! the lock and the ring positions, and the futex words that consumers, producers and joiners
-//! sleep on. `head` and `tail` count bytes from the start of time (`u64`, never wrapping); an
+//! the ring positions, the futex words that consumers, producers and joiners sleep on, and the
+//! lock (a `sys::RobustLock` block). `head` and `tail` count bytes from the start of time (`u64`, never wrapping); an
 //! entry is a 16-byte header (length, kind, writer) and its bytes, padded to 8. An entry that would
 //! cross the ring's end is preceded by a `WRAP` marker that sends readers back to offset 0.
 //!
@@ -35,6 +35,7 @@
 
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::de::Error as _;
@@ -48,8 +49,6 @@ use crate::Error;
 const MAGIC: usize = 0;
 const CAPACITY: usize = 8;
 const MAXSIZE: usize = 16;
-const LOCK: usize = 64;
-const LOCK_WAITERS: usize = 68;
 const HEAD: usize = 72;
 const TAIL: usize = 80;
 const COUNT: usize = 88;
@@ -62,9 +61,11 @@ const GET_SEQ: usize = 192;
 const PUT_WAITERS: usize = 196;
 const DONE_SEQ: usize = 256;
 const JOIN_WAITERS: usize = 260;
+/// The lock's block (`sys::LOCK_SIZE` bytes), on a cache line of its own.
+const LOCK: usize = 320;
 const DATA: usize = 512;
 
-const MAGIC_VALUE: u32 = u32::from_le_bytes(*b"MPQ1");
+const MAGIC_VALUE: u32 = u32::from_le_bytes(*b"MPQ2");
 
 /// Ring bytes. Pages are only allocated as the ring is first written; a queue that has carried
 /// this much data holds this much shared memory until its last handle closes.
@@ -190,7 +191,8 @@ impl Taken {
 
 /// One process's view of the shared queue.
 pub(crate) struct Ring {
-    map: SharedMapping,
+    /// Shared with the lock's robust list record while a thread holds it (`sys::RobustLock`).
+    map: Arc<SharedMapping>,
     reader: RecvEnd,
     writer: SendEnd,
     capacity: u64,
@@ -217,7 +219,7 @@ impl Ring {
         map.write(MAGIC, MAGIC_VALUE);
         let (reader, writer) = Pipe::one_way()?;
         Ok(Ring {
-            map,
+            map: Arc::new(map),
             reader,
             writer,
             capacity: RING_BYTES as u64,
@@ -236,7 +238,7 @@ impl Ring {
         }
         let maxsize = map.read(MAXSIZE);
         Ok(Ring {
-            map,
+            map: Arc::new(map),
             reader,
             writer,
             capacity,
@@ -253,7 +255,7 @@ impl Ring {
     }
 
     fn lock(&self) -> RobustLock<'_> {
-        RobustLock::new(self.word(LOCK), self.word(LOCK_WAITERS))
+        RobustLock::new(&self.map, LOCK)
     }
 
     /// Takes the lock (`None`: the deadline passed first), repairing the count after a dead
@@ -388,8 +390,13 @@ impl Ring {
                     pos,
                     done: false,
                 };
-                self.map
-                    .with_bytes_mut(DATA + pos + ENTRY_HEADER, *len, |bytes| write(bytes))?;
+                // SAFETY: the entry is reserved (PENDING, naming this thread) under the lock:
+                // no consumer reads it and no producer writes it until it is committed, and
+                // every process mapping the ring follows that protocol (module docs).
+                unsafe {
+                    self.map
+                        .with_bytes_mut(DATA + pos + ENTRY_HEADER, *len, |bytes| write(bytes))?
+                };
                 pending.done = true;
                 let _locked = self.locked(None);
                 self.write_entry_header(pos, *len as u32, KIND_DATA);
@@ -636,7 +643,10 @@ impl Ring {
                     let at = DATA + pos + ENTRY_HEADER;
                     if len >= IN_PLACE_MIN {
                         // Saves copying a large pickle out; the lock is held a little longer.
-                        self.map.with_bytes(at, len, |bytes| in_place(bytes));
+                        // SAFETY: this thread holds the ring's lock and the entry is
+                        // committed: no process writes it until `head` moves past it
+                        // (module docs).
+                        unsafe { self.map.with_bytes(at, len, |bytes| in_place(bytes)) };
                         self.commit_take(next);
                         return Ok(Front::Taken(Taken::InPlace));
                     }

@@ -10,7 +10,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{deadline_after, kind, Fd, ReceivedFd, Words};
-use crate::sys::{self, Acquired, RobustLock, SharedMapping};
+use crate::sys::{self, Acquired, RobustLock, SharedMapping, LOCK_SIZE};
 use crate::Error;
 
 /// Makes a guard `!Send` and `!Sync`: the lock's owner is the thread that took it.
@@ -19,8 +19,8 @@ type NotSend = PhantomData<*const ()>;
 /// A lock shared by any number of processes (CPython's `multiprocessing.Lock`).
 ///
 /// Not re-entrant: a thread that takes it twice waits for itself (use [`RLock`]). If the
-/// thread holding it dies (its process killed, say), the next taker gets it within about
-/// 100 ms and its guard says [`owner_died`](LockGuard::owner_died).
+/// thread holding it dies (its process killed, say), the kernel marks the lock and wakes a
+/// waiter, which takes it at once; its guard says [`owner_died`](LockGuard::owner_died).
 ///
 /// # Examples
 ///
@@ -42,7 +42,7 @@ type NotSend = PhantomData<*const ()>;
 /// ```
 pub struct Lock {
     map: Arc<SharedMapping>,
-    /// Offset of the lock word; the waiter count follows it.
+    /// Offset of the lock's block (`sys::LOCK_SIZE` bytes).
     at: usize,
 }
 
@@ -52,14 +52,14 @@ impl Lock {
     /// # Errors
     /// [`Error::Os`] if the shared memory cannot be made.
     pub fn new() -> Result<Lock, Error> {
-        let map = SharedMapping::new(8).map_err(Error::os("memfd"))?;
+        let map = SharedMapping::new(LOCK_SIZE).map_err(Error::os("memfd"))?;
         Ok(Lock {
             map: Arc::new(map),
             at: 0,
         })
     }
 
-    /// The lock whose two words are at `at` in `map` (a `Value`'s built-in lock).
+    /// The lock whose block is at `at` in `map` (a `Value`'s built-in lock).
     pub(crate) fn embedded(map: Arc<SharedMapping>, at: usize) -> Lock {
         Lock { map, at }
     }
@@ -70,10 +70,7 @@ impl Lock {
     }
 
     fn raw(&self) -> RobustLock<'_> {
-        RobustLock::new(
-            self.map.atomic_u32(self.at),
-            self.map.atomic_u32(self.at + 4),
-        )
+        RobustLock::new(&self.map, self.at)
     }
 
     fn guard(&self, taken: Acquired) -> LockGuard<'_> {
@@ -196,10 +193,10 @@ impl<'de> Deserialize<'de> for Lock {
         let (fd, at) = <(ReceivedFd, u64)>::deserialize(deserializer)?;
         let at = usize::try_from(at)
             .ok()
-            .filter(|at| at % 4 == 0)
+            .filter(|at| at % 8 == 0)
             .ok_or_else(|| D::Error::custom(format!("a lock at a bad offset {at}")))?;
         let end = at
-            .checked_add(8)
+            .checked_add(LOCK_SIZE)
             .ok_or_else(|| D::Error::custom(format!("a lock at a bad offset {at}")))?;
         let map = SharedMapping::from_fd(fd.0, end).map_err(D::Error::custom)?;
         Ok(Lock::embedded(Arc::new(map), at))
@@ -251,9 +248,11 @@ impl fmt::Debug for LockGuard<'_> {
     }
 }
 
-const RLOCK_WORD: usize = 0;
-const RLOCK_WAITERS: usize = 1;
-const RLOCK_COUNT: usize = 2;
+/// The level count (word 0, at byte 4, after the kind tag), then the lock's block at byte 8.
+const RLOCK_COUNT: usize = 0;
+const RLOCK_AT: usize = 8;
+/// Words after the tag: the count, then `LOCK_SIZE` bytes.
+const RLOCK_WORDS: usize = 1 + LOCK_SIZE / 4;
 
 /// A re-entrant lock shared by any number of processes (CPython's `multiprocessing.RLock`):
 /// the thread holding it may take it again, and it is free once every guard is dropped.
@@ -286,11 +285,11 @@ impl RLock {
     /// # Errors
     /// [`Error::Os`] if the shared memory cannot be made.
     pub fn new() -> Result<RLock, Error> {
-        Words::new(kind::RLOCK, 3).map(|words| RLock { words })
+        Words::new(kind::RLOCK, RLOCK_WORDS).map(|words| RLock { words })
     }
 
     fn raw(&self) -> RobustLock<'_> {
-        RobustLock::new(self.words.word(RLOCK_WORD), self.words.word(RLOCK_WAITERS))
+        RobustLock::new(&self.words.map, RLOCK_AT)
     }
 
     fn is_mine(&self) -> bool {
@@ -431,7 +430,7 @@ impl Serialize for RLock {
 
 impl<'de> Deserialize<'de> for RLock {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Words::deserialize(deserializer, kind::RLOCK, 3).map(|words| RLock { words })
+        Words::deserialize(deserializer, kind::RLOCK, RLOCK_WORDS).map(|words| RLock { words })
     }
 }
 

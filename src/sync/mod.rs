@@ -19,8 +19,10 @@
 //! make no system call.
 //!
 //! # When a process dies
-//! - [`Lock`] and [`RLock`] record the owning thread. A waiter that finds the owner gone takes
-//!   the lock over within about 100 ms, and its guard reports
+//! - [`Lock`] and [`RLock`] record the owning thread, and link a held lock into that thread's
+//!   robust futex list: when the thread dies the kernel marks the lock and wakes a waiter,
+//!   which takes it over at once (a waiter also polls every 100 ms, for the rare holds the
+//!   kernel does not know about; see `sys::lock`), and its guard reports
 //!   [`owner_died`](LockGuard::owner_died), like a robust pthread mutex's `EOWNERDEAD`: the
 //!   data the lock guarded may be half-updated. Nobody hangs for ever.
 //! - A [`Semaphore`] is a counter, not an owner record: it cannot know who took a permit, so

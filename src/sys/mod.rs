@@ -15,8 +15,13 @@ use std::time::Instant;
 mod lock;
 mod shm;
 mod slots;
-pub(crate) use lock::{Acquired, RobustLock, OWNER_CHECK};
-pub(crate) use shm::{futex_wait, futex_wake, gettid, is_own_thread, thread_alive, SharedMapping};
+pub(crate) use lock::{Acquired, RobustLock, LOCK_SIZE, OWNER_CHECK};
+#[cfg(test)]
+pub(crate) use shm::shm_seals;
+pub(crate) use shm::{
+    futex_wait, futex_wake, gettid, is_own_thread, refuse, take_refusal, thread_alive, Refusal,
+    SharedMapping,
+};
 pub(crate) use slots::SharedSlots;
 
 use nix::sys::socket::{
