@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::kills::{assert_prefixes, get_forever, put_forever};
-use multiproc::{Error, Pipe, Pool, Process, Queue, StartMethod};
+use multiproc::managers::ManagerServer;
+use multiproc::{Connection, Error, Pipe, Pool, Process, Queue, StartMethod};
 
 /// How many times each test kills.
 const KILLS: u32 = 200;
@@ -244,4 +245,162 @@ fn consumers_killed_at_random_instants() {
     );
     q.put(&(1, 0)).unwrap();
     assert_eq!(q.get_timeout(GUARD).unwrap(), (1, 0));
+}
+
+/// A daemon child's body: waits to be killed (by its parent's death).
+fn sleep_forever(_: ()) {
+    loop {
+        std::thread::sleep(Duration::from_secs(600));
+    }
+}
+
+/// The parent that is SIGKILLed: starts a daemon child by each start method, a pool (whose
+/// workers the forkserver forks) and a manager server child, reports their pids with what each
+/// is, and waits.
+fn doomed_parent(report: Connection) {
+    let mut kinds: Vec<(u32, String)> = Vec::new();
+    let mut daemons = Vec::new();
+    for method in StartMethod::all() {
+        let child = Process::builder()
+            .start_method(method)
+            .daemon(true)
+            .spawn(sleep_forever, ())
+            .unwrap();
+        kinds.push((child.pid(), format!("daemon child ({method})")));
+        daemons.push(child);
+    }
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(StartMethod::Forkserver)
+        .build()
+        .unwrap();
+    for pid in pool.pids() {
+        kinds.push((pid, "pool worker".into()));
+    }
+    let server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    let manager = server.start().unwrap();
+    kinds.push((manager.pid(), "manager server".into()));
+    report.send(&kinds).unwrap();
+    sleep_forever(());
+}
+
+/// Every descendant of `pid`, from /proc (`task/*/children`).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                found.push(child);
+                todo.push(child);
+            }
+        }
+    }
+    found
+}
+
+/// Reaps every exited child of this process that no `Process` handle owns (the orphans this
+/// subreaper adopted).
+fn reap_adopted() {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes only to `status`.
+        if unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } <= 0 {
+            return;
+        }
+    }
+}
+
+/// What [`kill_a_parent`] saw: the processes it started, labelled, those still alive when it
+/// gave up, and how long the last one took to go.
+type Aftermath = (Vec<(u32, String)>, Vec<(u32, String)>, Duration);
+
+/// Runs in a child of the test, as a subreaper (so that the orphans of the doomed parent are
+/// its to reap and to watch): starts the doomed parent, SIGKILLs it once everything is up, and
+/// waits up to 10 s for all its descendants to go.
+fn kill_a_parent(_: ()) -> Aftermath {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) has no memory effects.
+    assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) }, 0);
+    let (ours, theirs) = Pipe::new().unwrap();
+    let mut parent = Process::builder()
+        .start_method(StartMethod::Spawn)
+        .spawn(doomed_parent, theirs)
+        .unwrap();
+    let kinds: Vec<(u32, String)> = ours.recv_timeout(GUARD).unwrap();
+    let mut all: Vec<(u32, String)> = descendants(parent.pid())
+        .into_iter()
+        .map(|pid| {
+            let kind = kinds
+                .iter()
+                .find(|(p, _)| *p == pid)
+                .map(|(_, k)| k.clone());
+            (
+                pid,
+                kind.unwrap_or_else(|| "forkserver or its spare".into()),
+            )
+        })
+        .collect();
+    for (pid, kind) in &kinds {
+        if !all.iter().any(|(p, _)| p == pid) {
+            all.push((*pid, kind.clone()));
+        }
+    }
+    parent.kill().unwrap();
+    let killed = Instant::now();
+    assert!(matches!(
+        parent.join_timeout(GUARD),
+        Err(Error::Signaled { .. })
+    ));
+    let alive = |all: &[(u32, String)]| -> Vec<(u32, String)> {
+        all.iter()
+            .filter(|(pid, _)| !matches!(common::pid_state(*pid), None | Some('Z')))
+            .cloned()
+            .collect()
+    };
+    let mut left = alive(&all);
+    while !left.is_empty() && killed.elapsed() < Duration::from_secs(10) {
+        reap_adopted();
+        std::thread::sleep(Duration::from_millis(5));
+        left = alive(&all);
+    }
+    let took = killed.elapsed();
+    for (pid, _) in &left {
+        // SAFETY: kill(2) has no memory effects.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    common::eventually(GUARD, || {
+        reap_adopted();
+        all.iter().all(|(pid, _)| !common::pid_exists(*pid))
+    });
+    (all, left, took)
+}
+
+/// A parent SIGKILLed takes with it its daemon children (every start method), its pool workers,
+/// its forkserver and its manager server child.
+#[test]
+fn a_killed_parent_leaves_no_process_behind() {
+    let mut watcher = Process::builder()
+        .start_method(StartMethod::Spawn)
+        .spawn(kill_a_parent, ())
+        .unwrap();
+    let (all, left, took) = watcher.join_timeout(Duration::from_secs(120)).unwrap();
+    eprintln!("{} processes of the killed parent: {all:?}", all.len());
+    eprintln!("the last one went {took:?} after the parent was killed");
+    for kind in [
+        "daemon child (fork)",
+        "daemon child (spawn)",
+        "pool worker",
+        "manager server",
+    ] {
+        assert!(all.iter().any(|(_, k)| k == kind), "no {kind} was started");
+    }
+    assert!(
+        left.is_empty(),
+        "still alive 10 s after their parent was killed: {left:?}"
+    );
 }
