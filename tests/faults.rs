@@ -10,6 +10,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use common::family::{await_gone, become_subreaper, descendants};
 use common::kills::{assert_prefixes, get_forever, put_forever};
 use multiproc::managers::ManagerServer;
 use multiproc::{Connection, Error, Pipe, Pool, Process, Queue, StartMethod};
@@ -284,38 +285,6 @@ fn doomed_parent(report: Connection) {
     sleep_forever(());
 }
 
-/// Every descendant of `pid`, from /proc (`task/*/children`).
-fn descendants(pid: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    let mut todo = vec![pid];
-    while let Some(p) = todo.pop() {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
-            continue;
-        };
-        for task in tasks.flatten() {
-            let children =
-                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
-                found.push(child);
-                todo.push(child);
-            }
-        }
-    }
-    found
-}
-
-/// Reaps every exited child of this process that no `Process` handle owns (the orphans this
-/// subreaper adopted).
-fn reap_adopted() {
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid writes only to `status`.
-        if unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } <= 0 {
-            return;
-        }
-    }
-}
-
 /// What [`kill_a_parent`] saw: the processes it started, labelled, those still alive when it
 /// gave up, and how long the last one took to go.
 type Aftermath = (Vec<(u32, String)>, Vec<(u32, String)>, Duration);
@@ -324,8 +293,7 @@ type Aftermath = (Vec<(u32, String)>, Vec<(u32, String)>, Duration);
 /// its to reap and to watch): starts the doomed parent, SIGKILLs it once everything is up, and
 /// waits up to 10 s for all its descendants to go.
 fn kill_a_parent(_: ()) -> Aftermath {
-    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) has no memory effects.
-    assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) }, 0);
+    become_subreaper();
     let (ours, theirs) = Pipe::new().unwrap();
     let mut parent = Process::builder()
         .start_method(StartMethod::Spawn)
@@ -356,27 +324,7 @@ fn kill_a_parent(_: ()) -> Aftermath {
         parent.join_timeout(GUARD),
         Err(Error::Signaled { .. })
     ));
-    let alive = |all: &[(u32, String)]| -> Vec<(u32, String)> {
-        all.iter()
-            .filter(|(pid, _)| !matches!(common::pid_state(*pid), None | Some('Z')))
-            .cloned()
-            .collect()
-    };
-    let mut left = alive(&all);
-    while !left.is_empty() && killed.elapsed() < Duration::from_secs(10) {
-        reap_adopted();
-        std::thread::sleep(Duration::from_millis(5));
-        left = alive(&all);
-    }
-    let took = killed.elapsed();
-    for (pid, _) in &left {
-        // SAFETY: kill(2) has no memory effects.
-        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
-    }
-    common::eventually(GUARD, || {
-        reap_adopted();
-        all.iter().all(|(pid, _)| !common::pid_exists(*pid))
-    });
+    let (left, took) = await_gone(&all, killed, Duration::from_secs(10));
     (all, left, took)
 }
 

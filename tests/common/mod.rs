@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 pub use multiproc::StartMethod;
 
+pub mod family;
 pub mod kills;
 
 /// Defines one test per start method from a single body, as CPython runs each `_Test*` class
