@@ -168,11 +168,12 @@ fn block_in((call, disposition, report): (Call, Disposition, Connection)) -> (St
         }
         Call::PoolMap | Call::ImapNext => {
             let pool = Pool::new(1).unwrap();
-            blocking();
             let got = if call == Call::PoolMap {
+                blocking();
                 format!("{:?}", pool.map(sleep_forever_then_echo, [1u32]))
             } else {
                 let mut results = pool.imap(sleep_forever_then_echo, [1u32], None).unwrap();
+                blocking();
                 format!("{:?}", results.next())
             };
             pool.terminate();
@@ -216,17 +217,11 @@ fn thread_state(pid: u32, tid: u32) -> Option<char> {
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
-/// Waits until the main thread of `pid` sleeps (in the call: it said it was about to block,
-/// and nothing else sleeps after that).
+/// Waits until the main thread of `pid` sleeps: in the call, since it said it was about to
+/// make it, and each call is interruptible from its first step (a request that comes before it
+/// sleeps still ends it), so from then on SIGINT finds it inside the call.
 fn await_asleep(pid: u32) {
     let since = Instant::now();
-    while thread_state(pid, pid) != Some('S') {
-        assert!(since.elapsed() < GUARD, "process {pid} never blocked");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    // Twice, a little apart: a thread can sleep for a moment on the way (a lock, a spin's
-    // yield) before it reaches the call's wait.
-    std::thread::sleep(Duration::from_millis(50));
     while thread_state(pid, pid) != Some('S') {
         assert!(since.elapsed() < GUARD, "process {pid} never blocked");
         std::thread::sleep(Duration::from_millis(1));

@@ -214,7 +214,12 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     /// [`interrupt_blocked_calls`](crate::interrupt_blocked_calls) is called while it waits
     /// (the task carries on; its result can be fetched later).
     pub fn get(self) -> Result<R, Error> {
-        self.take(None)
+        self.take(None, OnSignal::caller())
+    }
+
+    /// [`get`](Self::get), interruptible by requests since `since` was taken.
+    pub(crate) fn get_since(self, since: OnSignal) -> Result<R, Error> {
+        self.take(None, since)
     }
 
     /// Like [`get`](Self::get), but waits at most `timeout`. On [`Error::Timeout`] the task
@@ -223,13 +228,13 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     /// # Errors
     /// As `get`, plus [`Error::Timeout`].
     pub fn get_timeout(&mut self, timeout: Duration) -> Result<R, Error> {
-        self.take(deadline(timeout))
+        self.take(deadline(timeout), OnSignal::caller())
     }
 
-    fn take(&self, deadline: Option<Instant>) -> Result<R, Error> {
+    fn take(&self, deadline: Option<Instant>, on_signal: OnSignal) -> Result<R, Error> {
         let mut s = self
             .collector
-            .all_done(deadline, OnSignal::caller())?
+            .all_done(deadline, on_signal)?
             .ok_or(Error::Timeout)?;
         let raw = take_raw(&mut s.slots[0]);
         drop(s);
@@ -305,7 +310,12 @@ impl<R: DeserializeOwned + Send> MapResult<R> {
     /// The error of the first failed chunk in input order (see [`AsyncResult::get`]);
     /// [`Error::Interrupted`] as `AsyncResult::get`.
     pub fn get(self) -> Result<Vec<R>, Error> {
-        self.take(None)
+        self.take(None, OnSignal::caller())
+    }
+
+    /// [`get`](Self::get), interruptible by requests since `since` was taken.
+    pub(crate) fn get_since(self, since: OnSignal) -> Result<Vec<R>, Error> {
+        self.take(None, since)
     }
 
     /// Like [`get`](Self::get), waiting at most `timeout`; on [`Error::Timeout`] the work
@@ -314,14 +324,14 @@ impl<R: DeserializeOwned + Send> MapResult<R> {
     /// # Errors
     /// As `get`, plus [`Error::Timeout`].
     pub fn get_timeout(&mut self, timeout: Duration) -> Result<Vec<R>, Error> {
-        self.take(deadline(timeout))
+        self.take(deadline(timeout), OnSignal::caller())
     }
 
-    fn take(&self, deadline: Option<Instant>) -> Result<Vec<R>, Error> {
+    fn take(&self, deadline: Option<Instant>, on_signal: OnSignal) -> Result<Vec<R>, Error> {
         let mut s = self
             .inner
             .collector
-            .all_done(deadline, OnSignal::caller())?
+            .all_done(deadline, on_signal)?
             .ok_or(Error::Timeout)?;
         let raws: Vec<Raw> = s.slots.iter_mut().map(take_raw).collect();
         drop(s);
