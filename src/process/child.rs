@@ -120,13 +120,14 @@ impl ChildShared {
     /// Waits for the child to end, until `deadline` (`None`: for ever). `Ok(None)` on timeout;
     /// an `Interrupted` error on `interrupt_blocked_calls` (`Process::join`).
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> io::Result<Option<WaitStatus>> {
+        let since = OnSignal::caller();
         loop {
             if let Some(s) = *self.status.lock().unwrap_or_else(|e| e.into_inner()) {
                 return Ok(Some(s));
             }
             // Wait first, then collect: a child that has already ended makes the wait return
             // at once, and a running one is not asked for a status it cannot have yet.
-            let ready = sys::wait_readable_or(self.ready_fd(), deadline, OnSignal::caller())?;
+            let ready = sys::wait_readable_or(self.ready_fd(), deadline, since)?;
             if let Some(s) = self.try_status() {
                 return Ok(Some(s));
             }

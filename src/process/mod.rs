@@ -717,6 +717,8 @@ fn await_fork_report(
     let Some(ticket) = child.ticket() else {
         return Ok(None);
     };
+    // Interruptible from here on (see `interrupt_blocked_calls`).
+    let since = sys::OnSignal::caller();
     let watched = [
         std::os::fd::AsRawFd::as_raw_fd(&child.pidfd()),
         std::os::fd::AsRawFd::as_raw_fd(&ticket.reports().recv_fd()),
@@ -730,8 +732,7 @@ fn await_fork_report(
                 i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
             }
         };
-        let ready = sys::poll_readable_or(&watched, timeout, sys::OnSignal::caller())
-            .map_err(Error::os("poll"))?;
+        let ready = sys::poll_readable_or(&watched, timeout, since).map_err(Error::os("poll"))?;
         if ready.contains(&1) {
             ticket.reports().drain(None);
         }
