@@ -37,7 +37,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec::{self, FdTable};
 use crate::error::connection_io;
-use crate::{sys, Error};
+use crate::sys::{self, OnSignal};
+use crate::Error;
 
 /// Payloads above this length use CPython's extended header (−1, then a 64-bit length).
 const SHORT_FRAME_MAX: usize = 0x7fff_ffff;
@@ -187,18 +188,25 @@ impl Endpoint {
         })
     }
 
-    /// Reads one whole message. `deadline` bounds the wait for it to start.
-    fn recv_frame(&self, deadline: Option<Instant>) -> Result<(Vec<u8>, Vec<OwnedFd>), Error> {
+    /// Reads one whole message. `deadline` bounds the wait for it to start; `on_signal` says
+    /// whether `interrupt_blocked_calls` ends that wait ([`Error::Interrupted`]). Once a message has
+    /// started to arrive, its rest is read whatever happens.
+    fn recv_frame(
+        &self,
+        deadline: Option<Instant>,
+        on_signal: OnSignal,
+    ) -> Result<(Vec<u8>, Vec<OwnedFd>), Error> {
         let _guard = self.lock_recv(deadline)?;
         let mut fds = Vec::new();
-        let (len, mut payload) = self.read_first_record(deadline, &mut fds, |len, first| {
+        let first = self.read_first_record(deadline, on_signal, &mut fds, |len, first| {
             let mut payload = Vec::new();
             payload.try_reserve_exact(len).map_err(|_| {
                 Error::InvalidArgument(format!("cannot allocate a {len}-byte message"))
             })?;
             payload.extend_from_slice(first);
             Ok((len, payload))
-        })?;
+        });
+        let (len, mut payload) = first?;
         self.read_rest_into_vec(&mut payload, len)?;
         Ok((payload, fds))
     }
@@ -208,7 +216,7 @@ impl Endpoint {
     fn recv_frame_into(&self, buf: &mut [u8]) -> Result<usize, Error> {
         let _guard = self.locks.recv.lock().unwrap_or_else(|e| e.into_inner());
         let mut fds = Vec::new();
-        let (len, copied, whole) = self.read_first_record(None, &mut fds, |len, first| {
+        let first = self.read_first_record(None, OnSignal::caller(), &mut fds, |len, first| {
             if len > buf.len() {
                 let mut whole = Vec::new();
                 whole.try_reserve_exact(len).map_err(|_| {
@@ -220,7 +228,8 @@ impl Endpoint {
                 buf[..first.len()].copy_from_slice(first);
                 Ok((len, first.len(), None))
             }
-        })?;
+        });
+        let (len, copied, whole) = first?;
         if let Some(mut whole) = whole {
             self.read_rest_into_vec(&mut whole, len)?;
             return Err(Error::BufferTooShort(whole));
@@ -235,20 +244,27 @@ impl Endpoint {
 
     /// Receives the first record of a message into this thread's scratch buffer, parses the
     /// header and hands `(length, start of the payload)` to `take`.
+    ///
+    /// An interruptible read never sleeps in `recvmsg` (which the kernel restarts after an
+    /// `SA_RESTART` handler) but in `poll` (which it never restarts): see `sys::OnSignal`.
     fn read_first_record<T>(
         &self,
         deadline: Option<Instant>,
+        on_signal: OnSignal,
         fds: &mut Vec<OwnedFd>,
         take: impl FnOnce(usize, &[u8]) -> Result<T, Error>,
     ) -> Result<T, Error> {
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
+            let wait = |deadline| {
+                sys::wait_readable_or(self.fd.as_fd(), deadline, on_signal)
+                    .map_err(Error::os("poll"))
+            };
+            let nonblocking = deadline.is_some() || on_signal != OnSignal::Retry;
             let n = loop {
                 // With a deadline, wait for a record and take it without blocking: another
                 // process sharing this end may take it first, and then we wait again.
-                if deadline.is_some()
-                    && !sys::wait_readable(self.fd.as_fd(), deadline).map_err(Error::os("poll"))?
-                {
+                if deadline.is_some() && !wait(deadline)? {
                     return Err(Error::Timeout);
                 }
                 scratch.clear();
@@ -257,10 +273,14 @@ impl Endpoint {
                     &mut scratch,
                     RECORD_MAX,
                     fds,
-                    deadline.is_some(),
+                    nonblocking,
                 ) {
                     Ok(n) => break n,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if deadline.is_none() {
+                            wait(None)?;
+                        }
+                    }
                     Err(e) => return Err(connection_io("recvmsg")(e)),
                 }
             };
@@ -288,7 +308,13 @@ impl Endpoint {
     fn poll(&self, timeout: Duration) -> Result<bool, Error> {
         // A timeout too large to add to `now` waits for ever.
         let deadline = Instant::now().checked_add(timeout);
-        sys::wait_readable(self.fd.as_fd(), deadline).map_err(Error::os("poll"))
+        // A check that does not wait is not interruptible (the pool's threads make such checks).
+        let on_signal = if timeout.is_zero() {
+            OnSignal::Retry
+        } else {
+            OnSignal::caller()
+        };
+        sys::wait_readable_or(self.fd.as_fd(), deadline, on_signal).map_err(Error::os("poll"))
     }
 }
 
@@ -441,7 +467,7 @@ fn recv_value<T: DeserializeOwned>(
     deadline: Option<Instant>,
 ) -> Result<T, Error> {
     let end = end.as_ref().ok_or(Error::Closed)?;
-    let (bytes, fds) = end.recv_frame(deadline)?;
+    let (bytes, fds) = end.recv_frame(deadline, OnSignal::caller())?;
     codec::decode_in(&bytes, &mut FdTable::new(fds))
 }
 
@@ -479,7 +505,9 @@ macro_rules! receiving_methods {
         /// # Errors
         /// [`Error::Disconnected`] once every copy of the peer is closed (or the stream ends
         /// mid-message), [`Error::Deserialize`] if the message is not a `T`,
-        /// [`Error::Closed`] after `close`.
+        /// [`Error::Closed`] after `close`, [`Error::Interrupted`] if
+        /// [`interrupt_blocked_calls`](crate::interrupt_blocked_calls) is called while it waits
+        /// for the message to start (nothing is consumed).
         pub fn recv<T: DeserializeOwned>(&self) -> Result<T, Error> {
             recv_value(&self.end, None)
         }
@@ -499,10 +527,11 @@ macro_rules! receiving_methods {
         /// Receives one message as raw bytes (CPython's `recv_bytes`).
         ///
         /// # Errors
-        /// [`Error::Disconnected`], [`Error::Closed`].
+        /// [`Error::Disconnected`], [`Error::Closed`], [`Error::Interrupted`] (as `recv`).
         pub fn recv_bytes(&self) -> Result<Vec<u8>, Error> {
             let end = self.end.as_ref().ok_or(Error::Closed)?;
-            end.recv_frame(None).map(|(bytes, _)| bytes)
+            end.recv_frame(None, OnSignal::caller())
+                .map(|(bytes, _)| bytes)
         }
 
         /// Receives one message into `buf` and returns its length (CPython's
@@ -511,7 +540,8 @@ macro_rules! receiving_methods {
         ///
         /// # Errors
         /// [`Error::BufferTooShort`] holding the whole message if it does not fit (nothing is
-        /// lost; the next message is read normally), [`Error::Disconnected`], [`Error::Closed`].
+        /// lost; the next message is read normally), [`Error::Disconnected`], [`Error::Closed`],
+        /// [`Error::Interrupted`] (as `recv`).
         pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize, Error> {
             self.end.as_ref().ok_or(Error::Closed)?.recv_frame_into(buf)
         }
@@ -520,7 +550,8 @@ macro_rules! receiving_methods {
         /// `Duration::ZERO` checks and returns at once. Never consumes anything.
         ///
         /// # Errors
-        /// [`Error::Closed`] after `close`.
+        /// [`Error::Closed`] after `close`; [`Error::Interrupted`] as `recv` (a zero
+        /// `timeout` is never interrupted).
         pub fn poll(&self, timeout: Duration) -> Result<bool, Error> {
             self.end.as_ref().ok_or(Error::Closed)?.poll(timeout)
         }
@@ -615,7 +646,10 @@ impl Connection {
 
     /// Receives a payload and the descriptors that came with it.
     pub(crate) fn recv_raw(&self) -> Result<(Vec<u8>, Vec<OwnedFd>), Error> {
-        self.end.as_ref().ok_or(Error::Closed)?.recv_frame(None)
+        self.end
+            .as_ref()
+            .ok_or(Error::Closed)?
+            .recv_frame(None, OnSignal::Retry)
     }
 
     sending_methods!();
@@ -629,7 +663,10 @@ impl RecvEnd {
         &self,
         deadline: Option<Instant>,
     ) -> Result<(Vec<u8>, Vec<OwnedFd>), Error> {
-        self.end.as_ref().ok_or(Error::Closed)?.recv_frame(deadline)
+        self.end
+            .as_ref()
+            .ok_or(Error::Closed)?
+            .recv_frame(deadline, OnSignal::caller())
     }
 
     receiving_methods!();

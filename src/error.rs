@@ -289,12 +289,23 @@ pub enum Error {
         /// What carried it: `"a barrier action"`, `"a pool task"`, `"the bootstrap message"`.
         what: &'static str,
     },
+
+    /// [`interrupt_blocked_calls`](crate::interrupt_blocked_calls) was called (typically from
+    /// a Ctrl-C handler) while the call waited: it gave up having taken nothing, so that the
+    /// program can act on the signal; call again to wait on. CPython raises
+    /// `KeyboardInterrupt` in the blocked call.
+    #[error("interrupted while waiting (interrupt_blocked_calls)")]
+    Interrupted,
 }
 
 impl Error {
     /// Wraps an OS error with the name of the step that failed.
     pub(crate) fn os(op: &'static str) -> impl FnOnce(io::Error) -> Error {
-        move |source| Error::Os { op, source }
+        move |source| match source.kind() {
+            // Only the interruptible waits report it (`sys::OnSignal`).
+            io::ErrorKind::Interrupted => Error::Interrupted,
+            _ => Error::Os { op, source },
+        }
     }
 
     /// The errno of an [`Error::Os`], if this is one.
@@ -319,6 +330,7 @@ pub(crate) fn connection_io(op: &'static str) -> impl FnOnce(io::Error) -> Error
         io::ErrorKind::BrokenPipe
         | io::ErrorKind::ConnectionReset
         | io::ErrorKind::UnexpectedEof => Error::Disconnected,
+        io::ErrorKind::Interrupted => Error::Interrupted,
         _ => Error::Os { op, source },
     }
 }

@@ -225,3 +225,4 @@ pub use sync::{
     Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, RLock,
     RLockGuard, Semaphore, SemaphoreGuard,
 };
+pub use sys::interrupt_blocked_calls;

@@ -6,6 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::kills::{assert_prefixes, get_forever, put_forever};
 use common::with;
 use multiproc::{ByteBuf, Connection, Error, JoinableQueue, Pipe, Process, Queue, StartMethod};
 use serde::{Serialize, Serializer};
@@ -576,30 +577,6 @@ fn zero_capacity_is_refused() {
         Queue::<u8>::bounded(0),
         Err(Error::InvalidArgument(_))
     ));
-}
-
-fn put_forever((q, id): (Queue<(u32, u32)>, u32)) {
-    for i in 0.. {
-        q.put(&(id, i)).unwrap();
-    }
-}
-
-fn get_forever((q, out): (Queue<(u32, u32)>, Connection)) {
-    loop {
-        let item = q.get().unwrap();
-        out.send(&item).unwrap();
-    }
-}
-
-/// Items taken in `rounds`, checked per producer: `got[id]` must be exactly 0..n in order.
-fn assert_prefixes(got: &BTreeMap<u32, Vec<u32>>) {
-    for (id, items) in got {
-        let expected: Vec<u32> = (0..items.len() as u32).collect();
-        assert!(
-            items == &expected,
-            "producer {id}: items missing, repeated or out of order"
-        );
-    }
 }
 
 each_method! {

@@ -52,6 +52,7 @@ use serde::Serialize;
 
 use crate::bootstrap::{self, Entry, Trampoline};
 use crate::process::{get_start_method, StartMethod};
+use crate::sys::OnSignal;
 use crate::{codec, cpu_count, Error};
 
 pub use result::{AsyncResult, IMapIterator, MapResult};
@@ -432,7 +433,9 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + 'static,
     {
-        self.apply_async(f, args)?.get()
+        // Interruptible from the start, submission included (see `interrupt_blocked_calls`).
+        let since = OnSignal::caller();
+        self.apply_async(f, args)?.get_since(since)
     }
 
     /// Queues `f(args)` and returns a handle to its result (CPython's `apply_async`).
@@ -508,7 +511,8 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.map_async(f, items, None)?.get()
+        let since = OnSignal::caller();
+        self.map_async(f, items, None)?.get_since(since)
     }
 
     /// [`map`](Self::map) in chunks of `chunksize` items (CPython's `map(f, it, chunksize)`).
@@ -525,7 +529,8 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.map_async(f, items, Some(chunksize))?.get()
+        let since = OnSignal::caller();
+        self.map_async(f, items, Some(chunksize))?.get_since(since)
     }
 
     /// Queues a `map` and returns a handle to its results (CPython's `map_async`); `None`
@@ -601,7 +606,8 @@ impl Pool {
         B: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.starmap_async(f, items, None)?.get()
+        let since = OnSignal::caller();
+        self.starmap_async(f, items, None)?.get_since(since)
     }
 
     /// Queues a [`starmap`](Self::starmap) (CPython's `starmap_async`).

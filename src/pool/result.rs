@@ -4,19 +4,23 @@
 //! The supervisor stores each task's pickled result as it arrives and never decodes it: the
 //! caller's thread does, in `get` or `next`, so a large `map` decodes in parallel with the
 //! work still running and the supervisor stays short. A waiter registers itself before
-//! sleeping on the condition variable, and the supervisor only notifies when someone waits,
-//! so completing a task nobody is waiting for costs no system call.
+//! sleeping on the collector's futex word, and the supervisor only wakes it when someone
+//! waits, so completing a task nobody is waiting for costs no system call. A futex rather than
+//! a condition variable, so that `interrupt_blocked_calls` can end a caller's wait
+//! ([`Error::Interrupted`], see `sys::OnSignal`).
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
 use crate::codec;
+use crate::sys::{self, OnSignal};
 use crate::Error;
 
 /// A task's outcome as it arrived: the pickled result, or the error.
@@ -28,7 +32,8 @@ pub(crate) type OnDone = Box<dyn FnOnce(&mut [Option<Raw>]) + Send>;
 /// The results of one call (`apply_async`, or all chunks of one `map`).
 pub(crate) struct Collector {
     state: Mutex<Slots>,
-    filled: Condvar,
+    /// Bumped (under the lock) whenever a slot is filled; waiters sleep on it.
+    filled: AtomicU32,
     pub(crate) arg_type: &'static str,
     pub(crate) result_type: &'static str,
 }
@@ -67,7 +72,7 @@ impl Collector {
                 waiters: 0,
                 on_done,
             }),
-            filled: Condvar::new(),
+            filled: AtomicU32::new(0),
             arg_type,
             result_type,
         });
@@ -97,8 +102,9 @@ impl Collector {
         if s.done == s.slots.len() {
             self.finish(&mut s);
         }
+        self.filled.fetch_add(1, Ordering::SeqCst);
         if s.waiters > 0 {
-            self.filled.notify_all();
+            sys::futex_wake(&self.filled, i32::MAX as u32);
         }
     }
 
@@ -111,38 +117,43 @@ impl Collector {
         }
     }
 
-    /// Waits until `ready` holds or the deadline passes; returns the guard and whether it holds.
+    /// Waits until `ready` holds or the deadline passes; returns the guard and whether it
+    /// holds. [`Error::Interrupted`] as `on_signal` says.
     fn wait_for(
         &self,
         deadline: Option<Instant>,
+        on_signal: OnSignal,
         mut ready: impl FnMut(&Slots) -> bool,
-    ) -> (MutexGuard<'_, Slots>, bool) {
+    ) -> Result<(MutexGuard<'_, Slots>, bool), Error> {
         let mut s = self.lock();
         loop {
             if ready(&s) {
-                return (s, true);
+                return Ok((s, true));
             }
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
-                return (s, false);
+                return Ok((s, false));
             }
             s.waiters += 1;
-            s = match deadline {
-                None => self.filled.wait(s).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    self.filled
-                        .wait_timeout(s, d - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
-            };
+            // Read under the lock: a slot filled after this changes the word, and the wait
+            // below then returns at once.
+            let seen = self.filled.load(Ordering::SeqCst);
+            drop(s);
+            let timeout = deadline.map(|d| d.saturating_duration_since(now));
+            let woken = sys::futex_wait_or(&self.filled, seen, timeout, on_signal);
+            s = self.lock();
             s.waiters -= 1;
+            woken.map_err(Error::os("futex"))?;
         }
     }
 
-    fn all_done(&self, deadline: Option<Instant>) -> Option<MutexGuard<'_, Slots>> {
-        let (s, ok) = self.wait_for(deadline, |s| s.done == s.slots.len());
-        ok.then_some(s)
+    fn all_done(
+        &self,
+        deadline: Option<Instant>,
+        on_signal: OnSignal,
+    ) -> Result<Option<MutexGuard<'_, Slots>>, Error> {
+        let (s, ok) = self.wait_for(deadline, on_signal, |s| s.done == s.slots.len())?;
+        Ok(ok.then_some(s))
     }
 }
 
@@ -199,9 +210,16 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     /// [`Error::Serialize`] / [`Error::Deserialize`] when the result or arguments did not
     /// survive pickling, [`Error::WorkerLost`] when its worker died, [`Error::Cancelled`] when
     /// the pool was terminated, [`Error::PoolBroken`]; [`Error::ResultTaken`] if an earlier
-    /// [`get_timeout`](Self::get_timeout) already took it.
+    /// [`get_timeout`](Self::get_timeout) already took it; [`Error::Interrupted`] if
+    /// [`interrupt_blocked_calls`](crate::interrupt_blocked_calls) is called while it waits
+    /// (the task carries on; its result can be fetched later).
     pub fn get(self) -> Result<R, Error> {
-        self.take(None)
+        self.take(None, OnSignal::caller())
+    }
+
+    /// [`get`](Self::get), interruptible by requests since `since` was taken.
+    pub(crate) fn get_since(self, since: OnSignal) -> Result<R, Error> {
+        self.take(None, since)
     }
 
     /// Like [`get`](Self::get), but waits at most `timeout`. On [`Error::Timeout`] the task
@@ -210,11 +228,14 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     /// # Errors
     /// As `get`, plus [`Error::Timeout`].
     pub fn get_timeout(&mut self, timeout: Duration) -> Result<R, Error> {
-        self.take(deadline(timeout))
+        self.take(deadline(timeout), OnSignal::caller())
     }
 
-    fn take(&self, deadline: Option<Instant>) -> Result<R, Error> {
-        let mut s = self.collector.all_done(deadline).ok_or(Error::Timeout)?;
+    fn take(&self, deadline: Option<Instant>, on_signal: OnSignal) -> Result<R, Error> {
+        let mut s = self
+            .collector
+            .all_done(deadline, on_signal)?
+            .ok_or(Error::Timeout)?;
         let raw = take_raw(&mut s.slots[0]);
         drop(s);
         codec::decode(&raw?)
@@ -222,14 +243,18 @@ impl<R: DeserializeOwned> AsyncResult<R> {
 }
 
 impl<R> AsyncResult<R> {
-    /// Waits until the result is available.
+    /// Waits until the result is available (`interrupt_blocked_calls` does not end this wait,
+    /// which has no way to report it; use [`get`](Self::get)).
     pub fn wait(&self) {
-        self.collector.all_done(None);
+        let _ = self.collector.all_done(None, OnSignal::Retry);
     }
 
     /// Waits at most `timeout`; returns whether the result is available.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.collector.all_done(deadline(timeout)).is_some()
+        matches!(
+            self.collector.all_done(deadline(timeout), OnSignal::Retry),
+            Ok(Some(_))
+        )
     }
 
     /// Whether the task has finished (successfully or not).
@@ -282,9 +307,15 @@ impl<R: DeserializeOwned + Send> MapResult<R> {
     /// Waits for every chunk and returns the results in input order.
     ///
     /// # Errors
-    /// The error of the first failed chunk in input order (see [`AsyncResult::get`]).
+    /// The error of the first failed chunk in input order (see [`AsyncResult::get`]);
+    /// [`Error::Interrupted`] as `AsyncResult::get`.
     pub fn get(self) -> Result<Vec<R>, Error> {
-        self.take(None)
+        self.take(None, OnSignal::caller())
+    }
+
+    /// [`get`](Self::get), interruptible by requests since `since` was taken.
+    pub(crate) fn get_since(self, since: OnSignal) -> Result<Vec<R>, Error> {
+        self.take(None, since)
     }
 
     /// Like [`get`](Self::get), waiting at most `timeout`; on [`Error::Timeout`] the work
@@ -293,14 +324,14 @@ impl<R: DeserializeOwned + Send> MapResult<R> {
     /// # Errors
     /// As `get`, plus [`Error::Timeout`].
     pub fn get_timeout(&mut self, timeout: Duration) -> Result<Vec<R>, Error> {
-        self.take(deadline(timeout))
+        self.take(deadline(timeout), OnSignal::caller())
     }
 
-    fn take(&self, deadline: Option<Instant>) -> Result<Vec<R>, Error> {
+    fn take(&self, deadline: Option<Instant>, on_signal: OnSignal) -> Result<Vec<R>, Error> {
         let mut s = self
             .inner
             .collector
-            .all_done(deadline)
+            .all_done(deadline, on_signal)?
             .ok_or(Error::Timeout)?;
         let raws: Vec<Raw> = s.slots.iter_mut().map(take_raw).collect();
         drop(s);
@@ -447,8 +478,9 @@ impl<R: DeserializeOwned> IMapIterator<R> {
     /// `Ok(None)` at the end.
     ///
     /// # Errors
-    /// [`Error::Timeout`] when nothing arrived in time (the iterator stays usable); otherwise
-    /// the error of the chunk in this position, as [`Iterator::next`] yields it.
+    /// [`Error::Timeout`] when nothing arrived in time, [`Error::Interrupted`] as
+    /// [`AsyncResult::get`] (the iterator stays usable after both); otherwise the
+    /// error of the chunk in this position, as [`Iterator::next`] yields it.
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<R>, Error> {
         match self.advance(deadline(timeout)) {
             Some(Some(Ok(item))) => Ok(Some(item)),
@@ -458,7 +490,7 @@ impl<R: DeserializeOwned> IMapIterator<R> {
         }
     }
 
-    /// `None` on timeout, `Some(None)` at the end.
+    /// `None` on timeout, `Some(None)` at the end; an interruption is yielded as an item.
     fn advance(&mut self, deadline: Option<Instant>) -> Option<Option<Result<R, Error>>> {
         loop {
             if let Some(item) = self.buffer.next() {
@@ -466,7 +498,7 @@ impl<R: DeserializeOwned> IMapIterator<R> {
             }
             let raw = {
                 let (ordered, cursor) = (self.ordered, self.cursor);
-                let (mut s, ok) = self.collector.wait_for(deadline, |s| {
+                let waited = self.collector.wait_for(deadline, OnSignal::caller(), |s| {
                     cursor >= s.slots.len()
                         || if ordered {
                             s.slots[cursor].is_some()
@@ -474,6 +506,10 @@ impl<R: DeserializeOwned> IMapIterator<R> {
                             !s.arrived.is_empty()
                         }
                 });
+                let (mut s, ok) = match waited {
+                    Ok(waited) => waited,
+                    Err(e) => return Some(Some(Err(e))),
+                };
                 if !ok {
                     return None;
                 }

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use super::ProcessInfo;
-use crate::sys::{self, WaitStatus};
+use crate::sys::{self, OnSignal, WaitStatus};
 
 /// The exit code reported when a forkserver died before it could report a child's status.
 pub(crate) const STATUS_LOST: i32 = 255;
@@ -119,15 +119,17 @@ impl ChildShared {
         *status
     }
 
-    /// Waits for the child to end, until `deadline` (`None`: for ever). `Ok(None)` on timeout.
+    /// Waits for the child to end, until `deadline` (`None`: for ever). `Ok(None)` on timeout;
+    /// an `Interrupted` error on `interrupt_blocked_calls` (`Process::join`).
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> io::Result<Option<WaitStatus>> {
+        let since = OnSignal::caller();
         loop {
             if let Some(s) = *self.status.lock().unwrap_or_else(|e| e.into_inner()) {
                 return Ok(Some(s));
             }
             // Wait first, then collect: a child that has already ended makes the wait return
             // at once, and a running one is not asked for a status it cannot have yet.
-            let ready = sys::wait_readable(self.ready_fd(), deadline)?;
+            let ready = sys::wait_readable_or(self.ready_fd(), deadline, since)?;
             if let Some(s) = self.try_status() {
                 return Ok(Some(s));
             }
@@ -147,7 +149,7 @@ impl ChildShared {
         if self.has_ended()? {
             return Ok(true);
         }
-        sys::wait_readable(self.pidfd.as_fd(), deadline)?;
+        sys::wait_readable_or(self.pidfd.as_fd(), deadline, OnSignal::caller())?;
         self.has_ended()
     }
 

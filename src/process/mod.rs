@@ -683,7 +683,9 @@ impl<R: DeserializeOwned> Process<R> {
     /// [`Error::Panicked`] (with the message), [`Error::Signaled`], [`Error::Exited`] when the
     /// child ended without a result; [`Error::Deserialize`] / [`Error::Serialize`] when the
     /// arguments or the result did not survive pickling; [`Error::Bootstrap`] when the child
-    /// could not run the function; [`Error::AlreadyJoined`] on a second call.
+    /// could not run the function; [`Error::AlreadyJoined`] on a second call;
+    /// [`Error::Interrupted`] if [`interrupt_blocked_calls`](crate::interrupt_blocked_calls) is
+    /// called while it waits (the child is untouched and the handle can be joined again).
     pub fn join(&mut self) -> Result<R, Error> {
         self.finish(None)
     }
@@ -798,6 +800,8 @@ fn await_fork_report(
     let Some(ticket) = child.ticket() else {
         return Ok(None);
     };
+    // Interruptible from here on (see `interrupt_blocked_calls`).
+    let since = sys::OnSignal::caller();
     let watched = [
         std::os::fd::AsRawFd::as_raw_fd(&child.pidfd()),
         std::os::fd::AsRawFd::as_raw_fd(&ticket.reports().recv_fd()),
@@ -811,7 +815,7 @@ fn await_fork_report(
                 i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
             }
         };
-        let ready = sys::poll_readable(&watched, timeout).map_err(Error::os("poll"))?;
+        let ready = sys::poll_readable_or(&watched, timeout, since).map_err(Error::os("poll"))?;
         if ready.contains(&1) {
             ticket.reports().drain(None);
         }

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::ring::{Encoded, Put, Ring, Src, Taken};
+use crate::sys::OnSignal;
 use crate::Error;
 
 /// This process's side of a queue: the shared ring, and the items waiting for room in it.
@@ -67,7 +68,7 @@ impl Handle {
     /// feeder (they go first). `Ok(false)`: hand the item to the feeder.
     fn place(&self, src: &mut Src<'_>, deadline: Option<Instant>) -> Result<bool, Error> {
         if self.ring.maxsize() != 0 {
-            return match self.ring.put_until(src, deadline)? {
+            return match self.ring.put_until(src, deadline, OnSignal::caller())? {
                 true => Ok(true),
                 false => Err(Error::Full),
             };
@@ -147,6 +148,7 @@ fn feed(ring: &Ring, local: &Local) {
             match ring.put_until(
                 &mut Src::Encoded(&item),
                 Some(Instant::now() + CANCEL_CHECK),
+                OnSignal::Retry,
             ) {
                 Ok(true) => break,
                 Ok(false) if !local.state().cancelled => continue,
@@ -354,7 +356,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// # Errors
     /// [`Error::Serialize`] if `item` cannot be pickled (nothing is put); [`Error::Closed`]
-    /// after [`close`](Self::close); [`Error::Os`] if a large item's memfd cannot be made.
+    /// after [`close`](Self::close); [`Error::Os`] if a large item's memfd cannot be made;
+    /// [`Error::Interrupted`] if [`interrupt_blocked_calls`](crate::interrupt_blocked_calls) is
+    /// called while a bounded queue waits for room (nothing is put).
     pub fn put(&self, item: &T) -> Result<(), Error> {
         self.put_until(item, None)
     }
@@ -415,7 +419,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// # Errors
     /// [`Error::Deserialize`] if the item is not a `T` (it is consumed); [`Error::Closed`]
-    /// after [`close`](Self::close).
+    /// after [`close`](Self::close); [`Error::Interrupted`] if
+    /// [`interrupt_blocked_calls`](crate::interrupt_blocked_calls) is called while it waits
+    /// (nothing is taken: call again to wait on).
     pub fn get(&self) -> Result<T, Error> {
         self.get_until(None)
     }
@@ -450,7 +456,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             let mut decoded = None;
             let mut in_place = |bytes: &[u8]| decoded = Some(crate::codec::decode(bytes));
             let taken = ring
-                .take_until(buf, deadline, &mut in_place)?
+                .take_until(buf, deadline, OnSignal::caller(), &mut in_place)?
                 .ok_or(Error::Empty)?;
             let item = match (taken, decoded) {
                 (Taken::InPlace, Some(item)) => item,
@@ -756,15 +762,19 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
 
     /// Waits until every task put so far has been marked done.
     pub fn join(&self) {
-        self.queue.ring().join_until(None);
+        // `join` returns nothing, so it cannot report an interruption: it waits on (use
+        // `join_timeout` to be interruptible).
+        let _ = self.queue.ring().join_until(None, OnSignal::Retry);
     }
 
     /// Like [`join`](Self::join), but waits at most `timeout`.
     ///
     /// # Errors
-    /// [`Error::Timeout`] if tasks were still unfinished when it passed.
+    /// [`Error::Timeout`] if tasks were still unfinished when it passed;
+    /// [`Error::Interrupted`] as [`Queue::get`].
     pub fn join_timeout(&self, timeout: Duration) -> Result<(), Error> {
-        if self.queue.ring().join_until(Some(Instant::now() + timeout)) {
+        let deadline = Some(Instant::now() + timeout);
+        if self.queue.ring().join_until(deadline, OnSignal::caller())? {
             Ok(())
         } else {
             Err(Error::Timeout)

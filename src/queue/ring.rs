@@ -43,7 +43,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec;
 use crate::connection::{Pipe, RecvEnd, SendEnd, RECORD_MAX};
-use crate::sys::{self, Acquired, RobustLock, SharedMapping, OWNER_CHECK};
+use crate::sys::{self, Acquired, OnSignal, RobustLock, SharedMapping, OWNER_CHECK};
 use crate::Error;
 
 const MAGIC: usize = 0;
@@ -319,11 +319,13 @@ impl Ring {
     }
 
     /// Puts one item, waiting for room until `deadline` (`None`: for ever). `Ok(false)` if the
-    /// deadline passed with the queue still full.
+    /// deadline passed with the queue still full; [`Error::Interrupted`] if asked to as
+    /// `on_signal` says (nothing was put).
     pub(crate) fn put_until(
         &self,
         item: &mut Src<'_>,
         deadline: Option<Instant>,
+        on_signal: OnSignal,
     ) -> Result<bool, Error> {
         loop {
             let seq = self.word(GET_SEQ).load(Ordering::SeqCst);
@@ -331,13 +333,21 @@ impl Ring {
                 Put::Done => return Ok(true),
                 Put::LockTimeout => return Ok(false),
                 Put::NoRoom => {
-                    if !self.sleep_watching_pending(GET_SEQ, PUT_WAITERS, seq, deadline) {
+                    if !self.sleep_watching_pending(
+                        GET_SEQ,
+                        PUT_WAITERS,
+                        seq,
+                        deadline,
+                        on_signal,
+                    )? {
                         return Ok(false);
                     }
                 }
                 Put::SocketFull => {
                     let writer = self.writer.as_fd().ok_or(Error::Closed)?;
-                    if !sys::wait_writable(writer, deadline).map_err(Error::os("poll"))? {
+                    if !sys::wait_writable_or(writer, deadline, on_signal)
+                        .map_err(Error::os("poll"))?
+                    {
                         return Ok(false);
                     }
                 }
@@ -459,19 +469,20 @@ impl Ring {
         waiters_at: usize,
         seq: u32,
         deadline: Option<Instant>,
-    ) -> bool {
+        on_signal: OnSignal,
+    ) -> Result<bool, Error> {
         if self.word(INFLIGHT).load(Ordering::SeqCst) == 0 {
-            return self.sleep(seq_at, waiters_at, seq, deadline);
+            return self.sleep(seq_at, waiters_at, seq, deadline, on_signal);
         }
         let limit = Instant::now() + OWNER_CHECK;
         let until = deadline.map_or(limit, |d| d.min(limit));
-        if !self.sleep(seq_at, waiters_at, seq, Some(until)) {
-            return false;
+        if !self.sleep(seq_at, waiters_at, seq, Some(until), on_signal)? {
+            return Ok(false);
         }
         if Instant::now() >= limit {
             self.reap_pending();
         }
-        true
+        Ok(true)
     }
 
     /// Abandons every pending entry whose writer is dead, and steps the head over abandoned
@@ -532,10 +543,12 @@ impl Ring {
 
     /// Takes the item at the front, waiting until `deadline` (`None`: for ever). A small ring
     /// item's pickle is appended to `buf`; a large one is passed to `in_place` under the lock. `Ok(None)` if the deadline passed with the queue empty.
+    /// [`Error::Interrupted`] if asked to as `on_signal` says (nothing was taken).
     pub(crate) fn take_until(
         &self,
         buf: &mut Vec<u8>,
         deadline: Option<Instant>,
+        on_signal: OnSignal,
         in_place: &mut dyn FnMut(&[u8]),
     ) -> Result<Option<Taken>, Error> {
         // Since when the front entry has been pending (its writer may have died).
@@ -565,7 +578,7 @@ impl Ring {
                         pending_since.get_or_insert_with(Instant::now);
                         let limit = Instant::now() + OWNER_CHECK;
                         let until = deadline.map_or(limit, |d| d.min(limit));
-                        self.sleep(PUT_SEQ, GET_WAITERS, seq, Some(until));
+                        self.sleep(PUT_SEQ, GET_WAITERS, seq, Some(until), on_signal)?;
                         if deadline.is_some_and(|d| Instant::now() >= d) {
                             return Ok(None);
                         }
@@ -594,7 +607,7 @@ impl Ring {
                 }
             }
             if self.count() == 0
-                && !self.sleep_watching_pending(PUT_SEQ, GET_WAITERS, seq, deadline)
+                && !self.sleep_watching_pending(PUT_SEQ, GET_WAITERS, seq, deadline, on_signal)?
             {
                 return Ok(None);
             }
@@ -687,23 +700,32 @@ impl Ring {
     }
 
     /// Sleeps on the futex word at `seq_at` while it still reads `seq`, counted in `waiters_at`;
-    /// `false` if the deadline has passed.
-    fn sleep(&self, seq_at: usize, waiters_at: usize, seq: u32, deadline: Option<Instant>) -> bool {
+    /// `false` if the deadline has passed; [`Error::Interrupted`] if interrupted and
+    /// `on_signal` says to return.
+    fn sleep(
+        &self,
+        seq_at: usize,
+        waiters_at: usize,
+        seq: u32,
+        deadline: Option<Instant>,
+        on_signal: OnSignal,
+    ) -> Result<bool, Error> {
         let timeout = match deadline {
             None => None,
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return false;
+                    return Ok(false);
                 }
                 Some(left)
             }
         };
         let waiters = self.word(waiters_at);
         waiters.fetch_add(1, Ordering::SeqCst);
-        sys::futex_wait(self.word(seq_at), seq, timeout);
+        let woken = sys::futex_wait_or(self.word(seq_at), seq, timeout, on_signal);
         waiters.fetch_sub(1, Ordering::SeqCst);
-        true
+        woken.map_err(Error::os("futex"))?;
+        Ok(true)
     }
 
     /// Whether [`shut_down`](Self::shut_down) was called, by any process.
@@ -796,15 +818,20 @@ impl Ring {
         self.word(UNFINISHED).load(Ordering::SeqCst)
     }
 
-    /// Waits until no task is unfinished; `false` if the deadline passed first.
-    pub(crate) fn join_until(&self, deadline: Option<Instant>) -> bool {
+    /// Waits until no task is unfinished; `false` if the deadline passed first,
+    /// [`Error::Interrupted`] as [`sleep`](Self::sleep).
+    pub(crate) fn join_until(
+        &self,
+        deadline: Option<Instant>,
+        on_signal: OnSignal,
+    ) -> Result<bool, Error> {
         loop {
             let seq = self.word(DONE_SEQ).load(Ordering::SeqCst);
             if self.unfinished() == 0 {
-                return true;
+                return Ok(true);
             }
-            if !self.sleep(DONE_SEQ, JOIN_WAITERS, seq, deadline) {
-                return self.unfinished() == 0;
+            if !self.sleep(DONE_SEQ, JOIN_WAITERS, seq, deadline, on_signal)? {
+                return Ok(self.unfinished() == 0);
             }
         }
     }

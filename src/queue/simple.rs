@@ -129,7 +129,8 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     ///
     /// # Errors
     /// [`Error::Deserialize`] if the item is not a `T`; [`Error::Disconnected`] cannot happen
-    /// while this handle holds the writing end.
+    /// while this handle holds the writing end; [`Error::Interrupted`] as
+    /// [`Queue::get`](crate::Queue::get).
     pub fn get(&self) -> Result<T, Error> {
         self.get_until(None)
     }

@@ -809,24 +809,126 @@ pub(crate) fn read_exact_into_vec(
     Ok(())
 }
 
+/// Requests to end the blocked calls (see [`interrupt_blocked_calls`]), counted.
+static INTERRUPTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// How long an interruptible wait sleeps at most before it looks at [`INTERRUPTS`] again: the
+/// bound on how late a request made outside a signal handler (say from the `ctrlc` crate's
+/// thread) is noticed.
+const INTERRUPT_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Makes every call of this crate that is blocked in this process at the time (`Queue::get`
+/// and `put`, `Process::join`, `Connection::recv` and `poll`, `Pool::map`, `AsyncResult::get`,
+/// ...) return [`Error::Interrupted`](crate::Error::Interrupted), having taken nothing. This
+/// is how a program handles Ctrl-C while it waits: call it from a signal handler (it is
+/// async-signal-safe: one atomic add), or from any thread.
+///
+/// A signal whose handler does not call it leaves the blocked calls waiting (CPython's
+/// PEP 475, where a handler that does not raise does not end the call). Called from the
+/// handler of a signal that interrupts the wait, it ends the call at once; from another
+/// thread, within 100 ms. Calls that start afterwards wait normally. A manager proxy's call
+/// waits on: abandoning it would lose what the server hands back.
+///
+/// # Examples
+///
+/// ```no_run
+/// use multiproc::{Error, Queue};
+///
+/// extern "C" fn on_ctrl_c(_: libc::c_int) {
+///     multiproc::interrupt_blocked_calls();
+/// }
+///
+/// // SAFETY: the handler only calls an async-signal-safe function.
+/// unsafe { libc::signal(libc::SIGINT, on_ctrl_c as extern "C" fn(libc::c_int) as usize) };
+/// let q: Queue<String> = Queue::new().unwrap();
+/// match q.get() {
+///     Ok(item) => println!("got {item}"),
+///     Err(Error::Interrupted) => println!("Ctrl-C: stopping"),
+///     Err(e) => panic!("{e}"),
+/// }
+/// ```
+pub fn interrupt_blocked_calls() {
+    INTERRUPTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// What a wait does about [`interrupt_blocked_calls`].
+///
+/// The waits a caller of the crate blocks in take `OnSignal::caller()` at the start of the
+/// call, and return an `Interrupted` error once a request has come since (checked before
+/// sleeping, after a signal handler ran (`EINTR`), and every [`INTERRUPT_CHECK`]). Their
+/// sleeps are a `poll` or a futex wait with a timeout, which the kernel never restarts after a
+/// handler, with or without `SA_RESTART` (signal(7)), so a request from a handler is seen at
+/// once however the handler was installed. The crate's own threads, and waits in the middle of
+/// a message, use `Retry`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum OnSignal {
+    /// Wait on, whatever happens.
+    Retry,
+    /// Return once the request count differs from this one.
+    Interruptible(u32),
+}
+
+impl OnSignal {
+    /// For a call a caller of the crate makes: interruptible from now on.
+    pub(crate) fn caller() -> OnSignal {
+        OnSignal::Interruptible(INTERRUPTS.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// An `Interrupted` error if a request came since the call began.
+    fn check(self) -> io::Result<()> {
+        match self {
+            OnSignal::Interruptible(since)
+                if INTERRUPTS.load(std::sync::atomic::Ordering::SeqCst) != since =>
+            {
+                Err(io::ErrorKind::Interrupted.into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `timeout_ms` (−1: none) cut to [`INTERRUPT_CHECK`] for an interruptible wait.
+    fn slice_ms(self, timeout_ms: libc::c_int) -> libc::c_int {
+        let check = INTERRUPT_CHECK.as_millis() as libc::c_int;
+        match self {
+            OnSignal::Interruptible(_) if timeout_ms < 0 || timeout_ms > check => check,
+            _ => timeout_ms,
+        }
+    }
+}
+
 /// Waits until `fd` is readable (data, end of stream, or a process exit for a pidfd) or the
 /// deadline passes. `None` waits for ever. Retries on `EINTR` with the time that is left.
 pub(crate) fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Result<bool> {
-    wait_events(fd, libc::POLLIN, deadline)
+    wait_events(fd, libc::POLLIN, deadline, OnSignal::Retry)
+}
+
+/// [`wait_readable`], or an `Interrupted` error as `on_signal` says.
+pub(crate) fn wait_readable_or(
+    fd: BorrowedFd<'_>,
+    deadline: Option<Instant>,
+    on_signal: OnSignal,
+) -> io::Result<bool> {
+    wait_events(fd, libc::POLLIN, deadline, on_signal)
 }
 
 /// Waits until `fd` can be written without blocking (or is broken: the write then reports
-/// why), or the deadline passes; as [`wait_readable`].
-pub(crate) fn wait_writable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Result<bool> {
-    wait_events(fd, libc::POLLOUT, deadline)
+/// why), or the deadline passes; as [`wait_readable_or`].
+pub(crate) fn wait_writable_or(
+    fd: BorrowedFd<'_>,
+    deadline: Option<Instant>,
+    on_signal: OnSignal,
+) -> io::Result<bool> {
+    wait_events(fd, libc::POLLOUT, deadline, on_signal)
 }
 
 fn wait_events(
     fd: BorrowedFd<'_>,
     events: libc::c_short,
     deadline: Option<Instant>,
+    on_signal: OnSignal,
 ) -> io::Result<bool> {
     loop {
+        on_signal.check()?;
         let timeout_ms: libc::c_int = match deadline {
             None => -1,
             Some(d) => {
@@ -842,7 +944,7 @@ fn wait_events(
             revents: 0,
         };
         // SAFETY: one valid pollfd, count 1.
-        let ret = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        let ret = unsafe { libc::poll(&mut pfd, 1, on_signal.slice_ms(timeout_ms)) };
         match ret {
             -1 => {
                 let err = io::Error::last_os_error();
@@ -863,10 +965,69 @@ fn wait_events(
 /// Polls several descriptors for readability; returns the indices that are ready (none if
 /// interrupted by a signal).
 pub(crate) fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<usize>> {
+    poll_readable_or(fds, timeout_ms, OnSignal::Retry)
+}
+
+/// [`poll_readable`], or an `Interrupted` error as `on_signal` says (an interruptible poll
+/// sleeps [`INTERRUPT_CHECK`] at most: callers loop).
+pub(crate) fn poll_readable_or(
+    fds: &[RawFd],
+    timeout_ms: i32,
+    on_signal: OnSignal,
+) -> io::Result<Vec<usize>> {
+    on_signal.check()?;
     let watch: Vec<(RawFd, libc::c_short)> = fds.iter().map(|&fd| (fd, libc::POLLIN)).collect();
     let mut ready = Vec::new();
-    poll_into(&watch, timeout_ms, &mut Vec::new(), &mut ready)?;
+    match poll_once(
+        &watch,
+        on_signal.slice_ms(timeout_ms),
+        &mut Vec::new(),
+        &mut ready,
+    ) {
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => on_signal.check()?,
+        other => other?,
+    }
     Ok(ready)
+}
+
+/// Sleeps while `word` holds `expected`, at most `timeout` (`None`: for ever), or until a
+/// request to interrupt as `on_signal` says (an `Interrupted` error). Spurious wake-ups
+/// happen: callers check their condition again. An interruptible wait always has a timeout
+/// (at most [`INTERRUPT_CHECK`]): the kernel restarts an untimed futex wait after an
+/// `SA_RESTART` handler, but never a timed one.
+pub(crate) fn futex_wait_or(
+    word: &std::sync::atomic::AtomicU32,
+    expected: u32,
+    timeout: Option<std::time::Duration>,
+    on_signal: OnSignal,
+) -> io::Result<()> {
+    if on_signal == OnSignal::Retry {
+        futex_wait(word, expected, timeout);
+        return Ok(());
+    }
+    on_signal.check()?;
+    let t = timeout.map_or(INTERRUPT_CHECK, |t| t.min(INTERRUPT_CHECK));
+    let ts = libc::timespec {
+        tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: FUTEX_WAIT (shared: the word may be in memory other processes map) on a valid,
+    // aligned u32; `ts` is alive during the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            0u32,
+        )
+    };
+    if ret == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+        on_signal.check()?;
+    }
+    Ok(())
 }
 
 /// `poll` with caller-kept buffers: each entry of `watch` is a descriptor and the events asked
@@ -874,6 +1035,19 @@ pub(crate) fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<us
 /// `ready` receives the indices of the entries with events (empty after a timeout or an
 /// interruption).
 pub(crate) fn poll_into(
+    watch: &[(RawFd, libc::c_short)],
+    timeout_ms: i32,
+    polled: &mut Vec<libc::pollfd>,
+    ready: &mut Vec<usize>,
+) -> io::Result<()> {
+    match poll_once(watch, timeout_ms, polled, ready) {
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+        other => other,
+    }
+}
+
+/// One `poll` into `ready`; an interruption is an `Interrupted` error.
+fn poll_once(
     watch: &[(RawFd, libc::c_short)],
     timeout_ms: i32,
     polled: &mut Vec<libc::pollfd>,
@@ -895,11 +1069,7 @@ pub(crate) fn poll_into(
         )
     };
     if ret == -1 {
-        let err = io::Error::last_os_error();
-        if err.kind() == io::ErrorKind::Interrupted {
-            return Ok(());
-        }
-        return Err(err);
+        return Err(io::Error::last_os_error());
     }
     ready.extend(
         polled

@@ -5,6 +5,9 @@ use std::time::{Duration, Instant};
 
 pub use multiproc::StartMethod;
 
+pub mod family;
+pub mod kills;
+
 /// Defines one test per start method from a single body, as CPython runs each `_Test*` class
 /// under fork, spawn and forkserver.
 #[macro_export]
