@@ -196,7 +196,8 @@
 //! - A non-daemon child outlives its parent if the parent exits without joining it (as in
 //!   CPython); a daemon child is killed when its parent exits.
 
-#![deny(missing_docs, missing_debug_implementations)]
+#![deny(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 mod bootstrap;
 mod codec;

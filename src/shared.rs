@@ -847,10 +847,8 @@ mod tests {
         nix::unistd::write(&fd, &bytes).unwrap();
         if seals != 0 {
             // SAFETY: F_ADD_SEALS on the memfd owned here.
-            assert_eq!(
-                unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) },
-                0
-            );
+            let added = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) };
+            assert_eq!(added, 0);
         }
         fd
     }

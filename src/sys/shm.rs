@@ -385,9 +385,13 @@ impl SharedMapping {
         // mapping, aligned to `size`; this shared memory is accessed only atomically at this
         // offset by the lock-free types; the reference lives only for the load.
         match size {
+            // SAFETY: see above.
             1 => u64::from(unsafe { &*ptr.cast::<AtomicU8>() }.load(Ordering::Acquire)),
+            // SAFETY: see above.
             2 => u64::from(unsafe { &*ptr.cast::<AtomicU16>() }.load(Ordering::Acquire)),
+            // SAFETY: see above.
             4 => u64::from(unsafe { &*ptr.cast::<AtomicU32>() }.load(Ordering::Acquire)),
+            // SAFETY: see above.
             _ => unsafe { &*ptr.cast::<AtomicU64>() }.load(Ordering::Acquire),
         }
     }
@@ -400,9 +404,13 @@ impl SharedMapping {
         let ptr = self.atomic_ptr(offset, size);
         // SAFETY (each arm): as in `load_bits`.
         match size {
+            // SAFETY: see above.
             1 => unsafe { &*ptr.cast::<AtomicU8>() }.store(bits as u8, Ordering::Release),
+            // SAFETY: see above.
             2 => unsafe { &*ptr.cast::<AtomicU16>() }.store(bits as u16, Ordering::Release),
+            // SAFETY: see above.
             4 => unsafe { &*ptr.cast::<AtomicU32>() }.store(bits as u32, Ordering::Release),
+            // SAFETY: see above.
             _ => unsafe { &*ptr.cast::<AtomicU64>() }.store(bits, Ordering::Release),
         }
     }
