@@ -641,39 +641,6 @@ fn strict_server_refuses_md5_clients() {
     assert_eq!(log.lock().unwrap().len(), 1);
 }
 
-/// A served queue that reports each `get` as it starts, with the id of the thread serving it
-/// (see [`common::await_thread_in_futex`]).
-struct ReportingQueue {
-    queue: ServedQueue,
-    gets: Mutex<std::sync::mpsc::Sender<i32>>,
-}
-
-impl Referent for ReportingQueue {
-    fn exposed(&self) -> Vec<String> {
-        self.queue.exposed()
-    }
-
-    fn call(
-        &self,
-        method: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
-    ) -> Result<Value, PyException> {
-        if method == "get" {
-            let _ = self
-                .gets
-                .lock()
-                .unwrap()
-                .send(nix::unistd::gettid().as_raw());
-        }
-        self.queue.call(method, args, kwargs)
-    }
-
-    fn reply_undelivered(&self, method: &str, result: Value) {
-        self.queue.reply_undelivered(method, result)
-    }
-}
-
 /// Sends one command to dying_client.py and returns its one-line answer.
 fn command(stdin: &mut ChildStdin, stdout: &mut BufReader<ChildStdout>, line: &str) -> String {
     writeln!(stdin, "{line}").unwrap();
@@ -692,13 +659,12 @@ fn dead_cpython_getter_loses_nothing() {
         return;
     };
     for mode in ["blocking", "timed"] {
-        let (tx, gets) = std::sync::mpsc::channel();
         let mut server = ManagerServer::bind("127.0.0.1:0", KEY).unwrap();
         server.on_log(|_| {});
-        let queue = Arc::new(ReportingQueue {
-            queue: ServedQueue::new(0),
-            gets: Mutex::new(tx),
-        });
+        let (queue, gets) = common::reporting::Reporting::new(
+            Box::new(ServedQueue::new(0)) as Box<dyn Referent>,
+            "get",
+        );
         server.register("q", move || queue.clone());
         let server = server.start_thread().unwrap();
         let manager = Manager::connect(server.address(), KEY).unwrap();

@@ -1397,53 +1397,14 @@ each_method! {
     }
 }
 
-/// A served object that reports each call of `method` as it starts, with the id of the
-/// thread serving it (see [`common::await_thread_in_futex`]).
-struct Reporting {
-    inner: Box<dyn Referent>,
-    method: &'static str,
-    calls: Mutex<std::sync::mpsc::Sender<i32>>,
-}
-
-impl Referent for Reporting {
-    fn exposed(&self) -> Vec<String> {
-        self.inner.exposed()
-    }
-
-    fn call(
-        &self,
-        method: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
-    ) -> Result<Value, PyException> {
-        if method == self.method {
-            let _ = self
-                .calls
-                .lock()
-                .unwrap()
-                .send(nix::unistd::gettid().as_raw());
-        }
-        self.inner.call(method, args, kwargs)
-    }
-
-    fn reply_undelivered(&self, method: &str, result: Value) {
-        self.inner.reply_undelivered(method, result)
-    }
-}
-
 /// A server of `inner` under `typeid`, reporting each call of `method` to the receiver.
 fn reporting_server(
     typeid: &str,
     inner: impl Into<Box<dyn Referent>>,
     method: &'static str,
 ) -> (ServerHandle, std::sync::mpsc::Receiver<i32>) {
-    let (tx, rx) = std::sync::mpsc::channel();
     let (mut server, _) = quiet(b"k");
-    let object = Arc::new(Reporting {
-        inner: inner.into(),
-        method,
-        calls: Mutex::new(tx),
-    });
+    let (object, rx) = common::reporting::Reporting::new(inner, method);
     server.register(typeid, move || object.clone());
     (server.start_thread().unwrap(), rx)
 }

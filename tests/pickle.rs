@@ -3,70 +3,9 @@
 
 use multiproc::pickle::{self, Limits, PickleError, Value};
 
-mod counting {
-    //! A counting global allocator: each thread's live heap bytes and their peak, so the
-    //! property tests can bound what one decode allocates.
-
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    pub struct Counting;
-
-    thread_local! {
-        // Const-initialised, no destructor: usable from the allocator without allocating.
-        static LIVE: Cell<usize> = const { Cell::new(0) };
-        static PEAK: Cell<usize> = const { Cell::new(0) };
-    }
-
-    fn grew(bytes: usize) {
-        let _ = LIVE.try_with(|live| {
-            let now = live.get().saturating_add(bytes);
-            live.set(now);
-            let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
-        });
-    }
-
-    fn shrank(bytes: usize) {
-        let _ = LIVE.try_with(|live| live.set(live.get().saturating_sub(bytes)));
-    }
-
-    // SAFETY: every method forwards to `System` with the caller's arguments unchanged; the
-    // counting touches only thread-local cells and never allocates.
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            grew(layout.size());
-            // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, passed on unchanged.
-            unsafe { System.alloc(layout) }
-        }
-
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            shrank(layout.size());
-            // SAFETY: `ptr` came from this allocator (so from `System`) with `layout`.
-            unsafe { System.dealloc(ptr, layout) }
-        }
-
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            // Both blocks may live at once while the contents are copied.
-            grew(new_size);
-            // SAFETY: `ptr` came from this allocator with `layout`; the caller upholds the rest.
-            let new = unsafe { System.realloc(ptr, layout, new_size) };
-            shrank(if new.is_null() {
-                new_size
-            } else {
-                layout.size()
-            });
-            new
-        }
-    }
-
-    /// The most heap bytes this thread had live at once while `f` ran, beyond the start.
-    pub fn peak_growth<R>(f: impl FnOnce() -> R) -> usize {
-        let start = LIVE.with(Cell::get);
-        PEAK.with(|peak| peak.set(start));
-        drop(f());
-        PEAK.with(Cell::get) - start
-    }
-}
+// The same counting allocator as the crate's own unit tests use.
+#[path = "../src/pickle/counting.rs"]
+mod counting;
 
 #[global_allocator]
 static COUNTING: counting::Counting = counting::Counting;
@@ -540,7 +479,7 @@ mod properties {
                 ..Limits::default()
             },
         ] {
-            let peak = counting::peak_growth(|| pickle::loads_with(input, &limits));
+            let peak = counting::peak_growth(|| pickle::loads_with(input, &limits)).1;
             let budget = limits.memory_for(input.len());
             prop_assert!(peak <= budget, "{} > {} for {:?}", peak, budget, input);
         }

@@ -1,4 +1,4 @@
-//! A counting global allocator for the unit tests: each thread's live heap bytes and their
+//! A counting global allocator for the unit tests (and, by path, `tests/pickle.rs`): each thread's live heap bytes and their
 //! peak, so a test can measure what one decode allocates (other threads are not counted).
 
 use std::alloc::{GlobalAlloc, Layout, System};

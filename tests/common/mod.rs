@@ -7,6 +7,7 @@ pub use multiproc::StartMethod;
 
 pub mod family;
 pub mod kills;
+pub mod reporting;
 
 /// Defines one test per start method from a single body, as CPython runs each `_Test*` class
 /// under fork, spawn and forkserver.
