@@ -15,7 +15,7 @@ use multiproc::managers::{
     ServedArray, ServedBarrier, ServedCondition, ServedDict, ServedEvent, ServedList, ServedLock,
     ServedNamespace, ServedQueue, ServedSemaphore, ServedValue, ServerHandle,
 };
-use multiproc::pickle::{self, Value};
+use multiproc::pickle::{self, Limits, Value};
 use multiproc::{ByteBuf, Error, Process};
 
 type Log = Arc<Mutex<Vec<String>>>;
@@ -1831,4 +1831,44 @@ fn hostile_requests_are_refused_with_the_reason() {
     }
     assert!(tasks.is_empty(), "nothing was put");
     still_serves(address, b"k");
+}
+
+/// Large plain data past the default decoding budget (a million small ints decode to far more
+/// than twice their frame) is refused with the reason, and passes once both ends raise their
+/// limits: `ManagerServer::decode_limits` and `ConnectOptions::limits`.
+#[test]
+fn decode_limits_can_be_raised_for_large_plain_data() {
+    let big: Vec<u64> = (0..1_000_000).map(|i| i % 200).collect();
+    let raised = Limits {
+        memory_per_byte: 64,
+        max_nodes: 1 << 22,
+        ..Limits::default()
+    };
+
+    // Default limits: the server refuses the request and says why; the client goes on.
+    let (mut server, _log) = quiet(b"k");
+    server.register_queue("q", 0);
+    let server = server.start_thread().unwrap();
+    let manager = Manager::connect(server.address(), b"k").unwrap();
+    let q = manager.get_queue::<Vec<u64>>("q").unwrap();
+    match q.put(&big) {
+        Err(Error::Remote { message, .. }) => assert!(message.contains("refused"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    q.put(&vec![1, 2]).unwrap();
+    assert_eq!(q.get().unwrap(), [1, 2]);
+
+    // Raised on both ends: the list travels there and back.
+    let (mut server, _log) = quiet(b"k");
+    server.decode_limits(raised.clone());
+    server.register_queue("q", 0);
+    let server = server.start_thread().unwrap();
+    let options = ConnectOptions {
+        limits: raised,
+        ..ConnectOptions::default()
+    };
+    let manager = Manager::connect_with(server.address(), b"k", options).unwrap();
+    let q = manager.get_queue::<Vec<u64>>("q").unwrap();
+    q.put(&big).unwrap();
+    assert_eq!(q.get().unwrap(), big);
 }

@@ -29,6 +29,11 @@ pub struct ConnectOptions {
     pub max_frame: usize,
     /// How long connecting plus the handshake may take (default 10 s).
     pub connect_timeout: Duration,
+    /// What decoding a reply may cost: depth, nodes and memory per byte of the frame
+    /// (default [`Limits::default`]). A reply past them is [`Error::Protocol`] and its
+    /// connection is dropped; raise them to receive very large plain data (a list of a
+    /// million small ints needs more than the default memory per byte).
+    pub limits: Limits,
 }
 
 impl Default for ConnectOptions {
@@ -38,6 +43,7 @@ impl Default for ConnectOptions {
             challenge_form: ChallengeForm::Sha256,
             max_frame: 64 << 20,
             connect_timeout: wire::HANDSHAKE_TIMEOUT,
+            limits: Limits::default(),
         }
     }
 }
@@ -159,7 +165,7 @@ impl Manager {
         reader.send_request(&stream, None, method, &args, &kwargs)?;
         // A control request is answered at once: a server that does not is not waited for.
         wire::until(&stream, Some(Instant::now() + self.options.connect_timeout))?;
-        let reply = reader.recv_value(&stream, self.options.max_frame, &Limits::default())?;
+        let reply = reader.recv_value(&stream, self.options.max_frame, &self.options.limits)?;
         unpack(reply)
     }
 

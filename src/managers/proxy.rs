@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::client::{self, Manager, Reply};
 use super::wire::{self, FrameReader, Incoming};
-use crate::pickle::{self, Limits, Value};
+use crate::pickle::{self, Value};
 use crate::Error;
 
 /// How long past a remote timeout a call waits for the server's reply before giving up on
@@ -218,8 +218,11 @@ impl Proxy {
             }
             Err(e) => return Err(e),
         }
-        let reply =
-            reader.recv_reply(&stream, self.manager.options.max_frame, &Limits::default())?;
+        let reply = reader.recv_reply(
+            &stream,
+            self.manager.options.max_frame,
+            &self.manager.options.limits,
+        )?;
         if deadline.is_some() {
             wire::until(&stream, None)?;
         }
@@ -236,6 +239,9 @@ impl Proxy {
             Err(Error::MessageTooLarge { limit, .. }) => {
                 self.send_cap.store(*limit, Ordering::Relaxed);
             }
+            // The server refused the request for its content and closes the connection after
+            // saying why: the next call opens a new one.
+            Err(Error::Remote { message, .. }) if message.starts_with(wire::REFUSAL_PREFIX) => {}
             _ => self.release(stream, reader),
         }
         reply
@@ -254,8 +260,11 @@ impl Proxy {
         let (stream, mut reader) = self.manager.open(deadline)?;
         let name = Value::Str(crate::current_process().name);
         reader.send_request(&stream, None, "accept_connection", &[name], &[])?;
-        let reply =
-            reader.recv_value(&stream, self.manager.options.max_frame, &Limits::default())?;
+        let reply = reader.recv_value(
+            &stream,
+            self.manager.options.max_frame,
+            &self.manager.options.limits,
+        )?;
         // A Rust server answers with its frame cap; CPython's with None.
         if let Value::Int(cap) = client::unpack(reply)? {
             if let Ok(cap) = u64::try_from(cap) {

@@ -334,6 +334,26 @@ impl ManagerServer {
         self
     }
 
+    /// What decoding a request may cost: depth, nodes and memory per byte of the frame
+    /// (default [`Limits::default`]: memory bounded to a small multiple of the frame, so a
+    /// hostile frame cannot make the server allocate far more than it sent). A request past
+    /// them is answered with `'#ERROR'` naming the limit, and its connection closed. Raise
+    /// them to accept very large plain data (a list of a million small ints needs more than
+    /// the default memory per byte). Replaces what [`max_depth`](Self::max_depth) set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::managers::ManagerServer;
+    /// use multiproc::pickle::Limits;
+    /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
+    /// server.decode_limits(Limits { memory_per_byte: 8, ..Limits::default() });
+    /// ```
+    pub fn decode_limits(&mut self, limits: Limits) -> &mut Self {
+        self.config.limits = limits;
+        self
+    }
+
     /// The challenge this server sends (default [`ChallengeForm::Sha256`], which every
     /// CPython client answers).
     ///
@@ -1378,7 +1398,7 @@ fn refuse(stream: &TcpStream, reader: &mut FrameReader, e: Error) -> Error {
             }
             too_large_error(*size, *limit)
         }
-        Error::Pickle(reason) => value_error(&format!("request refused: {reason}")),
+        Error::Pickle(reason) => value_error(&format!("{}{reason}", wire::REFUSAL_PREFIX)),
         _ => return e,
     };
     let _ = reader.send_reply(stream, "#ERROR", &exception);
@@ -1387,7 +1407,7 @@ fn refuse(stream: &TcpStream, reader: &mut FrameReader, e: Error) -> Error {
 
 /// A refused request: `'#ERROR'` with a `ValueError` naming the reason, then close and log.
 fn refused(reason: String) -> (Reply, Outcome) {
-    let reason = format!("request refused: {reason}");
+    let reason = format!("{}{reason}", wire::REFUSAL_PREFIX);
     (("#ERROR", value_error(&reason)), Outcome::Refused(reason))
 }
 

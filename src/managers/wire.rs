@@ -17,6 +17,10 @@ const SHORT_MAX: usize = 0x7fff_ffff;
 /// Handshake frames are capped at 256 bytes, as CPython caps them.
 pub(crate) const HANDSHAKE_FRAME_MAX: usize = 256;
 
+/// How the message of the `ValueError` in a `'#ERROR'` refusal starts: the server closes the
+/// connection after such a reply, so a client must not send on it again.
+pub(crate) const REFUSAL_PREFIX: &str = "request refused: ";
+
 /// How much a reader pulls in one `read` before it knows the frame length.
 const READ_AHEAD: usize = 16 * 1024;
 
