@@ -1860,7 +1860,7 @@ fn decode_limits_can_be_raised_for_large_plain_data() {
 
     // Raised on both ends: the list travels there and back.
     let (mut server, _log) = quiet(b"k");
-    server.decode_limits(raised.clone());
+    server.decode_limits(raised);
     server.register_queue("q", 0);
     let server = server.start_thread().unwrap();
     let options = ConnectOptions {
