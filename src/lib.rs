@@ -195,6 +195,12 @@
 //!   lost, and a [`Barrier`] party it was waits for it until a timeout breaks the barrier.
 //! - A non-daemon child outlives its parent if the parent exits without joining it (as in
 //!   CPython); a daemon child is killed when its parent exits.
+//! - ipc-channel endpoints cannot travel inside arguments, messages or queue items (they
+//!   serialize as indices into ipc-channel's own side table): they are refused with
+//!   [`Error::IpcChannelEndpoint`] before anything is sent.
+//! - A blocked `get`, `join`, `recv` or `map` keeps waiting through a handled signal (as
+//!   CPython does, PEP 475) unless the handler calls [`interrupt_blocked_calls`]: the call then
+//!   returns [`Error::Interrupted`] having taken nothing. Manager proxy calls keep waiting.
 
 #![deny(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
