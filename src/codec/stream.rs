@@ -18,27 +18,11 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 
-const MARK: u8 = b'(';
-const STOP: u8 = b'.';
-const NONE: u8 = b'N';
-const NEWTRUE: u8 = 0x88;
-const NEWFALSE: u8 = 0x89;
-const BININT: u8 = b'J';
-const BININT1: u8 = b'K';
-const BININT2: u8 = b'M';
-const LONG1: u8 = 0x8a;
-const BINFLOAT: u8 = b'G';
-const BINUNICODE: u8 = b'X';
-const SHORT_BINBYTES: u8 = b'C';
-const BINBYTES: u8 = b'B';
-const EMPTY_TUPLE: u8 = b')';
-const TUPLE: u8 = b't';
-const EMPTY_LIST: u8 = b']';
-const APPENDS: u8 = b'e';
-const EMPTY_DICT: u8 = b'}';
-const SETITEMS: u8 = b'u';
-const SETITEM: u8 = b's';
-const PROTO: u8 = 0x80;
+use crate::pickle::opcodes::{
+    APPENDS, BINBYTES, BINFLOAT, BININT, BININT1, BININT2, BINUNICODE, EMPTY_DICT, EMPTY_LIST,
+    EMPTY_TUPLE, LONG1, MARK, NEWFALSE, NEWTRUE, NONE, PROTO, SETITEM, SETITEMS, SHORT_BINBYTES,
+    STOP, TUPLE,
+};
 
 /// Nesting deeper than this is refused (serde-pickle then gets the pickle, and its own limits).
 const MAX_DEPTH: usize = 256;

@@ -14,6 +14,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 
 use super::budget::{heap, Budget};
+use super::opcodes::*;
 use super::value::{PickleError, Value};
 
 /// Bounds the decoder enforces, beyond "every declared length fits in the input".
@@ -436,105 +437,105 @@ impl<'a> Decoder<'a> {
             let at = self.pos;
             let op = self.u8()?;
             match op {
-                0x80 => {
+                PROTO => {
                     let proto = self.u8()?;
                     if !(2..=5).contains(&proto) {
                         return Err(self.malformed("unsupported protocol"));
                     }
                 }
-                0x95 => {
+                FRAME => {
                     self.u64_len()?; // FRAME: advisory
                 }
-                0x2e => {
+                STOP => {
                     let root = self.pop()?;
                     if self.pos != self.input.len() {
                         return Err(self.malformed("bytes after STOP"));
                     }
                     return Ok(root);
                 }
-                0x28 => {
+                MARK => {
                     self.budget.reserve(&mut self.marks, 1)?;
                     self.marks.push(self.stack.len());
                 }
-                0x30 => {
+                POP => {
                     if self.marks.last().is_some_and(|&m| m == self.stack.len()) {
                         self.marks.pop();
                     } else {
                         self.pop()?;
                     }
                 }
-                0x31 => {
+                POP_MARK => {
                     let items = self.pop_mark()?;
                     self.drop_items(items);
                 }
-                0x32 => {
+                DUP => {
                     let top = self.top()?;
                     self.push_index(top)?;
                 }
-                0x4e => self.leaf(Value::None)?,
-                0x88 => self.leaf(Value::Bool(true))?,
-                0x89 => self.leaf(Value::Bool(false))?,
-                0x4b => {
+                NONE => self.leaf(Value::None)?,
+                NEWTRUE => self.leaf(Value::Bool(true))?,
+                NEWFALSE => self.leaf(Value::Bool(false))?,
+                BININT1 => {
                     let v = self.u8()?;
                     self.leaf(Value::Int(v.into()))?;
                 }
-                0x4d => {
+                BININT2 => {
                     let v = self.u16()?;
                     self.leaf(Value::Int(v.into()))?;
                 }
-                0x4a => {
+                BININT => {
                     let v = self.u32()? as i32;
                     self.leaf(Value::Int(v.into()))?;
                 }
-                0x8a => {
+                LONG1 => {
                     let n = self.u8()? as usize;
                     let bytes = self.take_heap(n)?;
                     self.leaf(int_from_le(bytes))?;
                 }
-                0x8b => {
+                LONG4 => {
                     let n = self.u32()? as i32;
                     let n = usize::try_from(n).map_err(|_| self.malformed("negative length"))?;
                     let bytes = self.take_heap(n)?;
                     self.leaf(int_from_le(bytes))?;
                 }
-                0x47 => {
+                BINFLOAT => {
                     let b = self.take(8)?;
                     let mut a = [0u8; 8];
                     a.copy_from_slice(b);
                     self.leaf(Value::Float(f64::from_be_bytes(a)))?;
                 }
-                0x8c => {
+                SHORT_BINUNICODE => {
                     let n = self.u8()? as usize;
                     let s = self.text(n)?;
                     self.leaf(Value::Str(s))?;
                 }
-                0x58 => {
+                BINUNICODE => {
                     let n = self.u32()? as usize;
                     let s = self.text(n)?;
                     self.leaf(Value::Str(s))?;
                 }
-                0x8d => {
+                BINUNICODE8 => {
                     let n = self.u64_len()?;
                     let s = self.text(n)?;
                     self.leaf(Value::Str(s))?;
                 }
-                0x43 | 0x42 | 0x8e | 0x96 => {
+                SHORT_BINBYTES | BINBYTES | BINBYTES8 | BYTEARRAY8 => {
                     let n = match op {
-                        0x43 => self.u8()? as usize,
-                        0x42 => self.u32()? as usize,
+                        SHORT_BINBYTES => self.u8()? as usize,
+                        BINBYTES => self.u32()? as usize,
                         _ => self.u64_len()?,
                     };
                     let b = self.take_heap(n)?.to_vec();
-                    let v = if op == 0x96 {
+                    let v = if op == BYTEARRAY8 {
                         Value::ByteArray(b)
                     } else {
                         Value::Bytes(b)
                     };
                     self.leaf(v)?;
                 }
-                0x29 => self.push(Node::Tuple(Vec::new()), 0)?,
-                0x85..=0x87 => {
-                    let n = (op - 0x84) as usize;
+                EMPTY_TUPLE => self.push(Node::Tuple(Vec::new()), 0)?,
+                TUPLE1..=TUPLE3 => {
+                    let n = (op - TUPLE1 + 1) as usize;
                     let mut items = [0; 3];
                     for slot in items[..n].iter_mut().rev() {
                         *slot = self.pop()?;
@@ -543,56 +544,56 @@ impl<'a> Decoder<'a> {
                     self.budget.charge(heap(n * std::mem::size_of::<usize>()))?;
                     self.push(Node::Tuple(items[..n].to_vec()), height)?;
                 }
-                0x74 | 0x91 => {
+                TUPLE | FROZENSET => {
                     let items = self.pop_mark()?;
                     let height = self.height_over(&items);
-                    let node = if op == 0x74 {
+                    let node = if op == TUPLE {
                         Node::Tuple(items)
                     } else {
                         Node::FrozenSet(items)
                     };
                     self.push(node, height)?;
                 }
-                0x5d => self.push(Node::List(Vec::new()), 0)?,
-                0x7d => self.push(Node::Dict(Vec::new()), 0)?,
-                0x8f => self.push(Node::Set(Vec::new()), 0)?,
-                0x61 => {
+                EMPTY_LIST => self.push(Node::List(Vec::new()), 0)?,
+                EMPTY_DICT => self.push(Node::Dict(Vec::new()), 0)?,
+                EMPTY_SET => self.push(Node::Set(Vec::new()), 0)?,
+                APPEND => {
                     let item = self.pop()?;
                     let list = self.top()?;
                     self.add_items(list, &[item], Kind::List)?;
                 }
-                0x73 => {
+                SETITEM => {
                     let value = self.pop()?;
                     let key = self.pop()?;
                     let dict = self.top()?;
                     self.add_items(dict, &[key, value], Kind::Dict)?;
                 }
-                0x65 | 0x75 | 0x90 => {
+                APPENDS | SETITEMS | ADDITEMS => {
                     let items = self.pop_mark()?;
                     let target = self.top()?;
                     let kind = match op {
-                        0x65 => Kind::List,
-                        0x75 => Kind::Dict,
+                        APPENDS => Kind::List,
+                        SETITEMS => Kind::Dict,
                         _ => Kind::Set,
                     };
                     self.add_items(target, &items, kind)?;
                     self.drop_items(items);
                 }
-                0x94 => {
+                MEMOIZE => {
                     let index = u32::try_from(self.memo.len())
                         .map_err(|_| self.malformed("memo too large"))?;
                     self.memo_put(index)?;
                 }
-                0x71 | 0x72 => {
-                    let index = if op == 0x71 {
+                BINPUT | LONG_BINPUT => {
+                    let index = if op == BINPUT {
                         self.u8()?.into()
                     } else {
                         self.u32()?
                     };
                     self.memo_put(index)?;
                 }
-                0x68 | 0x6a => {
-                    let index = if op == 0x68 {
+                BINGET | LONG_BINGET => {
+                    let index = if op == BINGET {
                         self.u8()?.into()
                     } else {
                         self.u32()?
@@ -603,18 +604,18 @@ impl<'a> Decoder<'a> {
                         .ok_or_else(|| self.malformed("memo get of a missing entry"))?;
                     self.push_index(node)?;
                 }
-                0x93 => {
+                STACK_GLOBAL => {
                     let name = self.pop()?;
                     let module = self.pop()?;
                     let (module, name) = (self.str_at(module)?, self.str_at(name)?);
                     self.leaf(Value::Global { module, name })?;
                 }
-                0x63 => {
+                GLOBAL => {
                     let module = self.line()?;
                     let name = self.line()?;
                     self.leaf(Value::Global { module, name })?;
                 }
-                0x52 => {
+                REDUCE => {
                     let args = self.pop()?;
                     let callable = self.pop()?;
                     let height = self.height_over(&[callable, args]);
@@ -625,7 +626,7 @@ impl<'a> Decoder<'a> {
                     };
                     self.push(node, height)?;
                 }
-                0x81 => {
+                NEWOBJ => {
                     let args = self.pop()?;
                     let class = self.pop()?;
                     let height = self.height_over(&[class, args]);
@@ -637,7 +638,7 @@ impl<'a> Decoder<'a> {
                     };
                     self.push(node, height)?;
                 }
-                0x92 => {
+                NEWOBJ_EX => {
                     let kwargs = self.pop()?;
                     let args = self.pop()?;
                     let class = self.pop()?;
@@ -650,7 +651,7 @@ impl<'a> Decoder<'a> {
                     };
                     self.push(node, height)?;
                 }
-                0x62 => {
+                BUILD => {
                     let new_state = self.pop()?;
                     let target = self.top()?;
                     match &mut self.arena[target] {

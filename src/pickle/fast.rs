@@ -14,6 +14,7 @@
 
 use super::budget::{heap, Budget};
 use super::decode::Limits;
+use super::opcodes::*;
 use super::value::Value;
 
 /// A value on the stack and its height (0 for a scalar, 1 + the tallest item for a container).
@@ -241,64 +242,64 @@ impl<'a> Fast<'a> {
             }
             let op = self.u8()?;
             match op {
-                0x80 | 0x2e if self.bare.is_some() => return None,
-                0x80 => {
+                PROTO | STOP if self.bare.is_some() => return None,
+                PROTO => {
                     if !(2..=5).contains(&self.u8()?) {
                         return None;
                     }
                 }
-                0x95 => {
+                FRAME => {
                     self.u64_len()?;
                 }
-                0x2e => {
+                STOP => {
                     let (root, _) = self.pop()?;
                     if self.pos != self.input.len() || !self.marks.is_empty() {
                         return None;
                     }
                     return Some(root);
                 }
-                0x28 => {
+                MARK => {
                     if self.marks.len() == self.marks.capacity() {
                         self.budget.reserve(&mut self.marks, 1).ok()?;
                     }
                     self.marks.push(self.stack.len());
                 }
-                0x4e => self.push_leaf(Value::None)?,
-                0x88 => self.push_leaf(Value::Bool(true))?,
-                0x89 => self.push_leaf(Value::Bool(false))?,
-                0x4b => {
+                NONE => self.push_leaf(Value::None)?,
+                NEWTRUE => self.push_leaf(Value::Bool(true))?,
+                NEWFALSE => self.push_leaf(Value::Bool(false))?,
+                BININT1 => {
                     let v = self.u8()?;
                     self.push_leaf(Value::Int(v.into()))?;
                 }
-                0x4d => {
+                BININT2 => {
                     let b = self.take(2)?;
                     self.push_leaf(Value::Int(u16::from_le_bytes([b[0], b[1]]).into()))?;
                 }
-                0x4a => {
+                BININT => {
                     let v = self.u32()? as i32;
                     self.push_leaf(Value::Int(v.into()))?;
                 }
-                0x8a => {
+                LONG1 => {
                     let n = self.u8()? as usize;
                     let bytes = self.take_heap(n)?;
                     self.push_leaf(super::decode::int_from_le(bytes))?;
                 }
-                0x47 => {
+                BINFLOAT => {
                     let b = self.take(8)?;
                     let mut a = [0u8; 8];
                     a.copy_from_slice(b);
                     self.push_leaf(Value::Float(f64::from_be_bytes(a)))?;
                 }
-                0x8c => {
+                SHORT_BINUNICODE => {
                     let n = self.u8()? as usize;
                     self.text(n)?;
                 }
-                0x58 => {
+                BINUNICODE => {
                     let n = self.u32()? as usize;
                     self.text(n)?;
                 }
-                0x43 | 0x42 => {
-                    let n = if op == 0x43 {
+                SHORT_BINBYTES | BINBYTES => {
+                    let n = if op == SHORT_BINBYTES {
                         self.u8()? as usize
                     } else {
                         self.u32()? as usize
@@ -306,9 +307,9 @@ impl<'a> Fast<'a> {
                     let b = self.take_heap(n)?.to_vec();
                     self.push_leaf(Value::Bytes(b))?;
                 }
-                0x29 => self.push_leaf(Value::Tuple(Vec::new()))?,
-                0x85..=0x87 => {
-                    let n = (op - 0x84) as usize;
+                EMPTY_TUPLE => self.push_leaf(Value::Tuple(Vec::new()))?,
+                TUPLE1..=TUPLE3 => {
+                    let n = (op - TUPLE1 + 1) as usize;
                     if self.stack.len() < self.floor() + n {
                         return None;
                     }
@@ -326,50 +327,50 @@ impl<'a> Fast<'a> {
                         .collect();
                     self.push_container(Value::Tuple(items), tallest + 1)?;
                 }
-                0x74 | 0x91 => {
+                TUPLE | FROZENSET => {
                     let (items, tallest) = self.pop_mark()?;
                     let height = if items.is_empty() { 0 } else { tallest + 1 };
-                    let v = if op == 0x74 {
+                    let v = if op == TUPLE {
                         Value::Tuple(items)
                     } else {
                         Value::FrozenSet(items)
                     };
                     self.push_container(v, height)?;
                 }
-                0x5d => self.push_leaf(Value::List(Vec::new()))?,
-                0x7d => self.push_leaf(Value::Dict(Vec::new()))?,
-                0x8f => self.push_leaf(Value::Set(Vec::new()))?,
-                0x61 => {
+                EMPTY_LIST => self.push_leaf(Value::List(Vec::new()))?,
+                EMPTY_DICT => self.push_leaf(Value::Dict(Vec::new()))?,
+                EMPTY_SET => self.push_leaf(Value::Set(Vec::new()))?,
+                APPEND => {
                     let (item, h) = self.pop()?;
                     self.add_to_top(1, [item], h, Kind::List)?;
                 }
-                0x73 => {
+                SETITEM => {
                     let (value, hv) = self.pop()?;
                     let (key, hk) = self.pop()?;
                     self.add_to_top(2, [key, value], hk.max(hv), Kind::Dict)?;
                 }
-                0x65 | 0x90 | 0x75 => {
+                APPENDS | ADDITEMS | SETITEMS => {
                     let (items, tallest) = self.pop_mark()?;
                     let kind = match op {
-                        0x65 => Kind::List,
-                        0x90 => Kind::Set,
+                        APPENDS => Kind::List,
+                        ADDITEMS => Kind::Set,
                         _ => Kind::Dict,
                     };
                     self.extend_top(items, tallest, kind)?;
                 }
                 // Memo puts: nothing reads them back unless a get follows, and a get gives up.
-                0x94 => {
+                MEMOIZE => {
                     if self.stack.len() <= self.floor() {
                         return None;
                     }
                 }
-                0x71 => {
+                BINPUT => {
                     self.u8()?;
                     if self.stack.len() <= self.floor() {
                         return None;
                     }
                 }
-                0x72 => {
+                LONG_BINPUT => {
                     self.u32()?;
                     if self.stack.len() <= self.floor() {
                         return None;
@@ -387,6 +388,7 @@ mod tests {
 
     use super::super::decode::{loads_full, Limits};
     use super::super::encode::dumps;
+    use super::super::opcodes::PROTO;
     use super::super::value::Value;
     use proptest::prelude::*;
 
@@ -490,7 +492,7 @@ mod tests {
 
         #[test]
         fn any_bytes_decode_alike(body in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let mut bytes = vec![0x80, 4];
+            let mut bytes = vec![PROTO, 4];
             bytes.extend(body);
             agrees(&bytes, &Limits::default())?;
         }

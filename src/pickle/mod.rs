@@ -50,6 +50,7 @@ mod counting;
 mod decode;
 mod encode;
 mod fast;
+pub(crate) mod opcodes;
 mod value;
 
 pub use bridge::{from_value, to_value};
