@@ -8,6 +8,7 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use crate::error::connection_io;
+use crate::pickle::cursor::Cursor;
 use crate::pickle::opcodes::{BINUNICODE, MARK, NONE, PROTO, STOP, TUPLE, TUPLE2};
 use crate::pickle::{self, Limits, Value};
 use crate::{sys, Error};
@@ -121,17 +122,12 @@ pub(crate) type Request = (Option<String>, String, Vec<Value>, Vec<(String, Valu
 
 /// A `BINUNICODE` string at the start of `input`, and the bytes after it.
 fn text(input: &[u8]) -> Option<(&str, &[u8])> {
-    let (&op, rest) = input.split_first()?;
-    if op != BINUNICODE || rest.len() < 4 {
+    let mut cursor = Cursor::new(input);
+    if cursor.u8()? != BINUNICODE {
         return None;
     }
-    let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-    let rest = &rest[4..];
-    if rest.len() < len {
-        return None;
-    }
-    let s = std::str::from_utf8(&rest[..len]).ok()?;
-    Some((s, &rest[len..]))
+    let s = std::str::from_utf8(cursor.sized(4)?).ok()?;
+    Some((s, cursor.rest()))
 }
 
 /// Takes apart a request as [`pickle::request_into`] writes it: `PROTO 3`, `MARK`, the ident

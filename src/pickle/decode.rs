@@ -14,6 +14,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 
 use super::budget::{heap, Budget};
+use super::cursor::{Cursor, Long};
 use super::opcodes::*;
 use super::value::{PickleError, Value};
 
@@ -124,8 +125,7 @@ pub fn loads_with(input: &[u8], limits: &Limits) -> Result<Value, PickleError> {
 /// The full decoder, for every input (the single pass of [`super::fast`] gives up on some).
 pub(super) fn loads_full(input: &[u8], limits: &Limits) -> Result<Value, PickleError> {
     let mut decoder = Decoder {
-        input,
-        pos: 0,
+        cur: Cursor::new(input),
         arena: Vec::new(),
         heights: Vec::new(),
         stack: Vec::new(),
@@ -233,8 +233,7 @@ enum Kind {
 }
 
 struct Decoder<'a> {
-    input: &'a [u8],
-    pos: usize,
+    cur: Cursor<'a>,
     arena: Vec<Node>,
     /// For each node, a lower bound of its height (0 for a scalar or an empty container, 1 +
     /// the tallest item otherwise), kept as items are added; the exact depth is checked again
@@ -253,7 +252,7 @@ struct Decoder<'a> {
 impl<'a> Decoder<'a> {
     fn malformed(&self, reason: &'static str) -> PickleError {
         PickleError::Malformed {
-            offset: self.pos,
+            offset: self.cur.pos(),
             reason,
         }
     }
@@ -280,46 +279,35 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&end| end <= self.input.len())
-            .ok_or(PickleError::Truncated {
-                offset: self.input.len(),
-            })?;
-        let bytes = &self.input[self.pos..end];
-        self.pos = end;
-        Ok(bytes)
+    /// Where the input ran out.
+    fn truncated(&self) -> PickleError {
+        PickleError::Truncated {
+            offset: self.cur.input().len(),
+        }
     }
 
-    /// Takes `n` bytes that will be copied to the heap, charging the copy first.
-    fn take_heap(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
-        let bytes = self.take(n)?;
-        self.budget.charge(heap(n))?;
+    fn take(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
+        self.cur.take(n).ok_or_else(|| self.truncated())
+    }
+
+    /// The bytes after a length of `width` bytes, to be copied to the heap: the length is
+    /// checked against the input, then the copy charged, before it is made.
+    fn sized_heap(&mut self, width: usize) -> Result<&'a [u8], PickleError> {
+        let bytes = self.cur.sized(width).ok_or_else(|| self.truncated())?;
+        self.budget.charge(heap(bytes.len()))?;
         Ok(bytes)
     }
 
     fn u8(&mut self) -> Result<u8, PickleError> {
-        Ok(self.take(1)?[0])
+        self.cur.u8().ok_or_else(|| self.truncated())
     }
 
     fn u16(&mut self) -> Result<u16, PickleError> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
+        self.cur.u16().ok_or_else(|| self.truncated())
     }
 
     fn u32(&mut self) -> Result<u32, PickleError> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn u64_len(&mut self) -> Result<usize, PickleError> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        // A length beyond the input is caught by `take`; beyond usize it cannot fit either.
-        Ok(usize::try_from(u64::from_le_bytes(a)).unwrap_or(usize::MAX))
+        self.cur.u32().ok_or_else(|| self.truncated())
     }
 
     /// Adds a node of the given height to the arena and pushes it, within the limits.
@@ -389,21 +377,22 @@ impl<'a> Decoder<'a> {
             .credit(heap(items.capacity() * std::mem::size_of::<usize>()));
     }
 
-    fn text(&mut self, n: usize) -> Result<String, PickleError> {
-        let bytes = self.take_heap(n)?;
+    /// A `str` of `bytes`, charged already.
+    fn text(&self, bytes: &[u8]) -> Result<String, PickleError> {
         String::from_utf8(bytes.to_vec()).map_err(|_| self.malformed("invalid utf-8 in a str"))
     }
 
     fn line(&mut self) -> Result<String, PickleError> {
-        let rest = &self.input[self.pos..];
-        let n = rest
+        let n = self
+            .cur
+            .rest()
             .iter()
             .position(|&b| b == b'\n')
-            .ok_or(PickleError::Truncated {
-                offset: self.input.len(),
-            })?;
-        let s = self.text(n)?;
-        self.pos += 1;
+            .ok_or_else(|| self.truncated())?;
+        let bytes = self.take(n)?;
+        self.budget.charge(heap(n))?;
+        let s = self.text(bytes)?;
+        self.take(1)?;
         Ok(s)
     }
 
@@ -434,7 +423,7 @@ impl<'a> Decoder<'a> {
 
     fn run(&mut self) -> Result<usize, PickleError> {
         loop {
-            let at = self.pos;
+            let at = self.cur.pos();
             let op = self.u8()?;
             match op {
                 PROTO => {
@@ -444,11 +433,11 @@ impl<'a> Decoder<'a> {
                     }
                 }
                 FRAME => {
-                    self.u64_len()?; // FRAME: advisory
+                    self.take(8)?; // FRAME: advisory
                 }
                 STOP => {
                     let root = self.pop()?;
-                    if self.pos != self.input.len() {
+                    if !self.cur.is_done() {
                         return Err(self.malformed("bytes after STOP"));
                     }
                     return Ok(root);
@@ -488,44 +477,37 @@ impl<'a> Decoder<'a> {
                     self.leaf(Value::Int(v.into()))?;
                 }
                 LONG1 => {
-                    let n = self.u8()? as usize;
-                    let bytes = self.take_heap(n)?;
-                    self.leaf(int_from_le(bytes))?;
+                    let bytes = self.sized_heap(1)?;
+                    self.leaf(int(Long::from_le(bytes)))?;
                 }
                 LONG4 => {
                     let n = self.u32()? as i32;
                     let n = usize::try_from(n).map_err(|_| self.malformed("negative length"))?;
-                    let bytes = self.take_heap(n)?;
-                    self.leaf(int_from_le(bytes))?;
+                    let bytes = self.take(n)?;
+                    self.budget.charge(heap(n))?;
+                    self.leaf(int(Long::from_le(bytes)))?;
                 }
                 BINFLOAT => {
-                    let b = self.take(8)?;
-                    let mut a = [0u8; 8];
-                    a.copy_from_slice(b);
-                    self.leaf(Value::Float(f64::from_be_bytes(a)))?;
+                    let f = self.cur.f64_be().ok_or_else(|| self.truncated())?;
+                    self.leaf(Value::Float(f))?;
                 }
-                SHORT_BINUNICODE => {
-                    let n = self.u8()? as usize;
-                    let s = self.text(n)?;
-                    self.leaf(Value::Str(s))?;
-                }
-                BINUNICODE => {
-                    let n = self.u32()? as usize;
-                    let s = self.text(n)?;
-                    self.leaf(Value::Str(s))?;
-                }
-                BINUNICODE8 => {
-                    let n = self.u64_len()?;
-                    let s = self.text(n)?;
+                SHORT_BINUNICODE | BINUNICODE | BINUNICODE8 => {
+                    let width = match op {
+                        SHORT_BINUNICODE => 1,
+                        BINUNICODE => 4,
+                        _ => 8,
+                    };
+                    let bytes = self.sized_heap(width)?;
+                    let s = self.text(bytes)?;
                     self.leaf(Value::Str(s))?;
                 }
                 SHORT_BINBYTES | BINBYTES | BINBYTES8 | BYTEARRAY8 => {
-                    let n = match op {
-                        SHORT_BINBYTES => self.u8()? as usize,
-                        BINBYTES => self.u32()? as usize,
-                        _ => self.u64_len()?,
+                    let width = match op {
+                        SHORT_BINBYTES => 1,
+                        BINBYTES => 4,
+                        _ => 8,
                     };
-                    let b = self.take_heap(n)?.to_vec();
+                    let b = self.sized_heap(width)?.to_vec();
                     let v = if op == BYTEARRAY8 {
                         Value::ByteArray(b)
                     } else {
@@ -708,25 +690,11 @@ impl<'a> Decoder<'a> {
     }
 }
 
-/// An int from little-endian two's complement bytes (`LONG1`/`LONG4`), minimal form.
-pub(super) fn int_from_le(bytes: &[u8]) -> Value {
-    if bytes.is_empty() {
-        return Value::Int(0);
-    }
-    let negative = bytes[bytes.len() - 1] & 0x80 != 0;
-    let fill = if negative { 0xff } else { 0 };
-    // Drop redundant sign bytes.
-    let mut len = bytes.len();
-    while len > 1 && bytes[len - 1] == fill && (bytes[len - 2] & 0x80 != 0) == negative {
-        len -= 1;
-    }
-    let bytes = &bytes[..len];
-    if len <= 8 {
-        let mut a = [fill; 8];
-        a[..len].copy_from_slice(bytes);
-        Value::Int(i64::from_le_bytes(a))
-    } else {
-        Value::BigInt(bytes.to_vec())
+/// The value of a `LONG1`/`LONG4` int.
+pub(super) fn int(long: Long<'_>) -> Value {
+    match long {
+        Long::Small(v) => Value::Int(v),
+        Long::Big(bytes) => Value::BigInt(bytes.to_vec()),
     }
 }
 

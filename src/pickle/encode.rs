@@ -1,5 +1,6 @@
 //! The encoder: protocol 3, no memo (PROTOCOL.md §4.4).
 
+use super::cursor::minimal_len;
 use super::opcodes::*;
 use super::value::Value;
 
@@ -189,13 +190,7 @@ fn write_int(i: i64, out: &mut Vec<u8>) {
         out.extend_from_slice(&i.to_le_bytes());
     } else {
         let bytes = i.to_le_bytes();
-        let negative = i < 0;
-        let fill = if negative { 0xff } else { 0 };
-        let mut len = 8;
-        while len > 1 && bytes[len - 1] == fill && (bytes[len - 2] & 0x80 != 0) == negative {
-            len -= 1;
-        }
-        write_long(&bytes[..len], out);
+        write_long(&bytes[..minimal_len(&bytes)], out);
     }
 }
 

@@ -13,7 +13,8 @@
 //! gives up at the budget instead of growing the stack to many times the input.
 
 use super::budget::{heap, Budget};
-use super::decode::Limits;
+use super::cursor::{Cursor, Long};
+use super::decode::{int, Limits};
 use super::opcodes::*;
 use super::value::Value;
 
@@ -29,8 +30,7 @@ enum Kind {
 }
 
 struct Fast<'a> {
-    input: &'a [u8],
-    pos: usize,
+    cur: Cursor<'a>,
     stack: Vec<Slot>,
     marks: Vec<usize>,
     max_depth: usize,
@@ -58,8 +58,7 @@ fn decode(input: &[u8], limits: &Limits, max_depth: usize, bare: Option<usize>) 
     // small pickle per call, and two allocations would be a good part of its work.
     let (stack, marks) = SCRATCH.with(|s| s.take());
     let mut fast = Fast {
-        input,
-        pos: 0,
+        cur: Cursor::new(input),
         stack,
         marks,
         max_depth,
@@ -85,29 +84,6 @@ thread_local! {
 }
 
 impl<'a> Fast<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.input.len())?;
-        let bytes = &self.input[self.pos..end];
-        self.pos = end;
-        Some(bytes)
-    }
-
-    fn u8(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        let b = self.take(4)?;
-        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn u64_len(&mut self) -> Option<usize> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        usize::try_from(u64::from_le_bytes(a)).ok()
-    }
-
     /// The lowest stack index not protected by a mark.
     fn floor(&self) -> usize {
         self.marks.last().copied().unwrap_or(0)
@@ -143,15 +119,16 @@ impl<'a> Fast<'a> {
         self.push(v, height)
     }
 
-    /// Takes `n` bytes that will be copied to the heap, charging the copy first.
-    fn take_heap(&mut self, n: usize) -> Option<&'a [u8]> {
-        let bytes = self.take(n)?;
-        self.budget.charge(heap(n)).ok()?;
+    /// The bytes after a length of `width` bytes, to be copied to the heap: the length is
+    /// checked against the input, then the copy charged, before it is made.
+    fn sized_heap(&mut self, width: usize) -> Option<&'a [u8]> {
+        let bytes = self.cur.sized(width)?;
+        self.budget.charge(heap(bytes.len())).ok()?;
         Some(bytes)
     }
 
-    fn text(&mut self, n: usize) -> Option<()> {
-        let bytes = self.take_heap(n)?;
+    fn text(&mut self, width: usize) -> Option<()> {
+        let bytes = self.sized_heap(width)?;
         let s = std::str::from_utf8(bytes).ok()?;
         self.push_leaf(Value::Str(s.to_owned()))
     }
@@ -227,7 +204,7 @@ impl<'a> Fast<'a> {
     fn run(&mut self) -> Option<Value> {
         loop {
             if let Some(n) = self.bare {
-                if self.pos == self.input.len() {
+                if self.cur.is_done() {
                     if !self.marks.is_empty() || self.stack.len() != n {
                         return None;
                     }
@@ -240,20 +217,20 @@ impl<'a> Fast<'a> {
                     return Some(Value::Tuple(self.stack.drain(..).map(|(v, _)| v).collect()));
                 }
             }
-            let op = self.u8()?;
+            let op = self.cur.u8()?;
             match op {
                 PROTO | STOP if self.bare.is_some() => return None,
                 PROTO => {
-                    if !(2..=5).contains(&self.u8()?) {
+                    if !(2..=5).contains(&self.cur.u8()?) {
                         return None;
                     }
                 }
                 FRAME => {
-                    self.u64_len()?;
+                    self.cur.take(8)?;
                 }
                 STOP => {
                     let (root, _) = self.pop()?;
-                    if self.pos != self.input.len() || !self.marks.is_empty() {
+                    if !self.cur.is_done() || !self.marks.is_empty() {
                         return None;
                     }
                     return Some(root);
@@ -268,43 +245,30 @@ impl<'a> Fast<'a> {
                 NEWTRUE => self.push_leaf(Value::Bool(true))?,
                 NEWFALSE => self.push_leaf(Value::Bool(false))?,
                 BININT1 => {
-                    let v = self.u8()?;
+                    let v = self.cur.u8()?;
                     self.push_leaf(Value::Int(v.into()))?;
                 }
                 BININT2 => {
-                    let b = self.take(2)?;
-                    self.push_leaf(Value::Int(u16::from_le_bytes([b[0], b[1]]).into()))?;
+                    let v = self.cur.u16()?;
+                    self.push_leaf(Value::Int(v.into()))?;
                 }
                 BININT => {
-                    let v = self.u32()? as i32;
+                    let v = self.cur.u32()? as i32;
                     self.push_leaf(Value::Int(v.into()))?;
                 }
                 LONG1 => {
-                    let n = self.u8()? as usize;
-                    let bytes = self.take_heap(n)?;
-                    self.push_leaf(super::decode::int_from_le(bytes))?;
+                    let bytes = self.sized_heap(1)?;
+                    self.push_leaf(int(Long::from_le(bytes)))?;
                 }
                 BINFLOAT => {
-                    let b = self.take(8)?;
-                    let mut a = [0u8; 8];
-                    a.copy_from_slice(b);
-                    self.push_leaf(Value::Float(f64::from_be_bytes(a)))?;
+                    let f = self.cur.f64_be()?;
+                    self.push_leaf(Value::Float(f))?;
                 }
-                SHORT_BINUNICODE => {
-                    let n = self.u8()? as usize;
-                    self.text(n)?;
-                }
-                BINUNICODE => {
-                    let n = self.u32()? as usize;
-                    self.text(n)?;
-                }
+                SHORT_BINUNICODE => self.text(1)?,
+                BINUNICODE => self.text(4)?,
                 SHORT_BINBYTES | BINBYTES => {
-                    let n = if op == SHORT_BINBYTES {
-                        self.u8()? as usize
-                    } else {
-                        self.u32()? as usize
-                    };
-                    let b = self.take_heap(n)?.to_vec();
+                    let width = if op == SHORT_BINBYTES { 1 } else { 4 };
+                    let b = self.sized_heap(width)?.to_vec();
                     self.push_leaf(Value::Bytes(b))?;
                 }
                 EMPTY_TUPLE => self.push_leaf(Value::Tuple(Vec::new()))?,
@@ -365,13 +329,13 @@ impl<'a> Fast<'a> {
                     }
                 }
                 BINPUT => {
-                    self.u8()?;
+                    self.cur.u8()?;
                     if self.stack.len() <= self.floor() {
                         return None;
                     }
                 }
                 LONG_BINPUT => {
-                    self.u32()?;
+                    self.cur.u32()?;
                     if self.stack.len() <= self.floor() {
                         return None;
                     }

@@ -47,6 +47,7 @@ mod bridge;
 mod budget;
 #[cfg(test)]
 mod counting;
+pub(crate) mod cursor;
 mod decode;
 mod encode;
 mod fast;
