@@ -129,18 +129,43 @@ pub(crate) enum Long<'a> {
 
 impl Long<'_> {
     /// Decodes little-endian two's complement `bytes` (empty is 0), as `LONG1`/`LONG4` hold.
+    #[inline]
     pub(crate) fn from_le(bytes: &[u8]) -> Long<'_> {
-        let bytes = &bytes[..minimal_len(bytes)];
-        if bytes.len() <= 8 {
-            let mut le = [sign_fill(bytes); 8];
-            le[..bytes.len()].copy_from_slice(bytes);
-            Long::Small(i64::from_le_bytes(le))
-        } else {
-            Long::Big(bytes)
+        // Up to 8 bytes, sign-extending gives the value whatever the redundant bytes; past 8
+        // (rare: a map of big numbers) the minimal form decides.
+        let bytes = match bytes.len() {
+            0..=8 => bytes,
+            _ => &bytes[..minimal_len(bytes)],
+        };
+        match bytes.len() {
+            0 => Long::Small(0),
+            n @ 1..=8 => {
+                // Assembled from two overlapping loads: a copy into an array would cost a
+                // `memcpy` call and a stalled load per item, a loop a chain of shifts (each
+                // several times the rest of a large `map`'s decode).
+                let raw = if n >= 4 {
+                    let low = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+                    let high = u32::from_le_bytes([
+                        bytes[n - 4],
+                        bytes[n - 3],
+                        bytes[n - 2],
+                        bytes[n - 1],
+                    ]);
+                    u64::from(low) | u64::from(high) << (8 * (n - 4))
+                } else {
+                    u64::from(bytes[0])
+                        | u64::from(bytes[n / 2]) << (8 * (n / 2))
+                        | u64::from(bytes[n - 1]) << (8 * (n - 1))
+                };
+                let unused = 64 - 8 * n as u32;
+                Long::Small(((raw << unused) as i64) >> unused)
+            }
+            _ => Long::Big(bytes),
         }
     }
 
     /// The value as a `u64`, if it is one.
+    #[inline]
     pub(crate) fn to_u64(self) -> Option<u64> {
         match self {
             Long::Small(v) => u64::try_from(v).ok(),
@@ -152,6 +177,7 @@ impl Long<'_> {
     }
 
     /// The value as an `i128`, if it is one.
+    #[inline]
     pub(crate) fn to_i128(self) -> Option<i128> {
         match self {
             Long::Small(v) => Some(v.into()),
@@ -166,6 +192,7 @@ impl Long<'_> {
 }
 
 /// The byte that sign-extends little-endian two's complement `bytes`.
+#[inline]
 fn sign_fill(bytes: &[u8]) -> u8 {
     match bytes.last() {
         Some(b) if b & 0x80 != 0 => 0xff,
