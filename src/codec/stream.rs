@@ -18,27 +18,12 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 
-const MARK: u8 = b'(';
-const STOP: u8 = b'.';
-const NONE: u8 = b'N';
-const NEWTRUE: u8 = 0x88;
-const NEWFALSE: u8 = 0x89;
-const BININT: u8 = b'J';
-const BININT1: u8 = b'K';
-const BININT2: u8 = b'M';
-const LONG1: u8 = 0x8a;
-const BINFLOAT: u8 = b'G';
-const BINUNICODE: u8 = b'X';
-const SHORT_BINBYTES: u8 = b'C';
-const BINBYTES: u8 = b'B';
-const EMPTY_TUPLE: u8 = b')';
-const TUPLE: u8 = b't';
-const EMPTY_LIST: u8 = b']';
-const APPENDS: u8 = b'e';
-const EMPTY_DICT: u8 = b'}';
-const SETITEMS: u8 = b'u';
-const SETITEM: u8 = b's';
-const PROTO: u8 = 0x80;
+use crate::pickle::cursor::{Cursor, Long};
+use crate::pickle::opcodes::{
+    APPENDS, BINBYTES, BINFLOAT, BININT, BININT1, BININT2, BINUNICODE, EMPTY_DICT, EMPTY_LIST,
+    EMPTY_TUPLE, LONG1, MARK, NEWFALSE, NEWTRUE, NONE, PROTO, SETITEM, SETITEMS, SHORT_BINBYTES,
+    STOP, TUPLE,
+};
 
 /// Nesting deeper than this is refused (serde-pickle then gets the pickle, and its own limits).
 const MAX_DEPTH: usize = 256;
@@ -126,30 +111,31 @@ fn scan(input: &[u8]) -> Option<usize> {
     (pos == stop && marks == 0).then_some(stop)
 }
 
+/// The opcode at the cursor and its argument's payload (without its length prefix), if it
+/// is one this reader knows and its argument is in the input; the cursor moves past them.
+fn read_op<'de>(cursor: &mut Cursor<'de>) -> Option<(u8, &'de [u8])> {
+    let op = cursor.u8()?;
+    let payload = match op {
+        MARK | NONE | NEWTRUE | NEWFALSE | EMPTY_TUPLE | TUPLE | EMPTY_LIST | APPENDS
+        | EMPTY_DICT | SETITEMS | SETITEM => &[],
+        BININT1 => cursor.take(1)?,
+        BININT2 => cursor.take(2)?,
+        BININT => cursor.take(4)?,
+        BINFLOAT => cursor.take(8)?,
+        LONG1 => cursor.sized(1).filter(|bytes| bytes.len() <= 16)?,
+        SHORT_BINBYTES => cursor.sized(1)?,
+        BINUNICODE | BINBYTES => cursor.sized(4)?,
+        _ => return None,
+    };
+    Some((op, payload))
+}
+
 /// The position after the opcode at `pos` and its argument, if it is one this reader knows and
 /// its argument ends before `end`.
 fn next_op(input: &[u8], pos: usize, end: usize) -> Option<usize> {
-    let arg = pos + 1;
-    let len_at = |n: usize| -> Option<usize> {
-        let bytes = input.get(arg..arg + n)?;
-        let mut le = [0u8; 8];
-        le[..n].copy_from_slice(bytes);
-        usize::try_from(u64::from_le_bytes(le)).ok()
-    };
-    let arg_len = match input[pos] {
-        MARK | NONE | NEWTRUE | NEWFALSE | EMPTY_TUPLE | TUPLE | EMPTY_LIST | APPENDS
-        | EMPTY_DICT | SETITEMS | SETITEM => 0,
-        BININT1 => 1,
-        BININT2 => 2,
-        BININT => 4,
-        BINFLOAT => 8,
-        LONG1 => 1 + len_at(1).filter(|&n| n <= 16)?,
-        SHORT_BINBYTES => 1 + len_at(1)?,
-        BINUNICODE | BINBYTES => 4usize.checked_add(len_at(4)?)?,
-        _ => return None,
-    };
-    let next = arg.checked_add(arg_len)?;
-    (next <= end).then_some(next)
+    let mut cursor = Cursor::at(input.get(..end)?, pos);
+    read_op(&mut cursor)?;
+    Some(cursor.pos())
 }
 
 /// The decoder: a position in a pickle that [`scan`] accepted.
@@ -176,19 +162,13 @@ impl<'de> Reader<'de> {
         }
     }
 
-    /// The argument bytes of the opcode at `self.pos` (already known to be in bounds), and
+    /// The opcode at `self.pos` and its payload (known to be in bounds since [`scan`]), and
     /// moves past them.
-    fn take_op(&mut self) -> (u8, &'de [u8]) {
-        let op = self.input[self.pos];
-        let end = next_op(self.input, self.pos, self.input.len()).unwrap_or(self.input.len());
-        let arg = &self.input[self.pos + 1..end];
-        self.pos = end;
-        let payload = match op {
-            LONG1 | SHORT_BINBYTES => &arg[1..],
-            BINUNICODE | BINBYTES => &arg[4..],
-            _ => arg,
-        };
-        (op, payload)
+    fn take_op(&mut self) -> Result<(u8, &'de [u8])> {
+        let mut cursor = Cursor::at(self.input, self.pos);
+        let op = read_op(&mut cursor).ok_or_else(|| malformed("unexpected opcode"))?;
+        self.pos = cursor.pos();
+        Ok(op)
     }
 
     /// The opcode that pops the mark at `at` (`APPENDS`, `SETITEMS` or `TUPLE`) and the position
@@ -278,21 +258,16 @@ impl<'de> Reader<'de> {
                 visitor.visit_i64(i32::from_le_bytes([arg[0], arg[1], arg[2], arg[3]]).into())
             }
             _ => {
-                // LONG1: little-endian two's complement, at most 16 bytes (checked by `scan`).
-                let fill = if arg.last().is_some_and(|b| b & 0x80 != 0) {
-                    0xff
-                } else {
-                    0
-                };
-                let mut le = [fill; 16];
-                le[..arg.len()].copy_from_slice(arg);
-                let value = i128::from_le_bytes(le);
-                if let Ok(v) = i64::try_from(value) {
+                // LONG1, at most 16 bytes (checked by `scan`).
+                let long = Long::from_le(arg);
+                if let Long::Small(v) = long {
                     visitor.visit_i64(v)
-                } else if let Ok(v) = u64::try_from(value) {
+                } else if let Some(v) = long.to_u64() {
                     visitor.visit_u64(v)
+                } else if let Some(v) = long.to_i128() {
+                    visitor.visit_i128(v)
                 } else {
-                    visitor.visit_i128(value)
+                    Err(malformed("integer too large"))
                 }
             }
         }
@@ -345,7 +320,7 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
             }
             APPENDS | SETITEMS | SETITEM | TUPLE | STOP => Err(malformed("value expected")),
             _ => {
-                let (op, arg) = self.take_op();
+                let (op, arg) = self.take_op()?;
                 match op {
                     NONE => visitor.visit_unit(),
                     NEWTRUE => visitor.visit_bool(true),
@@ -556,7 +531,7 @@ impl<'a, 'de> de::EnumAccess<'de> for Variant<'a, 'de> {
         if self.reader.peek()? != BINUNICODE {
             return Err(malformed("enum variant name expected"));
         }
-        let (_, name) = self.reader.take_op();
+        let (_, name) = self.reader.take_op()?;
         let name = std::str::from_utf8(name).map_err(|_| malformed("string is not UTF-8"))?;
         let variant = seed.deserialize(name.into_deserializer())?;
         Ok((variant, self))

@@ -8,6 +8,8 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use crate::error::connection_io;
+use crate::pickle::cursor::Cursor;
+use crate::pickle::opcodes::{BINUNICODE, MARK, NONE, PROTO, STOP, TUPLE, TUPLE2};
 use crate::pickle::{self, Limits, Value};
 use crate::{sys, Error};
 
@@ -118,33 +120,30 @@ pub(crate) enum Incoming {
 /// A request `(ident, methodname, args, kwds)` (PROTOCOL.md §5.1), taken apart.
 pub(crate) type Request = (Option<String>, String, Vec<Value>, Vec<(String, Value)>);
 
+/// A `BINUNICODE` string at the start of `input`, and the bytes after it.
+fn text(input: &[u8]) -> Option<(&str, &[u8])> {
+    let mut cursor = Cursor::new(input);
+    if cursor.u8()? != BINUNICODE {
+        return None;
+    }
+    let s = std::str::from_utf8(cursor.sized(4)?).ok()?;
+    Some((s, cursor.rest()))
+}
+
 /// Takes apart a request as [`pickle::request_into`] writes it: `PROTO 3`, `MARK`, the ident
 /// (`BINUNICODE` or `NONE`), the method (`BINUNICODE`), then args and kwargs, `TUPLE`,
 /// `STOP`. `None` for anything else (the caller decodes it whole).
 fn split_request(payload: &[u8], limits: &Limits, spare: &mut Vec<String>) -> Option<Request> {
-    fn text(input: &[u8]) -> Option<(&str, &[u8])> {
-        let (&op, rest) = input.split_first()?;
-        if op != b'X' || rest.len() < 4 {
-            return None;
-        }
-        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        let rest = &rest[4..];
-        if rest.len() < len {
-            return None;
-        }
-        let s = std::str::from_utf8(&rest[..len]).ok()?;
-        Some((s, &rest[len..]))
-    }
-    let rest = payload.strip_prefix(b"\x80\x03(")?;
+    let rest = payload.strip_prefix(&[PROTO, 3, MARK])?;
     let (ident, rest) = match rest.split_first()? {
-        (b'N', rest) => (None, rest),
+        (&NONE, rest) => (None, rest),
         _ => {
             let (ident, rest) = text(rest)?;
             (Some(ident), rest)
         }
     };
     let (method, rest) = text(rest)?;
-    let body = rest.strip_suffix(b"t.")?;
+    let body = rest.strip_suffix(&[TUPLE, STOP])?;
     // The strings reuse buffers given back with `FrameReader::recycle`.
     let mut owned = |text: &str| {
         let mut s = spare.pop().unwrap_or_default();
@@ -393,12 +392,14 @@ impl FrameReader {
         cap: usize,
         limits: &Limits,
     ) -> Result<Incoming, Error> {
-        /// `PROTO 3`, `BINUNICODE '#RETURN'`: how [`pickle::reply_into`] starts a return.
-        const RETURN: &[u8] = b"\x80\x03X\x07\x00\x00\x00#RETURN";
+        // `PROTO 3`, `BINUNICODE '#RETURN'`, the value, `TUPLE2 STOP`: how
+        // [`pickle::reply_into`] writes a return.
         self.with_frame(stream, cap, |payload, _| {
             if let Some(body) = payload
-                .strip_prefix(RETURN)
-                .and_then(|rest| rest.strip_suffix(b"\x86."))
+                .strip_prefix(&[PROTO, 3])
+                .and_then(text)
+                .and_then(|(kind, rest)| (kind == "#RETURN").then_some(rest))
+                .and_then(|rest| rest.strip_suffix(&[TUPLE2, STOP]))
             {
                 if let Some(value) = pickle::loads_items(body, 1, limits) {
                     return Ok(Incoming::Return(value));

@@ -14,6 +14,8 @@ use std::cell::Cell;
 use std::collections::HashMap;
 
 use super::budget::{heap, Budget};
+use super::cursor::{Cursor, Long};
+use super::opcodes::*;
 use super::value::{PickleError, Value};
 
 /// Bounds the decoder enforces, beyond "every declared length fits in the input".
@@ -123,8 +125,7 @@ pub fn loads_with(input: &[u8], limits: &Limits) -> Result<Value, PickleError> {
 /// The full decoder, for every input (the single pass of [`super::fast`] gives up on some).
 pub(super) fn loads_full(input: &[u8], limits: &Limits) -> Result<Value, PickleError> {
     let mut decoder = Decoder {
-        input,
-        pos: 0,
+        cur: Cursor::new(input),
         arena: Vec::new(),
         heights: Vec::new(),
         stack: Vec::new(),
@@ -232,8 +233,7 @@ enum Kind {
 }
 
 struct Decoder<'a> {
-    input: &'a [u8],
-    pos: usize,
+    cur: Cursor<'a>,
     arena: Vec<Node>,
     /// For each node, a lower bound of its height (0 for a scalar or an empty container, 1 +
     /// the tallest item otherwise), kept as items are added; the exact depth is checked again
@@ -252,7 +252,7 @@ struct Decoder<'a> {
 impl<'a> Decoder<'a> {
     fn malformed(&self, reason: &'static str) -> PickleError {
         PickleError::Malformed {
-            offset: self.pos,
+            offset: self.cur.pos(),
             reason,
         }
     }
@@ -279,46 +279,35 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&end| end <= self.input.len())
-            .ok_or(PickleError::Truncated {
-                offset: self.input.len(),
-            })?;
-        let bytes = &self.input[self.pos..end];
-        self.pos = end;
-        Ok(bytes)
+    /// Where the input ran out.
+    fn truncated(&self) -> PickleError {
+        PickleError::Truncated {
+            offset: self.cur.input().len(),
+        }
     }
 
-    /// Takes `n` bytes that will be copied to the heap, charging the copy first.
-    fn take_heap(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
-        let bytes = self.take(n)?;
-        self.budget.charge(heap(n))?;
+    fn take(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
+        self.cur.take(n).ok_or_else(|| self.truncated())
+    }
+
+    /// The bytes after a length of `width` bytes, to be copied to the heap: the length is
+    /// checked against the input, then the copy charged, before it is made.
+    fn sized_heap(&mut self, width: usize) -> Result<&'a [u8], PickleError> {
+        let bytes = self.cur.sized(width).ok_or_else(|| self.truncated())?;
+        self.budget.charge(heap(bytes.len()))?;
         Ok(bytes)
     }
 
     fn u8(&mut self) -> Result<u8, PickleError> {
-        Ok(self.take(1)?[0])
+        self.cur.u8().ok_or_else(|| self.truncated())
     }
 
     fn u16(&mut self) -> Result<u16, PickleError> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
+        self.cur.u16().ok_or_else(|| self.truncated())
     }
 
     fn u32(&mut self) -> Result<u32, PickleError> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn u64_len(&mut self) -> Result<usize, PickleError> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        // A length beyond the input is caught by `take`; beyond usize it cannot fit either.
-        Ok(usize::try_from(u64::from_le_bytes(a)).unwrap_or(usize::MAX))
+        self.cur.u32().ok_or_else(|| self.truncated())
     }
 
     /// Adds a node of the given height to the arena and pushes it, within the limits.
@@ -388,21 +377,22 @@ impl<'a> Decoder<'a> {
             .credit(heap(items.capacity() * std::mem::size_of::<usize>()));
     }
 
-    fn text(&mut self, n: usize) -> Result<String, PickleError> {
-        let bytes = self.take_heap(n)?;
+    /// A `str` of `bytes`, charged already.
+    fn text(&self, bytes: &[u8]) -> Result<String, PickleError> {
         String::from_utf8(bytes.to_vec()).map_err(|_| self.malformed("invalid utf-8 in a str"))
     }
 
     fn line(&mut self) -> Result<String, PickleError> {
-        let rest = &self.input[self.pos..];
-        let n = rest
+        let n = self
+            .cur
+            .rest()
             .iter()
             .position(|&b| b == b'\n')
-            .ok_or(PickleError::Truncated {
-                offset: self.input.len(),
-            })?;
-        let s = self.text(n)?;
-        self.pos += 1;
+            .ok_or_else(|| self.truncated())?;
+        let bytes = self.take(n)?;
+        self.budget.charge(heap(n))?;
+        let s = self.text(bytes)?;
+        self.take(1)?;
         Ok(s)
     }
 
@@ -433,108 +423,101 @@ impl<'a> Decoder<'a> {
 
     fn run(&mut self) -> Result<usize, PickleError> {
         loop {
-            let at = self.pos;
+            let at = self.cur.pos();
             let op = self.u8()?;
             match op {
-                0x80 => {
+                PROTO => {
                     let proto = self.u8()?;
                     if !(2..=5).contains(&proto) {
                         return Err(self.malformed("unsupported protocol"));
                     }
                 }
-                0x95 => {
-                    self.u64_len()?; // FRAME: advisory
+                FRAME => {
+                    self.take(8)?; // FRAME: advisory
                 }
-                0x2e => {
+                STOP => {
                     let root = self.pop()?;
-                    if self.pos != self.input.len() {
+                    if !self.cur.is_done() {
                         return Err(self.malformed("bytes after STOP"));
                     }
                     return Ok(root);
                 }
-                0x28 => {
+                MARK => {
                     self.budget.reserve(&mut self.marks, 1)?;
                     self.marks.push(self.stack.len());
                 }
-                0x30 => {
+                POP => {
                     if self.marks.last().is_some_and(|&m| m == self.stack.len()) {
                         self.marks.pop();
                     } else {
                         self.pop()?;
                     }
                 }
-                0x31 => {
+                POP_MARK => {
                     let items = self.pop_mark()?;
                     self.drop_items(items);
                 }
-                0x32 => {
+                DUP => {
                     let top = self.top()?;
                     self.push_index(top)?;
                 }
-                0x4e => self.leaf(Value::None)?,
-                0x88 => self.leaf(Value::Bool(true))?,
-                0x89 => self.leaf(Value::Bool(false))?,
-                0x4b => {
+                NONE => self.leaf(Value::None)?,
+                NEWTRUE => self.leaf(Value::Bool(true))?,
+                NEWFALSE => self.leaf(Value::Bool(false))?,
+                BININT1 => {
                     let v = self.u8()?;
                     self.leaf(Value::Int(v.into()))?;
                 }
-                0x4d => {
+                BININT2 => {
                     let v = self.u16()?;
                     self.leaf(Value::Int(v.into()))?;
                 }
-                0x4a => {
+                BININT => {
                     let v = self.u32()? as i32;
                     self.leaf(Value::Int(v.into()))?;
                 }
-                0x8a => {
-                    let n = self.u8()? as usize;
-                    let bytes = self.take_heap(n)?;
-                    self.leaf(int_from_le(bytes))?;
+                LONG1 => {
+                    let bytes = self.sized_heap(1)?;
+                    self.leaf(int(Long::from_le(bytes)))?;
                 }
-                0x8b => {
+                LONG4 => {
                     let n = self.u32()? as i32;
                     let n = usize::try_from(n).map_err(|_| self.malformed("negative length"))?;
-                    let bytes = self.take_heap(n)?;
-                    self.leaf(int_from_le(bytes))?;
+                    let bytes = self.take(n)?;
+                    self.budget.charge(heap(n))?;
+                    self.leaf(int(Long::from_le(bytes)))?;
                 }
-                0x47 => {
-                    let b = self.take(8)?;
-                    let mut a = [0u8; 8];
-                    a.copy_from_slice(b);
-                    self.leaf(Value::Float(f64::from_be_bytes(a)))?;
+                BINFLOAT => {
+                    let f = self.cur.f64_be().ok_or_else(|| self.truncated())?;
+                    self.leaf(Value::Float(f))?;
                 }
-                0x8c => {
-                    let n = self.u8()? as usize;
-                    let s = self.text(n)?;
-                    self.leaf(Value::Str(s))?;
-                }
-                0x58 => {
-                    let n = self.u32()? as usize;
-                    let s = self.text(n)?;
-                    self.leaf(Value::Str(s))?;
-                }
-                0x8d => {
-                    let n = self.u64_len()?;
-                    let s = self.text(n)?;
-                    self.leaf(Value::Str(s))?;
-                }
-                0x43 | 0x42 | 0x8e | 0x96 => {
-                    let n = match op {
-                        0x43 => self.u8()? as usize,
-                        0x42 => self.u32()? as usize,
-                        _ => self.u64_len()?,
+                SHORT_BINUNICODE | BINUNICODE | BINUNICODE8 => {
+                    let width = match op {
+                        SHORT_BINUNICODE => 1,
+                        BINUNICODE => 4,
+                        _ => 8,
                     };
-                    let b = self.take_heap(n)?.to_vec();
-                    let v = if op == 0x96 {
+                    let bytes = self.sized_heap(width)?;
+                    let s = self.text(bytes)?;
+                    self.leaf(Value::Str(s))?;
+                }
+                SHORT_BINBYTES | BINBYTES | BINBYTES8 | BYTEARRAY8 => {
+                    let width = match op {
+                        SHORT_BINBYTES => 1,
+                        BINBYTES => 4,
+                        _ => 8,
+                    };
+                    let b = self.sized_heap(width)?.to_vec();
+                    let v = if op == BYTEARRAY8 {
                         Value::ByteArray(b)
                     } else {
                         Value::Bytes(b)
                     };
                     self.leaf(v)?;
                 }
-                0x29 => self.push(Node::Tuple(Vec::new()), 0)?,
-                0x85..=0x87 => {
-                    let n = (op - 0x84) as usize;
+                EMPTY_TUPLE => self.push(Node::Tuple(Vec::new()), 0)?,
+                TUPLE1..=TUPLE3 => {
+                    let n = (op - TUPLE1 + 1) as usize;
                     let mut items = [0; 3];
                     for slot in items[..n].iter_mut().rev() {
                         *slot = self.pop()?;
@@ -543,56 +526,56 @@ impl<'a> Decoder<'a> {
                     self.budget.charge(heap(n * std::mem::size_of::<usize>()))?;
                     self.push(Node::Tuple(items[..n].to_vec()), height)?;
                 }
-                0x74 | 0x91 => {
+                TUPLE | FROZENSET => {
                     let items = self.pop_mark()?;
                     let height = self.height_over(&items);
-                    let node = if op == 0x74 {
+                    let node = if op == TUPLE {
                         Node::Tuple(items)
                     } else {
                         Node::FrozenSet(items)
                     };
                     self.push(node, height)?;
                 }
-                0x5d => self.push(Node::List(Vec::new()), 0)?,
-                0x7d => self.push(Node::Dict(Vec::new()), 0)?,
-                0x8f => self.push(Node::Set(Vec::new()), 0)?,
-                0x61 => {
+                EMPTY_LIST => self.push(Node::List(Vec::new()), 0)?,
+                EMPTY_DICT => self.push(Node::Dict(Vec::new()), 0)?,
+                EMPTY_SET => self.push(Node::Set(Vec::new()), 0)?,
+                APPEND => {
                     let item = self.pop()?;
                     let list = self.top()?;
                     self.add_items(list, &[item], Kind::List)?;
                 }
-                0x73 => {
+                SETITEM => {
                     let value = self.pop()?;
                     let key = self.pop()?;
                     let dict = self.top()?;
                     self.add_items(dict, &[key, value], Kind::Dict)?;
                 }
-                0x65 | 0x75 | 0x90 => {
+                APPENDS | SETITEMS | ADDITEMS => {
                     let items = self.pop_mark()?;
                     let target = self.top()?;
                     let kind = match op {
-                        0x65 => Kind::List,
-                        0x75 => Kind::Dict,
+                        APPENDS => Kind::List,
+                        SETITEMS => Kind::Dict,
                         _ => Kind::Set,
                     };
                     self.add_items(target, &items, kind)?;
                     self.drop_items(items);
                 }
-                0x94 => {
+                MEMOIZE => {
                     let index = u32::try_from(self.memo.len())
                         .map_err(|_| self.malformed("memo too large"))?;
                     self.memo_put(index)?;
                 }
-                0x71 | 0x72 => {
-                    let index = if op == 0x71 {
+                BINPUT | LONG_BINPUT => {
+                    let index = if op == BINPUT {
                         self.u8()?.into()
                     } else {
                         self.u32()?
                     };
                     self.memo_put(index)?;
                 }
-                0x68 | 0x6a => {
-                    let index = if op == 0x68 {
+                BINGET | LONG_BINGET => {
+                    let index = if op == BINGET {
                         self.u8()?.into()
                     } else {
                         self.u32()?
@@ -603,18 +586,18 @@ impl<'a> Decoder<'a> {
                         .ok_or_else(|| self.malformed("memo get of a missing entry"))?;
                     self.push_index(node)?;
                 }
-                0x93 => {
+                STACK_GLOBAL => {
                     let name = self.pop()?;
                     let module = self.pop()?;
                     let (module, name) = (self.str_at(module)?, self.str_at(name)?);
                     self.leaf(Value::Global { module, name })?;
                 }
-                0x63 => {
+                GLOBAL => {
                     let module = self.line()?;
                     let name = self.line()?;
                     self.leaf(Value::Global { module, name })?;
                 }
-                0x52 => {
+                REDUCE => {
                     let args = self.pop()?;
                     let callable = self.pop()?;
                     let height = self.height_over(&[callable, args]);
@@ -625,7 +608,7 @@ impl<'a> Decoder<'a> {
                     };
                     self.push(node, height)?;
                 }
-                0x81 => {
+                NEWOBJ => {
                     let args = self.pop()?;
                     let class = self.pop()?;
                     let height = self.height_over(&[class, args]);
@@ -637,7 +620,7 @@ impl<'a> Decoder<'a> {
                     };
                     self.push(node, height)?;
                 }
-                0x92 => {
+                NEWOBJ_EX => {
                     let kwargs = self.pop()?;
                     let args = self.pop()?;
                     let class = self.pop()?;
@@ -650,7 +633,7 @@ impl<'a> Decoder<'a> {
                     };
                     self.push(node, height)?;
                 }
-                0x62 => {
+                BUILD => {
                     let new_state = self.pop()?;
                     let target = self.top()?;
                     match &mut self.arena[target] {
@@ -707,25 +690,11 @@ impl<'a> Decoder<'a> {
     }
 }
 
-/// An int from little-endian two's complement bytes (`LONG1`/`LONG4`), minimal form.
-pub(super) fn int_from_le(bytes: &[u8]) -> Value {
-    if bytes.is_empty() {
-        return Value::Int(0);
-    }
-    let negative = bytes[bytes.len() - 1] & 0x80 != 0;
-    let fill = if negative { 0xff } else { 0 };
-    // Drop redundant sign bytes.
-    let mut len = bytes.len();
-    while len > 1 && bytes[len - 1] == fill && (bytes[len - 2] & 0x80 != 0) == negative {
-        len -= 1;
-    }
-    let bytes = &bytes[..len];
-    if len <= 8 {
-        let mut a = [fill; 8];
-        a[..len].copy_from_slice(bytes);
-        Value::Int(i64::from_le_bytes(a))
-    } else {
-        Value::BigInt(bytes.to_vec())
+/// The value of a `LONG1`/`LONG4` int.
+pub(super) fn int(long: Long<'_>) -> Value {
+    match long {
+        Long::Small(v) => Value::Int(v),
+        Long::Big(bytes) => Value::BigInt(bytes.to_vec()),
     }
 }
 

@@ -1,5 +1,7 @@
 //! The encoder: protocol 3, no memo (PROTOCOL.md §4.4).
 
+use super::cursor::minimal_len;
+use super::opcodes::*;
 use super::value::Value;
 
 /// Pickles `value` (protocol 3).
@@ -27,9 +29,9 @@ pub fn dumps(value: &Value) -> Vec<u8> {
 /// assert_eq!(&out[4..], b"\x80\x03N.");
 /// ```
 pub fn dumps_into(value: &Value, out: &mut Vec<u8>) {
-    out.extend_from_slice(&[0x80, 3]);
+    out.extend_from_slice(&[PROTO, 3]);
     write(value, out);
-    out.push(b'.');
+    out.push(STOP);
 }
 
 /// Pickles the request `(ident, method, tuple(args), dict(kwargs))` (PROTOCOL.md §5.1),
@@ -41,35 +43,35 @@ pub(crate) fn request_into(
     kwargs: &[(String, Value)],
     out: &mut Vec<u8>,
 ) {
-    out.extend_from_slice(&[0x80, 3, b'(']);
+    out.extend_from_slice(&[PROTO, 3, MARK]);
     match ident {
         Some(ident) => write_str(ident, out),
-        None => out.push(b'N'),
+        None => out.push(NONE),
     }
     write_str(method, out);
     write_tuple(args, out);
-    out.push(b'}');
+    out.push(EMPTY_DICT);
     if !kwargs.is_empty() {
-        out.push(b'(');
+        out.push(MARK);
         for (k, v) in kwargs {
             write_str(k, out);
             write(v, out);
         }
-        out.push(b'u');
+        out.push(SETITEMS);
     }
-    out.extend_from_slice(b"t.");
+    out.extend_from_slice(&[TUPLE, STOP]);
 }
 
 /// Pickles the reply `(kind, payload)` (PROTOCOL.md §5.2), appending to `out`.
 pub(crate) fn reply_into(kind: &str, payload: &Value, out: &mut Vec<u8>) {
-    out.extend_from_slice(&[0x80, 3]);
+    out.extend_from_slice(&[PROTO, 3]);
     write_str(kind, out);
     write(payload, out);
-    out.extend_from_slice(&[0x86, b'.']);
+    out.extend_from_slice(&[TUPLE2, STOP]);
 }
 
 fn write_str(s: &str, out: &mut Vec<u8>) {
-    write_sized(s.as_bytes(), None, 0x58, 0x8d, out);
+    write_sized(s.as_bytes(), None, BINUNICODE, BINUNICODE8, out);
 }
 
 /// Items per `APPENDS`/`SETITEMS` batch, as CPython's pickler writes them: a reader holds one
@@ -78,55 +80,55 @@ const BATCH: usize = 1000;
 
 fn write_tuple(items: &[Value], out: &mut Vec<u8>) {
     match items.len() {
-        0 => out.push(b')'),
+        0 => out.push(EMPTY_TUPLE),
         n @ 1..=3 => {
             items.iter().for_each(|v| write(v, out));
-            out.push(0x84 + n as u8);
+            out.push(TUPLE1 - 1 + n as u8);
         }
         _ => {
-            out.push(b'(');
+            out.push(MARK);
             items.iter().for_each(|v| write(v, out));
-            out.push(b't');
+            out.push(TUPLE);
         }
     }
 }
 
 fn write(value: &Value, out: &mut Vec<u8>) {
     match value {
-        Value::None => out.push(b'N'),
-        Value::Bool(true) => out.push(0x88),
-        Value::Bool(false) => out.push(0x89),
+        Value::None => out.push(NONE),
+        Value::Bool(true) => out.push(NEWTRUE),
+        Value::Bool(false) => out.push(NEWFALSE),
         Value::Int(i) => write_int(*i, out),
         Value::BigInt(bytes) => write_long(bytes, out),
         Value::Float(f) => {
-            out.push(b'G');
+            out.push(BINFLOAT);
             out.extend_from_slice(&f.to_be_bytes());
         }
         Value::Str(s) => write_str(s, out),
-        Value::Bytes(b) => write_sized(b, Some(0x43), 0x42, 0x8e, out),
+        Value::Bytes(b) => write_sized(b, Some(SHORT_BINBYTES), BINBYTES, BINBYTES8, out),
         Value::ByteArray(b) => {
             write_global("builtins", "bytearray", out);
-            write_sized(b, Some(0x43), 0x42, 0x8e, out);
-            out.extend_from_slice(&[0x85, b'R']);
+            write_sized(b, Some(SHORT_BINBYTES), BINBYTES, BINBYTES8, out);
+            out.extend_from_slice(&[TUPLE1, REDUCE]);
         }
         Value::Tuple(items) => write_tuple(items, out),
         Value::List(items) => {
-            out.push(b']');
+            out.push(EMPTY_LIST);
             for batch in items.chunks(BATCH) {
-                out.push(b'(');
+                out.push(MARK);
                 batch.iter().for_each(|v| write(v, out));
-                out.push(b'e');
+                out.push(APPENDS);
             }
         }
         Value::Dict(items) => {
-            out.push(b'}');
+            out.push(EMPTY_DICT);
             for batch in items.chunks(BATCH) {
-                out.push(b'(');
+                out.push(MARK);
                 for (k, v) in batch {
                     write(k, out);
                     write(v, out);
                 }
-                out.push(b'u');
+                out.push(SETITEMS);
             }
         }
         Value::Set(items) | Value::FrozenSet(items) => {
@@ -137,7 +139,7 @@ fn write(value: &Value, out: &mut Vec<u8>) {
             };
             write_global("builtins", name, out);
             write(&Value::List(items.clone()), out);
-            out.extend_from_slice(&[0x85, b'R']);
+            out.extend_from_slice(&[TUPLE1, REDUCE]);
         }
         Value::Global { module, name } => write_global(module, name, out),
         Value::Reduce {
@@ -147,10 +149,10 @@ fn write(value: &Value, out: &mut Vec<u8>) {
         } => {
             write(callable, out);
             write(args, out);
-            out.push(b'R');
+            out.push(REDUCE);
             if let Some(state) = state {
                 write(state, out);
-                out.push(b'b');
+                out.push(BUILD);
             }
         }
         Value::Object {
@@ -165,13 +167,13 @@ fn write(value: &Value, out: &mut Vec<u8>) {
                 // NEWOBJ_EX is protocol 4; CPython reads any opcode whatever the header says.
                 Some(kwargs) => {
                     write(kwargs, out);
-                    out.push(0x92);
+                    out.push(NEWOBJ_EX);
                 }
-                None => out.push(0x81),
+                None => out.push(NEWOBJ),
             }
             if let Some(state) = state {
                 write(state, out);
-                out.push(b'b');
+                out.push(BUILD);
             }
         }
     }
@@ -179,30 +181,24 @@ fn write(value: &Value, out: &mut Vec<u8>) {
 
 fn write_int(i: i64, out: &mut Vec<u8>) {
     if (0..=0xff).contains(&i) {
-        out.extend_from_slice(&[b'K', i as u8]);
+        out.extend_from_slice(&[BININT1, i as u8]);
     } else if (0..=0xffff).contains(&i) {
-        out.push(b'M');
+        out.push(BININT2);
         out.extend_from_slice(&(i as u16).to_le_bytes());
     } else if let Ok(i) = i32::try_from(i) {
-        out.push(b'J');
+        out.push(BININT);
         out.extend_from_slice(&i.to_le_bytes());
     } else {
         let bytes = i.to_le_bytes();
-        let negative = i < 0;
-        let fill = if negative { 0xff } else { 0 };
-        let mut len = 8;
-        while len > 1 && bytes[len - 1] == fill && (bytes[len - 2] & 0x80 != 0) == negative {
-            len -= 1;
-        }
-        write_long(&bytes[..len], out);
+        write_long(&bytes[..minimal_len(&bytes)], out);
     }
 }
 
 fn write_long(bytes: &[u8], out: &mut Vec<u8>) {
     if let Ok(n) = u8::try_from(bytes.len()) {
-        out.extend_from_slice(&[0x8a, n]);
+        out.extend_from_slice(&[LONG1, n]);
     } else {
-        out.push(0x8b);
+        out.push(LONG4);
         out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
     }
     out.extend_from_slice(bytes);
@@ -226,7 +222,7 @@ fn write_sized(data: &[u8], short: Option<u8>, long: u8, huge: u8, out: &mut Vec
 }
 
 fn write_global(module: &str, name: &str, out: &mut Vec<u8>) {
-    out.push(b'c');
+    out.push(GLOBAL);
     out.extend_from_slice(module.as_bytes());
     out.push(b'\n');
     out.extend_from_slice(name.as_bytes());

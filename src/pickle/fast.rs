@@ -13,7 +13,9 @@
 //! gives up at the budget instead of growing the stack to many times the input.
 
 use super::budget::{heap, Budget};
-use super::decode::Limits;
+use super::cursor::{Cursor, Long};
+use super::decode::{int, Limits};
+use super::opcodes::*;
 use super::value::Value;
 
 /// A value on the stack and its height (0 for a scalar, 1 + the tallest item for a container).
@@ -28,8 +30,7 @@ enum Kind {
 }
 
 struct Fast<'a> {
-    input: &'a [u8],
-    pos: usize,
+    cur: Cursor<'a>,
     stack: Vec<Slot>,
     marks: Vec<usize>,
     max_depth: usize,
@@ -57,8 +58,7 @@ fn decode(input: &[u8], limits: &Limits, max_depth: usize, bare: Option<usize>) 
     // small pickle per call, and two allocations would be a good part of its work.
     let (stack, marks) = SCRATCH.with(|s| s.take());
     let mut fast = Fast {
-        input,
-        pos: 0,
+        cur: Cursor::new(input),
         stack,
         marks,
         max_depth,
@@ -84,29 +84,6 @@ thread_local! {
 }
 
 impl<'a> Fast<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.input.len())?;
-        let bytes = &self.input[self.pos..end];
-        self.pos = end;
-        Some(bytes)
-    }
-
-    fn u8(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        let b = self.take(4)?;
-        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn u64_len(&mut self) -> Option<usize> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        usize::try_from(u64::from_le_bytes(a)).ok()
-    }
-
     /// The lowest stack index not protected by a mark.
     fn floor(&self) -> usize {
         self.marks.last().copied().unwrap_or(0)
@@ -142,15 +119,16 @@ impl<'a> Fast<'a> {
         self.push(v, height)
     }
 
-    /// Takes `n` bytes that will be copied to the heap, charging the copy first.
-    fn take_heap(&mut self, n: usize) -> Option<&'a [u8]> {
-        let bytes = self.take(n)?;
-        self.budget.charge(heap(n)).ok()?;
+    /// The bytes after a length of `width` bytes, to be copied to the heap: the length is
+    /// checked against the input, then the copy charged, before it is made.
+    fn sized_heap(&mut self, width: usize) -> Option<&'a [u8]> {
+        let bytes = self.cur.sized(width)?;
+        self.budget.charge(heap(bytes.len())).ok()?;
         Some(bytes)
     }
 
-    fn text(&mut self, n: usize) -> Option<()> {
-        let bytes = self.take_heap(n)?;
+    fn text(&mut self, width: usize) -> Option<()> {
+        let bytes = self.sized_heap(width)?;
         let s = std::str::from_utf8(bytes).ok()?;
         self.push_leaf(Value::Str(s.to_owned()))
     }
@@ -226,7 +204,7 @@ impl<'a> Fast<'a> {
     fn run(&mut self) -> Option<Value> {
         loop {
             if let Some(n) = self.bare {
-                if self.pos == self.input.len() {
+                if self.cur.is_done() {
                     if !self.marks.is_empty() || self.stack.len() != n {
                         return None;
                     }
@@ -239,76 +217,63 @@ impl<'a> Fast<'a> {
                     return Some(Value::Tuple(self.stack.drain(..).map(|(v, _)| v).collect()));
                 }
             }
-            let op = self.u8()?;
+            let op = self.cur.u8()?;
             match op {
-                0x80 | 0x2e if self.bare.is_some() => return None,
-                0x80 => {
-                    if !(2..=5).contains(&self.u8()?) {
+                PROTO | STOP if self.bare.is_some() => return None,
+                PROTO => {
+                    if !(2..=5).contains(&self.cur.u8()?) {
                         return None;
                     }
                 }
-                0x95 => {
-                    self.u64_len()?;
+                FRAME => {
+                    self.cur.take(8)?;
                 }
-                0x2e => {
+                STOP => {
                     let (root, _) = self.pop()?;
-                    if self.pos != self.input.len() || !self.marks.is_empty() {
+                    if !self.cur.is_done() || !self.marks.is_empty() {
                         return None;
                     }
                     return Some(root);
                 }
-                0x28 => {
+                MARK => {
                     if self.marks.len() == self.marks.capacity() {
                         self.budget.reserve(&mut self.marks, 1).ok()?;
                     }
                     self.marks.push(self.stack.len());
                 }
-                0x4e => self.push_leaf(Value::None)?,
-                0x88 => self.push_leaf(Value::Bool(true))?,
-                0x89 => self.push_leaf(Value::Bool(false))?,
-                0x4b => {
-                    let v = self.u8()?;
+                NONE => self.push_leaf(Value::None)?,
+                NEWTRUE => self.push_leaf(Value::Bool(true))?,
+                NEWFALSE => self.push_leaf(Value::Bool(false))?,
+                BININT1 => {
+                    let v = self.cur.u8()?;
                     self.push_leaf(Value::Int(v.into()))?;
                 }
-                0x4d => {
-                    let b = self.take(2)?;
-                    self.push_leaf(Value::Int(u16::from_le_bytes([b[0], b[1]]).into()))?;
-                }
-                0x4a => {
-                    let v = self.u32()? as i32;
+                BININT2 => {
+                    let v = self.cur.u16()?;
                     self.push_leaf(Value::Int(v.into()))?;
                 }
-                0x8a => {
-                    let n = self.u8()? as usize;
-                    let bytes = self.take_heap(n)?;
-                    self.push_leaf(super::decode::int_from_le(bytes))?;
+                BININT => {
+                    let v = self.cur.u32()? as i32;
+                    self.push_leaf(Value::Int(v.into()))?;
                 }
-                0x47 => {
-                    let b = self.take(8)?;
-                    let mut a = [0u8; 8];
-                    a.copy_from_slice(b);
-                    self.push_leaf(Value::Float(f64::from_be_bytes(a)))?;
+                LONG1 => {
+                    let bytes = self.sized_heap(1)?;
+                    self.push_leaf(int(Long::from_le(bytes)))?;
                 }
-                0x8c => {
-                    let n = self.u8()? as usize;
-                    self.text(n)?;
+                BINFLOAT => {
+                    let f = self.cur.f64_be()?;
+                    self.push_leaf(Value::Float(f))?;
                 }
-                0x58 => {
-                    let n = self.u32()? as usize;
-                    self.text(n)?;
-                }
-                0x43 | 0x42 => {
-                    let n = if op == 0x43 {
-                        self.u8()? as usize
-                    } else {
-                        self.u32()? as usize
-                    };
-                    let b = self.take_heap(n)?.to_vec();
+                SHORT_BINUNICODE => self.text(1)?,
+                BINUNICODE => self.text(4)?,
+                SHORT_BINBYTES | BINBYTES => {
+                    let width = if op == SHORT_BINBYTES { 1 } else { 4 };
+                    let b = self.sized_heap(width)?.to_vec();
                     self.push_leaf(Value::Bytes(b))?;
                 }
-                0x29 => self.push_leaf(Value::Tuple(Vec::new()))?,
-                0x85..=0x87 => {
-                    let n = (op - 0x84) as usize;
+                EMPTY_TUPLE => self.push_leaf(Value::Tuple(Vec::new()))?,
+                TUPLE1..=TUPLE3 => {
+                    let n = (op - TUPLE1 + 1) as usize;
                     if self.stack.len() < self.floor() + n {
                         return None;
                     }
@@ -326,51 +291,51 @@ impl<'a> Fast<'a> {
                         .collect();
                     self.push_container(Value::Tuple(items), tallest + 1)?;
                 }
-                0x74 | 0x91 => {
+                TUPLE | FROZENSET => {
                     let (items, tallest) = self.pop_mark()?;
                     let height = if items.is_empty() { 0 } else { tallest + 1 };
-                    let v = if op == 0x74 {
+                    let v = if op == TUPLE {
                         Value::Tuple(items)
                     } else {
                         Value::FrozenSet(items)
                     };
                     self.push_container(v, height)?;
                 }
-                0x5d => self.push_leaf(Value::List(Vec::new()))?,
-                0x7d => self.push_leaf(Value::Dict(Vec::new()))?,
-                0x8f => self.push_leaf(Value::Set(Vec::new()))?,
-                0x61 => {
+                EMPTY_LIST => self.push_leaf(Value::List(Vec::new()))?,
+                EMPTY_DICT => self.push_leaf(Value::Dict(Vec::new()))?,
+                EMPTY_SET => self.push_leaf(Value::Set(Vec::new()))?,
+                APPEND => {
                     let (item, h) = self.pop()?;
                     self.add_to_top(1, [item], h, Kind::List)?;
                 }
-                0x73 => {
+                SETITEM => {
                     let (value, hv) = self.pop()?;
                     let (key, hk) = self.pop()?;
                     self.add_to_top(2, [key, value], hk.max(hv), Kind::Dict)?;
                 }
-                0x65 | 0x90 | 0x75 => {
+                APPENDS | ADDITEMS | SETITEMS => {
                     let (items, tallest) = self.pop_mark()?;
                     let kind = match op {
-                        0x65 => Kind::List,
-                        0x90 => Kind::Set,
+                        APPENDS => Kind::List,
+                        ADDITEMS => Kind::Set,
                         _ => Kind::Dict,
                     };
                     self.extend_top(items, tallest, kind)?;
                 }
                 // Memo puts: nothing reads them back unless a get follows, and a get gives up.
-                0x94 => {
+                MEMOIZE => {
                     if self.stack.len() <= self.floor() {
                         return None;
                     }
                 }
-                0x71 => {
-                    self.u8()?;
+                BINPUT => {
+                    self.cur.u8()?;
                     if self.stack.len() <= self.floor() {
                         return None;
                     }
                 }
-                0x72 => {
-                    self.u32()?;
+                LONG_BINPUT => {
+                    self.cur.u32()?;
                     if self.stack.len() <= self.floor() {
                         return None;
                     }
@@ -387,6 +352,7 @@ mod tests {
 
     use super::super::decode::{loads_full, Limits};
     use super::super::encode::dumps;
+    use super::super::opcodes::PROTO;
     use super::super::value::Value;
     use proptest::prelude::*;
 
@@ -490,7 +456,7 @@ mod tests {
 
         #[test]
         fn any_bytes_decode_alike(body in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let mut bytes = vec![0x80, 4];
+            let mut bytes = vec![PROTO, 4];
             bytes.extend(body);
             agrees(&bytes, &Limits::default())?;
         }

@@ -47,9 +47,11 @@ mod bridge;
 mod budget;
 #[cfg(test)]
 mod counting;
+pub(crate) mod cursor;
 mod decode;
 mod encode;
 mod fast;
+pub(crate) mod opcodes;
 mod value;
 
 pub use bridge::{from_value, to_value};
