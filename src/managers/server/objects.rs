@@ -1,0 +1,177 @@
+//! The table of served objects: each object by ident with its typeid, exposed methods and
+//! reference count (CPython's `id_to_obj` and `id_to_refcount`), the objects kept for
+//! proxies stored inside served objects, and the pickled `Token` naming an object.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, MutexGuard};
+
+use super::Inner;
+use crate::managers::referent::Referent;
+use crate::pickle::Value;
+
+/// The served objects by ident. Looked up on every call, with FNV-1a rather than SipHash:
+/// idents are made by this server (clients only look them up, they never choose a key that
+/// is stored), so there is no flooding to resist, and the short keys hash several times
+/// faster.
+pub(super) type Objects = HashMap<String, ServedObject, std::hash::BuildHasherDefault<Fnv>>;
+
+/// 64-bit FNV-1a.
+pub(super) struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// One served object in the table: what CPython's `Server` keeps in `id_to_obj` and
+/// `id_to_refcount` for an ident.
+#[derive(Clone)]
+pub(super) struct ServedObject {
+    pub(super) object: Arc<dyn Referent>,
+    pub(super) typeid: String,
+    /// The object's exposed methods, those of its `method_to_typeid` included.
+    pub(super) exposed: Vec<String>,
+    /// Methods returning a new shared object, and its typeid.
+    pub(super) method_to_typeid: Vec<(String, String)>,
+    pub(super) refcount: usize,
+}
+
+impl Inner {
+    pub(super) fn objects(&self) -> MutexGuard<'_, Objects> {
+        self.objects.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps alive the objects of this server whose proxies travel inside `args`/`kwargs`
+    /// (pickled as `RebuildProxy(func, Token, serializer, kwds)`).
+    pub(super) fn hold_stored_proxies(&self, args: &[Value], kwargs: &[(String, Value)]) {
+        let mut idents = Vec::new();
+        for value in args.iter().chain(kwargs.iter().map(|(_, v)| v)) {
+            proxy_idents(value, &mut idents);
+        }
+        if idents.is_empty() {
+            return;
+        }
+        let objects = self.objects();
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        for ident in idents {
+            if let Some(entry) = objects.get(&ident) {
+                held.entry(ident).or_insert_with(|| entry.clone());
+            }
+        }
+    }
+
+    /// Holds `object` under `typeid` with one more reference (for the caller's proxy), as
+    /// CPython's `Server.create` does; gives its ident and exposed methods.
+    pub(super) fn adopt(&self, object: Arc<dyn Referent>, typeid: String) -> (String, Value) {
+        let ident = format!("{:x}", Arc::as_ptr(&object) as *const () as usize);
+        let mut objects = self.objects();
+        let entry = objects.entry(ident.clone()).or_insert_with(|| {
+            let method_to_typeid = object.method_to_typeid();
+            let mut exposed = object.exposed();
+            for (method, _) in &method_to_typeid {
+                if !exposed.contains(method) {
+                    exposed.push(method.clone());
+                }
+            }
+            ServedObject {
+                exposed,
+                method_to_typeid,
+                object,
+                typeid,
+                refcount: 0,
+            }
+        });
+        entry.refcount += 1;
+        let exposed = exposed_tuple(&entry.exposed);
+        (ident, exposed)
+    }
+}
+
+pub(super) fn key_error(key: &str) -> String {
+    format!("KeyError: {key:?}\n")
+}
+
+pub(super) fn exposed_tuple(exposed: &[String]) -> Value {
+    Value::Tuple(exposed.iter().map(|s| Value::Str(s.clone())).collect())
+}
+
+/// A pickled `multiprocessing.managers.Token(typeid, address, ident)` (PROTOCOL.md §6.4): a
+/// `NEWOBJ` of the class with no arguments and the state tuple `(typeid, (host, port), ident)`.
+pub(super) fn token_value(typeid: &str, address: SocketAddr, ident: &str) -> Value {
+    Value::Object {
+        class: Box::new(Value::global("multiprocessing.managers", "Token")),
+        args: Box::new(Value::Tuple(Vec::new())),
+        kwargs: None,
+        state: Some(Box::new(Value::Tuple(vec![
+            Value::Str(typeid.to_string()),
+            Value::Tuple(vec![
+                Value::Str(address.ip().to_string()),
+                Value::Int(address.port().into()),
+            ]),
+            Value::Str(ident.to_string()),
+        ]))),
+    }
+}
+
+/// Collects the idents of the proxies pickled inside `value`: CPython pickles a proxy as
+/// `RebuildProxy(func, Token, serializer, kwds)`.
+fn proxy_idents(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Reduce { callable, args, .. } => {
+            if callable.as_ref() == &Value::global("multiprocessing.managers", "RebuildProxy") {
+                if let Value::Tuple(items) = args.as_ref() {
+                    if let Some(ident) = items.get(1).and_then(token_ident) {
+                        out.push(ident);
+                        return;
+                    }
+                }
+            }
+            proxy_idents(args, out);
+        }
+        Value::Tuple(items) | Value::List(items) | Value::Set(items) | Value::FrozenSet(items) => {
+            items.iter().for_each(|v| proxy_idents(v, out))
+        }
+        Value::Dict(pairs) => pairs.iter().for_each(|(k, v)| {
+            proxy_idents(k, out);
+            proxy_idents(v, out);
+        }),
+        Value::Object { args, state, .. } => {
+            proxy_idents(args, out);
+            if let Some(state) = state {
+                proxy_idents(state, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The ident inside a pickled `Token` (PROTOCOL.md §6.4): its state is
+/// `(typeid, address, ident)`.
+pub(super) fn token_ident(token: &Value) -> Option<String> {
+    match token {
+        Value::Object {
+            state: Some(state), ..
+        }
+        | Value::Reduce {
+            state: Some(state), ..
+        } => match &**state {
+            Value::Tuple(items) => items.get(2).and_then(Value::as_str).map(str::to_string),
+            _ => None,
+        },
+        _ => None,
+    }
+}
