@@ -10,32 +10,9 @@ use super::Inner;
 use crate::managers::referent::Referent;
 use crate::pickle::Value;
 
-/// The served objects by ident. Looked up on every call, with FNV-1a rather than SipHash:
-/// idents are made by this server (clients only look them up, they never choose a key that
-/// is stored), so there is no flooding to resist, and the short keys hash several times
-/// faster.
-pub(super) type Objects = HashMap<String, ServedObject, std::hash::BuildHasherDefault<Fnv>>;
-
-/// 64-bit FNV-1a.
-pub(super) struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
+/// The served objects by ident. std's SipHash: FNV-1a saved ~5 ns a lookup, under 0.2 % of a
+/// 5 µs proxy call, not worth a hasher of our own.
+pub(super) type Objects = HashMap<String, ServedObject>;
 
 /// One served object in the table: what CPython's `Server` keeps in `id_to_obj` and
 /// `id_to_refcount` for an ident.
