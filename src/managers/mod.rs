@@ -111,24 +111,22 @@
 
 mod auth;
 mod client;
-mod containers;
 mod listener;
 mod peer;
-mod primitives;
 mod proxy;
-mod queue;
-mod referent;
+mod served;
 mod server;
 mod wire;
 
 pub use auth::ChallengeForm;
 pub use client::{ConnectOptions, Manager};
-pub use containers::{ServedArray, ServedDict, ServedList, ServedNamespace, ServedValue};
 pub use listener::{Client, Listener, TcpConnection};
-pub use primitives::{ServedBarrier, ServedCondition, ServedEvent, ServedLock, ServedSemaphore};
 pub use proxy::{Proxy, QueueProxy, RemoteIter};
-pub use queue::ServedQueue;
-pub use referent::{bind, PyException, Referent};
+pub use served::{
+    bind, PyException, Referent, ServedArray, ServedBarrier, ServedCondition, ServedDict,
+    ServedEvent, ServedList, ServedLock, ServedNamespace, ServedQueue, ServedSemaphore,
+    ServedValue,
+};
 pub use server::{
     ManagerProcess, ManagerServer, ServerHandle, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME,
 };

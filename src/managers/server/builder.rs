@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use super::{Config, Factory, Inner, Objects};
 use crate::managers::auth::{AuthConfig, ChallengeForm};
-use crate::managers::queue::ServedQueue;
-use crate::managers::referent::{PyException, Referent};
+use crate::managers::served::{PyException, Referent, ServedQueue};
 use crate::managers::wire;
 use crate::pickle::{Limits, Value};
 use crate::Error;
@@ -141,7 +140,7 @@ impl ManagerServer {
 
     /// As [`register`](Self::register), for a factory that takes the constructor arguments a
     /// client passes (CPython's `manager.Semaphore(2)` sends `create('Semaphore', 2)`), bound
-    /// with [`bind`](super::bind) as Python would; its error reaches the client as a
+    /// with [`bind`](crate::managers::bind) as Python would; its error reaches the client as a
     /// `RemoteError`.
     ///
     /// # Examples
@@ -196,11 +195,11 @@ impl ManagerServer {
     }
 
     /// Serves what CPython's `SyncManager` serves under the same typeids: `Event`
-    /// ([`ServedEvent`](super::ServedEvent)), `Lock` and `RLock`
-    /// ([`ServedLock`](super::ServedLock)), `Semaphore(value=1)` and
-    /// `BoundedSemaphore(value=1)` ([`ServedSemaphore`](super::ServedSemaphore)),
-    /// `Condition()` ([`ServedCondition`](super::ServedCondition)) and
-    /// `Barrier(parties, timeout=None)` ([`ServedBarrier`](super::ServedBarrier)). A CPython
+    /// ([`ServedEvent`](crate::managers::ServedEvent)), `Lock` and `RLock`
+    /// ([`ServedLock`](crate::managers::ServedLock)), `Semaphore(value=1)` and
+    /// `BoundedSemaphore(value=1)` ([`ServedSemaphore`](crate::managers::ServedSemaphore)),
+    /// `Condition()` ([`ServedCondition`](crate::managers::ServedCondition)) and
+    /// `Barrier(parties, timeout=None)` ([`ServedBarrier`](crate::managers::ServedBarrier)). A CPython
     /// client reaches them with `SyncManager`'s proxy types (`AcquirerProxy`, `EventProxy`,
     /// `ConditionProxy`, `BarrierProxy`).
     ///
@@ -220,16 +219,16 @@ impl ManagerServer {
     /// assert!(sem.call("release", vec![], vec![]).is_err()); // above its initial value
     /// ```
     pub fn register_sync_types(&mut self) -> &mut Self {
-        crate::managers::primitives::register_sync_types(self);
+        crate::managers::served::sync_manager::register_sync_types(self);
         self
     }
 
     /// Serves the containers CPython's `SyncManager` serves under the same typeids:
-    /// `list(sequence=())` ([`ServedList`](super::ServedList)), `dict(mapping=(), **kwargs)`
-    /// ([`ServedDict`](super::ServedDict)), `Namespace()`
-    /// ([`ServedNamespace`](super::ServedNamespace)), `Value(typecode, value)`
-    /// ([`ServedValue`](super::ServedValue)) and `Array(typecode, sequence)`
-    /// ([`ServedArray`](super::ServedArray)). A CPython client reaches them with
+    /// `list(sequence=())` ([`ServedList`](crate::managers::ServedList)), `dict(mapping=(), **kwargs)`
+    /// ([`ServedDict`](crate::managers::ServedDict)), `Namespace()`
+    /// ([`ServedNamespace`](crate::managers::ServedNamespace)), `Value(typecode, value)`
+    /// ([`ServedValue`](crate::managers::ServedValue)) and `Array(typecode, sequence)`
+    /// ([`ServedArray`](crate::managers::ServedArray)). A CPython client reaches them with
     /// `SyncManager`'s proxy types (`ListProxy`, `DictProxy`, `NamespaceProxy`, `ValueProxy`,
     /// `ArrayProxy`, and `IteratorProxy` registered as `Iterator` for iterating a dict).
     ///
@@ -248,7 +247,7 @@ impl ManagerServer {
     /// assert_eq!(list.call("__getitem__", vec![Value::Int(0)], vec![]).unwrap(), Value::Int(1));
     /// ```
     pub fn register_containers(&mut self) -> &mut Self {
-        crate::managers::containers::register_containers(self);
+        crate::managers::served::sync_manager::register_containers(self);
         self
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::objects::{exposed_tuple, key_error, token_ident, token_value};
 use super::{Inner, ServedObject};
-use crate::managers::referent::{PyException, Referent};
+use crate::managers::served::{PyException, Referent};
 use crate::managers::wire::{self, Request};
 use crate::pickle::Value;
 

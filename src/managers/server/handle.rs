@@ -75,7 +75,7 @@ impl ManagerServer {
     /// it dies with this process, however this process ends, and it ignores SIGINT (Ctrl-C in
     /// a terminal reaches the whole process group; the server stays up for its clients). It inherits the
     /// listening socket (so [`ManagerProcess::address`] is known at once) and exits when a
-    /// client sends `shutdown` or [`ManagerProcess::shutdown`] is called. [`ServedQueue`]
+    /// client sends `shutdown` or [`ManagerProcess::shutdown`] is called. [`ServedQueue`](crate::managers::ServedQueue)
     /// handles kept by the parent refer to the parent's copies, not the child's.
     ///
     /// # Errors

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::auth::AuthConfig;
-use super::referent::{PyException, Referent};
+use super::served::{PyException, Referent};
 use crate::pickle::{Limits, Value};
 
 pub use builder::{ManagerServer, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME};

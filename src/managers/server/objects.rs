@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, MutexGuard};
 
 use super::Inner;
-use crate::managers::referent::Referent;
+use crate::managers::served::Referent;
 use crate::pickle::Value;
 
 /// The served objects by ident. std's SipHash: FNV-1a saved ~5 ns a lookup, under 0.2 % of a

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::peer::{self, Outcome};
-use super::referent::{bind, PyException, Referent};
+use super::python::{bind, bound, no_args, PyException};
+use super::referent::Referent;
+use crate::managers::peer::{self, Outcome};
 use crate::pickle::{self, Value};
 use crate::Error;
 
@@ -449,10 +450,6 @@ fn wait_for(block: &Value, timeout: &Value) -> Result<Wait, PyException> {
     Ok(Duration::try_from_secs_f64(seconds).map_or(Wait::Forever, Wait::timeout))
 }
 
-fn no_args(name: &str, args: Vec<Value>, kwargs: Vec<(String, Value)>) -> Result<(), PyException> {
-    bind(name, args, kwargs, &[]).map(|_| ())
-}
-
 impl Referent for ServedQueue {
     fn exposed(&self) -> Vec<String> {
         EXPOSED.iter().map(|s| s.to_string()).collect()
@@ -560,10 +557,4 @@ impl Referent for ServedQueue {
             )),
         }
     }
-}
-
-/// The bound values as an array (`bind` returns exactly one per parameter).
-fn bound<const N: usize>(values: Vec<Value>) -> [Value; N] {
-    let mut it = values.into_iter();
-    std::array::from_fn(|_| it.next().unwrap_or(Value::None))
 }

@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
+use super::python::PyException;
 use crate::pickle::Value;
 
 /// An object a manager server holds and clients call (CPython's "referent").
 ///
 /// Arguments arrive as CPython's proxies send them: positional `args` and keyword `kwargs`,
-/// exactly as the caller wrote them. [`bind`] binds them to a parameter list the way Python
+/// exactly as the caller wrote them. [`bind`](crate::managers::bind) binds them to a parameter list the way Python
 /// does. A method returns a value for `'#RETURN'` or raises a [`PyException`] for `'#ERROR'`.
 ///
 /// # Examples
@@ -56,12 +57,12 @@ pub trait Referent: Send + Sync + 'static {
     /// The reply to a call of `method` that returned `result` could not be delivered: its
     /// client hung up while the call waited, or writing the reply failed. A method that took
     /// something (an item, a lock, a permit) gives it back here, so that a client that died
-    /// takes nothing with it: a [`ServedQueue`](super::ServedQueue) puts the item back at its
+    /// takes nothing with it: a [`ServedQueue`](crate::managers::ServedQueue) puts the item back at its
     /// head. Called on the thread that served the call; the connection is closed afterwards.
     /// Does nothing by default.
     ///
     /// A blocking method that waits on a `Condvar` should also stop waiting when its client
-    /// hangs up; the served types of this crate do (see [`ManagerServer`](super::ManagerServer)).
+    /// hangs up; the served types of this crate do (see [`ManagerServer`](crate::managers::ManagerServer)).
     ///
     /// # Examples
     ///
@@ -84,7 +85,7 @@ pub trait Referent: Send + Sync + 'static {
     /// the new object is served under (CPython's `method_to_typeid`). The server adds them to
     /// [`exposed`](Self::exposed), runs them with [`call_for_object`](Self::call_for_object),
     /// holds the new object for the caller and replies `'#PROXY'`: the client gets a proxy to
-    /// it ([`Proxy::call_proxy`](super::Proxy::call_proxy); a CPython client must have
+    /// it ([`Proxy::call_proxy`](crate::managers::Proxy::call_proxy); a CPython client must have
     /// registered the typeid, e.g. `register('Queue', create_method=False)`). None by default.
     fn method_to_typeid(&self) -> Vec<(String, String)> {
         Vec::new()
@@ -151,171 +152,4 @@ pub trait Referent: Send + Sync + 'static {
             &format!("method {method:?} does not return a shared object"),
         ))
     }
-}
-
-/// A Python exception instance to send as `'#ERROR'`: a class named by module and name, and its
-/// `args`.
-///
-/// # Examples
-///
-/// ```
-/// use multiproc::managers::PyException;
-/// let e = PyException::value_error("bad");
-/// assert_eq!((e.module.as_str(), e.name.as_str()), ("builtins", "ValueError"));
-/// ```
-#[derive(Debug, Clone, PartialEq)]
-pub struct PyException {
-    /// The module of the class (`"builtins"`, `"queue"`).
-    pub module: String,
-    /// The class name (`"ValueError"`, `"Empty"`).
-    pub name: String,
-    /// The exception's `args`.
-    pub args: Vec<Value>,
-}
-
-impl PyException {
-    /// `module.name(message)`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let e = multiproc::managers::PyException::new("builtins", "KeyError", "x");
-    /// assert_eq!(e.args.len(), 1);
-    /// ```
-    pub fn new(module: &str, name: &str, message: &str) -> PyException {
-        PyException {
-            module: module.into(),
-            name: name.into(),
-            args: vec![Value::Str(message.into())],
-        }
-    }
-
-    /// `TypeError(message)`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert_eq!(multiproc::managers::PyException::type_error("x").name, "TypeError");
-    /// ```
-    pub fn type_error(message: &str) -> PyException {
-        PyException::new("builtins", "TypeError", message)
-    }
-
-    /// `ValueError(message)`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert_eq!(multiproc::managers::PyException::value_error("x").name, "ValueError");
-    /// ```
-    pub fn value_error(message: &str) -> PyException {
-        PyException::new("builtins", "ValueError", message)
-    }
-
-    /// `queue.Empty()`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert_eq!(multiproc::managers::PyException::empty().name, "Empty");
-    /// ```
-    pub fn empty() -> PyException {
-        PyException {
-            module: "queue".into(),
-            name: "Empty".into(),
-            args: Vec::new(),
-        }
-    }
-
-    /// `queue.Full()`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert_eq!(multiproc::managers::PyException::full().name, "Full");
-    /// ```
-    pub fn full() -> PyException {
-        PyException {
-            module: "queue".into(),
-            name: "Full".into(),
-            args: Vec::new(),
-        }
-    }
-
-    /// `str(exception)` as Python gives it for the common cases.
-    pub(crate) fn message(&self) -> String {
-        match &self.args[..] {
-            [] => String::new(),
-            [Value::Str(s)] => s.clone(),
-            [other] => format!("{other:?}"),
-            more => format!("{more:?}"),
-        }
-    }
-
-    /// The pickled instance: `Reduce(Global(module, name), args)`.
-    pub(crate) fn to_value(&self) -> Value {
-        Value::Reduce {
-            callable: Box::new(Value::global(&self.module, &self.name)),
-            args: Box::new(Value::Tuple(self.args.clone())),
-            state: None,
-        }
-    }
-}
-
-/// Binds positional and keyword arguments to `params` (name and default; `None` = required)
-/// as Python binds a call to `function`, giving one value per parameter.
-///
-/// # Errors
-///
-/// `TypeError` as Python words it: too many positional arguments, an unexpected or repeated
-/// keyword, a missing required argument.
-///
-/// # Examples
-///
-/// ```
-/// use multiproc::managers::bind;
-/// use multiproc::pickle::Value;
-/// let bound = bind("get", vec![], vec![("timeout".into(), Value::Int(1))],
-///                  &[("block", Some(Value::Bool(true))), ("timeout", Some(Value::None))]).unwrap();
-/// assert_eq!(bound, vec![Value::Bool(true), Value::Int(1)]);
-/// ```
-pub fn bind(
-    function: &str,
-    args: Vec<Value>,
-    kwargs: Vec<(String, Value)>,
-    params: &[(&str, Option<Value>)],
-) -> Result<Vec<Value>, PyException> {
-    if args.len() > params.len() {
-        return Err(PyException::type_error(&format!(
-            "{function}() takes {} positional arguments but {} were given",
-            params.len(),
-            args.len()
-        )));
-    }
-    let mut slots: Vec<Option<Value>> = args.into_iter().map(Some).collect();
-    slots.resize(params.len(), None);
-    for (key, value) in kwargs {
-        let i = params.iter().position(|(p, _)| *p == key).ok_or_else(|| {
-            PyException::type_error(&format!(
-                "{function}() got an unexpected keyword argument '{key}'"
-            ))
-        })?;
-        if slots[i].is_some() {
-            return Err(PyException::type_error(&format!(
-                "{function}() got multiple values for argument '{key}'"
-            )));
-        }
-        slots[i] = Some(value);
-    }
-    slots
-        .into_iter()
-        .zip(params)
-        .map(|(slot, (name, default))| {
-            slot.or_else(|| default.clone()).ok_or_else(|| {
-                PyException::type_error(&format!(
-                    "{function}() missing 1 required positional argument: '{name}'"
-                ))
-            })
-        })
-        .collect()
 }

@@ -1,0 +1,98 @@
+//! A served `Array(typecode, sequence)` (CPython's `manager.Array` and `ArrayProxy`).
+
+use std::sync::Mutex;
+
+use super::python::{attribute_error, bind, int_arg, lock, position, strs, PyException};
+use super::referent::Referent;
+use crate::pickle::Value;
+
+/// A served `Array(typecode, sequence)` (CPython's `manager.Array`, an `array.array`, and
+/// `ArrayProxy`): `__len__`, `__getitem__`, `__setitem__`. Integer typecodes hold ints,
+/// `'f'` and `'d'` floats; a value of the wrong kind is a `TypeError`.
+#[derive(Debug)]
+pub struct ServedArray {
+    float: bool,
+    items: Mutex<Vec<Value>>,
+}
+
+impl ServedArray {
+    /// An array of `typecode` (`'b' 'B' 'h' 'H' 'i' 'I' 'l' 'L' 'q' 'Q' 'f' 'd'`).
+    ///
+    /// # Errors
+    ///
+    /// `ValueError` for another typecode; `TypeError` for an item of the wrong kind.
+    pub fn new(typecode: &str, items: Vec<Value>) -> Result<ServedArray, PyException> {
+        let float = match typecode {
+            "f" | "d" => true,
+            "b" | "B" | "h" | "H" | "i" | "I" | "l" | "L" | "q" | "Q" => false,
+            _ => {
+                return Err(PyException::value_error(
+                    "bad typecode (must be b, B, h, H, i, I, l, L, q, Q, f or d)",
+                ))
+            }
+        };
+        let array = ServedArray {
+            float,
+            items: Mutex::new(Vec::new()),
+        };
+        let items = items
+            .into_iter()
+            .map(|v| array.item(v))
+            .collect::<Result<_, _>>()?;
+        *lock(&array.items) = items;
+        Ok(array)
+    }
+
+    fn item(&self, v: Value) -> Result<Value, PyException> {
+        match (self.float, v) {
+            (false, Value::Int(i)) => Ok(Value::Int(i)),
+            (false, Value::Bool(b)) => Ok(Value::Int(b.into())),
+            (true, Value::Float(f)) => Ok(Value::Float(f)),
+            (true, Value::Int(i)) => Ok(Value::Float(i as f64)),
+            _ => Err(PyException::type_error(if self.float {
+                "must be real number"
+            } else {
+                "an integer is required"
+            })),
+        }
+    }
+}
+
+impl Referent for ServedArray {
+    fn exposed(&self) -> Vec<String> {
+        strs(&["__len__", "__getitem__", "__setitem__"])
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Result<Value, PyException> {
+        match method {
+            "__len__" => {
+                bind(method, args, kwargs, &[])?;
+                Ok(Value::Int(lock(&self.items).len() as i64))
+            }
+            "__getitem__" => {
+                let index = bind(method, args, kwargs, &[("index", None)])?.remove(0);
+                let items = lock(&self.items);
+                let i = position(int_arg(&index, "array indices")?, items.len(), "array")?;
+                Ok(items[i].clone())
+            }
+            "__setitem__" => {
+                let mut bound = bind(method, args, kwargs, &[("index", None), ("value", None)])?;
+                let value = self.item(bound.pop().unwrap_or(Value::None))?;
+                let mut items = lock(&self.items);
+                let i = position(
+                    int_arg(&bound[0], "array indices")?,
+                    items.len(),
+                    "array assignment",
+                )?;
+                items[i] = value;
+                Ok(Value::None)
+            }
+            _ => Err(attribute_error(method)),
+        }
+    }
+}
