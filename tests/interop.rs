@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use multiproc::managers::{
-    bind, Manager, ManagerServer, PyException, QueueProxy, Referent, ServedQueue, ServerHandle,
+    bind_arguments, Manager, ManagerServer, PyException, QueueProxy, Referent, ServedQueue,
+    ServerHandle,
 };
 use multiproc::pickle::{self, Value};
 use multiproc::{ByteBuf, Error};
@@ -251,7 +252,7 @@ impl Referent for NamedQueues {
         args: Vec<Value>,
         kwargs: Vec<(String, Value)>,
     ) -> Result<Arc<dyn Referent>, PyException> {
-        let name = match &bind(method, args, kwargs, &[("name", None)])?[..] {
+        let name = match &bind_arguments(method, args, kwargs, &[("name", None)])?[..] {
             [Value::Str(name)] => name.clone(),
             _ => return Err(PyException::type_error("queue() takes a str")),
         };

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use multiproc::managers::{
-    bind, ChallengeForm, ConnectOptions, Manager, ManagerServer, PyException, QueueProxy, Referent,
-    ServedArray, ServedBarrier, ServedCondition, ServedDict, ServedEvent, ServedList, ServedLock,
-    ServedNamespace, ServedQueue, ServedSemaphore, ServedValue, ServerHandle,
+    bind_arguments, ChallengeForm, ConnectOptions, Manager, ManagerServer, PyException, QueueProxy,
+    Referent, ServedArray, ServedBarrier, ServedCondition, ServedDict, ServedEvent, ServedList,
+    ServedLock, ServedNamespace, ServedQueue, ServedSemaphore, ServedValue, ServerHandle,
 };
 use multiproc::pickle::{self, Limits, Value};
 use multiproc::{ByteBuf, Error, Process};
@@ -159,8 +159,9 @@ impl Referent for Counter {
     ) -> Result<Value, PyException> {
         match method {
             "add" => {
-                let [by] = <[Value; 1]>::try_from(bind("add", args, kwargs, &[("by", None)])?)
-                    .map_err(|_| PyException::type_error("add() takes one argument"))?;
+                let [by] =
+                    <[Value; 1]>::try_from(bind_arguments("add", args, kwargs, &[("by", None)])?)
+                        .map_err(|_| PyException::type_error("add() takes one argument"))?;
                 let by: i64 =
                     pickle::from_value(by).map_err(|e| PyException::type_error(&e.to_string()))?;
                 let mut n = self.0.lock().unwrap();
@@ -848,7 +849,7 @@ impl Referent for Factory {
         args: Vec<Value>,
         kwargs: Vec<(String, Value)>,
     ) -> Result<Arc<dyn Referent>, PyException> {
-        bind(method, args, kwargs, &[])?;
+        bind_arguments(method, args, kwargs, &[])?;
         match method {
             "queue" => Ok(Arc::new(ServedQueue::new(0))),
             "same" => Ok(self.same.clone()),
@@ -995,7 +996,7 @@ impl Referent for Squares {
         args: Vec<Value>,
         kwargs: Vec<(String, Value)>,
     ) -> Result<Value, PyException> {
-        bind(method, args, kwargs, &[])?;
+        bind_arguments(method, args, kwargs, &[])?;
         match self.0.lock().unwrap().next() {
             Some(i) => Ok(Value::Int(i * i)),
             None => Err(PyException {

@@ -122,8 +122,10 @@ pub use auth::ChallengeForm;
 pub use client::{ConnectOptions, Manager};
 pub use listener::{Client, Listener, TcpConnection};
 pub use proxy::{Proxy, QueueProxy, RemoteIter};
+#[allow(deprecated)] // the old name stays exported for existing users
+pub use served::bind;
 pub use served::{
-    bind, PyException, Referent, ServedArray, ServedBarrier, ServedCondition, ServedDict,
+    bind_arguments, PyException, Referent, ServedArray, ServedBarrier, ServedCondition, ServedDict,
     ServedEvent, ServedList, ServedLock, ServedNamespace, ServedQueue, ServedSemaphore,
     ServedValue,
 };

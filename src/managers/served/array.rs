@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use super::python::{attribute_error, bind, int_arg, lock, position, strs, PyException};
+use super::python::{attribute_error, bind_arguments, int_arg, lock, position, strs, PyException};
 use super::referent::Referent;
 use crate::pickle::Value;
 
@@ -71,17 +71,18 @@ impl Referent for ServedArray {
     ) -> Result<Value, PyException> {
         match method {
             "__len__" => {
-                bind(method, args, kwargs, &[])?;
+                bind_arguments(method, args, kwargs, &[])?;
                 Ok(Value::Int(lock(&self.items).len() as i64))
             }
             "__getitem__" => {
-                let index = bind(method, args, kwargs, &[("index", None)])?.remove(0);
+                let index = bind_arguments(method, args, kwargs, &[("index", None)])?.remove(0);
                 let items = lock(&self.items);
                 let i = position(int_arg(&index, "array indices")?, items.len(), "array")?;
                 Ok(items[i].clone())
             }
             "__setitem__" => {
-                let mut bound = bind(method, args, kwargs, &[("index", None), ("value", None)])?;
+                let mut bound =
+                    bind_arguments(method, args, kwargs, &[("index", None), ("value", None)])?;
                 let value = self.item(bound.pop().unwrap_or(Value::None))?;
                 let mut items = lock(&self.items);
                 let i = position(

@@ -4,7 +4,7 @@
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
-use super::python::{attribute_error, bind, deadline_after, lock, seconds, PyException};
+use super::python::{attribute_error, bind_arguments, deadline_after, lock, seconds, PyException};
 use super::referent::Referent;
 use crate::managers::peer::{wait_until, Outcome};
 use crate::pickle::Value;
@@ -119,7 +119,7 @@ impl ServedBarrier {
         args: Vec<Value>,
         kwargs: Vec<(String, Value)>,
     ) -> Result<Self, PyException> {
-        let bound = bind(
+        let bound = bind_arguments(
             "Barrier",
             args,
             kwargs,
@@ -161,7 +161,8 @@ impl Referent for ServedBarrier {
     ) -> Result<Value, PyException> {
         match method {
             "wait" => {
-                let bound = bind(method, args, kwargs, &[("timeout", Some(Value::None))])?;
+                let bound =
+                    bind_arguments(method, args, kwargs, &[("timeout", Some(Value::None))])?;
                 let timeout = match &bound[0] {
                     Value::None => self.timeout,
                     t => Some(seconds(t)?),
@@ -169,13 +170,13 @@ impl Referent for ServedBarrier {
                 self.wait(timeout).map(|i| Value::Int(i as i64))
             }
             "abort" => {
-                bind(method, args, kwargs, &[])?;
+                bind_arguments(method, args, kwargs, &[])?;
                 lock(&self.state).state = BROKEN;
                 self.changed.notify_all();
                 Ok(Value::None)
             }
             "reset" => {
-                bind(method, args, kwargs, &[])?;
+                bind_arguments(method, args, kwargs, &[])?;
                 let mut s = lock(&self.state);
                 if s.count > 0 {
                     if s.state == FILLING || s.state == BROKEN {
@@ -188,7 +189,7 @@ impl Referent for ServedBarrier {
                 Ok(Value::None)
             }
             "__getattribute__" => {
-                let name = match &bind(method, args, kwargs, &[("name", None)])?[..] {
+                let name = match &bind_arguments(method, args, kwargs, &[("name", None)])?[..] {
                     [Value::Str(name)] => name.clone(),
                     _ => return Err(PyException::type_error("attribute name must be a str")),
                 };

@@ -7,7 +7,8 @@ use std::thread::ThreadId;
 use std::time::Instant;
 
 use super::python::{
-    attribute_error, bind, lock, lock_deadline, runtime_error, timeout_deadline, PyException,
+    attribute_error, bind_arguments, lock, lock_deadline, runtime_error, timeout_deadline,
+    PyException,
 };
 use super::referent::Referent;
 use crate::managers::peer::{wait_until, Outcome};
@@ -111,7 +112,7 @@ impl Referent for ServedCondition {
                 Ok(Value::Bool(self.acquire(me, 1, deadline)))
             }
             "release" => {
-                bind(method, args, kwargs, &[])?;
+                bind_arguments(method, args, kwargs, &[])?;
                 let mut state = lock(&self.state);
                 match &mut state.owner {
                     Some((owner, count)) if *owner == me => {
@@ -126,7 +127,8 @@ impl Referent for ServedCondition {
                 }
             }
             "wait" => {
-                let bound = bind(method, args, kwargs, &[("timeout", Some(Value::None))])?;
+                let bound =
+                    bind_arguments(method, args, kwargs, &[("timeout", Some(Value::None))])?;
                 let deadline = timeout_deadline(&bound[0])?;
                 let mut state = lock(&self.state);
                 if !Self::owned_by(&state, me) {
@@ -166,12 +168,13 @@ impl Referent for ServedCondition {
             }
             "notify" | "notify_all" => {
                 let n = if method == "notify" {
-                    match &bind(method, args, kwargs, &[("n", Some(Value::Int(1)))])?[..] {
+                    match &bind_arguments(method, args, kwargs, &[("n", Some(Value::Int(1)))])?[..]
+                    {
                         [Value::Int(n)] => (*n).max(0) as usize,
                         _ => return Err(PyException::type_error("n must be an int")),
                     }
                 } else {
-                    bind(method, args, kwargs, &[])?;
+                    bind_arguments(method, args, kwargs, &[])?;
                     usize::MAX
                 };
                 let mut state = lock(&self.state);

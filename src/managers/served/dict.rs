@@ -3,7 +3,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::python::{attribute_error, bind, key_error, lock, py_eq, sequence, strs, PyException};
+use super::python::{
+    attribute_error, bind_arguments, key_error, lock, py_eq, sequence, strs, PyException,
+};
 use super::referent::Referent;
 use crate::pickle::Value;
 
@@ -25,7 +27,7 @@ impl Referent for KeyIter {
     ) -> Result<Value, PyException> {
         match method {
             "__next__" => {
-                bind(method, args, kwargs, &[])?;
+                bind_arguments(method, args, kwargs, &[])?;
                 lock(&self.0).next().ok_or_else(|| PyException {
                     module: "builtins".into(),
                     name: "StopIteration".into(),
@@ -126,7 +128,7 @@ impl Referent for ServedDict {
         args: Vec<Value>,
         kwargs: Vec<(String, Value)>,
     ) -> Result<Arc<dyn Referent>, PyException> {
-        bind(method, args, kwargs, &[])?;
+        bind_arguments(method, args, kwargs, &[])?;
         let keys: Vec<Value> = lock(&self.0).iter().map(|(k, _)| k.clone()).collect();
         Ok(Arc::new(KeyIter(Mutex::new(keys.into_iter()))))
     }
@@ -140,21 +142,21 @@ impl Referent for ServedDict {
         let mut map = lock(&self.0);
         match method {
             "__len__" => {
-                bind(method, args, kwargs, &[])?;
+                bind_arguments(method, args, kwargs, &[])?;
                 Ok(Value::Int(map.len() as i64))
             }
             "__contains__" => {
-                let key = bind(method, args, kwargs, &[("key", None)])?.remove(0);
+                let key = bind_arguments(method, args, kwargs, &[("key", None)])?.remove(0);
                 Ok(Value::Bool(find(&map, &key).is_some()))
             }
             "__getitem__" => {
-                let key = bind(method, args, kwargs, &[("key", None)])?.remove(0);
+                let key = bind_arguments(method, args, kwargs, &[("key", None)])?.remove(0);
                 find(&map, &key)
                     .map(|i| map[i].1.clone())
                     .ok_or_else(|| key_error(&key))
             }
             "get" => {
-                let bound = bind(
+                let bound = bind_arguments(
                     method,
                     args,
                     kwargs,
@@ -163,7 +165,8 @@ impl Referent for ServedDict {
                 Ok(find(&map, &bound[0]).map_or_else(|| bound[1].clone(), |i| map[i].1.clone()))
             }
             "__setitem__" => {
-                let mut bound = bind(method, args, kwargs, &[("key", None), ("value", None)])?;
+                let mut bound =
+                    bind_arguments(method, args, kwargs, &[("key", None), ("value", None)])?;
                 let value = bound.pop().unwrap_or(Value::None);
                 let key = bound.pop().unwrap_or(Value::None);
                 hashable(&key)?;
@@ -171,13 +174,13 @@ impl Referent for ServedDict {
                 Ok(Value::None)
             }
             "__delitem__" => {
-                let key = bind(method, args, kwargs, &[("key", None)])?.remove(0);
+                let key = bind_arguments(method, args, kwargs, &[("key", None)])?.remove(0);
                 let i = find(&map, &key).ok_or_else(|| key_error(&key))?;
                 map.remove(i);
                 Ok(Value::None)
             }
             "setdefault" => {
-                let mut bound = bind(
+                let mut bound = bind_arguments(
                     method,
                     args,
                     kwargs,
@@ -207,7 +210,7 @@ impl Referent for ServedDict {
                 }
             }
             "popitem" => {
-                bind(method, args, kwargs, &[])?;
+                bind_arguments(method, args, kwargs, &[])?;
                 map.pop()
                     .map(|(k, v)| Value::Tuple(vec![k, v]))
                     .ok_or_else(|| {
@@ -215,16 +218,16 @@ impl Referent for ServedDict {
                     })
             }
             "clear" => {
-                bind(method, args, kwargs, &[])?;
+                bind_arguments(method, args, kwargs, &[])?;
                 map.clear();
                 Ok(Value::None)
             }
             "copy" => {
-                bind(method, args, kwargs, &[])?;
+                bind_arguments(method, args, kwargs, &[])?;
                 Ok(Value::Dict(map.clone()))
             }
             "keys" | "values" | "items" => {
-                bind(method, args, kwargs, &[])?;
+                bind_arguments(method, args, kwargs, &[])?;
                 Ok(Value::List(
                     map.iter()
                         .map(|(k, v)| match method {

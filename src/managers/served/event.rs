@@ -2,7 +2,7 @@
 
 use std::sync::{Condvar, Mutex};
 
-use super::python::{attribute_error, bind, lock, timeout_deadline, PyException};
+use super::python::{attribute_error, bind_arguments, lock, timeout_deadline, PyException};
 use super::referent::Referent;
 use crate::managers::peer::{wait_until, Outcome};
 use crate::pickle::Value;
@@ -44,22 +44,23 @@ impl Referent for ServedEvent {
     ) -> Result<Value, PyException> {
         match method {
             "is_set" => {
-                bind(method, args, kwargs, &[])?;
+                bind_arguments(method, args, kwargs, &[])?;
                 Ok(Value::Bool(*lock(&self.flag)))
             }
             "set" => {
-                bind(method, args, kwargs, &[])?;
+                bind_arguments(method, args, kwargs, &[])?;
                 *lock(&self.flag) = true;
                 self.changed.notify_all();
                 Ok(Value::None)
             }
             "clear" => {
-                bind(method, args, kwargs, &[])?;
+                bind_arguments(method, args, kwargs, &[])?;
                 *lock(&self.flag) = false;
                 Ok(Value::None)
             }
             "wait" => {
-                let bound = bind(method, args, kwargs, &[("timeout", Some(Value::None))])?;
+                let bound =
+                    bind_arguments(method, args, kwargs, &[("timeout", Some(Value::None))])?;
                 let deadline = timeout_deadline(&bound[0])?;
                 let (_guard, outcome) =
                     wait_until(&self.changed, lock(&self.flag), deadline, |f| *f);

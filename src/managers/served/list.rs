@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 use std::sync::Mutex;
 
 use super::python::{
-    attribute_error, bind, index_error, int_arg, lock, position, py_cmp, py_eq, sequence,
+    attribute_error, bind_arguments, index_error, int_arg, lock, position, py_cmp, py_eq, sequence,
     slice_indices, strs, PyException,
 };
 use super::referent::Referent;
@@ -78,13 +78,13 @@ impl Referent for ServedList {
         kwargs: Vec<(String, Value)>,
     ) -> Result<Value, PyException> {
         let one = |args, kwargs| -> Result<Value, PyException> {
-            let mut v = bind(method, args, kwargs, &[("value", None)])?;
+            let mut v = bind_arguments(method, args, kwargs, &[("value", None)])?;
             Ok(v.remove(0))
         };
         let mut items = lock(&self.0);
         match method {
             "__len__" => {
-                bind(method, args, kwargs, &[])?;
+                bind_arguments(method, args, kwargs, &[])?;
                 Ok(Value::Int(items.len() as i64))
             }
             "__contains__" => {
@@ -102,7 +102,8 @@ impl Referent for ServedList {
                 Ok(items[i].clone())
             }
             "__setitem__" => {
-                let mut bound = bind(method, args, kwargs, &[("key", None), ("value", None)])?;
+                let mut bound =
+                    bind_arguments(method, args, kwargs, &[("key", None), ("value", None)])?;
                 let value = bound.pop().unwrap_or(Value::None);
                 let i = position(
                     int_arg(&bound[0], "list indices")?,
@@ -132,7 +133,8 @@ impl Referent for ServedList {
                 Ok(Value::None)
             }
             "insert" => {
-                let mut bound = bind(method, args, kwargs, &[("index", None), ("object", None)])?;
+                let mut bound =
+                    bind_arguments(method, args, kwargs, &[("index", None), ("object", None)])?;
                 let object = bound.pop().unwrap_or(Value::None);
                 let len = items.len() as i64;
                 let i = int_arg(&bound[0], "list indices")?;
@@ -141,7 +143,8 @@ impl Referent for ServedList {
                 Ok(Value::None)
             }
             "pop" => {
-                let bound = bind(method, args, kwargs, &[("index", Some(Value::Int(-1)))])?;
+                let bound =
+                    bind_arguments(method, args, kwargs, &[("index", Some(Value::Int(-1)))])?;
                 if items.is_empty() {
                     return Err(index_error("pop from empty list"));
                 }
@@ -172,12 +175,12 @@ impl Referent for ServedList {
                 Ok(Value::Int(i as i64))
             }
             "reverse" => {
-                bind(method, args, kwargs, &[])?;
+                bind_arguments(method, args, kwargs, &[])?;
                 items.reverse();
                 Ok(Value::None)
             }
             "sort" => {
-                let bound = bind(
+                let bound = bind_arguments(
                     method,
                     args,
                     kwargs,
@@ -229,7 +232,7 @@ impl Referent for ServedList {
                 Ok(Value::None)
             }
             "__reversed__" => {
-                bind(method, args, kwargs, &[])?;
+                bind_arguments(method, args, kwargs, &[])?;
                 Ok(Value::List(items.iter().rev().cloned().collect()))
             }
             _ => Err(attribute_error(method)),

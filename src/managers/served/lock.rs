@@ -3,7 +3,9 @@
 use std::sync::{Condvar, Mutex};
 use std::thread::ThreadId;
 
-use super::python::{attribute_error, bind, lock, lock_deadline, runtime_error, PyException};
+use super::python::{
+    attribute_error, bind_arguments, lock, lock_deadline, runtime_error, PyException,
+};
 use super::referent::Referent;
 use crate::managers::peer::{wait_until, Outcome};
 use crate::pickle::Value;
@@ -102,7 +104,7 @@ impl Referent for ServedLock {
                 Ok(Value::Bool(free))
             }
             "release" => {
-                bind(method, args, kwargs, &[])?;
+                bind_arguments(method, args, kwargs, &[])?;
                 let mut state = lock(&self.state);
                 match &mut state.owner {
                     None if self.reentrant => Err(runtime_error("cannot release un-acquired lock")),

@@ -52,7 +52,9 @@ pub use event::ServedEvent;
 pub use list::ServedList;
 pub use lock::ServedLock;
 pub use namespace::ServedNamespace;
-pub use python::{bind, PyException};
+#[allow(deprecated)] // the old name stays exported for existing users
+pub use python::bind;
+pub use python::{bind_arguments, PyException};
 pub use queue::ServedQueue;
 pub use referent::Referent;
 pub use semaphore::ServedSemaphore;

@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use super::python::{attribute_error, bind, lock, strs, PyException};
+use super::python::{attribute_error, bind_arguments, lock, strs, PyException};
 use super::referent::Referent;
 use crate::pickle::Value;
 
@@ -44,7 +44,7 @@ impl Referent for ServedNamespace {
         let mut attrs = lock(&self.0);
         match method {
             "__getattribute__" => {
-                let bound = bind(method, args, kwargs, &[("name", None)])?;
+                let bound = bind_arguments(method, args, kwargs, &[("name", None)])?;
                 let name = name_of(&bound[0])?;
                 attrs
                     .iter()
@@ -53,7 +53,8 @@ impl Referent for ServedNamespace {
                     .ok_or_else(|| attribute_error(&name))
             }
             "__setattr__" => {
-                let mut bound = bind(method, args, kwargs, &[("name", None), ("value", None)])?;
+                let mut bound =
+                    bind_arguments(method, args, kwargs, &[("name", None), ("value", None)])?;
                 let value = bound.pop().unwrap_or(Value::None);
                 let name = name_of(&bound[0])?;
                 match attrs.iter_mut().find(|(n, _)| *n == name) {
@@ -63,7 +64,7 @@ impl Referent for ServedNamespace {
                 Ok(Value::None)
             }
             "__delattr__" => {
-                let bound = bind(method, args, kwargs, &[("name", None)])?;
+                let bound = bind_arguments(method, args, kwargs, &[("name", None)])?;
                 let name = name_of(&bound[0])?;
                 let i = attrs
                     .iter()

@@ -121,7 +121,8 @@ impl PyException {
 }
 
 /// Binds positional and keyword arguments to `params` (name and default; `None` = required)
-/// as Python binds a call to `function`, giving one value per parameter.
+/// as Python binds a call to `function` (what `inspect.signature(function).bind` does, defaults
+/// applied), giving one value per parameter.
 ///
 /// # Errors
 ///
@@ -131,13 +132,13 @@ impl PyException {
 /// # Examples
 ///
 /// ```
-/// use multiproc::managers::bind;
+/// use multiproc::managers::bind_arguments;
 /// use multiproc::pickle::Value;
-/// let bound = bind("get", vec![], vec![("timeout".into(), Value::Int(1))],
+/// let bound = bind_arguments("get", vec![], vec![("timeout".into(), Value::Int(1))],
 ///                  &[("block", Some(Value::Bool(true))), ("timeout", Some(Value::None))]).unwrap();
 /// assert_eq!(bound, vec![Value::Bool(true), Value::Int(1)]);
 /// ```
-pub fn bind(
+pub fn bind_arguments(
     function: &str,
     args: Vec<Value>,
     kwargs: Vec<(String, Value)>,
@@ -178,6 +179,33 @@ pub fn bind(
         .collect()
 }
 
+/// The old name of [`bind_arguments`], kept so that code written against it still builds.
+///
+/// # Errors
+///
+/// As [`bind_arguments`].
+///
+/// # Examples
+///
+/// ```
+/// #![allow(deprecated)] // shows the old name still works
+/// use multiproc::managers::bind;
+/// use multiproc::pickle::Value;
+/// let bound = bind("put", vec![Value::Int(1)], vec![], &[("item", None)]).unwrap();
+/// assert_eq!(bound, vec![Value::Int(1)]);
+/// ```
+#[deprecated(note = "renamed to `bind_arguments`, which says what it binds")]
+pub fn bind(
+    function: &str,
+    args: Vec<Value>,
+    kwargs: Vec<(String, Value)>,
+    params: &[(&str, Option<Value>)],
+) -> Result<Vec<Value>, PyException> {
+    bind_arguments(function, args, kwargs, params)
+}
+
+/// Locks `m`, ignoring poisoning: a served method that panicked is answered with
+/// `RuntimeError`, and its object stays usable.
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -404,7 +432,7 @@ pub(super) fn lock_deadline(
     args: Vec<Value>,
     kwargs: Vec<(String, Value)>,
 ) -> Result<Option<Instant>, PyException> {
-    let bound = bind(
+    let bound = bind_arguments(
         "acquire",
         args,
         kwargs,
@@ -443,10 +471,10 @@ pub(super) fn no_args(
     args: Vec<Value>,
     kwargs: Vec<(String, Value)>,
 ) -> Result<(), PyException> {
-    bind(name, args, kwargs, &[]).map(|_| ())
+    bind_arguments(name, args, kwargs, &[]).map(|_| ())
 }
 
-/// The bound values as an array (`bind` returns exactly one per parameter).
+/// The bound values as an array (`bind_arguments` returns exactly one per parameter).
 pub(super) fn bound<const N: usize>(values: Vec<Value>) -> [Value; N] {
     let mut it = values.into_iter();
     std::array::from_fn(|_| it.next().unwrap_or(Value::None))

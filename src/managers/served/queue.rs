@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::python::{bind, bound, no_args, PyException};
+use super::python::{bind_arguments, bound, no_args, PyException};
 use super::referent::Referent;
 use crate::managers::peer::{self, Outcome};
 use crate::pickle::{self, Value};
@@ -495,7 +495,7 @@ impl Referent for ServedQueue {
         }
         match method {
             "put" => {
-                let [item, block, timeout] = bound::<3>(bind(
+                let [item, block, timeout] = bound::<3>(bind_arguments(
                     "put",
                     args,
                     kwargs,
@@ -513,7 +513,12 @@ impl Referent for ServedQueue {
                 }
             }
             "put_nowait" => {
-                let [item] = bound::<1>(bind("put_nowait", args, kwargs, &[("item", None)])?);
+                let [item] = bound::<1>(bind_arguments(
+                    "put_nowait",
+                    args,
+                    kwargs,
+                    &[("item", None)],
+                )?);
                 if self.put_value(item, Wait::No) {
                     Ok(Value::None)
                 } else {
@@ -521,7 +526,8 @@ impl Referent for ServedQueue {
                 }
             }
             "get" => {
-                let [block, timeout] = bound::<2>(bind("get", args, kwargs, &block_timeout())?);
+                let [block, timeout] =
+                    bound::<2>(bind_arguments("get", args, kwargs, &block_timeout())?);
                 let wait = wait_for(&block, &timeout)?;
                 self.get_value(wait).ok_or_else(PyException::empty)
             }

@@ -8,13 +8,13 @@ use crate::pickle::Value;
 /// An object a manager server holds and clients call (CPython's "referent").
 ///
 /// Arguments arrive as CPython's proxies send them: positional `args` and keyword `kwargs`,
-/// exactly as the caller wrote them. [`bind`](crate::managers::bind) binds them to a parameter list the way Python
+/// exactly as the caller wrote them. [`bind_arguments`](crate::managers::bind_arguments) binds them to a parameter list the way Python
 /// does. A method returns a value for `'#RETURN'` or raises a [`PyException`] for `'#ERROR'`.
 ///
 /// # Examples
 ///
 /// ```
-/// use multiproc::managers::{bind, PyException, Referent};
+/// use multiproc::managers::{bind_arguments, PyException, Referent};
 /// use multiproc::pickle::Value;
 ///
 /// struct Adder;
@@ -25,7 +25,7 @@ use crate::pickle::Value;
 ///     }
 ///     fn call(&self, method: &str, args: Vec<Value>, kwargs: Vec<(String, Value)>) -> Result<Value, PyException> {
 ///         match method {
-///             "add" => match &bind("add", args, kwargs, &[("a", None), ("b", None)])?[..] {
+///             "add" => match &bind_arguments("add", args, kwargs, &[("a", None), ("b", None)])?[..] {
 ///                 [Value::Int(a), Value::Int(b)] => Ok(Value::Int(a + b)),
 ///                 _ => Err(PyException::type_error("add() takes two ints")),
 ///             },
@@ -103,7 +103,7 @@ pub trait Referent: Send + Sync + 'static {
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use multiproc::managers::{bind, Manager, ManagerServer, PyException, QueueProxy, Referent, ServedQueue};
+    /// use multiproc::managers::{bind_arguments, Manager, ManagerServer, PyException, QueueProxy, Referent, ServedQueue};
     /// use multiproc::pickle::Value;
     ///
     /// /// Hands out a fresh queue per call: `make()` returns a proxy, not a value.
@@ -120,7 +120,7 @@ pub trait Referent: Send + Sync + 'static {
     ///         vec![("make".into(), "Queue".into())]
     ///     }
     ///     fn call_for_object(&self, method: &str, args: Vec<Value>, kwargs: Vec<(String, Value)>) -> Result<Arc<dyn Referent>, PyException> {
-    ///         let maxsize = match &bind(method, args, kwargs, &[("maxsize", Some(Value::Int(0)))])?[..] {
+    ///         let maxsize = match &bind_arguments(method, args, kwargs, &[("maxsize", Some(Value::Int(0)))])?[..] {
     ///             [Value::Int(n)] if *n >= 0 => *n as usize,
     ///             _ => return Err(PyException::type_error("maxsize must be a non-negative int")),
     ///         };

@@ -3,7 +3,7 @@
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
-use super::python::{attribute_error, bind, lock, timeout_deadline, PyException};
+use super::python::{attribute_error, bind_arguments, lock, timeout_deadline, PyException};
 use super::referent::Referent;
 use crate::managers::peer::{wait_until, Outcome};
 use crate::pickle::Value;
@@ -57,7 +57,7 @@ impl ServedSemaphore {
         args: Vec<Value>,
         kwargs: Vec<(String, Value)>,
     ) -> Result<u64, PyException> {
-        match &bind(name, args, kwargs, &[("value", Some(Value::Int(1)))])?[..] {
+        match &bind_arguments(name, args, kwargs, &[("value", Some(Value::Int(1)))])?[..] {
             [Value::Int(n)] if *n >= 0 => Ok(*n as u64),
             [Value::Int(_)] => Err(PyException::value_error(
                 "semaphore initial value must be >= 0",
@@ -88,7 +88,7 @@ impl Referent for ServedSemaphore {
     ) -> Result<Value, PyException> {
         match method {
             "acquire" => {
-                let bound = bind(
+                let bound = bind_arguments(
                     method,
                     args,
                     kwargs,
@@ -116,7 +116,9 @@ impl Referent for ServedSemaphore {
                 Ok(Value::Bool(got))
             }
             "release" => {
-                let n = match &bind(method, args, kwargs, &[("n", Some(Value::Int(1)))])?[..] {
+                let n = match &bind_arguments(method, args, kwargs, &[("n", Some(Value::Int(1)))])?
+                    [..]
+                {
                     [Value::Int(n)] if *n >= 1 => *n as u64,
                     _ => return Err(PyException::value_error("n must be one or more")),
                 };

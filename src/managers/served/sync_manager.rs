@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::python::{bind, sequence, PyException};
+use super::python::{bind_arguments, sequence, PyException};
 use super::{
     ServedArray, ServedBarrier, ServedCondition, ServedDict, ServedEvent, ServedList, ServedLock,
     ServedNamespace, ServedSemaphore, ServedValue,
@@ -27,7 +27,7 @@ pub(crate) fn register_sync_types(server: &mut ManagerServer) {
         Ok(Arc::new(ServedSemaphore::bounded(value)))
     });
     server.register_with_args("Condition", |args, kwargs| {
-        bind("Condition", args, kwargs, &[])
+        bind_arguments("Condition", args, kwargs, &[])
             .map_err(|_| PyException::type_error("a served Condition takes no lock argument"))?;
         Ok(Arc::new(ServedCondition::default()))
     });
@@ -41,7 +41,7 @@ pub(crate) fn register_sync_types(server: &mut ManagerServer) {
 /// `Array(typecode, sequence, lock=True)`.
 pub(crate) fn register_containers(server: &mut ManagerServer) {
     server.register_with_args("list", |args, kwargs| {
-        let seq = bind(
+        let seq = bind_arguments(
             "list",
             args,
             kwargs,
@@ -57,7 +57,7 @@ pub(crate) fn register_containers(server: &mut ManagerServer) {
     });
     server.register("Namespace", || Arc::new(ServedNamespace::default()));
     server.register_with_args("Value", |args, kwargs| {
-        let mut bound = bind(
+        let mut bound = bind_arguments(
             "Value",
             args,
             kwargs,
@@ -76,7 +76,7 @@ pub(crate) fn register_containers(server: &mut ManagerServer) {
         Ok(Arc::new(ServedValue::new(&typecode, value)))
     });
     server.register_with_args("Array", |args, kwargs| {
-        let mut bound = bind(
+        let mut bound = bind_arguments(
             "Array",
             args,
             kwargs,

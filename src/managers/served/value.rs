@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use super::python::{attribute_error, bind, lock, strs, PyException};
+use super::python::{attribute_error, bind_arguments, lock, strs, PyException};
 use super::referent::Referent;
 use crate::pickle::Value;
 
@@ -43,11 +43,11 @@ impl Referent for ServedValue {
     ) -> Result<Value, PyException> {
         match method {
             "get" => {
-                bind(method, args, kwargs, &[])?;
+                bind_arguments(method, args, kwargs, &[])?;
                 Ok(lock(&self.value).clone())
             }
             "set" => {
-                let value = bind(method, args, kwargs, &[("value", None)])?.remove(0);
+                let value = bind_arguments(method, args, kwargs, &[("value", None)])?.remove(0);
                 *lock(&self.value) = value;
                 Ok(Value::None)
             }

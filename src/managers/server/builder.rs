@@ -140,19 +140,19 @@ impl ManagerServer {
 
     /// As [`register`](Self::register), for a factory that takes the constructor arguments a
     /// client passes (CPython's `manager.Semaphore(2)` sends `create('Semaphore', 2)`), bound
-    /// with [`bind`](crate::managers::bind) as Python would; its error reaches the client as a
+    /// with [`bind_arguments`](crate::managers::bind_arguments) as Python would; its error reaches the client as a
     /// `RemoteError`.
     ///
     /// # Examples
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use multiproc::managers::{bind, Manager, ManagerServer, ServedQueue};
+    /// use multiproc::managers::{bind_arguments, Manager, ManagerServer, ServedQueue};
     /// use multiproc::pickle::Value;
     ///
     /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
     /// server.register_with_args("Queue", |args, kwargs| {
-    ///     match &bind("Queue", args, kwargs, &[("maxsize", Some(Value::Int(0)))])?[..] {
+    ///     match &bind_arguments("Queue", args, kwargs, &[("maxsize", Some(Value::Int(0)))])?[..] {
     ///         [Value::Int(n)] if *n >= 0 => Ok(Arc::new(ServedQueue::new(*n as usize))),
     ///         _ => Err(multiproc::managers::PyException::type_error("maxsize must be an int")),
     ///     }
