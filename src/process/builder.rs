@@ -127,7 +127,7 @@ impl ProcessBuilder {
             let header = Header {
                 nonce,
                 exe: sys::exe_identity().map_err(Error::os("stat /proc/self/exe"))?,
-                entry: bootstrap::Entry::new(
+                entry: bootstrap::TaggedCall::new(
                     bootstrap::trampoline::<A, R> as Trampoline,
                     f as usize,
                 ),

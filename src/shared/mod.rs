@@ -10,12 +10,12 @@
 //! the element count (u32), the element's type code and size; the elements follow, 8-byte
 //! aligned.
 //!
-//! The built-in lock is a [`Lock`] whose block is the header's (no second memfd); a
+//! The built-in lock is a [`Lock`](crate::Lock) whose block is the header's (no second memfd); a
 //! `Value::with_lock` / `Array::with_lock` uses the caller's `Lock` instead, which can then
 //! guard several values at once (CPython's `Value('i', 0, lock=lock)`). Either way the lock
 //! survives its owner's death: the kernel marks it and wakes a waiter, which takes it over, and
 //! the guard reports it with [`ValueGuard::owner_died`]: the data may be half-updated, as
-//! with a robust pthread mutex's `EOWNERDEAD`. See [`Lock`] for the details.
+//! with a robust pthread mutex's `EOWNERDEAD`. See [`Lock`](crate::Lock) for the details.
 //!
 //! # Without a lock
 //! [`RawValue`] and [`RawArray`] (CPython's `lock=False`) read and write each element with
