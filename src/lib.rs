@@ -223,8 +223,11 @@ pub use error::Error;
 pub use pool::{AsyncResult, Callbacks, IMapIterator, MapResult, Pool, PoolBuilder};
 pub use process::{
     active_children, cpu_count, current_process, current_start_method, get_start_method,
-    parent_pid, set_start_method, AuthKey, Builder, Process, ProcessInfo, StartMethod,
+    parent_pid, set_start_method, AuthKey, Process, ProcessBuilder, ProcessInfo, StartMethod,
 };
+// The old name of `ProcessBuilder`, kept so that callers do not break.
+#[allow(deprecated)]
+pub use process::Builder;
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use serde_bytes::{ByteBuf, Bytes};
 pub use shared::{Array, ArrayGuard, Element, RawArray, RawValue, Value, ValueGuard};

@@ -107,6 +107,18 @@ each_method! {
 
 /// CATALOGUE PROC-03. CPython: `_TestProcess.test_current`,
 /// `test_parent_process_attributes` (the main process has no parent).
+/// The builder's former name still builds and starts processes (kept as a deprecated alias).
+#[test]
+#[allow(deprecated)]
+fn builder_alias_still_works() {
+    let mut p = multiproc::Builder::new()
+        .name("via-alias")
+        .spawn(double, 4)
+        .unwrap();
+    assert_eq!(p.name(), "via-alias");
+    assert_eq!(p.join().unwrap(), 8);
+}
+
 #[test]
 fn current_process_in_main() {
     let me = current_process();

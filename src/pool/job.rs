@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use crate::bootstrap::{Entry, Failure};
+use crate::bootstrap::{Failure, TaggedCall as Entry};
 use crate::codec;
 use crate::Error;
 

@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::bootstrap::{self, Entry, Trampoline};
+use crate::bootstrap::{self, TaggedCall as Entry, Trampoline};
 use crate::process::{get_start_method, StartMethod};
 use crate::sys::OnSignal;
 use crate::{codec, cpu_count, Error};

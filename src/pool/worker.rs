@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::bootstrap::{Entry, Failure, Outcome, Verifier};
+use crate::bootstrap::{Failure, Outcome, TaggedCall as Entry, Verifier};
 use crate::codec;
 use crate::codec::FdTable;
 use crate::connection::Connection;

@@ -2,9 +2,10 @@
 //! thread and an optional capacity) and [`SimpleQueue`] (one socket, no feeder), like CPython's
 //! `multiprocessing.Queue`, `JoinableQueue` and `SimpleQueue`.
 
-mod multi;
+mod feeder;
 mod ring;
+mod ring_queue;
 mod simple;
 
-pub use multi::{JoinableQueue, Queue};
+pub use ring_queue::{JoinableQueue, Queue};
 pub use simple::SimpleQueue;

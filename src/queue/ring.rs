@@ -286,7 +286,7 @@ impl Ring {
 
     /// The entries between head and tail, wrap markers stepped over; the walk ends at an entry
     /// of no known kind. Callers hold the lock.
-    fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
+    fn entries(&self) -> impl Iterator<Item = RingEntry> + '_ {
         let (mut at, tail) = (self.map.read::<u64>(HEAD), self.map.read::<u64>(TAIL));
         std::iter::from_fn(move || {
             while at < tail {
@@ -295,7 +295,7 @@ impl Ring {
                 match kind {
                     KIND_WRAP => at += self.capacity - pos as u64,
                     KIND_DATA | KIND_SOCKET | KIND_PENDING | KIND_SKIP => {
-                        let entry = Entry { at, pos, len, kind };
+                        let entry = RingEntry { at, pos, len, kind };
                         at += entry_size(len as usize) as u64;
                         return Some(entry);
                     }
@@ -838,7 +838,7 @@ impl Ring {
 }
 
 /// One entry of the ring, as [`Ring::entries`] walks them.
-struct Entry {
+struct RingEntry {
     /// Its position counted from the start of time.
     at: u64,
     /// Its offset in the ring.

@@ -40,7 +40,7 @@ macro_rules! each_method {
 }
 
 /// A builder for `method`.
-pub fn with(method: StartMethod) -> multiproc::Builder {
+pub fn with(method: StartMethod) -> multiproc::ProcessBuilder {
     multiproc::Process::builder().start_method(method)
 }
 

@@ -72,7 +72,8 @@
 use std::os::fd::RawFd;
 
 use super::super::runtime::{self, Runtime};
-use super::super::{Started, Ticket};
+use super::super::Ticket;
+use super::Started;
 use crate::bootstrap::{self, ChildSetup, Origin, Outcome, ReportTo};
 use crate::sys::{self, Forked};
 use crate::Error;

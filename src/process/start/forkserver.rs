@@ -34,7 +34,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use super::super::runtime::Runtime;
-use super::super::Started;
+use super::Started;
 use super::{child_argv, environment_with, SELF_EXE};
 use crate::bootstrap::{self, ALIVE_FD, CHILD_FD};
 use crate::connection::Connection;

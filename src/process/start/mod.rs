@@ -7,9 +7,12 @@ pub(crate) mod forkserver;
 pub(crate) mod spawn;
 
 use std::ffi::{CString, OsString};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStringExt;
 
 use crate::bootstrap::MARKER_NAME;
+use crate::sys;
+use crate::Error;
 
 /// The environment for a re-executed child: ours, plus the bootstrap marker.
 fn environment_with(marker: String) -> Vec<CString> {
@@ -38,3 +41,36 @@ fn child_argv() -> Vec<CString> {
 /// What we execute: the running binary itself, by the kernel's link to it, which keeps
 /// working even if the file was replaced or deleted since we started (DESIGN §9).
 const SELF_EXE: &std::ffi::CStr = c"/proc/self/exe";
+
+/// What a start method hands back: the child's pid and pidfd, and for forkserver children the
+/// socket on which the server reports the exit status.
+pub(crate) struct Started {
+    pub(crate) pid: libc::pid_t,
+    pub(crate) pidfd: OwnedFd,
+    pub(crate) status_socket: Option<OwnedFd>,
+}
+
+impl Started {
+    /// A child of this very process (fork, spawn): we hold its pidfd and reap it ourselves.
+    /// If no pidfd can be had, the child is killed and reaped rather than left untracked.
+    pub(crate) fn own_child(pid: libc::pid_t) -> Result<Started, Error> {
+        match sys::pidfd_open(pid) {
+            Ok(pidfd) => Ok(Started {
+                pid,
+                pidfd,
+                status_socket: None,
+            }),
+            Err(e) => {
+                // ESRCH: already gone and reaped by someone else (SIGCHLD ignored); its pid may
+                // be recycled, so it must not be signalled.
+                if e.raw_os_error() != Some(libc::ESRCH) {
+                    sys::kill_and_reap(pid);
+                }
+                Err(Error::Os {
+                    op: "pidfd_open",
+                    source: e,
+                })
+            }
+        }
+    }
+}

@@ -7,7 +7,7 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 
-use super::super::Started;
+use super::Started;
 use super::{child_argv, environment_with, SELF_EXE};
 use crate::bootstrap::CHILD_FD;
 use crate::{sys, Error};
