@@ -6,7 +6,6 @@
 //! - [`worker`]: the loop each worker process runs until its socket closes.
 //! - [`supervisor`]: the shared state, how work is handed out, and the supervisor thread.
 //! - [`result`]: where results land, and [`AsyncResult`], [`MapResult`], [`IMapIterator`].
-//! - [`fast_decode`]: a fast path for unpickling flat lists of scalars (large `map` results).
 //!
 //! ## The protocol (DESIGN §6)
 //! Each worker is a [`Process`](crate::Process) started with the pool's start method, holding
@@ -36,7 +35,6 @@
 //!    workers once the queue is empty; `terminate` kills and reaps them and fails what is
 //!    left with [`Error::Cancelled`].
 
-mod fast_decode;
 mod job;
 mod result;
 mod supervisor;
