@@ -73,6 +73,8 @@ struct State {
     finished: bool,
     /// Moving average of a task's run time in a worker, in nanoseconds; 0 until measured.
     task_ns: f64,
+    /// Callers in [`Shared::wait_queued_below`].
+    waiting_to_queue: usize,
 }
 
 #[derive(Debug)]
@@ -123,6 +125,7 @@ impl Shared {
                 broken: None,
                 finished: false,
                 task_ns: 0.0,
+                waiting_to_queue: 0,
             }),
             finished: Condvar::new(),
             sent: Condvar::new(),
@@ -174,6 +177,7 @@ impl Shared {
             return;
         }
         let mut st = self.lock();
+        st.waiting_to_queue += 1;
         while st.broken.is_none()
             && !st.terminated
             && st.queue.iter().map(Task::wire_len).sum::<usize>() > bytes
@@ -185,6 +189,7 @@ impl Shared {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+        st.waiting_to_queue -= 1;
     }
 
     /// The pids of the current workers.
@@ -257,7 +262,10 @@ impl Shared {
             }
         }
         st.rotate = st.rotate.wrapping_add(1);
-        self.sent.notify_all();
+        // Only when someone waits: a notify is a futex call, and this runs for every task.
+        if st.waiting_to_queue > 0 {
+            self.sent.notify_all();
+        }
     }
 
     fn can_take(&self, st: &State, i: usize) -> bool {
