@@ -1,12 +1,14 @@
 //! A streaming reader for the pickles serde-pickle writes: values go straight into serde's
-//! visitors, with no intermediate value tree, no read buffer and no allocation of its own.
+//! visitors, with no intermediate value tree and no read buffer; it allocates only to note
+//! the closers of a pickle with more than 32 marks ([`Closers`]).
 //!
 //! `serde_pickle::from_slice` builds a `Value` tree first and allocates about 12 KiB per call
 //! (an 8 KiB `BufReader` and a 128-slot stack) before it decodes anything. That costs ~200 ns
 //! for a `u64` (DESIGN §9) and, in a freshly forked parent, several copy-on-write page faults
 //! per decode. This reader handles exactly the opcodes serde-pickle emits at protocol 3; a
 //! pickle with anything else (memo references, `GLOBAL`, Python's `TUPLE1`…) is left to
-//! serde-pickle, decided by [`decode`] scanning the opcodes before it decodes anything.
+//! serde-pickle, decided by [`decode`] scanning the opcodes before it decodes anything (or,
+//! for a list, as it reads: see [`decode`]).
 //!
 //! Pickle is a postfix language, so a streaming reader must tell some shapes apart by looking
 //! ahead: after `EMPTY_LIST` a `MARK` may open a batch of the list's items (closed by
