@@ -989,3 +989,64 @@ fn a_replacement_that_cannot_start_fails_the_queued_tasks() {
         "queued tasks say the pool is broken ({done} done, {failed} failed)"
     );
 }
+
+/// The length of a buffer (a `map` whose results are small, so only the inputs are large).
+fn byte_len(v: Vec<u8>) -> usize {
+    v.len()
+}
+
+/// The size of each item in [`large_map_memory_is_bounded`].
+const LARGE_ITEM: usize = 16 << 20;
+
+/// This process's peak resident memory (`VmHWM`), in bytes.
+fn peak_rss() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM in /proc/self/status");
+    kib * 1024
+}
+
+/// Run in a child process by [`large_map_memory_is_bounded`], so that no other test's memory
+/// counts: `map` over four large `Vec<u8>` pickles them as it sends them, so the parent's peak
+/// grows by at most 5 times one item (it was every chunk pickled at once: 8 items' worth).
+#[test]
+#[ignore = "run in a child process by large_map_memory_is_bounded"]
+fn large_map_memory_child() {
+    let pool = Pool::new(2).unwrap();
+    assert_eq!(pool.map(byte_len, [vec![1u8; 16]]).unwrap(), [16]);
+    let items: Vec<Vec<u8>> = (1..=4).map(|i| vec![i as u8; LARGE_ITEM]).collect();
+    let before = peak_rss();
+    let lens = pool.map(byte_len, items).unwrap();
+    let growth = peak_rss().saturating_sub(before);
+    println!("peak growth {} MiB", growth >> 20);
+    assert_eq!(lens, [LARGE_ITEM; 4]);
+    assert!(
+        growth <= 5 * LARGE_ITEM,
+        "parent peak grew by {} MiB for items of {} MiB",
+        growth >> 20,
+        LARGE_ITEM >> 20
+    );
+}
+
+#[test]
+fn large_map_memory_is_bounded() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "large_map_memory_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

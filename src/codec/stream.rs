@@ -1,17 +1,25 @@
 //! A streaming reader for the pickles serde-pickle writes: values go straight into serde's
-//! visitors, with no intermediate value tree, no read buffer and no allocation of its own.
+//! visitors, with no intermediate value tree and no read buffer; it allocates only to note
+//! the closers of a pickle with more than 32 marks ([`Closers`]).
 //!
 //! `serde_pickle::from_slice` builds a `Value` tree first and allocates about 12 KiB per call
 //! (an 8 KiB `BufReader` and a 128-slot stack) before it decodes anything. That costs ~200 ns
 //! for a `u64` (DESIGN §9) and, in a freshly forked parent, several copy-on-write page faults
 //! per decode. This reader handles exactly the opcodes serde-pickle emits at protocol 3; a
 //! pickle with anything else (memo references, `GLOBAL`, Python's `TUPLE1`…) is left to
-//! serde-pickle, decided by [`decode`] scanning the opcodes before it decodes anything.
+//! serde-pickle, decided by [`decode`] scanning the opcodes before it decodes anything (or,
+//! for a list, as it reads: see [`decode`]).
 //!
 //! Pickle is a postfix language, so a streaming reader must tell some shapes apart by looking
 //! ahead: after `EMPTY_LIST` a `MARK` may open a batch of the list's items (closed by
-//! `APPENDS`) or a sibling tuple (closed by `TUPLE`); [`Reader::closer`] finds which opcode
-//! pops that mark. After `EMPTY_DICT`, serde-pickle's enum form `{variant: value}` is
+//! `APPENDS`) or a sibling tuple (closed by `TUPLE`). [`scan`] notes which opcode pops each
+//! mark ([`Closers`]) on the pass it makes anyway, and the reader looks it up as it meets the
+//! mark; [`Reader::closer`] walks ahead only for the lookahead of enum dicts.
+//!
+//! A list of scalars — a large `map`'s result — takes a fast path: inside a batch each item is
+//! read by [`Reader::scalar`] and handed straight to the element's deserializer, with no
+//! cursor or generic dispatch in between (issue 13: this replaced `pool/fast_decode.rs`, a
+//! separate reader for such lists, at the same speed). After `EMPTY_DICT`, serde-pickle's enum form `{variant: value}` is
 //! `key value SETITEM` with no mark; [`Reader::skip`] checks for it.
 
 use std::fmt;
@@ -53,21 +61,40 @@ fn malformed(what: &str) -> DecodeError {
 }
 
 /// Decodes `input` if every opcode in it is one this reader handles; `None` means "not ours:
-/// ask serde-pickle" (the input has not been touched, so nothing was consumed).
+/// ask serde-pickle" (nothing was consumed, or only a list's leading scalars: see below).
+///
+/// A pickle that is a list (a `map` chunk's result) is read in one pass: its batches of
+/// scalars are checked as they are read, and [`scan`] runs only if something else turns up
+/// (then decoding goes on from there, or the pickle goes to serde-pickle). Two passes over a
+/// large list of `LONG1`s cost twice one, each a chain of dependent loads.
 pub(crate) fn decode<'de, T: de::Deserialize<'de>>(input: &'de [u8]) -> Option<Result<T>> {
-    let body_end = scan(input)?;
-    let mut reader = Reader {
-        input: &input[..body_end],
-        pos: 2,
-        depth: 0,
+    let list = input.len() >= 4
+        && input[0] == PROTO
+        && matches!(input[1], 2 | 3)
+        && input[2] == EMPTY_LIST
+        && input[input.len() - 1] == STOP;
+    let mut reader = if list {
+        Reader::new(input, input.len() - 1, None)
+    } else {
+        let (body_end, closers) = scan(input)?;
+        Reader::new(input, body_end, Some(closers))
     };
-    Some(T::deserialize(&mut reader).and_then(|value| {
-        if reader.pos == body_end {
+    let result = T::deserialize(&mut reader).and_then(|value| {
+        if reader.pos == reader.input.len() {
             Ok(value)
         } else {
+            reader.check()?;
             Err(malformed("data after the value"))
         }
-    }))
+    });
+    if result.is_err() && reader.closers.is_none() {
+        // Read unchecked up to the error: the pickle may not be ours at all.
+        let _ = reader.check();
+    }
+    if reader.foreign {
+        return None;
+    }
+    Some(result)
 }
 
 /// Checks a pickle this reader leaves to serde-pickle. serde-pickle builds a value tree with
@@ -83,8 +110,9 @@ pub(crate) fn check_foreign(input: &[u8]) -> std::result::Result<(), String> {
 }
 
 /// Checks that `input` is `PROTO 2|3`, opcodes this reader knows with their arguments in
-/// bounds and marks balanced, then `STOP` as its last byte; returns where `STOP` is.
-fn scan(input: &[u8]) -> Option<usize> {
+/// bounds and marks balanced, then `STOP` as its last byte; returns where `STOP` is and which
+/// opcode pops each mark.
+fn scan(input: &[u8]) -> Option<(usize, Closers)> {
     if input.len() < 3 || input[0] != PROTO || !matches!(input[1], 2 | 3) {
         return None;
     }
@@ -93,26 +121,81 @@ fn scan(input: &[u8]) -> Option<usize> {
         return None;
     }
     let mut pos = 2;
-    let mut marks = 0usize;
+    // The open marks, by number (`depth` of them).
+    let mut open = [0u32; MAX_DEPTH];
+    let mut depth = 0usize;
+    let mut closers = Closers::default();
     while pos < stop {
         let op = input[pos];
         match op {
             MARK => {
-                marks += 1;
-                if marks > MAX_DEPTH {
-                    return None;
-                }
+                *open.get_mut(depth)? = u32::try_from(closers.len()).ok()?;
+                depth += 1;
+                closers.push(MARK);
             }
-            APPENDS | SETITEMS | TUPLE => marks = marks.checked_sub(1)?,
+            APPENDS | SETITEMS | TUPLE => {
+                depth = depth.checked_sub(1)?;
+                closers.set(open[depth] as usize, op);
+            }
             _ => {}
         }
         pos = next_op(input, pos, stop)?;
     }
-    (pos == stop && marks == 0).then_some(stop)
+    (pos == stop && depth == 0).then_some((stop, closers))
+}
+
+/// The opcode that pops each mark of a pickle, in the order the marks appear: the first few
+/// inline, so a small message costs no allocation.
+#[derive(Debug, Default)]
+struct Closers {
+    inline: [u8; Closers::INLINE],
+    rest: Vec<u8>,
+    len: usize,
+}
+
+impl Closers {
+    const INLINE: usize = 32;
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, op: u8) {
+        if self.len < Self::INLINE {
+            self.inline[self.len] = op;
+        } else {
+            self.rest.push(op);
+        }
+        self.len += 1;
+    }
+
+    fn set(&mut self, mark: usize, op: u8) {
+        if let Some(slot) = self.slot(mark) {
+            *slot = op;
+        }
+    }
+
+    fn slot(&mut self, mark: usize) -> Option<&mut u8> {
+        if mark < Self::INLINE {
+            self.inline.get_mut(mark)
+        } else {
+            self.rest.get_mut(mark - Self::INLINE)
+        }
+    }
+
+    #[inline]
+    fn get(&self, mark: usize) -> Option<u8> {
+        if mark < Self::INLINE {
+            (mark < self.len).then(|| self.inline[mark])
+        } else {
+            self.rest.get(mark - Self::INLINE).copied()
+        }
+    }
 }
 
 /// The opcode at the cursor and its argument's payload (without its length prefix), if it
 /// is one this reader knows and its argument is in the input; the cursor moves past them.
+#[inline(always)]
 fn read_op<'de>(cursor: &mut Cursor<'de>) -> Option<(u8, &'de [u8])> {
     let op = cursor.u8()?;
     let payload = match op {
@@ -132,20 +215,62 @@ fn read_op<'de>(cursor: &mut Cursor<'de>) -> Option<(u8, &'de [u8])> {
 
 /// The position after the opcode at `pos` and its argument, if it is one this reader knows and
 /// its argument ends before `end`.
+#[inline(always)]
 fn next_op(input: &[u8], pos: usize, end: usize) -> Option<usize> {
     let mut cursor = Cursor::at(input.get(..end)?, pos);
     read_op(&mut cursor)?;
     Some(cursor.pos())
 }
 
-/// The decoder: a position in a pickle that [`scan`] accepted.
+/// The decoder: a position in a pickle that [`scan`] accepted, or a list being read unchecked.
 struct Reader<'de> {
+    /// The whole pickle, for [`Reader::check`].
+    pickle: &'de [u8],
+    /// The pickle without its header and `STOP`.
     input: &'de [u8],
     pos: usize,
     depth: usize,
+    /// What pops each mark, from [`scan`]; `None` while a list is read unchecked, when every
+    /// mark at its level is taken for a batch and only scalars are read.
+    closers: Option<Closers>,
+    /// How many marks have been read: the next mark's number in `closers`.
+    marks: usize,
+    /// [`scan`] refused the pickle, found while reading unchecked.
+    foreign: bool,
 }
 
 impl<'de> Reader<'de> {
+    fn new(pickle: &'de [u8], body_end: usize, closers: Option<Closers>) -> Self {
+        Reader {
+            pickle,
+            input: &pickle[..body_end],
+            pos: 2,
+            depth: 0,
+            closers,
+            marks: 0,
+            foreign: false,
+        }
+    }
+
+    /// Scans the pickle if it was being read unchecked, to go on checked from here; a pickle
+    /// that is not ours is an error that makes [`decode`] return `None`.
+    #[cold]
+    fn check(&mut self) -> Result<()> {
+        if self.closers.is_some() {
+            return Ok(());
+        }
+        match scan(self.pickle) {
+            Some((_, closers)) => {
+                self.closers = Some(closers);
+                Ok(())
+            }
+            None => {
+                self.foreign = true;
+                Err(malformed("not a pickle this reader reads"))
+            }
+        }
+    }
+
     fn peek(&self) -> Result<u8> {
         self.input
             .get(self.pos)
@@ -242,6 +367,29 @@ impl<'de> Reader<'de> {
         (self.input.get(value_end) == Some(&SETITEM)).then_some(value_end + 1)
     }
 
+    /// Whether a mark at `self.pos` opens a batch that `closer` ends (from [`scan`]'s notes;
+    /// unchecked, every mark is taken for one).
+    #[inline]
+    fn batch_here(&self, closer: u8) -> bool {
+        self.input.get(self.pos) == Some(&MARK)
+            && self
+                .closers
+                .as_ref()
+                .is_none_or(|c| c.get(self.marks) == Some(closer))
+    }
+
+    /// What pops the mark read last, once checked.
+    fn batch_closer(&self) -> Option<u8> {
+        self.closers.as_ref()?.get(self.marks.checked_sub(1)?)
+    }
+
+    /// Moves past the mark at `self.pos`.
+    #[inline]
+    fn take_mark(&mut self) {
+        self.pos += 1;
+        self.marks += 1;
+    }
+
     fn enter(&mut self) -> Result<()> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
@@ -250,27 +398,158 @@ impl<'de> Reader<'de> {
         Ok(())
     }
 
-    fn integer<V: Visitor<'de>>(&mut self, op: u8, arg: &[u8], visitor: V) -> Result<V::Value> {
-        match op {
-            BININT1 => visitor.visit_i64(arg[0].into()),
-            BININT2 => visitor.visit_i64(u16::from_le_bytes([arg[0], arg[1]]).into()),
+    /// The scalar at `self.pos` (a number, `True`/`False`, `None`, a string or bytes) and
+    /// moves past it, or `None` (nothing moved) when a container or a closer is there.
+    ///
+    /// The one place opcodes become values, and the fast path of a list of scalars: reads
+    /// straight from the input that [`scan`] checked (every argument is in bounds), with no
+    /// cursor or visitor in between (issue 13 measured those 2-4 times slower per item).
+    #[inline(always)]
+    fn scalar(&mut self) -> Result<Option<Scalar<'de>>> {
+        let input = self.input;
+        let pos = self.pos;
+        let Some(&op) = input.get(pos) else {
+            return Ok(None);
+        };
+        let arg = |len: usize| input.get(pos + 1..pos + 1 + len).ok_or_else(truncated);
+        let (scalar, len) = match op {
+            BININT1 => (Scalar::I64(arg(1)?[0].into()), 1),
+            BININT2 => {
+                let b = arg(2)?;
+                (Scalar::I64(u16::from_le_bytes([b[0], b[1]]).into()), 2)
+            }
             BININT => {
-                visitor.visit_i64(i32::from_le_bytes([arg[0], arg[1], arg[2], arg[3]]).into())
+                let b = arg(4)?;
+                (
+                    Scalar::I64(i32::from_le_bytes([b[0], b[1], b[2], b[3]]).into()),
+                    4,
+                )
             }
-            _ => {
-                // LONG1, at most 16 bytes (checked by `scan`).
-                let long = Long::from_le(arg);
-                if let Long::Small(v) = long {
-                    visitor.visit_i64(v)
-                } else if let Some(v) = long.to_u64() {
-                    visitor.visit_u64(v)
-                } else if let Some(v) = long.to_i128() {
-                    visitor.visit_i128(v)
-                } else {
-                    Err(malformed("integer too large"))
-                }
+            LONG1 => {
+                let n = usize::from(arg(1)?[0]);
+                (Scalar::long(Long::from_le(&arg(1 + n)?[1..]))?, 1 + n)
             }
+            BINFLOAT => {
+                let b = arg(8)?;
+                let mut be = [0u8; 8];
+                be.copy_from_slice(b);
+                (Scalar::F64(f64::from_be_bytes(be)), 8)
+            }
+            NEWTRUE => (Scalar::Bool(true), 0),
+            NEWFALSE => (Scalar::Bool(false), 0),
+            NONE => (Scalar::None, 0),
+            BINUNICODE | SHORT_BINBYTES | BINBYTES => return self.text(op).map(Some),
+            _ => return Ok(None),
+        };
+        self.pos = pos + 1 + len;
+        Ok(Some(scalar))
+    }
+
+    /// A string or bytes (`BINUNICODE`, `SHORT_BINBYTES`, `BINBYTES`) at `self.pos`: out of
+    /// line, so that [`scalar`](Self::scalar) stays small enough to inline into the item loop.
+    #[inline(never)]
+    fn text(&mut self, op: u8) -> Result<Scalar<'de>> {
+        let mut cursor = Cursor::at(self.input, self.pos);
+        let (_, payload) = read_op(&mut cursor).ok_or_else(truncated)?;
+        self.pos = cursor.pos();
+        if op == BINUNICODE {
+            std::str::from_utf8(payload)
+                .map(Scalar::Str)
+                .map_err(|_| malformed("string is not UTF-8"))
+        } else {
+            Ok(Scalar::Bytes(payload))
         }
+    }
+}
+
+/// An argument past the input: [`scan`] rules this out, so it means a bug, reported as an
+/// error rather than a panic.
+fn truncated() -> DecodeError {
+    malformed("truncated")
+}
+
+/// One scalar value, read by [`Reader::scalar`] and handed to a visitor as serde-pickle would.
+#[derive(Debug, Clone, Copy)]
+enum Scalar<'de> {
+    I64(i64),
+    U64(u64),
+    I128(i128),
+    F64(f64),
+    Bool(bool),
+    None,
+    Str(&'de str),
+    Bytes(&'de [u8]),
+}
+
+impl Scalar<'_> {
+    /// A `LONG1` integer (at most 16 bytes, checked by [`scan`]).
+    #[inline]
+    fn long(long: Long<'_>) -> Result<Self> {
+        if let Long::Small(v) = long {
+            Ok(Scalar::I64(v))
+        } else if let Some(v) = long.to_u64() {
+            Ok(Scalar::U64(v))
+        } else if let Some(v) = long.to_i128() {
+            Ok(Scalar::I128(v))
+        } else {
+            Err(malformed("integer too large"))
+        }
+    }
+}
+
+impl<'de> de::Deserializer<'de> for Scalar<'de> {
+    type Error = DecodeError;
+
+    #[inline]
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        match self {
+            Scalar::I64(v) => visitor.visit_i64(v),
+            Scalar::U64(v) => visitor.visit_u64(v),
+            Scalar::I128(v) => visitor.visit_i128(v),
+            Scalar::F64(v) => visitor.visit_f64(v),
+            Scalar::Bool(v) => visitor.visit_bool(v),
+            Scalar::None => visitor.visit_unit(),
+            Scalar::Str(v) => visitor.visit_borrowed_str(v),
+            Scalar::Bytes(v) => visitor.visit_borrowed_bytes(v),
+        }
+    }
+
+    #[inline]
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        match self {
+            Scalar::None => visitor.visit_none(),
+            other => visitor.visit_some(other),
+        }
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    /// A unit variant by name, as [`Reader`]'s `deserialize_enum` reads one.
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value> {
+        match self {
+            Scalar::Str(name) => {
+                visitor.visit_enum(de::value::BorrowedStrDeserializer::<DecodeError>::new(name))
+            }
+            _ => Err(malformed(
+                "enums must be a variant name or a {variant: value} dict",
+            )),
+        }
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        unit unit_struct seq tuple tuple_struct map struct identifier ignored_any
     }
 }
 
@@ -281,7 +560,7 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
         let op = self.peek()?;
         match op {
             MARK => {
-                self.pos += 1;
+                self.take_mark();
                 self.enter()?;
                 let value = visitor.visit_seq(Tuple { reader: self })?;
                 self.expect(TUPLE, "tuple has more items than its type")?;
@@ -319,27 +598,14 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
                 Ok(value)
             }
             APPENDS | SETITEMS | SETITEM | TUPLE | STOP => Err(malformed("value expected")),
-            _ => {
-                let (op, arg) = self.take_op()?;
-                match op {
-                    NONE => visitor.visit_unit(),
-                    NEWTRUE => visitor.visit_bool(true),
-                    NEWFALSE => visitor.visit_bool(false),
-                    BININT | BININT1 | BININT2 | LONG1 => self.integer(op, arg, visitor),
-                    BINFLOAT => {
-                        let mut be = [0u8; 8];
-                        be.copy_from_slice(arg);
-                        visitor.visit_f64(f64::from_be_bytes(be))
-                    }
-                    BINUNICODE => match std::str::from_utf8(arg) {
-                        Ok(s) => visitor.visit_borrowed_str(s),
-                        Err(_) => Err(malformed("string is not UTF-8")),
-                    },
-                    SHORT_BINBYTES | BINBYTES => visitor.visit_borrowed_bytes(arg),
-                    EMPTY_TUPLE => visitor.visit_seq(Empty),
-                    _ => Err(malformed("unexpected opcode")),
-                }
+            EMPTY_TUPLE => {
+                self.pos += 1;
+                visitor.visit_seq(Empty)
             }
+            _ => match self.scalar()? {
+                Some(scalar) => scalar.deserialize_any(visitor),
+                None => Err(malformed("unexpected opcode")),
+            },
         }
     }
 
@@ -451,9 +717,12 @@ impl<'a, 'de> Batches<'a, 'de> {
                 }
                 self.reader.pos += 1;
                 self.in_batch = false;
-            } else if self.reader.batch_at(self.reader.pos, self.closer).is_some() {
-                self.reader.pos += 1;
+            } else if self.reader.batch_here(self.closer) {
+                self.reader.take_mark();
                 self.in_batch = true;
+            } else if self.reader.closers.is_none() {
+                // Unchecked: neither the end nor a batch, so look at the whole pickle.
+                self.reader.check()?;
             } else {
                 return Ok(false);
             }
@@ -472,9 +741,28 @@ impl<'a, 'de> Batches<'a, 'de> {
 impl<'de> de::SeqAccess<'de> for &mut Batches<'_, 'de> {
     type Error = DecodeError;
 
+    #[inline]
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>> {
+        // The fast path: inside a batch, a scalar item goes straight to the element's own
+        // deserializer (a `Vec<u64>` result: one match and one `visit_i64` per item).
+        if self.in_batch {
+            if let Some(scalar) = self.reader.scalar()? {
+                return seed.deserialize(scalar).map(Some);
+            }
+        }
         if !self.has_next()? {
             return Ok(None);
+        }
+        if let Some(scalar) = self.reader.scalar()? {
+            return seed.deserialize(scalar).map(Some);
+        }
+        if self.reader.closers.is_none() {
+            // Unchecked, and an item that is not a scalar: check the pickle, and that the
+            // mark taken for this batch was one.
+            self.reader.check()?;
+            if self.in_batch && self.reader.batch_closer() != Some(self.closer) {
+                return Err(malformed("a list batch must end with APPENDS"));
+            }
         }
         seed.deserialize(&mut *self.reader).map(Some)
     }
@@ -870,6 +1158,74 @@ mod tests {
         bytes.push(STOP);
         let result = decode::<serde_pickle::Value>(&bytes).expect("known opcodes");
         assert!(result.is_err());
+    }
+
+    /// A list of scalars (the fast path, read in one pass) decodes as serde-pickle reads it.
+    fn list_matches<T>(value: Vec<T>)
+    where
+        T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug,
+    {
+        let bytes = pickle(&value);
+        let ours: Vec<T> = decode(&bytes).expect("our opcodes").unwrap();
+        assert_eq!(ours, value);
+        let theirs: Vec<T> =
+            serde_pickle::from_slice(&bytes, serde_pickle::DeOptions::new()).unwrap();
+        assert_eq!(theirs, value);
+    }
+
+    /// Moved from `pool/fast_decode.rs` (issue 13), whose lists this reader now takes alone.
+    #[test]
+    fn scalar_lists_match_serde_pickle() {
+        list_matches::<u64>((0..3000).map(|x| x * x * x * 1_000_003).collect());
+        list_matches::<u64>(vec![0, 1, 255, 256, 65535, 65536, 1 << 31, u64::MAX >> 1]);
+        list_matches::<i64>(vec![i64::MIN, -1, 0, i64::MAX, -(1 << 31), (1 << 31) - 1]);
+        list_matches::<u8>((0..=255).collect());
+        list_matches::<i32>(vec![i32::MIN, 0, i32::MAX]);
+        list_matches::<f64>(vec![0.5, -1e300, f64::INFINITY]);
+        list_matches::<bool>(vec![true, false]);
+        list_matches::<Option<u32>>(vec![Some(3), None, Some(1 << 31), Some(u32::MAX)]);
+        list_matches::<i64>(
+            (0..64)
+                .map(|b| (1i64 << b).wrapping_neg())
+                .chain((0..63).map(|b| 1 << b))
+                .collect(),
+        );
+        list_matches::<String>(vec!["".into(), "héllo".into()]);
+        list_matches::<()>(vec![(), ()]);
+        list_matches::<u64>(Vec::new());
+        list_matches::<Shape>(vec![Shape::Unit, Shape::New(-3), Shape::Unit]);
+        // Scalars, then items that are not: decoding goes on checked.
+        list_matches::<Option<(u8, u8)>>(vec![None, None, Some((1, 2)), None]);
+        let err = decode::<Vec<u64>>(&pickle(&vec![-1i64]))
+            .expect("ours")
+            .unwrap_err();
+        assert!(err.to_string().contains("-1"), "{err}");
+    }
+
+    /// A list read in one pass is still checked: what is not ours goes to serde-pickle even
+    /// after scalars were read, and damage is an error.
+    #[test]
+    fn lists_read_in_one_pass_are_checked() {
+        // Python's pickle of [1, 2] without its memo PUT, then a GLOBAL among the items.
+        let mut foreign = b"\x80\x03](K\x01K\x02".to_vec();
+        foreign.extend(b"cbuiltins\nlen\ne.");
+        assert!(decode::<Vec<serde_pickle::Value>>(&foreign).is_none());
+        // A list followed by a second value.
+        assert!(decode::<Vec<u8>>(b"\x80\x03](K\x01eK\x02.")
+            .expect("ours")
+            .is_err());
+        // A mark taken for a batch that a TUPLE pops.
+        assert!(decode::<Vec<u8>>(b"\x80\x03](K\x01t.")
+            .expect("ours")
+            .is_err());
+        // Out of range and truncated.
+        assert!(decode::<Vec<u8>>(&pickle(&vec![300u32]))
+            .expect("ours")
+            .is_err());
+        let ints = pickle(&vec![1u32, 1 << 20]);
+        let mut cut = ints[..ints.len() - 3].to_vec();
+        cut.push(STOP);
+        assert!(matches!(decode::<Vec<u32>>(&cut), None | Some(Err(_))));
     }
 
     proptest::proptest! {

@@ -49,13 +49,22 @@ impl std::fmt::Debug for Task {
 impl Task {
     /// The bytes this task adds to a batch message.
     pub(crate) fn wire_len(&self) -> usize {
-        8 + Entry::LEN + 4 + self.args.len()
+        Task::HEADER_LEN + self.args.len()
     }
 
+    /// What precedes the arguments on the wire: id, entry, length.
+    pub(crate) fn header(&self) -> [u8; Task::HEADER_LEN] {
+        let mut header = [0; Task::HEADER_LEN];
+        header[..8].copy_from_slice(&self.id.to_le_bytes());
+        header[8..8 + Entry::LEN].copy_from_slice(&self.entry.to_bytes());
+        header[8 + Entry::LEN..].copy_from_slice(&(self.args.len() as u32).to_le_bytes());
+        header
+    }
+
+    pub(crate) const HEADER_LEN: usize = 8 + Entry::LEN + 4;
+
     pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.id.to_le_bytes());
-        out.extend_from_slice(&self.entry.to_bytes());
-        out.extend_from_slice(&(self.args.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.header());
         out.extend_from_slice(&self.args);
     }
 }

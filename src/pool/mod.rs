@@ -6,7 +6,6 @@
 //! - [`worker`]: the loop each worker process runs until its socket closes.
 //! - [`supervisor`]: the shared state, how work is handed out, and the supervisor thread.
 //! - [`result`]: where results land, and [`AsyncResult`], [`MapResult`], [`IMapIterator`].
-//! - [`fast_decode`]: a fast path for unpickling flat lists of scalars (large `map` results).
 //!
 //! ## The protocol (DESIGN §6)
 //! Each worker is a [`Process`](crate::Process) started with the pool's start method, holding
@@ -36,7 +35,6 @@
 //!    workers once the queue is empty; `terminate` kills and reaps them and fails what is
 //!    left with [`Error::Cancelled`].
 
-mod fast_decode;
 mod job;
 mod result;
 mod supervisor;
@@ -377,6 +375,10 @@ fn copy_error(e: &Error) -> Error {
     }
 }
 
+/// Pickled `map` chunks held at once before the rest are pickled only as the queue sends
+/// them (see `Pool::submit_chunks`).
+const EAGER_BYTES: usize = 16 << 20;
+
 /// CPython's default `map` chunk size: the input split in about four chunks per worker.
 fn default_chunksize(len: usize, processes: usize) -> usize {
     len.div_ceil(processes * 4).max(1)
@@ -711,6 +713,11 @@ impl Pool {
 
     /// Pickles `items` in chunks and queues one task per chunk; nothing is queued if any
     /// chunk fails to pickle.
+    ///
+    /// Chunks are pickled up front until they hold [`EAGER_BYTES`]; the rest are checked
+    /// (pickled into a counter, which keeps nothing) and then pickled one at a time, each once
+    /// the queue has sent what it held: a `map` over a few huge items holds about two
+    /// pickled chunks at once, not all of them (issue 13).
     fn submit_chunks<A: Serialize, R>(
         &self,
         entry: Entry,
@@ -718,25 +725,50 @@ impl Pool {
         chunksize: usize,
         on_done: Option<OnDone>,
     ) -> Result<Arc<Collector>, Error> {
-        let chunks = items
-            .chunks(chunksize)
-            .map(|chunk| codec::encode(&chunk))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut chunks = items.chunks(chunksize);
+        let count = chunks.len();
+        let mut eager = Vec::new();
+        let mut eager_bytes = 0;
+        for chunk in chunks.by_ref() {
+            let args = codec::encode(&chunk)?;
+            eager_bytes += args.len();
+            eager.push(args);
+            if eager_bytes >= EAGER_BYTES {
+                break;
+            }
+        }
+        let lazy = chunks;
+        let mut lengths = Vec::with_capacity(lazy.len());
+        for chunk in lazy.clone() {
+            match codec::measure(&chunk)? {
+                (len, false) => lengths.push(len),
+                // Refused with the error an eager pickling gives.
+                (_, true) => drop(codec::encode(&chunk)?),
+            }
+        }
         let sink = Collector::new(
-            chunks.len(),
+            count,
             std::any::type_name::<A>(),
             std::any::type_name::<R>(),
             on_done,
         );
-        let first = self.shared.ids(chunks.len());
-        let tasks = chunks.into_iter().enumerate().map(|(index, args)| Task {
+        let first = self.shared.ids(count);
+        let task = |index: usize, args: Vec<u8>| Task {
             id: first + index as u64,
             entry,
             args,
             sink: sink.clone(),
             index,
-        });
-        self.shared.submit(tasks)?;
+        };
+        let done = eager.len();
+        self.shared
+            .submit(eager.into_iter().enumerate().map(|(i, args)| task(i, args)))?;
+        for (k, (chunk, len)) in lazy.zip(lengths).enumerate() {
+            self.shared.wait_queued_below(EAGER_BYTES);
+            let mut args = vec![0; len];
+            codec::encode_exact(&chunk, &mut args)?;
+            self.shared.submit([task(done + k, args)])?;
+        }
         Ok(sink)
     }
 

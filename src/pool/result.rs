@@ -389,11 +389,7 @@ pub(crate) fn decode_chunks<R: DeserializeOwned + Send>(raws: Vec<Raw>) -> Resul
 }
 
 fn decode_chunk<R: DeserializeOwned>(raw: Raw) -> Result<Vec<R>, Error> {
-    let bytes = raw?;
-    match super::fast_decode::list(&bytes) {
-        Some(items) => Ok(items),
-        None => codec::decode(&bytes),
-    }
+    codec::decode(&raw?)
 }
 
 /// Decodes chunk `i` on thread `i % threads`, keeping input order.

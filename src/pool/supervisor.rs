@@ -29,6 +29,11 @@ const SOCKET_BUFFER: usize = 1 << 20;
 // A worker's flush must fit the buffer with room for a batch.
 const _: () = assert!(FLUSH_BYTES + BATCH_BYTES < SOCKET_BUFFER);
 
+thread_local! {
+    /// Whether this thread runs a pool's supervisor loop (and so its callbacks).
+    static SUPERVISING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// How often the supervisor looks around even when nothing happened.
 const TICK_MS: i32 = 500;
 
@@ -48,6 +53,8 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     /// Signalled when the supervisor has finished (every worker reaped).
     finished: Condvar,
+    /// Signalled when queued tasks were sent (see [`Shared::wait_queued_below`]).
+    sent: Condvar,
     wake_tx: Connection,
     wake_rx: Connection,
     pub(crate) config: Config,
@@ -66,6 +73,8 @@ struct State {
     finished: bool,
     /// Moving average of a task's run time in a worker, in nanoseconds; 0 until measured.
     task_ns: f64,
+    /// Callers in [`Shared::wait_queued_below`].
+    waiting_to_queue: usize,
 }
 
 #[derive(Debug)]
@@ -116,8 +125,10 @@ impl Shared {
                 broken: None,
                 finished: false,
                 task_ns: 0.0,
+                waiting_to_queue: 0,
             }),
             finished: Condvar::new(),
+            sent: Condvar::new(),
             wake_tx,
             wake_rx,
             config,
@@ -155,6 +166,32 @@ impl Shared {
         Ok(())
     }
 
+    /// Waits until the tasks queued and not yet sent hold at most `bytes` of arguments, or
+    /// the pool is closed or broken (then nothing waits to be sent for long): how a large
+    /// `map` keeps few pickled chunks in memory at once.
+    ///
+    /// On a supervisor thread (a callback submitting work) it does not wait: only that
+    /// thread could send what is queued.
+    pub(crate) fn wait_queued_below(&self, bytes: usize) {
+        if SUPERVISING.get() {
+            return;
+        }
+        let mut st = self.lock();
+        st.waiting_to_queue += 1;
+        while st.broken.is_none()
+            && !st.terminated
+            && st.queue.iter().map(Task::wire_len).sum::<usize>() > bytes
+        {
+            // Timed as a backstop: every path that sends or drops queued tasks notifies.
+            st = self
+                .sent
+                .wait_timeout(st, Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        st.waiting_to_queue -= 1;
+    }
+
     /// The pids of the current workers.
     pub(crate) fn pids(&self) -> Vec<u32> {
         self.lock()
@@ -175,6 +212,7 @@ impl Shared {
             st.closed = true;
             st.terminated = true;
         }
+        self.sent.notify_all();
         self.wake();
     }
 
@@ -224,6 +262,10 @@ impl Shared {
             }
         }
         st.rotate = st.rotate.wrapping_add(1);
+        // Only when someone waits: a notify is a futex call, and this runs for every task.
+        if st.waiting_to_queue > 0 {
+            self.sent.notify_all();
+        }
     }
 
     fn can_take(&self, st: &State, i: usize) -> bool {
@@ -279,6 +321,7 @@ impl Shared {
 
     /// The supervisor thread's loop.
     pub(crate) fn supervise(self: Arc<Shared>) {
+        SUPERVISING.set(true);
         loop {
             let (fds, owners) = self.watch_list();
             let ready = sys::poll_readable(&fds, TICK_MS).unwrap_or_default();
@@ -534,6 +577,7 @@ impl Shared {
             ));
         }
         st.broken.get_or_insert(reason);
+        self.sent.notify_all();
     }
 }
 
@@ -570,13 +614,30 @@ fn start_worker(config: &Config, k: usize) -> Result<Worker, Error> {
 
 /// Sends a batch and records it as in flight. A failed send means the worker is gone: its
 /// pidfd will say so and the batch is dealt with then.
-fn send_batch(w: &mut Worker, tasks: Vec<Task>) {
-    let mut message = Vec::with_capacity(tasks.iter().map(Task::wire_len).sum());
-    for task in &tasks {
-        task.encode_into(&mut message);
-    }
+///
+/// A single large task goes out without a copy into a message buffer, and the arguments of
+/// the batch a worker runs next are dropped once sent: if the worker dies, that batch fails
+/// rather than going back to the queue (see `bury`), so they are never needed again. A large
+/// `map` then holds few pickled chunks at once.
+fn send_batch(w: &mut Worker, mut tasks: Vec<Task>) {
     if let Some(conn) = &w.conn {
-        let _ = conn.send_parts(&[&message], &[]);
+        match tasks.as_slice() {
+            [task] if task.args.len() > BATCH_BYTES => {
+                let _ = conn.send_parts(&[&task.header(), &task.args], &[]);
+            }
+            _ => {
+                let mut message = Vec::with_capacity(tasks.iter().map(Task::wire_len).sum());
+                for task in &tasks {
+                    task.encode_into(&mut message);
+                }
+                let _ = conn.send_parts(&[&message], &[]);
+            }
+        }
+    }
+    if w.in_flight.is_empty() {
+        for task in &mut tasks {
+            task.args = Vec::new();
+        }
     }
     w.assigned += tasks.len();
     w.in_flight.push_back(Batch { tasks, done: 0 });
