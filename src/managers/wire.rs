@@ -501,7 +501,7 @@ fn read_error(e: io::Error) -> Error {
 
 fn quickack(stream: &TcpStream) {
     // Best effort: a failure only costs latency.
-    let _ = sys::net::set_quickack(stream.as_fd());
+    let _ = sys::set_quickack(stream.as_fd());
 }
 
 /// Sets the read and write timeouts to what is left until `deadline`.

@@ -1,12 +1,12 @@
 //! What a unit of pool work is, and how batches of them travel.
 //!
-//! A [`Task`] is one call: an [`Entry`] naming the function and its trampoline, the pickled
+//! A [`Task`] is one call: an [`TaggedCall`] naming the function and its trampoline, the pickled
 //! arguments, and where its result goes (a [`Collector`] slot). `apply` makes one task; `map`
 //! makes one task per chunk, whose trampoline runs the function on every item of the chunk.
 //!
 //! # Wire format (both directions are hand-encoded, little-endian; only the payloads are pickled)
 //! Parent → worker, one message per batch: for each task, `id: u64`, the 32-byte entry
-//! (two offsets and their tag, see `bootstrap::Entry`),
+//! (two offsets and their tag, see `bootstrap::TaggedCall`),
 //! `len: u32` and `len` bytes of pickled arguments.
 //! Worker → parent, one message per flush: `busy_ns: u64` (time spent running these tasks,
 //! for the parent's batch sizing), then for each task `id: u64`, `tag: u8` (0 returned, 1
@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use crate::bootstrap::{Failure, TaggedCall as Entry};
+use crate::bootstrap::{Failure, TaggedCall};
 use crate::codec;
 use crate::Error;
 
@@ -29,7 +29,7 @@ pub(crate) const TAG_FAILED: u8 = 1;
 /// One call waiting for, or held by, a worker.
 pub(crate) struct Task {
     pub(crate) id: u64,
-    pub(crate) entry: Entry,
+    pub(crate) entry: TaggedCall,
     pub(crate) args: Vec<u8>,
     pub(crate) sink: Arc<Collector>,
     /// The slot of `sink` that the result fills (the chunk number of a map).
@@ -56,12 +56,12 @@ impl Task {
     pub(crate) fn header(&self) -> [u8; Task::HEADER_LEN] {
         let mut header = [0; Task::HEADER_LEN];
         header[..8].copy_from_slice(&self.id.to_le_bytes());
-        header[8..8 + Entry::LEN].copy_from_slice(&self.entry.to_bytes());
-        header[8 + Entry::LEN..].copy_from_slice(&(self.args.len() as u32).to_le_bytes());
+        header[8..8 + TaggedCall::LEN].copy_from_slice(&self.entry.to_bytes());
+        header[8 + TaggedCall::LEN..].copy_from_slice(&(self.args.len() as u32).to_le_bytes());
         header
     }
 
-    pub(crate) const HEADER_LEN: usize = 8 + Entry::LEN + 4;
+    pub(crate) const HEADER_LEN: usize = 8 + TaggedCall::LEN + 4;
 
     pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.header());
@@ -105,9 +105,9 @@ impl<'a> Reader<'a> {
     }
 
     /// The next task of a batch: id, entry, pickled arguments.
-    pub(crate) fn task(&mut self) -> Option<(u64, Entry, &'a [u8])> {
+    pub(crate) fn task(&mut self) -> Option<(u64, TaggedCall, &'a [u8])> {
         let id = self.u64()?;
-        let entry = Entry::from_bytes(self.take(Entry::LEN)?.try_into().ok()?);
+        let entry = TaggedCall::from_bytes(self.take(TaggedCall::LEN)?.try_into().ok()?);
         let len = self.u32()? as usize;
         Some((id, entry, self.take(len)?))
     }

@@ -1,7 +1,7 @@
 //! A pool of long-lived worker processes (CPython's `multiprocessing.Pool`).
 //!
 //! # How it works
-//! - [`job`]: what a task is (a function named by its [`Entry`], pickled arguments, the slot
+//! - [`job`]: what a task is (a function named by its [`TaggedCall`], pickled arguments, the slot
 //!   its result fills) and the batch wire format.
 //! - [`worker`]: the loop each worker process runs until its socket closes.
 //! - [`supervisor`]: the shared state, how work is handed out, and the supervisor thread.
@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::bootstrap::{self, TaggedCall as Entry, Trampoline};
+use crate::bootstrap::{self, TaggedCall, Trampoline};
 use crate::process::{get_start_method, StartMethod};
 use crate::sys::OnSignal;
 use crate::{codec, cpu_count, Error};
@@ -164,7 +164,7 @@ impl PoolBuilder {
     where
         A: Serialize + DeserializeOwned,
     {
-        let entry = Entry::new(bootstrap::trampoline::<A, ()> as Trampoline, f as usize);
+        let entry = TaggedCall::new(bootstrap::trampoline::<A, ()> as Trampoline, f as usize);
         self.init = Some(codec::encode(&args).map(|args| {
             let mut init = entry.to_bytes().to_vec();
             init.extend_from_slice(&args);
@@ -489,7 +489,7 @@ impl Pool {
         );
         let task = Task {
             id: self.shared.ids(1),
-            entry: Entry::new(bootstrap::trampoline::<A, R> as Trampoline, f as usize),
+            entry: TaggedCall::new(bootstrap::trampoline::<A, R> as Trampoline, f as usize),
             args,
             sink: sink.clone(),
             index: 0,
@@ -570,7 +570,7 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let entry = Entry::new(
+        let entry = TaggedCall::new(
             bootstrap::chunk_trampoline::<A, R> as Trampoline,
             f as usize,
         );
@@ -627,7 +627,7 @@ impl Pool {
         B: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let entry = Entry::new(
+        let entry = TaggedCall::new(
             bootstrap::star_chunk_trampoline::<A, B, R> as Trampoline,
             f as usize,
         );
@@ -701,7 +701,7 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let entry = Entry::new(
+        let entry = TaggedCall::new(
             bootstrap::chunk_trampoline::<A, R> as Trampoline,
             f as usize,
         );
@@ -720,7 +720,7 @@ impl Pool {
     /// pickled chunks at once, not all of them (issue 13).
     fn submit_chunks<A: Serialize, R>(
         &self,
-        entry: Entry,
+        entry: TaggedCall,
         items: &[A],
         chunksize: usize,
         on_done: Option<OnDone>,

@@ -8,7 +8,7 @@
 //! as a failure; the worker carries on. End of stream on the socket (the parent closed it to
 //! retire the worker or to close the pool) ends the loop and the process exits 0.
 //!
-//! Each task's [`Entry`] is checked against the family's key before it runs (see
+//! Each task's [`TaggedCall`] is checked against the family's key before it runs (see
 //! `bootstrap`'s module docs); the worker remembers the entries that passed, so a batch of
 //! tasks of one function costs one HMAC for the worker's whole life. A task whose entry fails
 //! the check is not run: it is reported as [`Failure::Unauthenticated`].
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::bootstrap::{Failure, Outcome, TaggedCall as Entry, Verifier};
+use crate::bootstrap::{Failure, Outcome, TaggedCall, Verifier};
 use crate::codec;
 use crate::codec::FdTable;
 use crate::connection::Connection;
@@ -60,11 +60,11 @@ pub(crate) fn main(args: WorkerArgs) {
 }
 
 fn run_initializer(verifier: &mut Verifier, init: &[u8]) -> Result<(), Failure> {
-    let (entry, args) = init.split_at(Entry::LEN.min(init.len()));
+    let (entry, args) = init.split_at(TaggedCall::LEN.min(init.len()));
     let entry = entry
         .try_into()
         .map_err(|_| Failure::Refused("malformed initializer".into()))?;
-    match run_task(verifier, Entry::from_bytes(entry), args) {
+    match run_task(verifier, TaggedCall::from_bytes(entry), args) {
         Outcome::Returned(..) => Ok(()),
         Outcome::Failed(failure) => Err(failure),
     }
@@ -97,7 +97,7 @@ fn run_batch(
 }
 
 /// Runs one task if its entry verifies.
-fn run_task(verifier: &mut Verifier, entry: Entry, args: &[u8]) -> Outcome {
+fn run_task(verifier: &mut Verifier, entry: TaggedCall, args: &[u8]) -> Outcome {
     match verifier.verify(entry, "a pool task") {
         Ok(call) => call.run(args, &mut FdTable::default()),
         Err(_) => Outcome::Failed(Failure::Unauthenticated),
@@ -153,7 +153,7 @@ mod tests {
         x * 10
     }
 
-    fn task(out: &mut Vec<u8>, id: u64, entry: [u8; Entry::LEN], arg: u64) {
+    fn task(out: &mut Vec<u8>, id: u64, entry: [u8; TaggedCall::LEN], arg: u64) {
         let args = codec::encode(&arg).unwrap();
         out.extend_from_slice(&id.to_le_bytes());
         out.extend_from_slice(&entry);
@@ -166,7 +166,7 @@ mod tests {
     #[test]
     fn forged_entry_is_refused_and_the_batch_goes_on() {
         let entry = |f: fn(u64) -> u64| {
-            Entry::new(bootstrap::trampoline::<u64, u64> as Trampoline, f as usize).to_bytes()
+            TaggedCall::new(bootstrap::trampoline::<u64, u64> as Trampoline, f as usize).to_bytes()
         };
         let good = entry(add_one);
         let mut forged = good;
@@ -202,7 +202,7 @@ mod tests {
     /// A forged initializer is refused before it runs.
     #[test]
     fn forged_initializer_is_refused() {
-        let mut init = Entry::new(
+        let mut init = TaggedCall::new(
             bootstrap::trampoline::<u64, u64> as Trampoline,
             add_one as fn(u64) -> u64 as usize,
         )

@@ -59,16 +59,11 @@ pub(crate) use shm::{
     futex_wait, futex_wake, gettid, is_own_thread, refuse, take_refusal, thread_alive, Refusal,
     SharedMapping,
 };
-pub(crate) use signal::{default_sigchld, ignore_sigpipe};
+pub(crate) use signal::{default_sigchld, ignore_sigint, ignore_sigpipe};
 pub(crate) use slots::SharedSlots;
 pub(crate) use socket::{
     recv_record_into, recv_record_into_vec, recv_with_fds_into_vec, send_all, send_buffer_size,
-    seqpacket_pair, set_send_buffer_size, stream_pair, try_recv_with_fds, try_send_record, window,
-    MAX_FDS_PER_MESSAGE, MAX_PARTS,
+    seqpacket_pair, set_quickack, set_send_buffer_size, stream_pair, try_recv_with_fds,
+    try_send_record, window, MAX_FDS_PER_MESSAGE, MAX_PARTS,
 };
 
-/// The TCP and signal helpers under their former path (`sys::net`), which the managers use.
-pub(crate) mod net {
-    pub(crate) use super::signal::ignore_sigint;
-    pub(crate) use super::socket::set_quickack;
-}

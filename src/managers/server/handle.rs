@@ -160,7 +160,7 @@ static HANDOFF: Mutex<Option<(ManagerServer, Option<Initializer>)>> = Mutex::new
 static STARTING: Mutex<()> = Mutex::new(());
 
 fn serve_handed_off(_: ()) {
-    crate::sys::net::ignore_sigint();
+    crate::sys::ignore_sigint();
     let handed = HANDOFF.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some((server, initializer)) = handed {
         if let Some(initializer) = initializer {
