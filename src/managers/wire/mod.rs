@@ -8,10 +8,13 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use crate::error::connection_io;
-use crate::pickle::cursor::Cursor;
-use crate::pickle::opcodes::{BINUNICODE, MARK, NONE, PROTO, STOP, TUPLE, TUPLE2};
 use crate::pickle::{self, Limits, Value};
 use crate::{sys, Error};
+
+mod message;
+
+pub(crate) use message::Request;
+use message::{reply_into, request_into, split_request, split_return};
 
 /// The largest payload written with the short header.
 const SHORT_MAX: usize = 0x7fff_ffff;
@@ -115,58 +118,6 @@ pub(crate) enum Incoming {
     Request(Request),
     /// Any other pickle, whole.
     Full(Value),
-}
-
-/// A request `(ident, methodname, args, kwds)` (PROTOCOL.md §5.1), taken apart.
-pub(crate) type Request = (Option<String>, String, Vec<Value>, Vec<(String, Value)>);
-
-/// A `BINUNICODE` string at the start of `input`, and the bytes after it.
-fn text(input: &[u8]) -> Option<(&str, &[u8])> {
-    let mut cursor = Cursor::new(input);
-    if cursor.u8()? != BINUNICODE {
-        return None;
-    }
-    let s = std::str::from_utf8(cursor.sized(4)?).ok()?;
-    Some((s, cursor.rest()))
-}
-
-/// Takes apart a request as [`pickle::request_into`] writes it: `PROTO 3`, `MARK`, the ident
-/// (`BINUNICODE` or `NONE`), the method (`BINUNICODE`), then args and kwargs, `TUPLE`,
-/// `STOP`. `None` for anything else (the caller decodes it whole).
-fn split_request(payload: &[u8], limits: &Limits, spare: &mut Vec<String>) -> Option<Request> {
-    let rest = payload.strip_prefix(&[PROTO, 3, MARK])?;
-    let (ident, rest) = match rest.split_first()? {
-        (&NONE, rest) => (None, rest),
-        _ => {
-            let (ident, rest) = text(rest)?;
-            (Some(ident), rest)
-        }
-    };
-    let (method, rest) = text(rest)?;
-    let body = rest.strip_suffix(&[TUPLE, STOP])?;
-    // The strings reuse buffers given back with `FrameReader::recycle`.
-    let mut owned = |text: &str| {
-        let mut s = spare.pop().unwrap_or_default();
-        s.clear();
-        s.push_str(text);
-        s
-    };
-    let (ident, method) = (ident.map(&mut owned), owned(method));
-    let Value::Tuple(pair) = pickle::loads_items(body, 2, limits)? else {
-        return None;
-    };
-    let [args, kwargs]: [Value; 2] = pair.try_into().ok()?;
-    let (Value::Tuple(args), Value::Dict(kwargs)) = (args, kwargs) else {
-        return None;
-    };
-    let kwargs = kwargs
-        .into_iter()
-        .map(|(k, v)| match k {
-            Value::Str(k) => Some((k, v)),
-            _ => None,
-        })
-        .collect::<Option<Vec<_>>>()?;
-    Some((ident, method, args, kwargs))
 }
 
 /// Where a frame's payload is.
@@ -392,18 +343,9 @@ impl FrameReader {
         cap: usize,
         limits: &Limits,
     ) -> Result<Incoming, Error> {
-        // `PROTO 3`, `BINUNICODE '#RETURN'`, the value, `TUPLE2 STOP`: how
-        // [`pickle::reply_into`] writes a return.
         self.with_frame(stream, cap, |payload, _| {
-            if let Some(body) = payload
-                .strip_prefix(&[PROTO, 3])
-                .and_then(text)
-                .and_then(|(kind, rest)| (kind == "#RETURN").then_some(rest))
-                .and_then(|rest| rest.strip_suffix(&[TUPLE2, STOP]))
-            {
-                if let Some(value) = pickle::loads_items(body, 1, limits) {
-                    return Ok(Incoming::Return(value));
-                }
+            if let Some(value) = split_return(payload, limits) {
+                return Ok(Incoming::Return(value));
             }
             Ok(Incoming::Full(pickle::loads_with(payload, limits)?))
         })
@@ -442,9 +384,7 @@ impl FrameReader {
         args: &[Value],
         kwargs: &[(String, Value)],
     ) -> Result<(), Error> {
-        self.send_with(stream, |out| {
-            pickle::request_into(ident, method, args, kwargs, out)
-        })
+        self.send_with(stream, |out| request_into(ident, method, args, kwargs, out))
     }
 
     /// Writes the reply `(kind, payload)` as one frame.
@@ -454,7 +394,7 @@ impl FrameReader {
         kind: &str,
         payload: &Value,
     ) -> Result<(), Error> {
-        self.send_with(stream, |out| pickle::reply_into(kind, payload, out))
+        self.send_with(stream, |out| reply_into(kind, payload, out))
     }
 
     fn send_with(
@@ -553,68 +493,5 @@ mod tests {
             reader.discard(&stream, size as u64).unwrap();
             assert_eq!(reader.recv(&stream, 50).unwrap(), b"abc");
         }
-    }
-
-    fn s(text: &str) -> Value {
-        Value::Str(text.into())
-    }
-
-    #[test]
-    fn requests_split_as_their_tuples_decode() {
-        let limits = Limits::default();
-        type Case<'a> = (Option<&'a str>, &'a str, Vec<Value>, Vec<(String, Value)>);
-        let cases: Vec<Case> = vec![
-            (None, "dummy", vec![], vec![]),
-            (Some("7f"), "qsize", vec![], vec![]),
-            (Some("7f"), "put", vec![Value::Int(42)], vec![]),
-            (
-                Some("7f"),
-                "get",
-                vec![],
-                vec![("timeout".into(), Value::Float(0.5))],
-            ),
-            (
-                Some("h\u{e9}"),
-                "put",
-                vec![
-                    Value::List(vec![Value::None; 5]),
-                    s("x"),
-                    Value::Bytes(vec![1]),
-                ],
-                vec![("block".into(), Value::Bool(false))],
-            ),
-        ];
-        for (ident, method, args, kwargs) in cases {
-            let mut frame = Vec::new();
-            pickle::request_into(ident, method, &args, &kwargs, &mut frame);
-            let split = split_request(&frame, &limits, &mut Vec::new()).expect("split");
-            assert_eq!(
-                split,
-                (
-                    ident.map(str::to_string),
-                    method.to_string(),
-                    args.clone(),
-                    kwargs.clone()
-                )
-            );
-        }
-        // Anything else is left to the full decoder.
-        let cpython = b"\x80\x04\x95\x1f\x00\x00\x00\x00\x00\x00\x00(\x8c\x0c7fd0e34c5be0\x94\x8c\x03put\x94K*\x85\x94}\x94t\x94.";
-        let spare = &mut Vec::new();
-        assert!(split_request(cpython, &limits, spare).is_none());
-        let mut frame = Vec::new();
-        pickle::request_into(
-            Some("7f"),
-            "put",
-            &[Value::global("os", "system")],
-            &[],
-            &mut frame,
-        );
-        assert!(
-            split_request(&frame, &limits, spare).is_none(),
-            "globals are not plain data"
-        );
-        assert!(split_request(&frame[..frame.len() - 1], &limits, spare).is_none());
-        assert!(split_request(b"", &limits, spare).is_none());
     }
 }
