@@ -43,6 +43,7 @@
 //! assert_eq!(back, (1, "x".to_string()));
 //! ```
 
+mod args;
 mod bridge;
 mod budget;
 #[cfg(test)]
