@@ -109,10 +109,8 @@
 //! - Queue items are kept as inert pickled data, so a Rust-served queue carries Python objects
 //!   between Python clients; a Rust client reading one gets [`Error::Pickle`](crate::Error::Pickle).
 
-mod auth;
 mod client;
 mod containers;
-mod listener;
 mod peer;
 mod primitives;
 mod proxy;
@@ -121,10 +119,14 @@ mod referent;
 mod server;
 mod wire;
 
+// The handshake lives beside the connections it runs on, as in Python; `super::auth` keeps
+// working for the managers' files.
+use crate::connection::auth;
+
+pub use crate::connection::{Client, Listener, TcpConnection};
 pub use auth::ChallengeForm;
 pub use client::{ConnectOptions, Manager};
 pub use containers::{ServedArray, ServedDict, ServedList, ServedNamespace, ServedValue};
-pub use listener::{Client, Listener, TcpConnection};
 pub use primitives::{ServedBarrier, ServedCondition, ServedEvent, ServedLock, ServedSemaphore};
 pub use proxy::{Proxy, QueueProxy, RemoteIter};
 pub use queue::ServedQueue;
