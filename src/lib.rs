@@ -207,7 +207,7 @@
 
 mod bootstrap;
 mod codec;
-mod connection;
+pub mod connection;
 mod error;
 pub mod managers;
 pub mod pickle;

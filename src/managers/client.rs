@@ -4,9 +4,10 @@
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use super::auth::{self, AuthConfig, ChallengeForm};
 use super::proxy::{Proxy, QueueProxy};
 use super::wire::{self, FrameReader};
+use crate::connection;
+use crate::connection::auth::{AuthConfig, ChallengeForm};
 use crate::pickle::{Limits, Value};
 use crate::Error;
 
@@ -323,24 +324,14 @@ impl Manager {
     }
 }
 
-/// Connects and authenticates: answer the server's challenge, then challenge it.
+/// Connects and authenticates ([`connection::connect_authenticated`]).
 pub(crate) fn open(
     address: SocketAddr,
     auth: &AuthConfig,
     deadline: Instant,
 ) -> Result<(TcpStream, FrameReader), Error> {
-    let left = deadline
-        .checked_duration_since(Instant::now())
-        .unwrap_or(Duration::from_millis(1));
-    let stream = TcpStream::connect_timeout(&address, left).map_err(Error::os("connect"))?;
-    wire::configure(&stream)?;
-    let mut reader = FrameReader::client();
-    wire::until(&stream, Some(deadline))?;
-    auth::answer_challenge(&stream, &mut reader, auth)?;
-    wire::until(&stream, Some(deadline))?;
-    auth::deliver_challenge(&stream, &mut reader, auth)?;
-    wire::until(&stream, None)?;
-    Ok((stream, reader))
+    let (stream, frames) = connection::connect_authenticated(address, auth, deadline)?;
+    Ok((stream, frames.into()))
 }
 
 /// One control request on a fresh connection. For `shutdown`, end of stream instead of a

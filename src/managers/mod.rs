@@ -109,18 +109,16 @@
 //! - Queue items are kept as inert pickled data, so a Rust-served queue carries Python objects
 //!   between Python clients; a Rust client reading one gets [`Error::Pickle`](crate::Error::Pickle).
 
-mod auth;
 mod client;
-mod listener;
 mod peer;
 mod proxy;
 mod served;
 mod server;
 mod wire;
 
-pub use auth::ChallengeForm;
+pub use crate::connection::auth::ChallengeForm;
+pub use crate::connection::{Client, Listener, TcpConnection};
 pub use client::{ConnectOptions, Manager};
-pub use listener::{Client, Listener, TcpConnection};
 pub use proxy::{Proxy, QueueProxy, RemoteIter};
 #[allow(deprecated)] // the old name stays exported for existing users
 pub use served::bind;

@@ -13,8 +13,9 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 
+use super::args::{self, scalar, scalar_opcodes};
 use super::budget::{heap, Budget};
-use super::cursor::{Cursor, Long};
+use super::cursor::Cursor;
 use super::opcodes::*;
 use super::value::{PickleError, Value};
 
@@ -251,10 +252,7 @@ struct Decoder<'a> {
 
 impl<'a> Decoder<'a> {
     fn malformed(&self, reason: &'static str) -> PickleError {
-        PickleError::Malformed {
-            offset: self.cur.pos(),
-            reason,
-        }
+        args::malformed(&self.cur, reason)
     }
 
     /// Frees what only reading needed (stack, marks, memo, heights), crediting it, so that
@@ -277,37 +275,6 @@ impl<'a> Decoder<'a> {
         PickleError::TooDeep {
             limit: self.max_depth,
         }
-    }
-
-    /// Where the input ran out.
-    fn truncated(&self) -> PickleError {
-        PickleError::Truncated {
-            offset: self.cur.input().len(),
-        }
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
-        self.cur.take(n).ok_or_else(|| self.truncated())
-    }
-
-    /// The bytes after a length of `width` bytes, to be copied to the heap: the length is
-    /// checked against the input, then the copy charged, before it is made.
-    fn sized_heap(&mut self, width: usize) -> Result<&'a [u8], PickleError> {
-        let bytes = self.cur.sized(width).ok_or_else(|| self.truncated())?;
-        self.budget.charge(heap(bytes.len()))?;
-        Ok(bytes)
-    }
-
-    fn u8(&mut self) -> Result<u8, PickleError> {
-        self.cur.u8().ok_or_else(|| self.truncated())
-    }
-
-    fn u16(&mut self) -> Result<u16, PickleError> {
-        self.cur.u16().ok_or_else(|| self.truncated())
-    }
-
-    fn u32(&mut self) -> Result<u32, PickleError> {
-        self.cur.u32().ok_or_else(|| self.truncated())
     }
 
     /// Adds a node of the given height to the arena and pushes it, within the limits.
@@ -377,25 +344,6 @@ impl<'a> Decoder<'a> {
             .credit(heap(items.capacity() * std::mem::size_of::<usize>()));
     }
 
-    /// A `str` of `bytes`, charged already.
-    fn text(&self, bytes: &[u8]) -> Result<String, PickleError> {
-        String::from_utf8(bytes.to_vec()).map_err(|_| self.malformed("invalid utf-8 in a str"))
-    }
-
-    fn line(&mut self) -> Result<String, PickleError> {
-        let n = self
-            .cur
-            .rest()
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or_else(|| self.truncated())?;
-        let bytes = self.take(n)?;
-        self.budget.charge(heap(n))?;
-        let s = self.text(bytes)?;
-        self.take(1)?;
-        Ok(s)
-    }
-
     fn str_at(&mut self, index: usize) -> Result<String, PickleError> {
         let text = match &self.arena[index] {
             Node::Leaf(cell) => peek(cell, |v| v.as_str().map(str::to_owned)),
@@ -424,16 +372,13 @@ impl<'a> Decoder<'a> {
     fn run(&mut self) -> Result<usize, PickleError> {
         loop {
             let at = self.cur.pos();
-            let op = self.u8()?;
+            let op = args::opcode(&mut self.cur)?;
             match op {
                 PROTO => {
-                    let proto = self.u8()?;
-                    if !(2..=5).contains(&proto) {
-                        return Err(self.malformed("unsupported protocol"));
-                    }
+                    args::protocol(&mut self.cur)?;
                 }
                 FRAME => {
-                    self.take(8)?; // FRAME: advisory
+                    args::frame(&mut self.cur)?;
                 }
                 STOP => {
                     let root = self.pop()?;
@@ -461,63 +406,13 @@ impl<'a> Decoder<'a> {
                     let top = self.top()?;
                     self.push_index(top)?;
                 }
-                NONE => self.leaf(Value::None)?,
-                NEWTRUE => self.leaf(Value::Bool(true))?,
-                NEWFALSE => self.leaf(Value::Bool(false))?,
-                BININT1 => {
-                    let v = self.u8()?;
-                    self.leaf(Value::Int(v.into()))?;
-                }
-                BININT2 => {
-                    let v = self.u16()?;
-                    self.leaf(Value::Int(v.into()))?;
-                }
-                BININT => {
-                    let v = self.u32()? as i32;
-                    self.leaf(Value::Int(v.into()))?;
-                }
-                LONG1 => {
-                    let bytes = self.sized_heap(1)?;
-                    self.leaf(int(Long::from_le(bytes)))?;
-                }
-                LONG4 => {
-                    let n = self.u32()? as i32;
-                    let n = usize::try_from(n).map_err(|_| self.malformed("negative length"))?;
-                    let bytes = self.take(n)?;
-                    self.budget.charge(heap(n))?;
-                    self.leaf(int(Long::from_le(bytes)))?;
-                }
-                BINFLOAT => {
-                    let f = self.cur.f64_be().ok_or_else(|| self.truncated())?;
-                    self.leaf(Value::Float(f))?;
-                }
-                SHORT_BINUNICODE | BINUNICODE | BINUNICODE8 => {
-                    let width = match op {
-                        SHORT_BINUNICODE => 1,
-                        BINUNICODE => 4,
-                        _ => 8,
-                    };
-                    let bytes = self.sized_heap(width)?;
-                    let s = self.text(bytes)?;
-                    self.leaf(Value::Str(s))?;
-                }
-                SHORT_BINBYTES | BINBYTES | BINBYTES8 | BYTEARRAY8 => {
-                    let width = match op {
-                        SHORT_BINBYTES => 1,
-                        BINBYTES => 4,
-                        _ => 8,
-                    };
-                    let b = self.sized_heap(width)?.to_vec();
-                    let v = if op == BYTEARRAY8 {
-                        Value::ByteArray(b)
-                    } else {
-                        Value::Bytes(b)
-                    };
+                scalar_opcodes!() => {
+                    let v = scalar(&mut self.cur, &mut self.budget, op)?;
                     self.leaf(v)?;
                 }
                 EMPTY_TUPLE => self.push(Node::Tuple(Vec::new()), 0)?,
                 TUPLE1..=TUPLE3 => {
-                    let n = (op - TUPLE1 + 1) as usize;
+                    let n = args::tuple_arity(op);
                     let mut items = [0; 3];
                     for slot in items[..n].iter_mut().rev() {
                         *slot = self.pop()?;
@@ -567,19 +462,11 @@ impl<'a> Decoder<'a> {
                     self.memo_put(index)?;
                 }
                 BINPUT | LONG_BINPUT => {
-                    let index = if op == BINPUT {
-                        self.u8()?.into()
-                    } else {
-                        self.u32()?
-                    };
+                    let index = args::memo_index(&mut self.cur, op)?;
                     self.memo_put(index)?;
                 }
                 BINGET | LONG_BINGET => {
-                    let index = if op == BINGET {
-                        self.u8()?.into()
-                    } else {
-                        self.u32()?
-                    };
+                    let index = args::memo_index(&mut self.cur, op)?;
                     let node = *self
                         .memo
                         .get(&index)
@@ -593,8 +480,8 @@ impl<'a> Decoder<'a> {
                     self.leaf(Value::Global { module, name })?;
                 }
                 GLOBAL => {
-                    let module = self.line()?;
-                    let name = self.line()?;
+                    let module = args::line(&mut self.cur, &mut self.budget)?;
+                    let name = args::line(&mut self.cur, &mut self.budget)?;
                     self.leaf(Value::Global { module, name })?;
                 }
                 REDUCE => {
@@ -687,14 +574,6 @@ impl<'a> Decoder<'a> {
         }
         self.heights[target] = height;
         Ok(())
-    }
-}
-
-/// The value of a `LONG1`/`LONG4` int.
-pub(super) fn int(long: Long<'_>) -> Value {
-    match long {
-        Long::Small(v) => Value::Int(v),
-        Long::Big(bytes) => Value::BigInt(bytes.to_vec()),
     }
 }
 

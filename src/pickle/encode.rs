@@ -34,51 +34,17 @@ pub fn dumps_into(value: &Value, out: &mut Vec<u8>) {
     out.push(STOP);
 }
 
-/// Pickles the request `(ident, method, tuple(args), dict(kwargs))` (PROTOCOL.md §5.1),
-/// appending to `out`: the bytes [`dumps_into`] writes for that tuple, without building it.
-pub(crate) fn request_into(
-    ident: Option<&str>,
-    method: &str,
-    args: &[Value],
-    kwargs: &[(String, Value)],
-    out: &mut Vec<u8>,
-) {
-    out.extend_from_slice(&[PROTO, 3, MARK]);
-    match ident {
-        Some(ident) => write_str(ident, out),
-        None => out.push(NONE),
-    }
-    write_str(method, out);
-    write_tuple(args, out);
-    out.push(EMPTY_DICT);
-    if !kwargs.is_empty() {
-        out.push(MARK);
-        for (k, v) in kwargs {
-            write_str(k, out);
-            write(v, out);
-        }
-        out.push(SETITEMS);
-    }
-    out.extend_from_slice(&[TUPLE, STOP]);
-}
-
-/// Pickles the reply `(kind, payload)` (PROTOCOL.md §5.2), appending to `out`.
-pub(crate) fn reply_into(kind: &str, payload: &Value, out: &mut Vec<u8>) {
-    out.extend_from_slice(&[PROTO, 3]);
-    write_str(kind, out);
-    write(payload, out);
-    out.extend_from_slice(&[TUPLE2, STOP]);
-}
-
-fn write_str(s: &str, out: &mut Vec<u8>) {
+/// Appends `s` as a `str` (`BINUNICODE`, or `BINUNICODE8` past 4 GiB).
+pub(crate) fn write_str(s: &str, out: &mut Vec<u8>) {
     write_sized(s.as_bytes(), None, BINUNICODE, BINUNICODE8, out);
 }
 
 /// Items per `APPENDS`/`SETITEMS` batch, as CPython's pickler writes them: a reader holds one
 /// batch on its stack at a time, so a long list costs it no more than the list itself.
-const BATCH: usize = 1000;
+pub(crate) const BATCH: usize = 1000;
 
-fn write_tuple(items: &[Value], out: &mut Vec<u8>) {
+/// Appends a tuple of `items` (`EMPTY_TUPLE`, `TUPLE1`..`TUPLE3`, or `MARK` … `TUPLE`).
+pub(crate) fn write_tuple(items: &[Value], out: &mut Vec<u8>) {
     match items.len() {
         0 => out.push(EMPTY_TUPLE),
         n @ 1..=3 => {
@@ -93,7 +59,9 @@ fn write_tuple(items: &[Value], out: &mut Vec<u8>) {
     }
 }
 
-fn write(value: &Value, out: &mut Vec<u8>) {
+/// Appends `value`'s opcodes, without `PROTO` or `STOP` (what [`dumps_into`] writes between
+/// them).
+pub(crate) fn write(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::None => out.push(NONE),
         Value::Bool(true) => out.push(NEWTRUE),
@@ -227,40 +195,4 @@ fn write_global(module: &str, name: &str, out: &mut Vec<u8>) {
     out.push(b'\n');
     out.extend_from_slice(name.as_bytes());
     out.push(b'\n');
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn s(text: &str) -> Value {
-        Value::Str(text.into())
-    }
-
-    #[test]
-    fn requests_and_replies_encode_as_their_tuples() {
-        let args = [vec![], vec![Value::Int(1)], vec![Value::None; 5]];
-        let kwargs = [vec![], vec![("timeout".to_string(), Value::Float(0.5))]];
-        for ident in [None, Some("7f")] {
-            for a in &args {
-                for k in &kwargs {
-                    let tuple = Value::Tuple(vec![
-                        ident.map_or(Value::None, s),
-                        s("get"),
-                        Value::Tuple(a.clone()),
-                        Value::Dict(k.iter().map(|(k, v)| (s(k), v.clone())).collect()),
-                    ]);
-                    let mut out = Vec::new();
-                    request_into(ident, "get", a, k, &mut out);
-                    assert_eq!(out, dumps(&tuple));
-                }
-            }
-        }
-        let mut out = Vec::new();
-        reply_into("#RETURN", &Value::Int(42), &mut out);
-        assert_eq!(
-            out,
-            dumps(&Value::Tuple(vec![s("#RETURN"), Value::Int(42)]))
-        );
-    }
 }

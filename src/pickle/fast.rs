@@ -12,9 +12,10 @@
 //! container's buffer before it is made), so a run of one-byte opcodes that each make a value
 //! gives up at the budget instead of growing the stack to many times the input.
 
+use super::args::{self, scalar, scalar_opcodes};
 use super::budget::{heap, Budget};
-use super::cursor::{Cursor, Long};
-use super::decode::{int, Limits};
+use super::cursor::Cursor;
+use super::decode::Limits;
 use super::opcodes::*;
 use super::value::Value;
 
@@ -119,20 +120,6 @@ impl<'a> Fast<'a> {
         self.push(v, height)
     }
 
-    /// The bytes after a length of `width` bytes, to be copied to the heap: the length is
-    /// checked against the input, then the copy charged, before it is made.
-    fn sized_heap(&mut self, width: usize) -> Option<&'a [u8]> {
-        let bytes = self.cur.sized(width)?;
-        self.budget.charge(heap(bytes.len())).ok()?;
-        Some(bytes)
-    }
-
-    fn text(&mut self, width: usize) -> Option<()> {
-        let bytes = self.sized_heap(width)?;
-        let s = std::str::from_utf8(bytes).ok()?;
-        self.push_leaf(Value::Str(s.to_owned()))
-    }
-
     /// The items above the last mark (removing it) and their tallest height; their buffer is
     /// charged before it is made.
     fn pop_mark(&mut self) -> Option<(Vec<Value>, usize)> {
@@ -221,12 +208,10 @@ impl<'a> Fast<'a> {
             match op {
                 PROTO | STOP if self.bare.is_some() => return None,
                 PROTO => {
-                    if !(2..=5).contains(&self.cur.u8()?) {
-                        return None;
-                    }
+                    args::protocol(&mut self.cur).ok()?;
                 }
                 FRAME => {
-                    self.cur.take(8)?;
+                    args::frame(&mut self.cur).ok()?;
                 }
                 STOP => {
                     let (root, _) = self.pop()?;
@@ -241,39 +226,13 @@ impl<'a> Fast<'a> {
                     }
                     self.marks.push(self.stack.len());
                 }
-                NONE => self.push_leaf(Value::None)?,
-                NEWTRUE => self.push_leaf(Value::Bool(true))?,
-                NEWFALSE => self.push_leaf(Value::Bool(false))?,
-                BININT1 => {
-                    let v = self.cur.u8()?;
-                    self.push_leaf(Value::Int(v.into()))?;
-                }
-                BININT2 => {
-                    let v = self.cur.u16()?;
-                    self.push_leaf(Value::Int(v.into()))?;
-                }
-                BININT => {
-                    let v = self.cur.u32()? as i32;
-                    self.push_leaf(Value::Int(v.into()))?;
-                }
-                LONG1 => {
-                    let bytes = self.sized_heap(1)?;
-                    self.push_leaf(int(Long::from_le(bytes)))?;
-                }
-                BINFLOAT => {
-                    let f = self.cur.f64_be()?;
-                    self.push_leaf(Value::Float(f))?;
-                }
-                SHORT_BINUNICODE => self.text(1)?,
-                BINUNICODE => self.text(4)?,
-                SHORT_BINBYTES | BINBYTES => {
-                    let width = if op == SHORT_BINBYTES { 1 } else { 4 };
-                    let b = self.sized_heap(width)?.to_vec();
-                    self.push_leaf(Value::Bytes(b))?;
+                scalar_opcodes!() => {
+                    let v = scalar(&mut self.cur, &mut self.budget, op).ok()?;
+                    self.push_leaf(v)?;
                 }
                 EMPTY_TUPLE => self.push_leaf(Value::Tuple(Vec::new()))?,
                 TUPLE1..=TUPLE3 => {
-                    let n = (op - TUPLE1 + 1) as usize;
+                    let n = args::tuple_arity(op);
                     if self.stack.len() < self.floor() + n {
                         return None;
                     }
@@ -328,14 +287,8 @@ impl<'a> Fast<'a> {
                         return None;
                     }
                 }
-                BINPUT => {
-                    self.cur.u8()?;
-                    if self.stack.len() <= self.floor() {
-                        return None;
-                    }
-                }
-                LONG_BINPUT => {
-                    self.cur.u32()?;
+                BINPUT | LONG_BINPUT => {
+                    args::memo_index(&mut self.cur, op).ok()?;
                     if self.stack.len() <= self.floor() {
                         return None;
                     }

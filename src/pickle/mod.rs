@@ -43,6 +43,7 @@
 //! assert_eq!(back, (1, "x".to_string()));
 //! ```
 
+mod args;
 mod bridge;
 mod budget;
 #[cfg(test)]
@@ -57,7 +58,7 @@ mod value;
 pub use bridge::{from_value, to_value};
 pub use decode::{loads, loads_with, Limits};
 pub use encode::{dumps, dumps_into};
-pub(crate) use encode::{reply_into, request_into};
+pub(crate) use encode::{write as write_value, write_str, write_tuple, BATCH};
 pub(crate) use fast::loads_items;
 pub use value::{PickleError, Value};
 

@@ -66,4 +66,3 @@ pub(crate) use socket::{
     seqpacket_pair, set_quickack, set_send_buffer_size, stream_pair, try_recv_with_fds,
     try_send_record, window, MAX_FDS_PER_MESSAGE, MAX_PARTS,
 };
-

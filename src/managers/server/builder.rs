@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{Config, Factory, Inner, Objects};
-use crate::managers::auth::{AuthConfig, ChallengeForm};
+use crate::connection::auth::{AuthConfig, ChallengeForm};
 use crate::managers::served::{PyException, Referent, ServedQueue};
 use crate::managers::wire;
 use crate::pickle::{Limits, Value};

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::dispatch::{not_plain, parse_request, refused, value_error, Outcome};
 use super::Inner;
-use crate::managers::auth;
+use crate::connection::auth;
 use crate::managers::peer;
 use crate::managers::wire::{self, FrameReader, Incoming};
 use crate::pickle::Value;

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::{Inner, ManagerServer};
-use crate::managers::auth::AuthConfig;
+use crate::connection::auth::AuthConfig;
 use crate::process::{Process, StartMethod};
 use crate::Error;
 

@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::auth::AuthConfig;
 use super::served::{PyException, Referent};
+use crate::connection::auth::AuthConfig;
 use crate::pickle::{Limits, Value};
 
 pub use builder::{ManagerServer, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME};

@@ -1,4 +1,20 @@
-//! `Pipe` and `Connection`: message-framed, duplex links between processes.
+//! Connections: message-framed links between processes, as Python's
+//! `multiprocessing.connection` has them — [`Pipe`] and [`Connection`] (this file) between
+//! related processes, [`Listener`], [`Client`] and [`TcpConnection`] over TCP between any two
+//! programs, Rust or CPython (`listener.rs`, with the handshake of `auth.rs`). Both kinds frame
+//! messages as CPython does (`frame.rs`).
+//!
+//! ```
+//! use multiproc::connection::{Client, Listener, Pipe};
+//!
+//! let (a, b) = Pipe::new().unwrap();
+//! a.send(&"over a pipe").unwrap();
+//! assert_eq!(b.recv::<String>().unwrap(), "over a pipe");
+//!
+//! let listener = Listener::bind("127.0.0.1:0", Some(b"key")).unwrap();
+//! let client = Client::connect(listener.address(), Some(b"key"));
+//! # drop((listener, client));
+//! ```
 //!
 //! # The wire
 //! A connection is one end of an `AF_UNIX`, `SOCK_SEQPACKET` socket pair. Each message is
@@ -35,13 +51,19 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub(crate) mod auth;
+pub(crate) mod frame;
+mod listener;
+pub(crate) mod tcp;
+
+pub(crate) use listener::connect_authenticated;
+pub use listener::{Client, Listener, TcpConnection};
+
+use self::frame::{header, parse_header, Header};
 use crate::codec::{self, FdTable};
 use crate::error::connection_io;
 use crate::sys::{self, OnSignal};
 use crate::Error;
-
-/// Payloads above this length use CPython's extended header (−1, then a 64-bit length).
-const SHORT_FRAME_MAX: usize = 0x7fff_ffff;
 
 /// The largest first record of a message (header and start of the payload): what a receiver
 /// must be ready to take before it knows the length. A record must fit in the socket's send
@@ -65,17 +87,13 @@ pub(crate) fn warm_up() {
 }
 
 /// The length of the message and where its payload starts in the first record.
-fn parse_header(record: &[u8]) -> Result<(usize, usize), Error> {
-    let short = record.get(..4).ok_or_else(malformed)?;
-    let short = i32::from_be_bytes([short[0], short[1], short[2], short[3]]);
-    if short >= 0 {
-        return Ok((short as usize, 4));
-    }
-    let long = record.get(4..12).ok_or_else(malformed)?;
-    let long = u64::from_be_bytes(long.try_into().map_err(|_| malformed())?);
-    let len = usize::try_from(long)
+fn record_header(record: &[u8]) -> Result<(usize, usize), Error> {
+    let Header::Complete { len, size } = parse_header(record) else {
+        return Err(malformed());
+    };
+    let len = usize::try_from(len)
         .map_err(|_| Error::InvalidArgument("message length exceeds memory".into()))?;
-    Ok((len, 12))
+    Ok((len, size))
 }
 
 fn malformed() -> Error {
@@ -149,15 +167,8 @@ impl Endpoint {
     fn send_frame(&self, parts: &[&[u8]], fds: &[RawFd]) -> Result<(), Error> {
         debug_assert!(parts.len() < sys::MAX_PARTS);
         let total: usize = parts.iter().map(|p| p.len()).sum();
-        let mut header = [0u8; 12];
-        let header: &[u8] = if total <= SHORT_FRAME_MAX {
-            header[..4].copy_from_slice(&(total as u32).to_be_bytes());
-            &header[..4]
-        } else {
-            header[..4].copy_from_slice(&(-1i32).to_be_bytes());
-            header[4..].copy_from_slice(&(total as u64).to_be_bytes());
-            &header[..]
-        };
+        let (header, size) = header(total);
+        let header = &header[..size];
         let mut slots: [&[u8]; sys::MAX_PARTS] = [&[]; sys::MAX_PARTS];
         slots[0] = header;
         let first = total.min(RECORD_MAX - header.len());
@@ -287,7 +298,7 @@ impl Endpoint {
             if n == 0 {
                 return Err(Error::Disconnected);
             }
-            let (len, start) = parse_header(&scratch)?;
+            let (len, start) = record_header(&scratch)?;
             let first = &scratch[start..];
             if first.len() > len {
                 return Err(malformed());

@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::auth::{self, AuthConfig};
-use super::wire::{self, FrameReader};
+use super::frame::{self, FrameReader};
+use super::tcp;
 use crate::pickle::{self, Limits};
 use crate::Error;
 
@@ -25,7 +26,7 @@ const MAX_MESSAGE: usize = 64 << 20;
 /// # Examples
 ///
 /// ```
-/// use multiproc::managers::{Client, Listener};
+/// use multiproc::connection::{Client, Listener};
 ///
 /// let listener = Listener::bind("127.0.0.1:0", Some(b"key")).unwrap();
 /// let address = listener.address();
@@ -56,12 +57,12 @@ impl Listener {
     /// # Examples
     ///
     /// ```
-    /// let l = multiproc::managers::Listener::bind("127.0.0.1:0", None).unwrap();
+    /// let l = multiproc::connection::Listener::bind("127.0.0.1:0", None).unwrap();
     /// assert_ne!(l.address().port(), 0);
     /// ```
     pub fn bind(address: impl ToSocketAddrs, authkey: Option<&[u8]>) -> Result<Listener, Error> {
         Ok(Listener {
-            listener: TcpListener::bind(&wire::resolve(address)?[..]).map_err(Error::os("bind"))?,
+            listener: TcpListener::bind(&tcp::resolve(address)?[..]).map_err(Error::os("bind"))?,
             auth: authkey.map(|key| AuthConfig {
                 key: key.to_vec(),
                 ..AuthConfig::default()
@@ -74,7 +75,7 @@ impl Listener {
     /// # Examples
     ///
     /// ```
-    /// let l = multiproc::managers::Listener::bind("127.0.0.1:0", None).unwrap();
+    /// let l = multiproc::connection::Listener::bind("127.0.0.1:0", None).unwrap();
     /// assert!(l.address().ip().is_loopback());
     /// ```
     pub fn address(&self) -> SocketAddr {
@@ -95,13 +96,13 @@ impl Listener {
     /// See [`Listener`].
     pub fn accept(&self) -> Result<TcpConnection, Error> {
         let (stream, _) = self.listener.accept().map_err(Error::os("accept"))?;
-        wire::configure(&stream)?;
+        tcp::configure(&stream)?;
         let mut reader = FrameReader::server();
         if let Some(auth) = &self.auth {
-            let deadline = Some(Instant::now() + wire::HANDSHAKE_TIMEOUT);
-            let handshake = wire::until(&stream, deadline)
+            let deadline = Some(Instant::now() + tcp::HANDSHAKE_TIMEOUT);
+            let handshake = tcp::until(&stream, deadline)
                 .and_then(|()| auth::deliver_challenge(&stream, &mut reader, auth))
-                .and_then(|()| wire::until(&stream, deadline))
+                .and_then(|()| tcp::until(&stream, deadline))
                 .and_then(|()| auth::answer_challenge(&stream, &mut reader, auth));
             match handshake {
                 Err(Error::Timeout) => {
@@ -111,7 +112,7 @@ impl Listener {
                 }
                 other => other?,
             }
-            wire::until(&stream, None)?;
+            tcp::until(&stream, None)?;
         }
         reader.quickack_inside_frames_only();
         Ok(TcpConnection::new(stream, reader))
@@ -135,7 +136,7 @@ impl Client {
     /// # Examples
     ///
     /// ```
-    /// use multiproc::managers::{Client, Listener};
+    /// use multiproc::connection::{Client, Listener};
     /// let listener = Listener::bind("127.0.0.1:0", None).unwrap();
     /// let conn = Client::connect(listener.address(), None).unwrap();
     /// conn.send(&"hi").unwrap();
@@ -145,25 +146,45 @@ impl Client {
         address: impl ToSocketAddrs,
         authkey: Option<&[u8]>,
     ) -> Result<TcpConnection, Error> {
-        let address = wire::resolve(address)?[0];
-        let deadline = Instant::now() + wire::HANDSHAKE_TIMEOUT;
+        let address = tcp::resolve(address)?[0];
+        let deadline = Instant::now() + tcp::HANDSHAKE_TIMEOUT;
         let (stream, reader) = match authkey {
             Some(key) => {
                 let auth = AuthConfig {
                     key: key.to_vec(),
                     ..AuthConfig::default()
                 };
-                super::client::open(address, &auth, deadline)?
+                connect_authenticated(address, &auth, deadline)?
             }
             None => {
-                let stream = TcpStream::connect_timeout(&address, wire::HANDSHAKE_TIMEOUT)
+                let stream = TcpStream::connect_timeout(&address, tcp::HANDSHAKE_TIMEOUT)
                     .map_err(Error::os("connect"))?;
-                wire::configure(&stream)?;
+                tcp::configure(&stream)?;
                 (stream, FrameReader::client())
             }
         };
         Ok(TcpConnection::new(stream, reader))
     }
+}
+
+/// Connects and authenticates: answer the server's challenge, then challenge it.
+pub(crate) fn connect_authenticated(
+    address: SocketAddr,
+    auth: &AuthConfig,
+    deadline: Instant,
+) -> Result<(TcpStream, FrameReader), Error> {
+    let left = deadline
+        .checked_duration_since(Instant::now())
+        .unwrap_or(Duration::from_millis(1));
+    let stream = TcpStream::connect_timeout(&address, left).map_err(Error::os("connect"))?;
+    tcp::configure(&stream)?;
+    let mut reader = FrameReader::client();
+    tcp::until(&stream, Some(deadline))?;
+    auth::answer_challenge(&stream, &mut reader, auth)?;
+    tcp::until(&stream, Some(deadline))?;
+    auth::deliver_challenge(&stream, &mut reader, auth)?;
+    tcp::until(&stream, None)?;
+    Ok((stream, reader))
 }
 
 /// One end of an authenticated TCP connection: pickled messages (`send`/`recv`) or raw ones
@@ -202,7 +223,7 @@ impl TcpConnection {
     pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
         let value = pickle::to_value(value)?;
         let _guard = self.send_lock.lock().unwrap_or_else(|e| e.into_inner());
-        wire::send_value(&self.stream, &value)
+        frame::send_value(&self.stream, &value)
     }
 
     /// Sends `bytes` as one message, unpickled.
@@ -214,7 +235,7 @@ impl TcpConnection {
     /// # Examples
     ///
     /// ```
-    /// use multiproc::managers::{Client, Listener};
+    /// use multiproc::connection::{Client, Listener};
     /// let listener = Listener::bind("127.0.0.1:0", None).unwrap();
     /// let conn = Client::connect(listener.address(), None).unwrap();
     /// conn.send_bytes(b"raw").unwrap();
@@ -222,7 +243,7 @@ impl TcpConnection {
     /// ```
     pub fn send_bytes(&self, bytes: &[u8]) -> Result<(), Error> {
         let _guard = self.send_lock.lock().unwrap_or_else(|e| e.into_inner());
-        wire::send_bytes(&self.stream, bytes)
+        frame::send_bytes(&self.stream, bytes)
     }
 
     /// Receives one message and unpickles it into a `T`.
@@ -255,7 +276,7 @@ impl TcpConnection {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use multiproc::managers::{Client, Listener};
+    /// use multiproc::connection::{Client, Listener};
     /// let listener = Listener::bind("127.0.0.1:0", None).unwrap();
     /// let conn = Client::connect(listener.address(), None).unwrap();
     /// let err = conn.recv_timeout::<u8>(Duration::from_millis(20)).unwrap_err();
@@ -263,9 +284,9 @@ impl TcpConnection {
     /// ```
     pub fn recv_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T, Error> {
         let mut reader = self.reader();
-        wire::until(&self.stream, Instant::now().checked_add(timeout))?;
+        tcp::until(&self.stream, Instant::now().checked_add(timeout))?;
         let result = reader.recv_value(&self.stream, MAX_MESSAGE, &Limits::default());
-        wire::until(&self.stream, None)?;
+        tcp::until(&self.stream, None)?;
         Ok(pickle::from_value(result?)?)
     }
 
@@ -294,7 +315,7 @@ impl TcpConnection {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use multiproc::managers::{Client, Listener};
+    /// use multiproc::connection::{Client, Listener};
     /// let listener = Listener::bind("127.0.0.1:0", None).unwrap();
     /// let client = Client::connect(listener.address(), None).unwrap();
     /// let server = listener.accept().unwrap();

@@ -1,72 +1,93 @@
-//! Framing on a TCP stream (PROTOCOL.md §1): a 4-byte big-endian signed length, or −1 and an
-//! 8-byte length, then the payload. Each frame leaves in one `write`; reads are buffered so
-//! that a small frame costs one `read`; `TCP_QUICKACK` is re-armed before each read.
+//! CPython's message framing (`multiprocessing/connection.py`, `_send_bytes` and
+//! `_recv_bytes`), the one place its header is written and read: a 4-byte big-endian signed
+//! length, or −1 and an 8-byte big-endian length for payloads over 2 GiB − 1 (bpo-17560), then
+//! the payload (PROTOCOL.md §1).
+//!
+//! The pipe ([`super::Connection`]) carries frames in records; a TCP stream
+//! ([`super::TcpConnection`], the managers) carries them back to back, read here by a
+//! [`FrameReader`]: each frame leaves in one `write`; reads are buffered so that a small frame
+//! costs one `read`; `TCP_QUICKACK` is re-armed before each read.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::os::fd::AsFd;
-use std::time::{Duration, Instant};
 
 use crate::error::connection_io;
-use crate::pickle::cursor::Cursor;
-use crate::pickle::opcodes::{BINUNICODE, MARK, NONE, PROTO, STOP, TUPLE, TUPLE2};
 use crate::pickle::{self, Limits, Value};
 use crate::{sys, Error};
 
 /// The largest payload written with the short header.
-const SHORT_MAX: usize = 0x7fff_ffff;
+pub(crate) const SHORT_MAX: usize = 0x7fff_ffff;
 
-/// Handshake frames are capped at 256 bytes, as CPython caps them.
-pub(crate) const HANDSHAKE_FRAME_MAX: usize = 256;
-
-/// How the message of the `ValueError` in a `'#ERROR'` refusal starts: the server closes the
-/// connection after such a reply, so a client must not send on it again.
-pub(crate) const REFUSAL_PREFIX: &str = "request refused: ";
+/// The longest header: −1, then the 8-byte length.
+pub(crate) const HEADER_MAX: usize = 12;
 
 /// How much a reader pulls in one `read` before it knows the frame length.
 const READ_AHEAD: usize = 16 * 1024;
 
-/// Resolves a TCP address. An address of another form (no `host:port`, such as a Unix path or
-/// a Windows pipe name, CPython's `TestInvalidFamily`) is [`Error::InvalidArgument`] before
-/// any socket is made; a name that does not resolve is [`Error::Os`].
-pub(crate) fn resolve(address: impl ToSocketAddrs) -> Result<Vec<SocketAddr>, Error> {
-    let addresses: Vec<SocketAddr> = address
-        .to_socket_addrs()
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::InvalidInput => {
-                Error::InvalidArgument(format!("not a TCP address (host:port): {e}"))
-            }
-            _ => Error::Os {
-                op: "resolve address",
-                source: e,
-            },
-        })?
-        .collect();
-    if addresses.is_empty() {
-        return Err(Error::InvalidArgument(
-            "the address resolves to nothing".into(),
-        ));
+/// The header for a payload of `len` bytes, and how many of its bytes are used: 4, or 12 past
+/// [`SHORT_MAX`].
+#[inline]
+pub(crate) fn header(len: usize) -> ([u8; HEADER_MAX], usize) {
+    let mut header = [0u8; HEADER_MAX];
+    if len <= SHORT_MAX {
+        header[..4].copy_from_slice(&(len as u32).to_be_bytes());
+        (header, 4)
+    } else {
+        header[..4].copy_from_slice(&(-1i32).to_be_bytes());
+        header[4..].copy_from_slice(&(len as u64).to_be_bytes());
+        (header, HEADER_MAX)
     }
-    Ok(addresses)
 }
 
-/// Prepares a fresh socket: no Nagle delay (each frame is one write anyway).
-pub(crate) fn configure(stream: &TcpStream) -> Result<(), Error> {
-    stream
-        .set_nodelay(true)
-        .map_err(Error::os("setsockopt(TCP_NODELAY)"))
+/// What the start of a frame says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Header {
+    /// A payload of `len` bytes follows the `size` bytes of the header.
+    Complete {
+        /// The payload's length.
+        len: u64,
+        /// The header's length (4 or 12).
+        size: usize,
+    },
+    /// The header needs this many bytes, more than were given.
+    Incomplete(usize),
+    /// A negative length other than −1: not a frame.
+    Negative(i32),
+}
+
+/// Reads the header at the start of `bytes`.
+#[inline]
+pub(crate) fn parse_header(bytes: &[u8]) -> Header {
+    let Some(short) = bytes.first_chunk::<4>() else {
+        return Header::Incomplete(4);
+    };
+    match i32::from_be_bytes(*short) {
+        short @ 0.. => Header::Complete {
+            len: short as u64,
+            size: 4,
+        },
+        -1 => match bytes.get(4..HEADER_MAX).and_then(|b| b.first_chunk::<8>()) {
+            Some(long) => Header::Complete {
+                len: u64::from_be_bytes(*long),
+                size: HEADER_MAX,
+            },
+            None => Header::Incomplete(HEADER_MAX),
+        },
+        short => Header::Negative(short),
+    }
 }
 
 /// Writes one frame whose payload starts at byte 4 of `frame` (bytes 0..4 are room for the
 /// header), in a single `write` call for payloads up to 2 GiB − 1.
 pub(crate) fn send_frame(mut stream: &TcpStream, mut frame: Vec<u8>) -> Result<(), Error> {
     let len = frame.len() - 4;
-    if len <= SHORT_MAX {
-        frame[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    let (header, size) = header(len);
+    if size == 4 {
+        frame[..4].copy_from_slice(&header[..4]);
     } else {
-        let mut long = Vec::with_capacity(len + 12);
-        long.extend_from_slice(&[0xff; 4]);
-        long.extend_from_slice(&(len as u64).to_be_bytes());
+        let mut long = Vec::with_capacity(len + size);
+        long.extend_from_slice(&header[..size]);
         long.extend_from_slice(&frame[4..]);
         frame = long;
     }
@@ -100,73 +121,8 @@ pub(crate) struct FrameReader {
     eager_quickack: bool,
     /// Reused for each frame written with the `send_*` methods.
     out: Vec<u8>,
-    /// String buffers given back by [`recycle`](Self::recycle), for the next request's ident
-    /// and method name.
-    spare: Vec<String>,
     /// The largest frame the peer accepts, when it is known ([`set_send_cap`](Self::set_send_cap)).
     send_cap: u64,
-}
-
-/// What [`FrameReader::recv_reply`] or [`FrameReader::recv_request`] read.
-pub(crate) enum Incoming {
-    /// The value of a `('#RETURN', value)` reply.
-    Return(Value),
-    /// A request, taken apart.
-    Request(Request),
-    /// Any other pickle, whole.
-    Full(Value),
-}
-
-/// A request `(ident, methodname, args, kwds)` (PROTOCOL.md §5.1), taken apart.
-pub(crate) type Request = (Option<String>, String, Vec<Value>, Vec<(String, Value)>);
-
-/// A `BINUNICODE` string at the start of `input`, and the bytes after it.
-fn text(input: &[u8]) -> Option<(&str, &[u8])> {
-    let mut cursor = Cursor::new(input);
-    if cursor.u8()? != BINUNICODE {
-        return None;
-    }
-    let s = std::str::from_utf8(cursor.sized(4)?).ok()?;
-    Some((s, cursor.rest()))
-}
-
-/// Takes apart a request as [`pickle::request_into`] writes it: `PROTO 3`, `MARK`, the ident
-/// (`BINUNICODE` or `NONE`), the method (`BINUNICODE`), then args and kwargs, `TUPLE`,
-/// `STOP`. `None` for anything else (the caller decodes it whole).
-fn split_request(payload: &[u8], limits: &Limits, spare: &mut Vec<String>) -> Option<Request> {
-    let rest = payload.strip_prefix(&[PROTO, 3, MARK])?;
-    let (ident, rest) = match rest.split_first()? {
-        (&NONE, rest) => (None, rest),
-        _ => {
-            let (ident, rest) = text(rest)?;
-            (Some(ident), rest)
-        }
-    };
-    let (method, rest) = text(rest)?;
-    let body = rest.strip_suffix(&[TUPLE, STOP])?;
-    // The strings reuse buffers given back with `FrameReader::recycle`.
-    let mut owned = |text: &str| {
-        let mut s = spare.pop().unwrap_or_default();
-        s.clear();
-        s.push_str(text);
-        s
-    };
-    let (ident, method) = (ident.map(&mut owned), owned(method));
-    let Value::Tuple(pair) = pickle::loads_items(body, 2, limits)? else {
-        return None;
-    };
-    let [args, kwargs]: [Value; 2] = pair.try_into().ok()?;
-    let (Value::Tuple(args), Value::Dict(kwargs)) = (args, kwargs) else {
-        return None;
-    };
-    let kwargs = kwargs
-        .into_iter()
-        .map(|(k, v)| match k {
-            Value::Str(k) => Some((k, v)),
-            _ => None,
-        })
-        .collect::<Option<Vec<_>>>()?;
-    Some((ident, method, args, kwargs))
 }
 
 /// Where a frame's payload is.
@@ -189,7 +145,6 @@ impl FrameReader {
             end: 0,
             eager_quickack: true,
             out: Vec::new(),
-            spare: Vec::new(),
             send_cap: u64::MAX,
         }
     }
@@ -244,21 +199,22 @@ impl FrameReader {
                 truncated()
             });
         }
-        let b = &self.buf[self.start..self.start + 4];
-        let short = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-        let (len, header) = if short >= 0 {
-            (short as u64, 4)
-        } else if short == -1 {
-            if !self.fill(stream, 12)? {
-                return Err(truncated());
+        let (len, header) = match parse_header(&self.buf[self.start..self.end]) {
+            Header::Complete { len, size } => (len, size),
+            Header::Incomplete(need) => {
+                if !self.fill(stream, need)? {
+                    return Err(truncated());
+                }
+                match parse_header(&self.buf[self.start..self.end]) {
+                    Header::Complete { len, size } => (len, size),
+                    _ => return Err(truncated()),
+                }
             }
-            let mut a = [0u8; 8];
-            a.copy_from_slice(&self.buf[self.start + 4..self.start + 12]);
-            (u64::from_be_bytes(a), 12)
-        } else {
-            return Err(Error::Protocol {
-                reason: format!("negative frame length {short}"),
-            });
+            Header::Negative(short) => {
+                return Err(Error::Protocol {
+                    reason: format!("negative frame length {short}"),
+                })
+            }
         };
         self.start += header;
         if len > cap as u64 {
@@ -349,12 +305,12 @@ impl FrameReader {
         Ok(true)
     }
 
-    /// Reads one frame and hands its non-empty payload to `f`, with the spare strings.
-    fn with_frame<R>(
+    /// Reads one frame and hands its non-empty payload to `f` (no copy for a small one).
+    pub(crate) fn with_frame<R>(
         &mut self,
         stream: &TcpStream,
         cap: usize,
-        f: impl FnOnce(&[u8], &mut Vec<String>) -> Result<R, Error>,
+        f: impl FnOnce(&[u8]) -> Result<R, Error>,
     ) -> Result<R, Error> {
         let owned;
         let payload = match self.next_frame(stream, cap)? {
@@ -369,7 +325,7 @@ impl FrameReader {
                 reason: "empty frame where a pickle was expected".into(),
             });
         }
-        f(payload, &mut self.spare)
+        f(payload)
     }
 
     /// Reads one frame and unpickles it inertly.
@@ -379,85 +335,14 @@ impl FrameReader {
         cap: usize,
         limits: &Limits,
     ) -> Result<Value, Error> {
-        self.with_frame(stream, cap, |payload, _| {
+        self.with_frame(stream, cap, |payload| {
             Ok(pickle::loads_with(payload, limits)?)
         })
     }
 
-    /// Reads one reply. The common one from this crate's server, `('#RETURN', value)` in
-    /// protocol 3 with plain data, is decoded without building the tuple around the value.
-    pub(crate) fn recv_reply(
-        &mut self,
-        stream: &TcpStream,
-        cap: usize,
-        limits: &Limits,
-    ) -> Result<Incoming, Error> {
-        // `PROTO 3`, `BINUNICODE '#RETURN'`, the value, `TUPLE2 STOP`: how
-        // [`pickle::reply_into`] writes a return.
-        self.with_frame(stream, cap, |payload, _| {
-            if let Some(body) = payload
-                .strip_prefix(&[PROTO, 3])
-                .and_then(text)
-                .and_then(|(kind, rest)| (kind == "#RETURN").then_some(rest))
-                .and_then(|rest| rest.strip_suffix(&[TUPLE2, STOP]))
-            {
-                if let Some(value) = pickle::loads_items(body, 1, limits) {
-                    return Ok(Incoming::Return(value));
-                }
-            }
-            Ok(Incoming::Full(pickle::loads_with(payload, limits)?))
-        })
-    }
-
-    /// Reads one request. The common one from this crate's client, `(ident, method, args,
-    /// kwargs)` in protocol 3 with plain data, is taken apart without building the tuple;
-    /// anything else is decoded whole (`Incoming::Full`).
-    pub(crate) fn recv_request(
-        &mut self,
-        stream: &TcpStream,
-        cap: usize,
-        limits: &Limits,
-    ) -> Result<Incoming, Error> {
-        self.with_frame(stream, cap, |payload, spare| {
-            if let Some(request) = split_request(payload, limits, spare) {
-                return Ok(Incoming::Request(request));
-            }
-            Ok(Incoming::Full(pickle::loads_with(payload, limits)?))
-        })
-    }
-
-    /// Gives back a string of a request read earlier, for reuse (at most two are kept).
-    pub(crate) fn recycle(&mut self, s: String) {
-        if self.spare.len() < 2 && s.capacity() <= 256 {
-            self.spare.push(s);
-        }
-    }
-
-    /// Writes the request `(ident, method, args, kwargs)` as one frame.
-    pub(crate) fn send_request(
-        &mut self,
-        stream: &TcpStream,
-        ident: Option<&str>,
-        method: &str,
-        args: &[Value],
-        kwargs: &[(String, Value)],
-    ) -> Result<(), Error> {
-        self.send_with(stream, |out| {
-            pickle::request_into(ident, method, args, kwargs, out)
-        })
-    }
-
-    /// Writes the reply `(kind, payload)` as one frame.
-    pub(crate) fn send_reply(
-        &mut self,
-        stream: &TcpStream,
-        kind: &str,
-        payload: &Value,
-    ) -> Result<(), Error> {
-        self.send_with(stream, |out| pickle::reply_into(kind, payload, out))
-    }
-
-    fn send_with(
+    /// Writes one frame whose payload `encode` appends to a buffer reused from frame to frame,
+    /// in a single `write` call for payloads up to 2 GiB − 1.
+    pub(crate) fn send_with(
         &mut self,
         mut stream: &TcpStream,
         encode: impl FnOnce(&mut Vec<u8>),
@@ -473,7 +358,7 @@ impl FrameReader {
                 limit: self.send_cap,
             })
         } else if len <= SHORT_MAX {
-            frame[..4].copy_from_slice(&(len as u32).to_be_bytes());
+            frame[..4].copy_from_slice(&header(len).0[..4]);
             stream.write_all(&frame).map_err(connection_io("send"))
         } else {
             send_frame(stream, std::mem::take(&mut frame))
@@ -503,25 +388,6 @@ fn quickack(stream: &TcpStream) {
     // Best effort: a failure only costs latency.
     let _ = sys::set_quickack(stream.as_fd());
 }
-
-/// Sets the read and write timeouts to what is left until `deadline`.
-pub(crate) fn until(stream: &TcpStream, deadline: Option<Instant>) -> Result<(), Error> {
-    let left = match deadline {
-        None => None,
-        Some(d) => Some(
-            d.checked_duration_since(Instant::now())
-                .filter(|d| !d.is_zero())
-                .ok_or(Error::Timeout)?,
-        ),
-    };
-    stream
-        .set_read_timeout(left)
-        .and_then(|()| stream.set_write_timeout(left))
-        .map_err(Error::os("setsockopt(SO_RCVTIMEO)"))
-}
-
-/// A default for how long a whole handshake may take.
-pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {
@@ -555,66 +421,29 @@ mod tests {
         }
     }
 
-    fn s(text: &str) -> Value {
-        Value::Str(text.into())
-    }
-
     #[test]
-    fn requests_split_as_their_tuples_decode() {
-        let limits = Limits::default();
-        type Case<'a> = (Option<&'a str>, &'a str, Vec<Value>, Vec<(String, Value)>);
-        let cases: Vec<Case> = vec![
-            (None, "dummy", vec![], vec![]),
-            (Some("7f"), "qsize", vec![], vec![]),
-            (Some("7f"), "put", vec![Value::Int(42)], vec![]),
-            (
-                Some("7f"),
-                "get",
-                vec![],
-                vec![("timeout".into(), Value::Float(0.5))],
-            ),
-            (
-                Some("h\u{e9}"),
-                "put",
-                vec![
-                    Value::List(vec![Value::None; 5]),
-                    s("x"),
-                    Value::Bytes(vec![1]),
-                ],
-                vec![("block".into(), Value::Bool(false))],
-            ),
-        ];
-        for (ident, method, args, kwargs) in cases {
-            let mut frame = Vec::new();
-            pickle::request_into(ident, method, &args, &kwargs, &mut frame);
-            let split = split_request(&frame, &limits, &mut Vec::new()).expect("split");
-            assert_eq!(
-                split,
-                (
-                    ident.map(str::to_string),
-                    method.to_string(),
-                    args.clone(),
-                    kwargs.clone()
-                )
-            );
+    fn headers_read_as_they_are_written() {
+        for len in [0, 1, 255, SHORT_MAX] {
+            let (bytes, size) = header(len);
+            assert_eq!(size, 4);
+            assert_eq!(&bytes[..4], &(len as u32).to_be_bytes());
+            assert!(matches!(
+                parse_header(&bytes[..4]),
+                Header::Complete { len: l, size: 4 } if l == len as u64
+            ));
+            assert!(matches!(parse_header(&bytes[..3]), Header::Incomplete(4)));
         }
-        // Anything else is left to the full decoder.
-        let cpython = b"\x80\x04\x95\x1f\x00\x00\x00\x00\x00\x00\x00(\x8c\x0c7fd0e34c5be0\x94\x8c\x03put\x94K*\x85\x94}\x94t\x94.";
-        let spare = &mut Vec::new();
-        assert!(split_request(cpython, &limits, spare).is_none());
-        let mut frame = Vec::new();
-        pickle::request_into(
-            Some("7f"),
-            "put",
-            &[Value::global("os", "system")],
-            &[],
-            &mut frame,
-        );
-        assert!(
-            split_request(&frame, &limits, spare).is_none(),
-            "globals are not plain data"
-        );
-        assert!(split_request(&frame[..frame.len() - 1], &limits, spare).is_none());
-        assert!(split_request(b"", &limits, spare).is_none());
+        let (bytes, size) = header(SHORT_MAX + 1);
+        assert_eq!(size, 12);
+        assert_eq!(&bytes[..4], &(-1i32).to_be_bytes());
+        assert!(matches!(parse_header(&bytes[..4]), Header::Incomplete(12)));
+        assert!(matches!(
+            parse_header(&bytes),
+            Header::Complete { len, size: 12 } if len == SHORT_MAX as u64 + 1
+        ));
+        assert!(matches!(
+            parse_header(&(-2i32).to_be_bytes()),
+            Header::Negative(-2)
+        ));
     }
 }

@@ -6,8 +6,11 @@ use std::net::TcpStream;
 
 use hmac::{Hmac, Mac};
 
-use super::wire::{self, FrameReader, HANDSHAKE_FRAME_MAX};
+use super::frame::{self, FrameReader};
 use crate::Error;
+
+/// Handshake frames are capped at 256 bytes, as CPython caps them.
+pub(crate) const HANDSHAKE_FRAME_MAX: usize = 256;
 
 const CHALLENGE: &[u8] = b"#CHALLENGE#";
 const WELCOME: &[u8] = b"#WELCOME#";
@@ -186,13 +189,13 @@ pub(crate) fn deliver_challenge(
     };
     let mut frame = CHALLENGE.to_vec();
     frame.extend_from_slice(&m);
-    wire::send_bytes(stream, &frame)?;
+    frame::send_bytes(stream, &frame)?;
     let answer = reader.recv(stream, HANDSHAKE_FRAME_MAX)?;
     if answer_is_valid(config, &m, &answer) {
-        wire::send_bytes(stream, WELCOME)
+        frame::send_bytes(stream, WELCOME)
     } else {
         // Best effort: the peer learns why before we close.
-        let _ = wire::send_bytes(stream, FAILURE);
+        let _ = frame::send_bytes(stream, FAILURE);
         Err(Error::Auth {
             reason: "digest received was wrong",
         })
@@ -210,7 +213,7 @@ pub(crate) fn answer_challenge(
         reason: "the peer sent no challenge",
     })?;
     let response = response_for(&config.key, m)?;
-    wire::send_bytes(stream, &response)?;
+    frame::send_bytes(stream, &response)?;
     let verdict = reader.recv(stream, HANDSHAKE_FRAME_MAX)?;
     if verdict == WELCOME {
         Ok(())
