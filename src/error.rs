@@ -1,11 +1,15 @@
-//! The crate's error type.
+//! The crate's error types: [`Error`], what happens to a caller, and [`WireError`], what goes
+//! wrong on a TCP connection's handshake and framing (managers, `Listener`, `Client`).
 
 use std::io;
+use std::sync::Arc;
 
 /// Everything that can go wrong when starting, joining or talking to a process.
 ///
 /// Each variant carries what a caller needs to act on it: the pid, the signal, the panic
-/// message, the type that failed to serialize, the OS error.
+/// message, the type that failed to serialize, the OS error. It clones without losing its
+/// variant (the OS error is shared behind an [`Arc`]), so a pool can hand the same task error to
+/// a callback and to `get`.
 ///
 /// # Examples
 ///
@@ -22,7 +26,7 @@ use std::io;
 ///     other => panic!("unexpected: {other:?}"),
 /// }
 /// ```
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The child's function panicked. Its exit code is 1, as for an uncaught Python exception.
@@ -107,10 +111,65 @@ pub enum Error {
     #[error("buffer too short: the message has {} bytes", .0.len())]
     BufferTooShort(Vec<u8>),
 
-    /// An argument was out of range (an offset past the buffer, too many handles in one
-    /// message, …).
+    /// A programmer error CPython reports as `ValueError` on an argument: a pool of 0
+    /// processes, `max_tasks_per_child(0)`, a chunk size of 0, a barrier of 0 parties, a bounded
+    /// queue of size 0 or above `u32::MAX`, a pool `join` before `close` or `terminate`, or from
+    /// the pool's own callback. Fix the call; nothing else makes this error.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+
+    /// An index or slice past the end of a shared [`Array`](crate::Array) or
+    /// [`RawArray`](crate::RawArray) (`set`, `set_slice`); nothing was written. Clamp to
+    /// `len`, or make a larger array.
+    #[error("{count} element(s) from index {start} do not fit an array of {len}")]
+    IndexOutOfRange {
+        /// The first index written.
+        start: usize,
+        /// How many elements were to be written.
+        count: usize,
+        /// The array's length.
+        len: usize,
+    },
+
+    /// A shared array of more elements than its header can count (`u32::MAX`); nothing was
+    /// made.
+    #[error("an array of {count} elements is over the limit of {limit}")]
+    TooManyElements {
+        /// The elements asked for.
+        count: usize,
+        /// The most an array holds.
+        limit: usize,
+    },
+
+    /// A message announced a length this process cannot allocate (or address); the
+    /// connection is then out of step: close it.
+    #[error("cannot allocate a {bytes}-byte message")]
+    OutOfMemory {
+        /// The message's length in bytes.
+        bytes: u64,
+    },
+
+    /// A peer process or a shared memory region gave bytes that break this crate's own
+    /// framing: a report from a child, a forkserver's greeting, a queue record or ring, a pool
+    /// batch, a message header on a connection. A bug or a hostile peer, never the caller's
+    /// argument.
+    #[error("malformed {what}")]
+    Malformed {
+        /// What was malformed, e.g. `"queue record"`.
+        what: &'static str,
+    },
+
+    /// An address given to [`Listener::bind`](crate::managers::Listener::bind),
+    /// [`Client::connect`](crate::managers::Client::connect),
+    /// [`Manager::connect`](crate::managers::Manager::connect) or
+    /// [`ManagerServer::bind`](crate::managers::ManagerServer::bind) is not a TCP `host:port`
+    /// address (a Unix path or a Windows pipe name, say: CPython's `TestInvalidFamily`), or
+    /// resolves to nothing. A name the resolver cannot look up is [`Error::Os`].
+    #[error("invalid address: {reason}")]
+    Address {
+        /// Why, e.g. `"the address resolves to nothing"`.
+        reason: String,
+    },
 
     /// A queue `get` found nothing: at once (`try_get`) or within its timeout. Also what a
     /// manager's remote `queue.Empty` becomes.
@@ -132,13 +191,9 @@ pub enum Error {
     #[error("the queue is shut down")]
     ShutDown,
 
-    /// A manager handshake failed: a wrong authkey on either side, or a peer that does not
-    /// speak the handshake.
-    #[error("authentication failed: {reason}")]
-    Auth {
-        /// What went wrong, e.g. `"digest sent was rejected"`.
-        reason: &'static str,
-    },
+    /// A TCP connection's handshake or framing failed (managers, `Listener`, `Client`).
+    #[error(transparent)]
+    Wire(#[from] WireError),
 
     /// A manager's served object raised a Python exception, or the server reported a failure
     /// (`RemoteError`, for an unknown object, method or request).
@@ -149,14 +204,6 @@ pub enum Error {
         class: String,
         /// Its message (the first argument, or the traceback text the server sent).
         message: String,
-    },
-
-    /// A peer broke the managers' wire protocol (bad frame, oversized handshake frame, a reply
-    /// of the wrong shape).
-    #[error("protocol error: {reason}")]
-    Protocol {
-        /// What was wrong.
-        reason: String,
     },
 
     /// A message is larger than the receiver accepts: a manager request over the server's
@@ -255,9 +302,10 @@ pub enum Error {
     Os {
         /// The call or step that failed (`"fork"`, `"posix_spawn"`, `"sendmsg"`, …).
         op: &'static str,
-        /// The OS error, with its errno (`source.raw_os_error()`).
+        /// The OS error, with its errno (`source.raw_os_error()`); shared, so that the error
+        /// clones.
         #[source]
-        source: io::Error,
+        source: Arc<io::Error>,
     },
 
     /// A value to send to another process holds ipc-channel endpoints (`IpcSender`,
@@ -304,7 +352,10 @@ impl Error {
         move |source| match source.kind() {
             // Only the interruptible waits report it (`sys::OnSignal`).
             io::ErrorKind::Interrupted => Error::Interrupted,
-            _ => Error::Os { op, source },
+            _ => Error::Os {
+                op,
+                source: Arc::new(source),
+            },
         }
     }
 
@@ -324,6 +375,45 @@ impl Error {
     }
 }
 
+/// A failure on a TCP connection of the managers' protocol, or of a
+/// [`Listener`](crate::managers::Listener) / [`Client`](crate::managers::Client): its
+/// handshake, or its framing. [`Error::Wire`] carries it.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::managers::{Manager, ManagerServer};
+/// use multiproc::{Error, WireError};
+///
+/// let server = ManagerServer::bind("127.0.0.1:0", b"key").unwrap().start_thread().unwrap();
+/// match Manager::connect(server.address(), b"wrong") {
+///     Err(Error::Wire(WireError::Auth { reason })) => {
+///         assert_eq!(reason, "digest sent was rejected")
+///     }
+///     Err(other) => panic!("unexpected: {other}"),
+///     Ok(_) => panic!("connected with a wrong key"),
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// A handshake failed: a wrong authkey on either side, or a peer that does not speak the
+    /// handshake (CPython's `AuthenticationError`).
+    #[error("authentication failed: {reason}")]
+    Auth {
+        /// What went wrong, e.g. `"digest sent was rejected"`.
+        reason: &'static str,
+    },
+
+    /// A peer broke the wire protocol (bad frame, oversized handshake frame, a reply of the
+    /// wrong shape).
+    #[error("protocol error: {reason}")]
+    Protocol {
+        /// What was wrong.
+        reason: String,
+    },
+}
+
 /// Maps an I/O error on a connection: a closed peer becomes [`Error::Disconnected`].
 pub(crate) fn connection_io(op: &'static str) -> impl FnOnce(io::Error) -> Error {
     move |source| match source.kind() {
@@ -331,7 +421,10 @@ pub(crate) fn connection_io(op: &'static str) -> impl FnOnce(io::Error) -> Error
         | io::ErrorKind::ConnectionReset
         | io::ErrorKind::UnexpectedEof => Error::Disconnected,
         io::ErrorKind::Interrupted => Error::Interrupted,
-        _ => Error::Os { op, source },
+        _ => Error::Os {
+            op,
+            source: Arc::new(source),
+        },
     }
 }
 
@@ -348,5 +441,202 @@ fn describe_death(signal: Option<i32>, code: Option<i32>) -> String {
         (Some(signal), _) => format!("killed by signal {signal} ({})", signal_name(signal)),
         (None, Some(code)) => format!("exited with code {code}"),
         (None, None) => "ended".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pickle::PickleError;
+    use std::mem::discriminant;
+
+    /// The position of each variant: an exhaustive match, so that a new variant must be added
+    /// here, and then to `one_of_each` (the test checks that every position is covered).
+    fn position(e: &Error) -> usize {
+        match e {
+            Error::Panicked { .. } => 0,
+            Error::Signaled { .. } => 1,
+            Error::Exited { .. } => 2,
+            Error::Serialize { .. } => 3,
+            Error::Deserialize { .. } => 4,
+            Error::Bootstrap { .. } => 5,
+            Error::Timeout => 6,
+            Error::AlreadyJoined { .. } => 7,
+            Error::Disconnected => 8,
+            Error::Closed => 9,
+            Error::BufferTooShort(_) => 10,
+            Error::InvalidArgument(_) => 11,
+            Error::IndexOutOfRange { .. } => 12,
+            Error::TooManyElements { .. } => 13,
+            Error::OutOfMemory { .. } => 14,
+            Error::Malformed { .. } => 15,
+            Error::Address { .. } => 16,
+            Error::Empty => 17,
+            Error::Full => 18,
+            Error::TaskDoneTooOften => 19,
+            Error::ShutDown => 20,
+            Error::Wire(_) => 21,
+            Error::Remote { .. } => 22,
+            Error::MessageTooLarge { .. } => 23,
+            Error::Pickle(_) => 24,
+            Error::WorkerLost { .. } => 25,
+            Error::PoolClosed => 26,
+            Error::Cancelled => 27,
+            Error::PoolBroken { .. } => 28,
+            Error::ResultTaken => 29,
+            Error::NotHeld => 30,
+            Error::TooManyReleases { .. } => 31,
+            Error::BrokenBarrier => 32,
+            Error::UnsealedSharedMemory { .. } => 33,
+            Error::SharedMemoryTooSmall { .. } => 34,
+            Error::Os { .. } => 35,
+            Error::IpcChannelEndpoint { .. } => 36,
+            Error::UnauthenticatedFunction { .. } => 37,
+            Error::Interrupted => 38,
+        }
+    }
+    const VARIANTS: usize = 39;
+
+    fn one_of_each() -> Vec<Error> {
+        vec![
+            Error::Panicked {
+                pid: 7,
+                message: "boom".into(),
+                location: Some("src/main.rs:1:2".into()),
+            },
+            Error::Signaled { pid: 7, signal: 9 },
+            Error::Exited { pid: 7, code: 3 },
+            Error::Serialize {
+                type_name: "T",
+                reason: "no".into(),
+            },
+            Error::Deserialize {
+                type_name: "T",
+                reason: "no".into(),
+            },
+            Error::Bootstrap {
+                pid: 7,
+                reason: "no".into(),
+            },
+            Error::Timeout,
+            Error::AlreadyJoined { pid: 7 },
+            Error::Disconnected,
+            Error::Closed,
+            Error::BufferTooShort(vec![1, 2, 3]),
+            Error::InvalidArgument("chunksize must be at least 1".into()),
+            Error::IndexOutOfRange {
+                start: 8,
+                count: 3,
+                len: 10,
+            },
+            Error::TooManyElements {
+                count: 1 << 33,
+                limit: u32::MAX as usize,
+            },
+            Error::OutOfMemory { bytes: 1 << 60 },
+            Error::Malformed {
+                what: "queue record",
+            },
+            Error::Address {
+                reason: "the address resolves to nothing".into(),
+            },
+            Error::Empty,
+            Error::Full,
+            Error::TaskDoneTooOften,
+            Error::ShutDown,
+            Error::Wire(WireError::Auth {
+                reason: "digest sent was rejected",
+            }),
+            Error::Remote {
+                class: "builtins.ValueError".into(),
+                message: "no".into(),
+            },
+            Error::MessageTooLarge { size: 10, limit: 5 },
+            Error::Pickle(PickleError::Truncated { offset: 4 }),
+            Error::WorkerLost {
+                pid: 7,
+                signal: Some(9),
+                code: None,
+            },
+            Error::PoolClosed,
+            Error::Cancelled,
+            Error::PoolBroken {
+                reason: "no".into(),
+            },
+            Error::ResultTaken,
+            Error::NotHeld,
+            Error::TooManyReleases { limit: 2 },
+            Error::BrokenBarrier,
+            Error::UnsealedSharedMemory { seals: 0 },
+            Error::SharedMemoryTooSmall { len: 4, needed: 8 },
+            Error::os("sendmsg")(io::Error::from_raw_os_error(libc::EBADF)),
+            Error::IpcChannelEndpoint {
+                type_name: "T",
+                channels: 1,
+                regions: 0,
+            },
+            Error::UnauthenticatedFunction {
+                what: "a pool task",
+            },
+            Error::Interrupted,
+        ]
+    }
+
+    #[test]
+    fn every_variant_clones_to_the_same_variant_and_message() {
+        let all = one_of_each();
+        let mut seen = [false; VARIANTS];
+        for e in &all {
+            seen[position(e)] = true;
+            let copy = e.clone();
+            assert_eq!(discriminant(e), discriminant(&copy), "{e:?}");
+            assert_eq!(e.to_string(), copy.to_string());
+            assert_eq!(format!("{e:?}"), format!("{copy:?}"));
+            assert_eq!(e.raw_os_error(), copy.raw_os_error());
+        }
+        let missing: Vec<usize> = (0..VARIANTS).filter(|&i| !seen[i]).collect();
+        assert!(missing.is_empty(), "variants without a sample: {missing:?}");
+    }
+
+    #[test]
+    fn an_os_error_clones_with_its_errno_and_source() {
+        use std::error::Error as _;
+        let e = Error::os("sendmsg")(io::Error::from_raw_os_error(libc::EPIPE));
+        let copy = e.clone();
+        assert_eq!(copy.raw_os_error(), Some(libc::EPIPE));
+        assert_eq!(copy.to_string(), e.to_string());
+        let source = copy.source().expect("an Os error has a source");
+        assert_eq!(
+            source.to_string(),
+            io::Error::from_raw_os_error(libc::EPIPE).to_string()
+        );
+        match (&e, &copy) {
+            (Error::Os { source: a, op: x }, Error::Os { source: b, op: y }) => {
+                assert!(Arc::ptr_eq(a, b));
+                assert_eq!(x, y);
+            }
+            other => panic!("not both Os: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn wire_errors_keep_their_messages() {
+        let auth: Error = WireError::Auth {
+            reason: "digest sent was rejected",
+        }
+        .into();
+        assert_eq!(
+            auth.to_string(),
+            "authentication failed: digest sent was rejected"
+        );
+        let protocol: Error = WireError::Protocol {
+            reason: "bad frame".into(),
+        }
+        .into();
+        assert_eq!(protocol.to_string(), "protocol error: bad frame");
+        assert!(matches!(
+            protocol.clone(),
+            Error::Wire(WireError::Protocol { reason }) if reason == "bad frame"
+        ));
     }
 }

@@ -219,7 +219,7 @@ pub mod sync;
 mod sys;
 
 pub use connection::{Connection, Pipe, RecvEnd, SendEnd};
-pub use error::Error;
+pub use error::{Error, WireError};
 pub use pool::{AsyncResult, Callbacks, IMapIterator, MapResult, Pool, PoolBuilder};
 pub use process::{
     active_children, cpu_count, current_process, current_start_method, get_start_method,

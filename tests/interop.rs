@@ -19,7 +19,7 @@ use multiproc::managers::{
     ServerHandle,
 };
 use multiproc::pickle::{self, Value};
-use multiproc::{ByteBuf, Error};
+use multiproc::{ByteBuf, Error, WireError};
 
 const KEY: &[u8] = b"interop key \x00\xff";
 
@@ -363,7 +363,7 @@ fn rust_client_session_with(python: &Path, flags: &[&str], form: &str) -> String
     // C4: a wrong key is refused, and the trailing '#TRACEBACK' frame is ignored.
     assert!(matches!(
         Manager::connect(address, b"wrong"),
-        Err(Error::Auth { .. })
+        Err(Error::Wire(WireError::Auth { .. }))
     ));
     let manager = Manager::connect(address, KEY).unwrap();
     let baseline = manager.number_of_objects().unwrap();
@@ -486,7 +486,7 @@ fn rust_client_session_with(python: &Path, flags: &[&str], form: &str) -> String
         // A plain call of such a method is refused, and its object released.
         assert!(matches!(
             queues.call("queue", name(), vec![]),
-            Err(Error::Protocol { .. })
+            Err(Error::Wire(WireError::Protocol { .. }))
         ));
         assert_eq!(manager.number_of_objects().unwrap(), baseline + 2);
         drop((a, b));

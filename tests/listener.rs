@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use multiproc::managers::{Client, Listener, TcpConnection};
-use multiproc::{ByteBuf, Error};
+use multiproc::{ByteBuf, Error, WireError};
 
 /// A connected pair; the handshake needs both sides at once, so one is accepted on a thread.
 fn pair(key: Option<&'static [u8]>) -> (TcpConnection, TcpConnection) {
@@ -117,9 +117,12 @@ fn wrong_key_fails_on_both_sides() {
         let t = std::thread::spawn(move || listener.accept());
         assert!(matches!(
             Client::connect(address, Some(b"wrong")),
-            Err(Error::Auth { .. })
+            Err(Error::Wire(WireError::Auth { .. }))
         ));
-        assert!(matches!(t.join().unwrap(), Err(Error::Auth { .. })));
+        assert!(matches!(
+            t.join().unwrap(),
+            Err(Error::Wire(WireError::Auth { .. }))
+        ));
     });
 }
 
@@ -243,26 +246,26 @@ each_method! {
 }
 
 /// NET-11: an address of the wrong form for TCP (a Windows pipe name, a Unix path) is
-/// refused when the listener or client is made, as an invalid argument.
+/// refused when the listener or client is made, as `Error::Address`.
 /// CPython: TestInvalidFamily.test_invalid_family (bpo-14151)
 #[test]
 fn address_of_the_wrong_family_is_refused() {
     for bad in [r"\\.\pipe\multiproc-test", "/run/multiproc-test.sock"] {
         assert!(
-            matches!(Listener::bind(bad, None), Err(Error::InvalidArgument(_))),
+            matches!(Listener::bind(bad, None), Err(Error::Address { .. })),
             "{bad}"
         );
         assert!(
-            matches!(Client::connect(bad, None), Err(Error::InvalidArgument(_))),
+            matches!(Client::connect(bad, None), Err(Error::Address { .. })),
             "{bad}"
         );
         assert!(matches!(
             multiproc::managers::ManagerServer::bind(bad, b"k"),
-            Err(Error::InvalidArgument(_))
+            Err(Error::Address { .. })
         ));
         assert!(matches!(
             multiproc::managers::Manager::connect(bad, b"k"),
-            Err(Error::InvalidArgument(_))
+            Err(Error::Address { .. })
         ));
     }
 }

@@ -16,7 +16,7 @@ use multiproc::managers::{
     ServedLock, ServedNamespace, ServedQueue, ServedSemaphore, ServedValue, ServerHandle,
 };
 use multiproc::pickle::{self, Limits, Value};
-use multiproc::{ByteBuf, Error, Process};
+use multiproc::{ByteBuf, Error, Process, WireError};
 
 type Log = Arc<Mutex<Vec<String>>>;
 
@@ -251,6 +251,18 @@ fn remote_failures_keep_their_kind() {
     assert!(matches!(q.task_done(), Err(Error::Remote { .. })));
 }
 
+/// The served queue used in-process keeps CPython's `task_done` `ValueError` as the crate's own
+/// `Error::TaskDoneTooOften`, as a `JoinableQueue` does. CPython: _TestQueue.test_task_done
+#[test]
+fn served_queue_task_done_too_often_is_typed() {
+    let q = ServedQueue::new(0);
+    assert!(matches!(q.task_done(), Err(Error::TaskDoneTooOften)));
+    q.put(&1u8).unwrap();
+    assert_eq!(q.get::<u8>().unwrap(), 1);
+    q.task_done().unwrap();
+    assert!(matches!(q.task_done(), Err(Error::TaskDoneTooOften)));
+}
+
 /// MGR-06. CPython: _TestMyManager.test_mymanager, test_mymanager_context,
 /// test_mymanager_context_prestarted
 #[test]
@@ -323,7 +335,9 @@ fn bounded_queue_seen_from_another_process() {
 fn wrong_authkey_is_refused_before_dispatch() {
     let (server, tasks, log) = queue_server(b"right");
     match Manager::connect(server.address(), b"wrong") {
-        Err(Error::Auth { reason }) => assert_eq!(reason, "digest sent was rejected"),
+        Err(Error::Wire(WireError::Auth { reason })) => {
+            assert_eq!(reason, "digest sent was rejected")
+        }
         other => panic!("{other:?}"),
     }
     let lines = wait_for_log(&log, "authentication failed");
@@ -435,7 +449,7 @@ fn client_detects_bogus_verdict_and_bogus_answer() {
             assert_eq!(verdict, b"#FAILURE#");
         });
         match Manager::connect(address, b"k") {
-            Err(Error::Auth { reason }) => assert_eq!(
+            Err(Error::Wire(WireError::Auth { reason })) => assert_eq!(
                 reason,
                 if bogus_answer {
                     "digest received was wrong"
@@ -494,7 +508,7 @@ fn empty_authkey_still_authenticates() {
     still_serves(server.address(), b"");
     assert!(matches!(
         Manager::connect(server.address(), b"x"),
-        Err(Error::Auth { .. })
+        Err(Error::Wire(WireError::Auth { .. }))
     ));
 }
 
@@ -914,11 +928,11 @@ fn method_to_typeid_answers_with_proxies() {
     // and its new object released.
     assert!(matches!(
         factory.call_proxy("ping", vec![], vec![]),
-        Err(Error::Protocol { .. })
+        Err(Error::Wire(WireError::Protocol { .. }))
     ));
     assert!(matches!(
         factory.call("queue", vec![], vec![]),
-        Err(Error::Protocol { .. })
+        Err(Error::Wire(WireError::Protocol { .. }))
     ));
     assert_eq!(server.number_of_objects(), 4);
 

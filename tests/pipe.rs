@@ -232,6 +232,17 @@ fn recv_timeout() {
     assert_eq!(b.recv_timeout::<u8>(Duration::from_secs(10)).unwrap(), 9);
 }
 
+/// A timeout too long to add to the clock waits as long as it takes, as `recv` does, rather
+/// than failing (CPython's `Connection.poll` takes any timeout).
+#[test]
+fn recv_timeout_of_duration_max_waits_without_limit() {
+    let (a, b) = Pipe::new().unwrap();
+    a.send(&7u8).unwrap();
+    assert_eq!(b.recv_timeout::<u8>(Duration::MAX).unwrap(), 7);
+    a.send(&8u8).unwrap();
+    assert_eq!(b.recv_timeout::<u8>(Duration::MAX).unwrap(), 8);
+}
+
 fn talk_back(conn: Connection) -> Vec<String> {
     let mut heard = Vec::new();
     for i in 0..3 {

@@ -56,7 +56,10 @@ each_method! {
         assert_eq!(a.to_vec(), (7..1007).collect::<Vec<u32>>());
         let mut g = a.lock();
         assert_eq!(g.get(1000), None);
-        assert!(matches!(g.set(1000, 1), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            g.set(1000, 1),
+            Err(Error::IndexOutOfRange { start: 1000, count: 1, len: 1000 })
+        ));
     }
 }
 
@@ -245,7 +248,10 @@ each_method! {
             assert_eq!(g.get_slice(9..11), None);
             g.set_slice(2, &[20, 30, 40]).unwrap();
             assert_eq!(g.get_slice(1..6), Some(vec![1, 20, 30, 40, 5]));
-            assert!(matches!(g.set_slice(8, &[1, 2, 3]), Err(Error::InvalidArgument(_))));
+            assert!(matches!(
+                g.set_slice(8, &[1, 2, 3]),
+                Err(Error::IndexOutOfRange { start: 8, count: 3, len: 10 })
+            ));
             assert_eq!(g.get(9), Some(9), "a refused slice wrote nothing");
             g.set_slice(2, &[2, 3, 4]).unwrap();
         }
@@ -256,7 +262,10 @@ each_method! {
         assert_eq!(r.len(), 10);
         assert_eq!(r.get_slice(2..5), Some(vec![2, 3, 4]));
         r.set_slice(0, &[0, 1]).unwrap();
-        assert!(matches!(r.set(10, 1), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            r.set(10, 1),
+            Err(Error::IndexOutOfRange { start: 10, count: 1, len: 10 })
+        ));
         with(method).spawn(prefix_sums_raw, r.try_clone().unwrap()).unwrap().join().unwrap();
         assert_eq!(r.to_vec(), SUMS);
     }
@@ -432,4 +441,14 @@ fn shm_08_many_blocks_never_overlap_and_are_all_unmapped() {
         .join()
         .unwrap();
     assert_eq!(before, after);
+}
+
+/// An array longer than its header's `u32` count is refused before any memory is made.
+#[test]
+fn an_array_over_u32_max_elements_is_refused() {
+    let count = u32::MAX as usize + 1;
+    let limit = u32::MAX as usize;
+    let too_many = |e: &Error| matches!(e, Error::TooManyElements { count: c, limit: l } if *c == count && *l == limit);
+    assert!(too_many(&RawArray::<u8>::zeroed(count).err().unwrap()));
+    assert!(too_many(&Array::<u8>::zeroed(count).err().unwrap()));
 }

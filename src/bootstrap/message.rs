@@ -193,7 +193,7 @@ pub(super) fn send_outcome(report: &ReportTo<'_>, outcome: Outcome) -> Result<()
             report.send(TAG_FAILED, &codec::encode(&failure)?, &[])?;
             Err(Error::Os {
                 op: "memfd",
-                source: e,
+                source: e.into(),
             })
         }
     }
@@ -227,5 +227,7 @@ pub(crate) fn parse_report(frame: Vec<u8>, mut fds: Vec<OwnedFd>) -> Result<Repo
 }
 
 pub(super) fn malformed_report() -> Error {
-    Error::InvalidArgument("the child sent a malformed report".into())
+    Error::Malformed {
+        what: "report from the child",
+    }
 }

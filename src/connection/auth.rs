@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use hmac::{Hmac, Mac};
 
 use super::frame::{self, FrameReader};
-use crate::Error;
+use crate::{Error, WireError};
 
 /// Handshake frames are capped at 256 bytes, as CPython caps them.
 pub(crate) const HANDSHAKE_FRAME_MAX: usize = 256;
@@ -130,16 +130,16 @@ fn split_prefix(payload: &[u8]) -> Option<(Digest, &[u8])> {
 /// The MAC a challenge message `m` asks for (PROTOCOL.md §2.3, answerer's rules).
 fn response_for(key: &[u8], m: &[u8]) -> Result<Vec<u8>, Error> {
     if m.len() < 20 && m.len() != 16 {
-        return Err(Error::Auth {
+        return Err(Error::Wire(WireError::Auth {
             reason: "challenge too short",
-        });
+        }));
     }
     if m.len() == 20 || m.len() == 16 {
         return Ok(Digest::Md5.mac(key, m));
     }
-    let (digest, _) = split_prefix(m).ok_or(Error::Auth {
+    let (digest, _) = split_prefix(m).ok_or(Error::Wire(WireError::Auth {
         reason: "challenge names no supported digest",
-    })?;
+    }))?;
     let mut out = format!("{{{}}}", digest.name()).into_bytes();
     out.extend(digest.mac(key, m));
     Ok(out)
@@ -196,9 +196,9 @@ pub(crate) fn deliver_challenge(
     } else {
         // Best effort: the peer learns why before we close.
         let _ = frame::send_bytes(stream, FAILURE);
-        Err(Error::Auth {
+        Err(Error::Wire(WireError::Auth {
             reason: "digest received was wrong",
-        })
+        }))
     }
 }
 
@@ -209,18 +209,20 @@ pub(crate) fn answer_challenge(
     config: &AuthConfig,
 ) -> Result<(), Error> {
     let challenge = reader.recv(stream, HANDSHAKE_FRAME_MAX)?;
-    let m = challenge.strip_prefix(CHALLENGE).ok_or(Error::Auth {
-        reason: "the peer sent no challenge",
-    })?;
+    let m = challenge
+        .strip_prefix(CHALLENGE)
+        .ok_or(Error::Wire(WireError::Auth {
+            reason: "the peer sent no challenge",
+        }))?;
     let response = response_for(&config.key, m)?;
     frame::send_bytes(stream, &response)?;
     let verdict = reader.recv(stream, HANDSHAKE_FRAME_MAX)?;
     if verdict == WELCOME {
         Ok(())
     } else {
-        Err(Error::Auth {
+        Err(Error::Wire(WireError::Auth {
             reason: "digest sent was rejected",
-        })
+        }))
     }
 }
 

@@ -14,7 +14,7 @@ use std::os::fd::AsFd;
 
 use crate::error::connection_io;
 use crate::pickle::{self, Limits, Value};
-use crate::{sys, Error};
+use crate::{sys, Error, WireError};
 
 /// The largest payload written with the short header.
 pub(crate) const SHORT_MAX: usize = 0x7fff_ffff;
@@ -180,7 +180,7 @@ impl FrameReader {
 
     /// Reads one frame of at most `cap` bytes. The cap is checked on the declared length,
     /// before anything is allocated. A clean end of stream before a frame starts is
-    /// [`Error::Disconnected`]; one inside a frame is [`Error::Protocol`]. A frame over `cap`
+    /// [`Error::Disconnected`]; one inside a frame is [`WireError::Protocol`]. A frame over `cap`
     /// is [`Error::MessageTooLarge`], its header consumed and its payload not read.
     pub(crate) fn recv(&mut self, stream: &TcpStream, cap: usize) -> Result<Vec<u8>, Error> {
         Ok(match self.next_frame(stream, cap)? {
@@ -211,9 +211,9 @@ impl FrameReader {
                 }
             }
             Header::Negative(short) => {
-                return Err(Error::Protocol {
+                return Err(Error::Wire(WireError::Protocol {
                     reason: format!("negative frame length {short}"),
-                })
+                }))
             }
         };
         self.start += header;
@@ -321,9 +321,9 @@ impl FrameReader {
             }
         };
         if payload.is_empty() {
-            return Err(Error::Protocol {
+            return Err(Error::Wire(WireError::Protocol {
                 reason: "empty frame where a pickle was expected".into(),
-            });
+            }));
         }
         f(payload)
     }
@@ -372,9 +372,9 @@ impl FrameReader {
 }
 
 fn truncated() -> Error {
-    Error::Protocol {
+    Error::Wire(WireError::Protocol {
         reason: "stream ended inside a frame".into(),
-    }
+    })
 }
 
 fn read_error(e: io::Error) -> Error {

@@ -12,7 +12,7 @@ use super::auth::{self, AuthConfig};
 use super::frame::{self, FrameReader};
 use super::tcp;
 use crate::pickle::{self, Limits};
-use crate::Error;
+use crate::{Error, WireError};
 
 /// The largest message a [`TcpConnection`] accepts (64 MiB).
 const MAX_MESSAGE: usize = 64 << 20;
@@ -52,7 +52,7 @@ impl Listener {
     /// # Errors
     ///
     /// [`Error::Os`] when the address cannot be bound (e.g. it is in use);
-    /// [`Error::InvalidArgument`] when it is not a TCP `host:port` address.
+    /// [`Error::Address`] when it is not a TCP `host:port` address.
     ///
     /// # Examples
     ///
@@ -88,8 +88,8 @@ impl Listener {
     ///
     /// # Errors
     ///
-    /// [`Error::Auth`] when the client fails the handshake (or fails ours);
-    /// [`Error::Protocol`] when it does not speak it in time; [`Error::Os`] from `accept`.
+    /// [`WireError::Auth`] when the client fails the handshake (or fails ours);
+    /// [`WireError::Protocol`] when it does not speak it in time; [`Error::Os`] from `accept`.
     ///
     /// # Examples
     ///
@@ -106,9 +106,9 @@ impl Listener {
                 .and_then(|()| auth::answer_challenge(&stream, &mut reader, auth));
             match handshake {
                 Err(Error::Timeout) => {
-                    return Err(Error::Protocol {
+                    return Err(Error::Wire(WireError::Protocol {
                         reason: "handshake deadline passed".into(),
-                    })
+                    }))
                 }
                 other => other?,
             }
@@ -130,8 +130,8 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`Error::Auth`] for a wrong key on either side; [`Error::Os`] when the address cannot be
-    /// reached; [`Error::InvalidArgument`] when it is not a TCP `host:port` address.
+    /// [`WireError::Auth`] for a wrong key on either side; [`Error::Os`] when the address cannot be
+    /// reached; [`Error::Address`] when it is not a TCP `host:port` address.
     ///
     /// # Examples
     ///
@@ -251,7 +251,7 @@ impl TcpConnection {
     /// # Errors
     ///
     /// [`Error::Disconnected`] at end of stream; [`Error::Pickle`] for a message that is not
-    /// a plain value of type `T`; [`Error::Protocol`] for broken framing;
+    /// a plain value of type `T`; [`WireError::Protocol`] for broken framing;
     /// [`Error::MessageTooLarge`] for a message over 64 MiB (the connection is then out of
     /// step: close it).
     ///
@@ -294,7 +294,7 @@ impl TcpConnection {
     ///
     /// # Errors
     ///
-    /// [`Error::Disconnected`] at end of stream; [`Error::Protocol`] for broken framing;
+    /// [`Error::Disconnected`] at end of stream; [`WireError::Protocol`] for broken framing;
     /// [`Error::MessageTooLarge`] for a message over 64 MiB (then close the connection).
     ///
     /// # Examples
@@ -351,7 +351,7 @@ impl TcpConnection {
                 std::io::ErrorKind::ConnectionReset => Ok(true),
                 _ => Err(Error::Os {
                     op: "recv",
-                    source: e,
+                    source: e.into(),
                 }),
             },
         }

@@ -91,13 +91,14 @@ fn record_header(record: &[u8]) -> Result<(usize, usize), Error> {
     let Header::Complete { len, size } = parse_header(record) else {
         return Err(malformed());
     };
-    let len = usize::try_from(len)
-        .map_err(|_| Error::InvalidArgument("message length exceeds memory".into()))?;
+    let len = usize::try_from(len).map_err(|_| Error::OutOfMemory { bytes: len })?;
     Ok((len, size))
 }
 
 fn malformed() -> Error {
-    Error::InvalidArgument("malformed message on the connection".into())
+    Error::Malformed {
+        what: "message on the connection",
+    }
 }
 
 /// One open end: the socket and the locks that keep messages whole.
@@ -211,9 +212,9 @@ impl Endpoint {
         let mut fds = Vec::new();
         let first = self.read_first_record(deadline, on_signal, &mut fds, |len, first| {
             let mut payload = Vec::new();
-            payload.try_reserve_exact(len).map_err(|_| {
-                Error::InvalidArgument(format!("cannot allocate a {len}-byte message"))
-            })?;
+            payload
+                .try_reserve_exact(len)
+                .map_err(|_| Error::OutOfMemory { bytes: len as u64 })?;
             payload.extend_from_slice(first);
             Ok((len, payload))
         });
@@ -230,9 +231,9 @@ impl Endpoint {
         let first = self.read_first_record(None, OnSignal::caller(), &mut fds, |len, first| {
             if len > buf.len() {
                 let mut whole = Vec::new();
-                whole.try_reserve_exact(len).map_err(|_| {
-                    Error::InvalidArgument(format!("cannot allocate a {len}-byte message"))
-                })?;
+                whole
+                    .try_reserve_exact(len)
+                    .map_err(|_| Error::OutOfMemory { bytes: len as u64 })?;
                 whole.extend_from_slice(first);
                 Ok((len, first.len(), Some(whole)))
             } else {
@@ -524,15 +525,13 @@ macro_rules! receiving_methods {
         }
 
         /// Like [`recv`](Self::recv), but gives up with [`Error::Timeout`] if no message starts
-        /// to arrive within `timeout`. Nothing is consumed on a timeout.
+        /// to arrive within `timeout`. Nothing is consumed on a timeout. A timeout too long to
+        /// add to the clock (`Duration::MAX`) waits as long as it takes, as `recv` does.
         ///
         /// # Errors
         /// As `recv`, plus [`Error::Timeout`].
         pub fn recv_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T, Error> {
-            let deadline = Instant::now()
-                .checked_add(timeout)
-                .ok_or_else(|| Error::InvalidArgument("timeout too large".into()))?;
-            recv_value(&self.end, Some(deadline))
+            recv_value(&self.end, Instant::now().checked_add(timeout))
         }
 
         /// Receives one message as raw bytes (CPython's `recv_bytes`).
@@ -698,3 +697,54 @@ impl SendEnd {
 common_methods!(Connection);
 common_methods!(RecvEnd);
 common_methods!(SendEnd);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection whose peer is a bare socket, to send records no `Connection` would.
+    fn raw_peer() -> (Connection, OwnedFd) {
+        let (ours, theirs) = sys::seqpacket_pair().unwrap();
+        (Connection::from_fd(ours), theirs)
+    }
+
+    #[test]
+    fn a_record_too_short_for_a_header_is_malformed() {
+        let (conn, peer) = raw_peer();
+        nix::unistd::write(&peer, &[0, 0]).unwrap();
+        assert!(matches!(
+            conn.recv_bytes(),
+            Err(Error::Malformed {
+                what: "message on the connection"
+            })
+        ));
+    }
+
+    #[test]
+    fn a_negative_length_is_malformed() {
+        let (conn, peer) = raw_peer();
+        nix::unistd::write(&peer, &(-2i32).to_be_bytes()).unwrap();
+        assert!(matches!(conn.recv_bytes(), Err(Error::Malformed { .. })));
+    }
+
+    #[test]
+    fn a_length_that_cannot_be_allocated_is_out_of_memory() {
+        let bytes: u64 = 1 << 62;
+        for into in [false, true] {
+            let (conn, peer) = raw_peer();
+            let mut header = (-1i32).to_be_bytes().to_vec();
+            header.extend_from_slice(&bytes.to_be_bytes());
+            nix::unistd::write(&peer, &header).unwrap();
+            // `recv_bytes_into` with a short buffer tries to allocate the whole message too.
+            let got = if into {
+                conn.recv_bytes_into(&mut [0u8; 4]).map(|_| ())
+            } else {
+                conn.recv_bytes().map(|_| ())
+            };
+            assert!(
+                matches!(got, Err(Error::OutOfMemory { bytes: b }) if b == bytes),
+                "{got:?}"
+            );
+        }
+    }
+}

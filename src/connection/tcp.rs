@@ -8,25 +8,25 @@ use std::time::{Duration, Instant};
 use crate::Error;
 
 /// Resolves a TCP address. An address of another form (no `host:port`, such as a Unix path or
-/// a Windows pipe name, CPython's `TestInvalidFamily`) is [`Error::InvalidArgument`] before
+/// a Windows pipe name, CPython's `TestInvalidFamily`) is [`Error::Address`] before
 /// any socket is made; a name that does not resolve is [`Error::Os`].
 pub(crate) fn resolve(address: impl ToSocketAddrs) -> Result<Vec<SocketAddr>, Error> {
     let addresses: Vec<SocketAddr> = address
         .to_socket_addrs()
         .map_err(|e| match e.kind() {
-            io::ErrorKind::InvalidInput => {
-                Error::InvalidArgument(format!("not a TCP address (host:port): {e}"))
-            }
+            io::ErrorKind::InvalidInput => Error::Address {
+                reason: format!("not a TCP address (host:port): {e}"),
+            },
             _ => Error::Os {
                 op: "resolve address",
-                source: e,
+                source: e.into(),
             },
         })?
         .collect();
     if addresses.is_empty() {
-        return Err(Error::InvalidArgument(
-            "the address resolves to nothing".into(),
-        ));
+        return Err(Error::Address {
+            reason: "the address resolves to nothing".into(),
+        });
     }
     Ok(addresses)
 }

@@ -9,7 +9,7 @@ use super::wire::{self, FrameReader};
 use crate::connection;
 use crate::connection::auth::{AuthConfig, ChallengeForm};
 use crate::pickle::{Limits, Value};
-use crate::Error;
+use crate::{Error, WireError};
 
 /// Client settings for [`Manager::connect_with`].
 ///
@@ -31,7 +31,7 @@ pub struct ConnectOptions {
     /// How long connecting plus the handshake may take (default 10 s).
     pub connect_timeout: Duration,
     /// What decoding a reply may cost: depth, nodes and memory per byte of the frame
-    /// (default [`Limits::default`]). A reply past them is [`Error::Protocol`] and its
+    /// (default [`Limits::default`]). A reply past them is [`WireError::Protocol`] and its
     /// connection is dropped; raise them to receive very large plain data (a list of a
     /// million small ints needs more than the default memory per byte).
     pub limits: Limits,
@@ -90,16 +90,20 @@ impl Manager {
     ///
     /// # Errors
     ///
-    /// [`Error::Auth`] for a wrong key on either side; [`Error::Os`] when the server cannot
-    /// be reached; [`Error::Protocol`] when the peer does not speak the protocol;
-    /// [`Error::InvalidArgument`] when the address is not a TCP `host:port` address.
+    /// [`WireError::Auth`] for a wrong key on either side; [`Error::Os`] when the server cannot
+    /// be reached; [`WireError::Protocol`] when the peer does not speak the protocol;
+    /// [`Error::Address`] when the address is not a TCP `host:port` address.
     ///
     /// # Examples
     ///
     /// ```
     /// use multiproc::managers::{Manager, ManagerServer};
+    /// use multiproc::{Error, WireError};
     /// let server = ManagerServer::bind("127.0.0.1:0", b"right").unwrap().start_thread().unwrap();
-    /// assert!(matches!(Manager::connect(server.address(), b"wrong"), Err(multiproc::Error::Auth { .. })));
+    /// assert!(matches!(
+    ///     Manager::connect(server.address(), b"wrong"),
+    ///     Err(Error::Wire(WireError::Auth { .. }))
+    /// ));
     /// ```
     pub fn connect(address: impl ToSocketAddrs, authkey: &[u8]) -> Result<Manager, Error> {
         Manager::connect_with(address, authkey, ConnectOptions::default())
@@ -219,8 +223,10 @@ impl Manager {
         all.push(Value::Str(typeid.to_string()));
         all.extend(args);
         let reply = self.control_with("create", all, kwargs)?;
-        let bad = || Error::Protocol {
-            reason: "create() replied with something other than (ident, exposed)".into(),
+        let bad = || {
+            Error::Wire(WireError::Protocol {
+                reason: "create() replied with something other than (ident, exposed)".into(),
+            })
         };
         let Value::Tuple(items) = reply else {
             return Err(bad());
@@ -270,9 +276,9 @@ impl Manager {
     pub fn number_of_objects(&self) -> Result<usize, Error> {
         match self.control("number_of_objects", Vec::new())? {
             Value::Int(n) if n >= 0 => Ok(n as usize),
-            _ => Err(Error::Protocol {
+            _ => Err(Error::Wire(WireError::Protocol {
                 reason: "number_of_objects() did not return an int".into(),
-            }),
+            })),
         }
     }
 
@@ -292,9 +298,9 @@ impl Manager {
     pub fn debug_info(&self) -> Result<String, Error> {
         match self.control("debug_info", Vec::new())? {
             Value::Str(s) => Ok(s),
-            _ => Err(Error::Protocol {
+            _ => Err(Error::Wire(WireError::Protocol {
                 reason: "debug_info() did not return a str".into(),
-            }),
+            })),
         }
     }
 
@@ -375,16 +381,18 @@ pub(crate) enum Reply {
 pub(crate) fn unpack(reply: Value) -> Result<Value, Error> {
     match unpack_reply(reply)? {
         Reply::Value(value) => Ok(value),
-        Reply::Proxy { .. } => Err(Error::Protocol {
+        Reply::Proxy { .. } => Err(Error::Wire(WireError::Protocol {
             reason: "a '#PROXY' reply to a control request".into(),
-        }),
+        })),
     }
 }
 
 /// Turns a reply into a value, a new proxy's token, or the typed error.
 pub(crate) fn unpack_reply(reply: Value) -> Result<Reply, Error> {
-    let bad = || Error::Protocol {
-        reason: "a reply must be (kind, payload)".into(),
+    let bad = || {
+        Error::Wire(WireError::Protocol {
+            reason: "a reply must be (kind, payload)".into(),
+        })
     };
     let Value::Tuple(items) = reply else {
         return Err(bad());
@@ -410,8 +418,10 @@ pub(crate) fn unpack_reply(reply: Value) -> Result<Reply, Error> {
 /// The Token's address is not used: the new object lives on the server already connected to
 /// (CPython's client also overwrites it), whatever address that server bound.
 fn proxy_reply(payload: Value) -> Result<Reply, Error> {
-    let bad = || Error::Protocol {
-        reason: "'#PROXY' must carry (exposed, Token)".into(),
+    let bad = || {
+        Error::Wire(WireError::Protocol {
+            reason: "'#PROXY' must carry (exposed, Token)".into(),
+        })
     };
     let Value::Tuple(items) = payload else {
         return Err(bad());
@@ -463,9 +473,9 @@ fn remote_exception(exception: &Value) -> Error {
             class: format!("{module}.{name}"),
             message: exception_message(exception),
         },
-        None => Error::Protocol {
+        None => Error::Wire(WireError::Protocol {
             reason: "'#ERROR' carried something other than an exception".into(),
-        },
+        }),
     }
 }
 

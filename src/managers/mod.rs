@@ -25,7 +25,7 @@
 //! | `SyncManager`'s `Event`, `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`, `Condition`, `Barrier` | [`ManagerServer::register_sync_types`]: [`ServedEvent`], [`ServedLock`], [`ServedSemaphore`], [`ServedCondition`], [`ServedBarrier`] |
 //! | `SyncManager`'s `list`, `dict`, `Namespace`, `Value`, `Array` | [`ManagerServer::register_containers`]: [`ServedList`], [`ServedDict`], [`ServedNamespace`], [`ServedValue`], [`ServedArray`] |
 //! | `queue.Empty`, `queue.Full`, other exceptions, `RemoteError` | [`Error::Empty`](crate::Error::Empty), [`Error::Full`](crate::Error::Full), [`Error::Remote`](crate::Error::Remote) |
-//! | `AuthenticationError` | [`Error::Auth`](crate::Error::Auth) |
+//! | `AuthenticationError` | [`WireError::Auth`] |
 //! | `multiprocessing.connection.Listener(address, authkey)` / `Client(address, authkey)` | [`Listener`] / [`Client`], giving [`TcpConnection`]s |
 //!
 //! # The protocol
@@ -118,6 +118,7 @@ mod wire;
 
 pub use crate::connection::auth::ChallengeForm;
 pub use crate::connection::{Client, Listener, TcpConnection};
+pub use crate::error::WireError;
 pub use client::{ConnectOptions, Manager};
 pub use proxy::{Proxy, QueueProxy, RemoteIter};
 #[allow(deprecated)] // the old name stays exported for existing users

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::client::{self, Manager, Reply};
 use super::wire::{self, FrameReader, Incoming};
 use crate::pickle::{self, Value};
-use crate::Error;
+use crate::{Error, WireError};
 
 /// How long past a remote timeout a call waits for the server's reply before giving up on
 /// the connection (the server runs `get(timeout=t)` itself and then replies).
@@ -144,11 +144,11 @@ impl Proxy {
             proxy @ Reply::Proxy { .. } => {
                 // Released at once (dropping the proxy sends `decref`): nothing holds it.
                 drop(self.adopt(proxy));
-                Err(Error::Protocol {
+                Err(Error::Wire(WireError::Protocol {
                     reason: format!(
                         "{method}() returned a shared object (a '#PROXY' reply): call it with call_proxy"
                     ),
-                })
+                }))
             }
         }
     }
@@ -159,7 +159,7 @@ impl Proxy {
     ///
     /// # Errors
     ///
-    /// [`Error::Protocol`] when the method returned a plain value; otherwise as
+    /// [`WireError::Protocol`] when the method returned a plain value; otherwise as
     /// [`call`](Self::call).
     ///
     /// # Examples
@@ -173,9 +173,9 @@ impl Proxy {
     ) -> Result<Proxy, Error> {
         match self.call_reply(method, &args, &kwargs, None)? {
             proxy @ Reply::Proxy { .. } => Ok(self.adopt(proxy)),
-            Reply::Value(_) => Err(Error::Protocol {
+            Reply::Value(_) => Err(Error::Wire(WireError::Protocol {
                 reason: format!("{method}() returned a value, not a shared object"),
-            }),
+            })),
         }
     }
 
@@ -229,9 +229,9 @@ impl Proxy {
         let reply = match reply {
             Incoming::Return(value) => Ok(Reply::Value(value)),
             Incoming::Full(reply) => client::unpack_reply(reply),
-            Incoming::Request(_) => Err(Error::Protocol {
+            Incoming::Request(_) => Err(Error::Wire(WireError::Protocol {
                 reason: "a request where a reply was expected".into(),
-            }),
+            })),
         };
         match &reply {
             // The server refused the frame and closes the connection: remember its cap, so
@@ -456,9 +456,9 @@ impl<T> QueueProxy<T> {
     pub fn qsize(&self) -> Result<usize, Error> {
         match self.unit("qsize")? {
             Value::Int(n) if n >= 0 => Ok(n as usize),
-            _ => Err(Error::Protocol {
+            _ => Err(Error::Wire(WireError::Protocol {
                 reason: "qsize() did not return an int".into(),
-            }),
+            })),
         }
     }
 

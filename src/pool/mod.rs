@@ -216,7 +216,7 @@ impl PoolBuilder {
                 shared.terminate();
                 return Err(Error::Os {
                     op: "spawn the pool supervisor thread",
-                    source: e,
+                    source: e.into(),
                 });
             }
         };
@@ -320,7 +320,7 @@ impl<T: DeserializeOwned + 'static> Callbacks<T> {
 fn decode_single<R: DeserializeOwned>(slots: &[Option<Raw>]) -> Result<R, Error> {
     match slots.first() {
         Some(Some(Ok(bytes))) => codec::decode(bytes),
-        Some(Some(Err(e))) => Err(copy_error(e)),
+        Some(Some(Err(e))) => Err(e.clone()),
         _ => Err(Error::ResultTaken),
     }
 }
@@ -331,48 +331,11 @@ fn decode_chunks_ref<R: DeserializeOwned>(slots: &[Option<Raw>]) -> Result<Vec<R
     for slot in slots {
         match slot {
             Some(Ok(bytes)) => out.extend(codec::decode::<Vec<R>>(bytes)?),
-            Some(Err(e)) => return Err(copy_error(e)),
+            Some(Err(e)) => return Err(e.clone()),
             None => return Err(Error::ResultTaken),
         }
     }
     Ok(out)
-}
-
-/// A copy of a task error for a callback (`Error` holds an `io::Error`, which is not `Clone`).
-fn copy_error(e: &Error) -> Error {
-    match e {
-        Error::Panicked {
-            pid,
-            message,
-            location,
-        } => Error::Panicked {
-            pid: *pid,
-            message: message.clone(),
-            location: location.clone(),
-        },
-        Error::WorkerLost { pid, signal, code } => Error::WorkerLost {
-            pid: *pid,
-            signal: *signal,
-            code: *code,
-        },
-        Error::Serialize { type_name, reason } => Error::Serialize {
-            type_name,
-            reason: reason.clone(),
-        },
-        Error::Deserialize { type_name, reason } => Error::Deserialize {
-            type_name,
-            reason: reason.clone(),
-        },
-        Error::PoolBroken { reason } => Error::PoolBroken {
-            reason: reason.clone(),
-        },
-        Error::Cancelled => Error::Cancelled,
-        Error::Bootstrap { pid, reason } => Error::Bootstrap {
-            pid: *pid,
-            reason: reason.clone(),
-        },
-        other => Error::InvalidArgument(other.to_string()),
-    }
 }
 
 /// Pickled `map` chunks held at once before the rest are pickled only as the queue sends

@@ -84,7 +84,7 @@ fn run_batch(
     while !reader.is_empty() {
         let Some((id, entry, args)) = reader.task() else {
             // A malformed batch cannot come from our parent; stop rather than guess.
-            return Err(crate::Error::InvalidArgument("malformed pool batch".into()));
+            return Err(crate::Error::Malformed { what: "pool batch" });
         };
         record(out, id, run_task(verifier, entry, args));
         let elapsed = since_flush.elapsed();

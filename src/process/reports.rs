@@ -170,7 +170,7 @@ impl Ticket {
         sys::send_all(self.reports.send.as_fd(), &[&id, &[tag], body], &raw).map_err(|e| {
             Error::Os {
                 op: "sendmsg",
-                source: e,
+                source: e.into(),
             }
         })
     }

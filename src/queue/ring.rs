@@ -166,11 +166,13 @@ impl Taken {
     pub(crate) fn decode<T: serde::de::DeserializeOwned>(self, buf: &[u8]) -> Result<T, Error> {
         match self {
             Taken::Data => codec::decode(buf),
-            Taken::InPlace => Err(Error::InvalidArgument(
-                "an item decoded in place has no bytes left to decode".into(),
-            )),
+            Taken::InPlace => Err(Error::Malformed {
+                what: "queue item (decoded in place, it has no bytes left to decode)",
+            }),
             Taken::Record(record, mut fds) => {
-                let malformed = || Error::InvalidArgument("malformed queue record".into());
+                let malformed = || Error::Malformed {
+                    what: "queue record",
+                };
                 match record.first() {
                     Some(&RECORD_INLINE) => {
                         codec::decode_in(&record[1..], &mut codec::FdTable::new(fds))
@@ -625,7 +627,9 @@ impl Ring {
     ) -> Result<Front, Error> {
         let tail: u64 = self.map.read(TAIL);
         let mut head: u64 = self.map.read(HEAD);
-        let corrupt = || Error::InvalidArgument("the queue's shared memory is corrupt".into());
+        let corrupt = || Error::Malformed {
+            what: "queue ring in shared memory",
+        };
         while head < tail {
             let pos = (head % self.capacity) as usize;
             let (len, kind) = self.entry_header(pos);

@@ -172,7 +172,9 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
             Err(Error::Timeout) => return Err(Error::Empty),
             other => other?,
         };
-        let malformed = || Error::InvalidArgument("malformed queue record".into());
+        let malformed = || Error::Malformed {
+            what: "queue record",
+        };
         match frame.first() {
             Some(&INLINE) => codec::decode_in(&frame[1..], &mut FdTable::new(fds)),
             Some(&IN_MEMFD) => {

@@ -40,7 +40,7 @@ impl<T: Element> Array<T> {
     /// A shared array holding `values`, with a lock of its own.
     ///
     /// # Errors
-    /// [`Error::Os`] if the shared memory cannot be made; [`Error::InvalidArgument`] beyond
+    /// [`Error::Os`] if the shared memory cannot be made; [`Error::TooManyElements`] beyond
     /// 2³² − 1 elements.
     pub fn new(values: &[T]) -> Result<Array<T>, Error> {
         Region::new(values).map(|r| Array(Locked::builtin(r)))
@@ -111,7 +111,7 @@ impl<T: Element> ArrayGuard<'_, T> {
     /// Sets element `i`.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] past the end (nothing is written).
+    /// [`Error::IndexOutOfRange`] past the end (nothing is written).
     pub fn set(&mut self, i: usize, value: T) -> Result<(), Error> {
         self.0.region.set(i, value)
     }
@@ -125,7 +125,7 @@ impl<T: Element> ArrayGuard<'_, T> {
     /// Writes `values` from index `start` on (Python's `a[i:i + len(v)] = v`).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] if they do not fit (nothing is written).
+    /// [`Error::IndexOutOfRange`] if they do not fit (nothing is written).
     pub fn set_slice(&mut self, start: usize, values: &[T]) -> Result<(), Error> {
         self.0.region.set_slice(start, values)
     }
@@ -165,7 +165,7 @@ impl<T: Element> RawArray<T> {
     /// A shared array holding `values`.
     ///
     /// # Errors
-    /// [`Error::Os`] if the shared memory cannot be made; [`Error::InvalidArgument`] beyond
+    /// [`Error::Os`] if the shared memory cannot be made; [`Error::TooManyElements`] beyond
     /// 2³² − 1 elements.
     pub fn new(values: &[T]) -> Result<RawArray<T>, Error> {
         Region::new(values).map(RawArray)
@@ -197,7 +197,7 @@ impl<T: Element> RawArray<T> {
     /// Sets element `i`.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] past the end (nothing is written).
+    /// [`Error::IndexOutOfRange`] past the end (nothing is written).
     pub fn set(&self, i: usize, value: T) -> Result<(), Error> {
         self.0.set(i, value)
     }
@@ -210,7 +210,7 @@ impl<T: Element> RawArray<T> {
     /// Writes `values` from index `start` on.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] if they do not fit (nothing is written).
+    /// [`Error::IndexOutOfRange`] if they do not fit (nothing is written).
     pub fn set_slice(&self, start: usize, values: &[T]) -> Result<(), Error> {
         self.0.set_slice(start, values)
     }

@@ -23,6 +23,14 @@ const TYPECODE: usize = COUNT + 4;
 const ELEMENT_SIZE: usize = TYPECODE + 1;
 const DATA: usize = COUNT + 8;
 
+/// An array of `count` elements, more than the header's `u32` count holds.
+fn too_many(count: usize) -> Error {
+    Error::TooManyElements {
+        count,
+        limit: u32::MAX as usize,
+    }
+}
+
 /// A region of shared memory holding `count` elements of `T` after the header.
 pub(super) struct Region<T> {
     pub(super) map: Arc<SharedMapping>,
@@ -32,8 +40,7 @@ pub(super) struct Region<T> {
 
 impl<T: Element> Region<T> {
     pub(super) fn new(values: &[T]) -> Result<Region<T>, Error> {
-        let count = u32::try_from(values.len())
-            .map_err(|_| Error::InvalidArgument("too many elements".into()))?;
+        let count = u32::try_from(values.len()).map_err(|_| too_many(values.len()))?;
         let size = DATA + std::mem::size_of_val(values);
         let map = SharedMapping::new(size).map_err(Error::os("memfd"))?;
         map.write(COUNT, count);
@@ -52,8 +59,7 @@ impl<T: Element> Region<T> {
 
     /// `len` zeros: a fresh memfd is zero-filled by the kernel, so nothing is written.
     pub(super) fn zeroed(len: usize) -> Result<Region<T>, Error> {
-        let count =
-            u32::try_from(len).map_err(|_| Error::InvalidArgument("too many elements".into()))?;
+        let count = u32::try_from(len).map_err(|_| too_many(len))?;
         let size = DATA + len * std::mem::size_of::<T>();
         let map = SharedMapping::new(size).map_err(Error::os("memfd"))?;
         map.write(COUNT, count);
@@ -118,10 +124,11 @@ impl<T: Element> Region<T> {
 
     pub(super) fn set(&self, i: usize, value: T) -> Result<(), Error> {
         if i >= self.count {
-            return Err(Error::InvalidArgument(format!(
-                "index {i} out of range for an array of {}",
-                self.count
-            )));
+            return Err(Error::IndexOutOfRange {
+                start: i,
+                count: 1,
+                len: self.count,
+            });
         }
         self.store(i, value);
         Ok(())
@@ -150,11 +157,11 @@ impl<T: Element> Region<T> {
             .checked_add(values.len())
             .is_none_or(|end| end > self.count)
         {
-            return Err(Error::InvalidArgument(format!(
-                "{} elements from index {start} do not fit an array of {}",
-                values.len(),
-                self.count
-            )));
+            return Err(Error::IndexOutOfRange {
+                start,
+                count: values.len(),
+                len: self.count,
+            });
         }
         for (i, v) in values.iter().enumerate() {
             self.store(start + i, *v);

@@ -355,18 +355,17 @@ impl ServedQueue {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] when called more often than items were put (Python's
+    /// [`Error::TaskDoneTooOften`] when called more often than items were put (Python's
     /// `ValueError`).
     ///
     /// # Examples
     ///
     /// ```
     /// let q = multiproc::managers::ServedQueue::new(0);
-    /// assert!(q.task_done().is_err());
+    /// assert!(matches!(q.task_done(), Err(multiproc::Error::TaskDoneTooOften)));
     /// ```
     pub fn task_done(&self) -> Result<(), Error> {
-        self.task_done_inner()
-            .map_err(|_| Error::InvalidArgument("task_done() called too many times".into()))
+        self.task_done_inner().map_err(|_| Error::TaskDoneTooOften)
     }
 
     fn task_done_inner(&self) -> Result<(), PyException> {

@@ -64,7 +64,7 @@ impl ManagerServer {
     /// # Errors
     ///
     /// [`Error::Os`] when the address cannot be bound (e.g. it is in use);
-    /// [`Error::InvalidArgument`] when it is not a TCP `host:port` address.
+    /// [`Error::Address`] when it is not a TCP `host:port` address.
     ///
     /// # Examples
     ///

@@ -15,7 +15,7 @@ use crate::connection::auth;
 use crate::managers::peer;
 use crate::managers::wire::{self, FrameReader, Incoming};
 use crate::pickle::Value;
-use crate::Error;
+use crate::{Error, WireError};
 
 /// Counts a connection while it is served.
 struct Active {
@@ -79,7 +79,7 @@ impl Inner {
                     _ => {
                         return Err(Error::Os {
                             op: "accept",
-                            source: e,
+                            source: e.into(),
                         })
                     }
                 },
@@ -172,9 +172,10 @@ impl Inner {
             });
         match handshake {
             Err(Error::Timeout) => {
-                return Err(Error::Protocol {
+                return Err(WireError::Protocol {
                     reason: "handshake deadline passed".into(),
-                })
+                }
+                .into())
             }
             other => other?,
         }
@@ -242,7 +243,7 @@ impl Inner {
             match outcome {
                 Outcome::Continue => {}
                 Outcome::Close => return Ok(()),
-                Outcome::Refused(reason) => return Err(Error::Protocol { reason }),
+                Outcome::Refused(reason) => return Err(WireError::Protocol { reason }.into()),
                 Outcome::Stop => {
                     self.stop();
                     return Ok(());

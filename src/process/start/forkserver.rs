@@ -69,7 +69,9 @@ pub(crate) fn start(rt: &Runtime, child_end: OwnedFd, conn: &Connection) -> Resu
         }
         sent.ok_or_else(|| Error::Os {
             op: "forkserver request",
-            source: last_error.unwrap_or_else(|| io::Error::other("forkserver unavailable")),
+            source: last_error
+                .unwrap_or_else(|| io::Error::other("forkserver unavailable"))
+                .into(),
         })?
     };
     // The child (or the server) has its own copy now; ours would keep the greeting from ever
@@ -83,14 +85,16 @@ fn read_greeting(conn: &Connection, status_read: OwnedFd) -> Result<Started, Err
     let (frame, mut fds) = conn.recv_raw().map_err(|e| match e {
         Error::Disconnected => Error::Os {
             op: "forkserver child",
-            source: io::Error::other("the forkserver went away before the child started"),
+            source: io::Error::other("the forkserver went away before the child started").into(),
         },
         other => other,
     })?;
     let value = frame
         .get(1..5)
         .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .ok_or_else(|| Error::InvalidArgument("malformed forkserver greeting".into()))?;
+        .ok_or(Error::Malformed {
+            what: "forkserver greeting",
+        })?;
     match (frame.first(), fds.pop()) {
         (Some(&GREETING), Some(pidfd)) if value > 0 => Ok(Started {
             pid: value,
@@ -99,11 +103,11 @@ fn read_greeting(conn: &Connection, status_read: OwnedFd) -> Result<Started, Err
         }),
         (Some(&REFUSAL), _) => Err(Error::Os {
             op: "forkserver fork",
-            source: io::Error::from_raw_os_error(value),
+            source: io::Error::from_raw_os_error(value).into(),
         }),
-        _ => Err(Error::InvalidArgument(
-            "malformed forkserver greeting".into(),
-        )),
+        _ => Err(Error::Malformed {
+            what: "forkserver greeting",
+        }),
     }
 }
 

@@ -68,7 +68,7 @@ impl Started {
                 }
                 Err(Error::Os {
                     op: "pidfd_open",
-                    source: e,
+                    source: e.into(),
                 })
             }
         }
