@@ -205,7 +205,6 @@
 #![deny(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-mod bootstrap;
 mod codec;
 pub mod connection;
 mod error;

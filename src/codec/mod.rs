@@ -10,7 +10,7 @@
 //! cannot be written to a file or a byte buffer and mean anything.
 //!
 //! A value holding ipc-channel endpoints is refused before any byte of it leaves the process
-//! (`ipc_guard`): those endpoints serialize as indices into ipc-channel's own side table.
+//! (`pickle::ipc_guard`): those endpoints serialize as indices into ipc-channel's own side table.
 //!
 //! This is CPython's reduction / resource-sharer machinery in Rust form. The same path serves
 //! every start method, fork included, so there is one mechanism to test.
@@ -24,11 +24,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::Error;
 
-pub(crate) mod ipc_guard;
+pub(crate) mod refusal;
 mod stream;
 
-/// The serde name a handle's index travels under (see [`serialize_fd`]).
-pub(crate) const HANDLE: &str = "multiproc.Handle";
+use crate::pickle::HANDLE;
 
 /// Descriptors received with one message, taken out one by one as handles deserialize.
 #[derive(Debug, Default)]
@@ -96,7 +95,7 @@ pub(crate) fn encode_into<W: std::io::Write, T: Serialize>(
 /// Pickles `value` into `writer`, refusing a value that holds ipc-channel endpoints: every
 /// path that pickles a value for another process comes through here (see `ipc_guard`).
 fn pickle_to<W: std::io::Write, T: Serialize>(writer: &mut W, value: &T) -> Result<(), Error> {
-    let (result, captured) = ipc_guard::serialize_watched(value, |watched| {
+    let (result, captured) = crate::pickle::ipc_guard::serialize_watched(value, |watched| {
         serde_pickle::to_writer(writer, watched, serde_pickle::SerOptions::new())
     });
     if let Some(captured) = captured {
@@ -219,8 +218,7 @@ fn serialize_error<T>(e: serde_pickle::Error) -> Error {
 /// Unpickles a `T`, taking the descriptors of any handles inside it from `fds`.
 pub(crate) fn decode_in<T: DeserializeOwned>(bytes: &[u8], fds: &mut FdTable) -> Result<T, Error> {
     // Forget refusals an earlier decode on this thread left behind.
-    crate::bootstrap::clear_refusal();
-    let _ = crate::sys::take_refusal();
+    refusal::clear();
     let previous = INCOMING.with(|t| t.replace(Some(std::mem::take(fds))));
     // The streaming reader takes what serde-pickle writes; anything else (a pickle made by
     // Python, say) goes to serde-pickle, which reads every protocol.
@@ -236,17 +234,8 @@ pub(crate) fn decode_in<T: DeserializeOwned>(bytes: &[u8], fds: &mut FdTable) ->
     // A refusal recorded on the way (a function reference that failed authentication, shared
     // memory unsealed or too small: sys::shm "Sealed sizes") is its own, typed error.
     if result.is_err() {
-        if let Some(refused) = crate::bootstrap::take_refusal() {
+        if let Some(refused) = refusal::take() {
             return Err(refused);
-        }
-        match crate::sys::take_refusal() {
-            Some(crate::sys::Refusal::Unsealed { seals }) => {
-                return Err(Error::UnsealedSharedMemory { seals })
-            }
-            Some(crate::sys::Refusal::TooSmall { len, needed }) => {
-                return Err(Error::SharedMemoryTooSmall { len, needed })
-            }
-            None => {}
         }
     }
     result.map_err(|reason| Error::Deserialize {

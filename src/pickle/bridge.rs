@@ -24,7 +24,7 @@ use super::value::{PickleError, Value};
 pub fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value, PickleError> {
     // Refuses ipc-channel endpoints, as every other path to another process does.
     let (plain, captured) =
-        crate::codec::ipc_guard::serialize_watched(value, |w| serde_pickle::to_value(w));
+        super::ipc_guard::serialize_watched(value, |w| serde_pickle::to_value(w));
     if let Some(captured) = captured {
         return Err(serde_error::<T>(captured.to_string()));
     }

@@ -19,6 +19,10 @@
 //! emits. [`dumps`] writes protocol 3 (PROTOCOL.md §4.4), which every Python 3 reads, without
 //! memoization.
 //!
+//! Every path that pickles a value for another process (this module's [`to_value`] and the
+//! codec's) runs it under `ipc_guard`, which refuses ipc-channel endpoints before a byte is
+//! written: they serialize as indices into ipc-channel's own side table.
+//!
 //! # Limits
 //! Every declared length is checked against the bytes left in the input before anything is
 //! allocated. As each opcode is read, the decoder checks nesting ([`Limits::max_depth`]), the
@@ -52,6 +56,7 @@ pub(crate) mod cursor;
 mod decode;
 mod encode;
 mod fast;
+pub(crate) mod ipc_guard;
 pub(crate) mod opcodes;
 mod value;
 
@@ -61,6 +66,10 @@ pub use encode::{dumps, dumps_into};
 pub(crate) use encode::{write as write_value, write_str, write_tuple, BATCH};
 pub(crate) use fast::loads_items;
 pub use value::{PickleError, Value};
+
+/// The serde newtype name a handle's index into the codec's side table travels under: the
+/// codec writes it (`codec::serialize_fd`), and `ipc_guard` lets it pass.
+pub(crate) const HANDLE: &str = "multiproc.Handle";
 
 /// The unit tests measure allocations with this (thread by thread, so other tests do not
 /// disturb them).

@@ -14,8 +14,8 @@
 
 use std::sync::Arc;
 
-use crate::bootstrap::{Failure, TaggedCall};
 use crate::codec;
+use crate::process::bootstrap::{Failure, TaggedCall};
 use crate::Error;
 
 use super::result::Collector;

@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::bootstrap::{self, TaggedCall, Trampoline};
+use crate::process::bootstrap::{self, TaggedCall, Trampoline};
 use crate::process::{get_start_method, StartMethod};
 use crate::sys::OnSignal;
 use crate::{codec, cpu_count, Error};

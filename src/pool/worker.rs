@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::bootstrap::{Failure, Outcome, TaggedCall, Verifier};
 use crate::codec;
 use crate::codec::FdTable;
 use crate::connection::Connection;
+use crate::process::bootstrap::{Failure, Outcome, TaggedCall, Verifier};
 
 use super::job::{self, Reader, INIT_FAILED_ID, TAG_FAILED, TAG_RETURNED};
 
@@ -143,7 +143,7 @@ fn flush(conn: &Connection, out: &mut Vec<u8>, busy: Duration) -> Result<(), cra
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bootstrap::{self, Trampoline};
+    use crate::process::bootstrap::{self, Trampoline};
 
     fn add_one(x: u64) -> u64 {
         x + 1

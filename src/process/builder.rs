@@ -12,9 +12,9 @@ use super::child::ChildShared;
 use super::handle::ReportSource;
 use super::runtime::{self, Identity};
 use super::{get_start_method, start, Process, StartMethod};
-use crate::bootstrap::{self, ChildSetup, Header, Trampoline};
 use crate::codec;
 use crate::connection::Connection;
+use crate::process::bootstrap::{self, ChildSetup, Header, Trampoline};
 use crate::sys;
 use crate::Error;
 

@@ -13,9 +13,9 @@ use serde::Serialize;
 use super::child::{self, ChildShared};
 use super::runtime;
 use super::{ProcessBuilder, StartMethod};
-use crate::bootstrap::{self, Failure, Report};
 use crate::codec::{self, FdTable};
 use crate::connection::Connection;
+use crate::process::bootstrap::{self, Failure, Report};
 use crate::sys::{self, WaitStatus};
 use crate::Error;
 

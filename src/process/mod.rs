@@ -1,5 +1,7 @@
 //! `Process`: run a function in a new OS process and get its result back.
 //!
+//! - `bootstrap/`: how a child finds and runs its function (the protocol between parent and
+//!   child, function references and their tags, the pre-main hook);
 //! - `method`: [`StartMethod`] and the program-wide default;
 //! - `info`: [`ProcessInfo`], [`AuthKey`] and the functions that describe the calling process;
 //! - `builder`: [`ProcessBuilder`], which prepares a child and starts it;
@@ -7,6 +9,7 @@
 //! - `start/`: the three start methods; `child`: the state a parent keeps per child;
 //! - `runtime`: the per-process state; `reports`: fork children's reports.
 
+pub(crate) mod bootstrap;
 mod builder;
 pub(crate) mod child;
 mod handle;

@@ -124,7 +124,7 @@ impl ForkReports {
 
 /// The largest overflow record: the id, the tag and an inline body (larger bodies travel in a
 /// memfd, see `bootstrap::send_outcome`).
-const RECORD_MAX: usize = 8 + 1 + crate::bootstrap::INLINE_RESULT_MAX;
+const RECORD_MAX: usize = 8 + 1 + crate::process::bootstrap::INLINE_RESULT_MAX;
 
 /// One fork child's way to report: its id, and its slot if it got one.
 pub(crate) struct Ticket {

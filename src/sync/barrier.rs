@@ -9,7 +9,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{kind, Condition, ConditionGuard, Lock, Words};
-use crate::bootstrap::SharedFn;
+use crate::process::bootstrap::SharedFn;
 use crate::Error;
 
 const STATE: usize = 0;

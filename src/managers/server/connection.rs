@@ -253,7 +253,7 @@ impl Inner {
     }
 
     /// Hands a reply that could not be delivered back to its object
-    /// ([`Referent::reply_undelivered`]).
+    /// ([`Referent::reply_undelivered`](crate::managers::Referent::reply_undelivered)).
     fn undeliverable(&self, ident: &str, method: &str, result: Value) {
         let object = self.objects().get(ident).map(|e| e.object.clone());
         if let Some(object) = object {

@@ -74,7 +74,7 @@ use std::os::fd::RawFd;
 use super::super::runtime::{self, Runtime};
 use super::super::Ticket;
 use super::Started;
-use crate::bootstrap::{self, ChildSetup, Origin, Outcome, ReportTo};
+use crate::process::bootstrap::{self, ChildSetup, Origin, Outcome, ReportTo};
 use crate::sys::{self, Forked};
 use crate::Error;
 

@@ -36,8 +36,8 @@ use std::time::{Duration, Instant};
 use super::super::runtime::Runtime;
 use super::Started;
 use super::{child_argv, environment_with, SELF_EXE};
-use crate::bootstrap::{self, ALIVE_FD, CHILD_FD};
 use crate::connection::Connection;
+use crate::process::bootstrap::{self, ALIVE_FD, CHILD_FD};
 use crate::sys::{self, Forked};
 use crate::Error;
 

@@ -1,5 +1,5 @@
 //! The three start methods. Each turns a socket end into a running child that will read its
-//! bootstrap message from that socket (see `crate::bootstrap`); only how the process comes to
+//! bootstrap message from that socket (see `crate::process::bootstrap`); only how the process comes to
 //! exist differs.
 
 pub(crate) mod fork;
@@ -10,7 +10,7 @@ use std::ffi::{CString, OsString};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStringExt;
 
-use crate::bootstrap::MARKER_NAME;
+use crate::process::bootstrap::MARKER_NAME;
 use crate::sys;
 use crate::Error;
 

@@ -1,5 +1,5 @@
 //! The spawn start method: `posix_spawn` of the running binary, which runs the child side from
-//! a pre-main hook (`crate::bootstrap`) and never reaches `main`.
+//! a pre-main hook (`crate::process::bootstrap`) and never reaches `main`.
 //!
 //! The child's socket is placed at descriptor 3 and every other descriptor above 2 is closed
 //! in the child (`posix_spawn_file_actions_addclosefrom_np`), so unrelated inheritable
@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use super::Started;
 use super::{child_argv, environment_with, SELF_EXE};
-use crate::bootstrap::CHILD_FD;
+use crate::process::bootstrap::CHILD_FD;
 use crate::{sys, Error};
 
 /// Re-executes this binary as a child that will read its bootstrap from `child_end`.

@@ -4,7 +4,7 @@
 //! only a verified reference ([`Verified`], [`Verifier`]) reaches [`resolve`], the one place
 //! where a number becomes a function pointer.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -112,8 +112,6 @@ thread_local! {
     /// never changes (a fork child's is its parent's, which is why the copy a fork child
     /// inherits stays right), so the key is not part of the lookup.
     static CALL_TAGS: RefCell<Vec<(i64, i64, Tag)>> = const { RefCell::new(Vec::new()) };
-    /// What the last `SharedFn` deserialization refused, for [`take_refusal`].
-    static REFUSED: Cell<Option<&'static str>> = const { Cell::new(None) };
 }
 
 /// A call as it travels to another process of this family: the offsets of a trampoline and of the
@@ -265,7 +263,7 @@ impl Verifier {
 /// A plain `fn()` that travels to other processes of this family and executable (a
 /// `Barrier`'s action): its offset from the anchor, the executable's identity, and a tag made
 /// with the family's key. Deserializing it checks the tag; a forged or foreign one fails, and
-/// the codec reports [`Error::UnauthenticatedFunction`] (see [`take_refusal`]).
+/// the codec reports [`Error::UnauthenticatedFunction`] (see `codec::refusal`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SharedFn(pub(crate) fn());
 
@@ -292,7 +290,9 @@ impl<'de> serde::Deserialize<'de> for SharedFn {
         }
         let key = runtime::runtime().identity().authkey;
         if !tag_matches(&key, Kind::Plain, &exe, &[offset], &tag) {
-            REFUSED.with(|r| r.set(Some("a barrier action")));
+            crate::codec::refusal::refuse(Error::UnauthenticatedFunction {
+                what: "a barrier action",
+            });
             return Err(D::Error::custom(
                 "the function reference was not made by this process family",
             ));
@@ -302,18 +302,4 @@ impl<'de> serde::Deserialize<'de> for SharedFn {
         // function here too.
         Ok(SharedFn(unsafe { resolve::<fn()>(address_at(offset)) }))
     }
-}
-
-/// Clears the record of a refused function reference on this thread (the codec calls this
-/// before decoding).
-pub(crate) fn clear_refusal() {
-    REFUSED.with(|r| r.set(None));
-}
-
-/// The typed error for a function reference refused while decoding on this thread, if any:
-/// the codec reports it instead of a generic [`Error::Deserialize`].
-pub(crate) fn take_refusal() -> Option<Error> {
-    REFUSED
-        .with(Cell::take)
-        .map(|what| Error::UnauthenticatedFunction { what })
 }

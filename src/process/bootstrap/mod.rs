@@ -65,7 +65,7 @@ mod tests;
 mod trampoline;
 
 pub(crate) use child::{run, run_job, ChildSetup, Origin};
-pub(crate) use function_ref::{clear_refusal, take_refusal, SharedFn, TaggedCall, Verifier};
+pub(crate) use function_ref::{SharedFn, TaggedCall, Verifier};
 pub(crate) use message::{
     parse_report, Failure, Header, Report, ReportTo, ALIVE_FD, CHILD_FD, INLINE_RESULT_MAX,
     MARKER_NAME,
