@@ -205,6 +205,7 @@
 #![deny(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod auto_traits;
 mod codec;
 pub mod connection;
 mod error;
