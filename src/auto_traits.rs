@@ -27,9 +27,10 @@ const fn send<T: Send + ?Sized>() {}
 // Types without parameters.
 const _: () = {
     send_sync::<Error>();
+    send_sync::<crate::WireError>();
     send_sync::<PickleError>();
     send_sync::<Limits>();
-    send_sync::<crate::pickle::Value>();
+    send_sync::<crate::pickle::PyValue>();
     send_sync::<Connection>();
     send_sync::<RecvEnd>();
     send_sync::<SendEnd>();

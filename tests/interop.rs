@@ -18,7 +18,7 @@ use multiproc::managers::{
     bind_arguments, Manager, ManagerServer, PyException, QueueProxy, Referent, ServedQueue,
     ServerHandle,
 };
-use multiproc::pickle::{self, Value};
+use multiproc::pickle::{self, PyValue};
 use multiproc::{ByteBuf, Error, WireError};
 
 const KEY: &[u8] = b"interop key \x00\xff";
@@ -236,9 +236,9 @@ impl Referent for NamedQueues {
     fn call(
         &self,
         method: &str,
-        _: Vec<Value>,
-        _: Vec<(String, Value)>,
-    ) -> Result<Value, PyException> {
+        _: Vec<PyValue>,
+        _: Vec<(String, PyValue)>,
+    ) -> Result<PyValue, PyException> {
         Err(PyException::new("builtins", "AttributeError", method))
     }
 
@@ -249,11 +249,11 @@ impl Referent for NamedQueues {
     fn call_for_object(
         &self,
         method: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
     ) -> Result<Arc<dyn Referent>, PyException> {
         let name = match &bind_arguments(method, args, kwargs, &[("name", None)])?[..] {
-            [Value::Str(name)] => name.clone(),
+            [PyValue::Str(name)] => name.clone(),
             _ => return Err(PyException::type_error("queue() takes a str")),
         };
         let mut queues = self.0.lock().unwrap();
@@ -389,7 +389,7 @@ fn rust_client_session_with(python: &Path, flags: &[&str], form: &str) -> String
         // C2: ValueError carries its class and message.
         let proxy = q.proxy();
         let err = proxy
-            .call("get", vec![], vec![("timeout".into(), Value::Int(-1))])
+            .call("get", vec![], vec![("timeout".into(), PyValue::Int(-1))])
             .unwrap_err();
         assert!(
             matches!(&err, Error::Remote { class, message } if class == "builtins.ValueError" && message.contains("non-negative")),
@@ -474,7 +474,7 @@ fn rust_client_session_with(python: &Path, flags: &[&str], form: &str) -> String
         // become proxies to the new objects, on the connection already open.
         let queues = manager.create("Queues").unwrap();
         assert!(queues.exposed().contains(&"queue".to_string()));
-        let name = || vec![Value::Str("a".into())];
+        let name = || vec![PyValue::Str("a".into())];
         let a: QueueProxy<i64> = queues.call_proxy("queue", name(), vec![]).unwrap().into();
         a.put(&1).unwrap();
         let b: QueueProxy<i64> = queues.call_proxy("queue", name(), vec![]).unwrap().into();
@@ -594,12 +594,17 @@ for p in (2, 3, 4, 5):
     let mut decoded = Vec::new();
     for bytes in &lines {
         let v = pickle::loads(bytes).unwrap_or_else(|e| panic!("{e}"));
-        // The big int stays a Value; compare the rest through serde.
-        let Value::Tuple(mut items) = v else { panic!() };
-        assert_eq!(items[2], Value::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0, 0x40]));
-        items[2] = Value::List(vec![]);
+        // The big int stays a PyValue; compare the rest through serde.
+        let PyValue::Tuple(mut items) = v else {
+            panic!()
+        };
+        assert_eq!(
+            items[2],
+            PyValue::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0, 0x40])
+        );
+        items[2] = PyValue::List(vec![]);
         let plain: Plain =
-            pickle::from_value(Value::Tuple(items)).unwrap_or_else(|e| panic!("{e}"));
+            pickle::from_value(PyValue::Tuple(items)).unwrap_or_else(|e| panic!("{e}"));
         decoded.push(plain);
     }
     assert!(decoded.windows(2).all(|w| w[0] == w[1]));

@@ -15,7 +15,7 @@ use multiproc::managers::{
     Referent, ServedArray, ServedBarrier, ServedCondition, ServedDict, ServedEvent, ServedList,
     ServedLock, ServedNamespace, ServedQueue, ServedSemaphore, ServedValue, ServerHandle,
 };
-use multiproc::pickle::{self, Limits, Value};
+use multiproc::pickle::{self, Limits, PyValue};
 use multiproc::{ByteBuf, Error, Process, WireError};
 
 type Log = Arc<Mutex<Vec<String>>>;
@@ -154,22 +154,22 @@ impl Referent for Counter {
     fn call(
         &self,
         method: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
-    ) -> Result<Value, PyException> {
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
+    ) -> Result<PyValue, PyException> {
         match method {
             "add" => {
                 let [by] =
-                    <[Value; 1]>::try_from(bind_arguments("add", args, kwargs, &[("by", None)])?)
+                    <[PyValue; 1]>::try_from(bind_arguments("add", args, kwargs, &[("by", None)])?)
                         .map_err(|_| PyException::type_error("add() takes one argument"))?;
                 let by: i64 =
                     pickle::from_value(by).map_err(|e| PyException::type_error(&e.to_string()))?;
                 let mut n = self.0.lock().unwrap();
                 *n += by;
-                Ok(Value::Int(*n))
+                Ok(PyValue::Int(*n))
             }
-            "_secret" => Ok(Value::Str("explicitly exposed".into())),
-            "hidden" => Ok(Value::Str("must never be reached".into())),
+            "_secret" => Ok(PyValue::Str("explicitly exposed".into())),
+            "hidden" => Ok(PyValue::Str("must never be reached".into())),
             _ => Err(PyException::new("builtins", "AttributeError", method)),
         }
     }
@@ -185,25 +185,25 @@ fn only_exposed_methods_are_callable() {
     let counter = manager.create("Counter").unwrap();
     assert_eq!(counter.exposed(), ["add", "_secret"]);
     assert_eq!(
-        counter.call("add", vec![Value::Int(2)], vec![]).unwrap(),
-        Value::Int(2)
+        counter.call("add", vec![PyValue::Int(2)], vec![]).unwrap(),
+        PyValue::Int(2)
     );
     assert_eq!(
         counter
-            .call("add", vec![], vec![("by".into(), Value::Int(3))])
+            .call("add", vec![], vec![("by".into(), PyValue::Int(3))])
             .unwrap(),
-        Value::Int(5)
+        PyValue::Int(5)
     );
     assert_eq!(
         counter.call("_secret", vec![], vec![]).unwrap(),
-        Value::Str("explicitly exposed".into())
+        PyValue::Str("explicitly exposed".into())
     );
     match counter.call("hidden", vec![], vec![]) {
         Err(Error::Remote { message, .. }) => assert!(message.contains("hidden"), "{message}"),
         other => panic!("{other:?}"),
     }
     // A wrong argument is the method's own TypeError, reported as the Python class.
-    match counter.call("add", vec![], vec![("bogus".into(), Value::Int(1))]) {
+    match counter.call("add", vec![], vec![("bogus".into(), PyValue::Int(1))]) {
         Err(Error::Remote { class, message }) => {
             assert_eq!(class, "builtins.TypeError");
             assert!(message.contains("bogus"), "{message}");
@@ -241,7 +241,11 @@ fn remote_failures_keep_their_kind() {
     ));
     let err = q
         .proxy()
-        .call("get", vec![], vec![("timeout".into(), Value::Float(-1.0))])
+        .call(
+            "get",
+            vec![],
+            vec![("timeout".into(), PyValue::Float(-1.0))],
+        )
         .unwrap_err();
     assert!(
         matches!(&err, Error::Remote { class, message } if class == "builtins.ValueError" && message.contains("non-negative")),
@@ -409,18 +413,18 @@ fn authenticated(address: SocketAddr, key: &[u8]) -> TcpStream {
     stream
 }
 
-fn request(ident: Option<&str>, method: &str, args: Vec<Value>) -> Vec<u8> {
-    pickle::dumps(&Value::Tuple(vec![
-        ident.map_or(Value::None, |i| Value::Str(i.into())),
-        Value::Str(method.into()),
-        Value::Tuple(args),
-        Value::Dict(vec![]),
+fn request(ident: Option<&str>, method: &str, args: Vec<PyValue>) -> Vec<u8> {
+    pickle::dumps(&PyValue::Tuple(vec![
+        ident.map_or(PyValue::None, |i| PyValue::Str(i.into())),
+        PyValue::Str(method.into()),
+        PyValue::Tuple(args),
+        PyValue::Dict(vec![]),
     ]))
 }
 
 fn reply_kind(frame: &[u8]) -> String {
     match pickle::loads(frame).unwrap() {
-        Value::Tuple(items) => items[0].as_str().unwrap().to_string(),
+        PyValue::Tuple(items) => items[0].as_str().unwrap().to_string(),
         other => panic!("{other:?}"),
     }
 }
@@ -603,11 +607,11 @@ fn hostile_frames_after_authentication() {
 
     // A global where the method name should be: refused with '#ERROR', nothing called.
     let mut s = authenticated(address, b"k");
-    let evil = pickle::dumps(&Value::Tuple(vec![
-        Value::None,
-        Value::global("os", "system"),
-        Value::Tuple(vec![Value::Str("echo pwned".into())]),
-        Value::Dict(vec![]),
+    let evil = pickle::dumps(&PyValue::Tuple(vec![
+        PyValue::None,
+        PyValue::global("os", "system"),
+        PyValue::Tuple(vec![PyValue::Str("echo pwned".into())]),
+        PyValue::Dict(vec![]),
     ]));
     send_frame(&mut s, &evil);
     assert_eq!(reply_kind(&recv_frame(&mut s).unwrap()), "#ERROR");
@@ -617,12 +621,12 @@ fn hostile_frames_after_authentication() {
     let mut s = authenticated(address, b"k");
     send_frame(
         &mut s,
-        &request(None, "accept_connection", vec![Value::Str("x".into())]),
+        &request(None, "accept_connection", vec![PyValue::Str("x".into())]),
     );
     assert_eq!(reply_kind(&recv_frame(&mut s).unwrap()), "#RETURN");
-    let payload = Value::Reduce {
-        callable: Box::new(Value::global("os", "system")),
-        args: Box::new(Value::Tuple(vec![Value::Str("echo pwned".into())])),
+    let payload = PyValue::Reduce {
+        callable: Box::new(PyValue::global("os", "system")),
+        args: Box::new(PyValue::Tuple(vec![PyValue::Str("echo pwned".into())])),
         state: None,
     };
     send_frame(&mut s, &request(Some(&ident), "put", vec![payload]));
@@ -841,11 +845,11 @@ impl Referent for Factory {
     fn call(
         &self,
         method: &str,
-        _: Vec<Value>,
-        _: Vec<(String, Value)>,
-    ) -> Result<Value, PyException> {
+        _: Vec<PyValue>,
+        _: Vec<(String, PyValue)>,
+    ) -> Result<PyValue, PyException> {
         match method {
-            "ping" => Ok(Value::Str("pong".into())),
+            "ping" => Ok(PyValue::Str("pong".into())),
             _ => Err(PyException::new("builtins", "AttributeError", method)),
         }
     }
@@ -860,8 +864,8 @@ impl Referent for Factory {
     fn call_for_object(
         &self,
         method: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
     ) -> Result<Arc<dyn Referent>, PyException> {
         bind_arguments(method, args, kwargs, &[])?;
         match method {
@@ -894,7 +898,7 @@ fn method_to_typeid_answers_with_proxies() {
     assert_eq!(exposed, ["boom", "fail", "ping", "queue", "same"]);
     assert_eq!(
         factory.call("ping", vec![], vec![]).unwrap(),
-        Value::Str("pong".into())
+        PyValue::Str("pong".into())
     );
 
     let a: QueueProxy<i32> = factory.call_proxy("queue", vec![], vec![]).unwrap().into();
@@ -921,7 +925,7 @@ fn method_to_typeid_answers_with_proxies() {
         Err(Error::Remote { class, .. }) if class == "builtins.RuntimeError"
     ));
     assert!(matches!(
-        factory.call_proxy("queue", vec![Value::Int(1)], vec![]),
+        factory.call_proxy("queue", vec![PyValue::Int(1)], vec![]),
         Err(Error::Remote { class, .. }) if class == "builtins.TypeError"
     ));
     // A plain method is not a proxy; a proxy-returning method through `call` is refused
@@ -955,7 +959,7 @@ fn proxy_reply_carries_a_cpython_token() {
     let mut stream = authenticated(server.address(), b"k");
     send_frame(
         &mut stream,
-        &request(None, "accept_connection", vec![Value::Str("t".into())]),
+        &request(None, "accept_connection", vec![PyValue::Str("t".into())]),
     );
     assert_eq!(reply_kind(&recv_frame(&mut stream).unwrap()), "#RETURN");
     send_frame(
@@ -963,22 +967,22 @@ fn proxy_reply_carries_a_cpython_token() {
         &request(Some(factory.ident()), "queue", vec![]),
     );
     let reply = pickle::loads(&recv_frame(&mut stream).unwrap()).unwrap();
-    let Value::Tuple(items) = reply else {
+    let PyValue::Tuple(items) = reply else {
         panic!("{reply:?}")
     };
-    assert_eq!(items[0], Value::Str("#PROXY".into()));
-    let Value::Tuple(payload) = &items[1] else {
+    assert_eq!(items[0], PyValue::Str("#PROXY".into()));
+    let PyValue::Tuple(payload) = &items[1] else {
         panic!("{items:?}")
     };
     assert!(
-        matches!(&payload[0], Value::Tuple(names) if names.contains(&Value::Str("get".into())))
+        matches!(&payload[0], PyValue::Tuple(names) if names.contains(&PyValue::Str("get".into())))
     );
     let token = &payload[1];
     assert_eq!(
         token.class_name(),
         Some(("multiprocessing.managers", "Token"))
     );
-    let Value::Object {
+    let PyValue::Object {
         args,
         state: Some(state),
         ..
@@ -986,12 +990,12 @@ fn proxy_reply_carries_a_cpython_token() {
     else {
         panic!("{token:?}")
     };
-    assert_eq!(**args, Value::Tuple(vec![]));
+    assert_eq!(**args, PyValue::Tuple(vec![]));
     let port = i64::from(server.address().port());
-    assert!(matches!(&**state, Value::Tuple(f) if f.len() == 3
-        && f[0] == Value::Str("Queue".into())
-        && f[1] == Value::Tuple(vec![Value::Str("127.0.0.1".into()), Value::Int(port)])
-        && matches!(&f[2], Value::Str(ident) if !ident.is_empty())));
+    assert!(matches!(&**state, PyValue::Tuple(f) if f.len() == 3
+        && f[0] == PyValue::Str("Queue".into())
+        && f[1] == PyValue::Tuple(vec![PyValue::Str("127.0.0.1".into()), PyValue::Int(port)])
+        && matches!(&f[2], PyValue::Str(ident) if !ident.is_empty())));
     // The reference the reply took is the client's to release; this raw client does not.
     assert_eq!(server.number_of_objects(), 2);
 }
@@ -1007,12 +1011,12 @@ impl Referent for Squares {
     fn call(
         &self,
         method: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
-    ) -> Result<Value, PyException> {
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
+    ) -> Result<PyValue, PyException> {
         bind_arguments(method, args, kwargs, &[])?;
         match self.0.lock().unwrap().next() {
-            Some(i) => Ok(Value::Int(i * i)),
+            Some(i) => Ok(PyValue::Int(i * i)),
             None => Err(PyException {
                 module: "builtins".into(),
                 name: "StopIteration".into(),
@@ -1088,7 +1092,7 @@ fn start_runs_the_initializer_in_the_server_first() {
 /// typeid that always serves the same one.
 fn sync_worker((address, key): (String, ByteBuf)) {
     let m = Manager::connect(address.as_str(), &key).unwrap();
-    let call = |typeid: &str, method: &str, args: Vec<Value>| {
+    let call = |typeid: &str, method: &str, args: Vec<PyValue>| {
         m.create(typeid)
             .unwrap()
             .call(method, args, vec![])
@@ -1098,27 +1102,27 @@ fn sync_worker((address, key): (String, ByteBuf)) {
     let event = m.create("event").unwrap();
     assert_eq!(
         event.call("is_set", vec![], vec![]).unwrap(),
-        Value::Bool(true)
+        PyValue::Bool(true)
     );
     assert_eq!(
         event.call("wait", vec![], vec![]).unwrap(),
-        Value::Bool(true)
+        PyValue::Bool(true)
     );
     event.call("clear", vec![], vec![]).unwrap();
     assert_eq!(
         event
-            .call("wait", vec![Value::Float(0.001)], vec![])
+            .call("wait", vec![PyValue::Float(0.001)], vec![])
             .unwrap(),
-        Value::Bool(false)
+        PyValue::Bool(false)
     );
     // _test_lock, _test_semaphore: acquire and leave it held; _test_rlock: acquire, release.
-    assert_eq!(call("lock", "acquire", vec![]), Value::Bool(true));
-    assert_eq!(call("semaphore", "acquire", vec![]), Value::Bool(true));
-    assert_eq!(call("bounded", "acquire", vec![]), Value::Bool(true));
+    assert_eq!(call("lock", "acquire", vec![]), PyValue::Bool(true));
+    assert_eq!(call("semaphore", "acquire", vec![]), PyValue::Bool(true));
+    assert_eq!(call("bounded", "acquire", vec![]), PyValue::Bool(true));
     let rlock = m.create("rlock").unwrap();
     assert_eq!(
         rlock.call("acquire", vec![], vec![]).unwrap(),
-        Value::Bool(true)
+        PyValue::Bool(true)
     );
     rlock.call("release", vec![], vec![]).unwrap();
 }
@@ -1150,18 +1154,18 @@ each_method! {
         event.call("set", vec![], vec![]).unwrap();
         let arg = (server.address().to_string(), ByteBuf::from(b"sync key".to_vec()));
         common::with(method).spawn(sync_worker, arg).unwrap().join().unwrap();
-        assert_eq!(event.call("is_set", vec![], vec![]).unwrap(), Value::Bool(false));
-        let runtime_error = |r: Result<Value, Error>| {
+        assert_eq!(event.call("is_set", vec![], vec![]).unwrap(), PyValue::Bool(false));
+        let runtime_error = |r: Result<PyValue, Error>| {
             matches!(r, Err(Error::Remote { class, .. }) if class == "builtins.RuntimeError")
         };
         // The child's lock and semaphores are still held: released here.
         let lock = m.create("lock").unwrap();
-        assert_eq!(lock.call("acquire", vec![Value::Bool(false)], vec![]).unwrap(), Value::Bool(false));
+        assert_eq!(lock.call("acquire", vec![PyValue::Bool(false)], vec![]).unwrap(), PyValue::Bool(false));
         lock.call("release", vec![], vec![]).unwrap();
         assert!(runtime_error(lock.call("release", vec![], vec![])));
         for sem in ["semaphore", "bounded"] {
             let sem = m.create(sem).unwrap();
-            assert_eq!(sem.call("acquire", vec![Value::Bool(false)], vec![]).unwrap(), Value::Bool(false));
+            assert_eq!(sem.call("acquire", vec![PyValue::Bool(false)], vec![]).unwrap(), PyValue::Bool(false));
             sem.call("release", vec![], vec![]).unwrap();
         }
         assert!(matches!(
@@ -1172,16 +1176,16 @@ each_method! {
         let rlock = m.create("rlock").unwrap();
         assert!(runtime_error(rlock.call("release", vec![], vec![])));
         // SyncManager's own typeids, with constructor arguments.
-        let sem = m.create_with("Semaphore", vec![Value::Int(2)], vec![]).unwrap();
+        let sem = m.create_with("Semaphore", vec![PyValue::Int(2)], vec![]).unwrap();
         for expected in [true, true, false] {
-            assert_eq!(sem.call("acquire", vec![Value::Bool(false)], vec![]).unwrap(), Value::Bool(expected));
+            assert_eq!(sem.call("acquire", vec![PyValue::Bool(false)], vec![]).unwrap(), PyValue::Bool(expected));
         }
         assert!(matches!(
-            m.create_with("Semaphore", vec![Value::Int(-1)], vec![]),
+            m.create_with("Semaphore", vec![PyValue::Int(-1)], vec![]),
             Err(Error::Remote { .. })
         ));
         assert!(matches!(
-            m.create_with("Lock", vec![Value::Int(1)], vec![]),
+            m.create_with("Lock", vec![PyValue::Int(1)], vec![]),
             Err(Error::Remote { .. })
         ));
     }
@@ -1200,7 +1204,7 @@ fn served_lock_blocks_other_clients() {
     let lock = m.create("the_lock").unwrap();
     assert_eq!(
         lock.call("acquire", vec![], vec![]).unwrap(),
-        Value::Bool(true)
+        PyValue::Bool(true)
     );
     let t0 = Instant::now();
     let other = m.create("the_lock").unwrap();
@@ -1208,19 +1212,19 @@ fn served_lock_blocks_other_clients() {
         other
             .call(
                 "acquire",
-                vec![Value::Bool(true), Value::Float(0.1)],
+                vec![PyValue::Bool(true), PyValue::Float(0.1)],
                 vec![]
             )
             .unwrap(),
-        Value::Bool(false)
+        PyValue::Bool(false)
     );
     assert!(t0.elapsed() >= Duration::from_millis(100));
     let waiter = std::thread::spawn(move || other.call("acquire", vec![], vec![]));
     std::thread::sleep(Duration::from_millis(50));
     lock.call("release", vec![], vec![]).unwrap();
-    assert_eq!(waiter.join().unwrap().unwrap(), Value::Bool(true));
+    assert_eq!(waiter.join().unwrap().unwrap(), PyValue::Bool(true));
     assert!(matches!(
-        lock.call("acquire", vec![Value::Bool(false), Value::Int(1)], vec![]),
+        lock.call("acquire", vec![PyValue::Bool(false), PyValue::Int(1)], vec![]),
         Err(Error::Remote { class, .. }) if class == "builtins.ValueError"
     ));
 }
@@ -1235,10 +1239,10 @@ fn served_condition_wakes_a_waiter_in_another_client() {
     let server = server.start_thread().unwrap();
     let m = Manager::connect(server.address(), b"k").unwrap();
     let cond = m.create("cond").unwrap();
-    let runtime_error = |r: Result<Value, Error>| matches!(r, Err(Error::Remote { class, .. }) if class == "builtins.RuntimeError");
+    let runtime_error = |r: Result<PyValue, Error>| matches!(r, Err(Error::Remote { class, .. }) if class == "builtins.RuntimeError");
     assert!(runtime_error(cond.call(
         "wait",
-        vec![Value::Float(0.01)],
+        vec![PyValue::Float(0.01)],
         vec![]
     )));
     assert!(runtime_error(cond.call("notify", vec![], vec![])));
@@ -1246,7 +1250,9 @@ fn served_condition_wakes_a_waiter_in_another_client() {
     let waiter = std::thread::spawn(move || {
         let cond = waiter_manager.create("cond").unwrap();
         cond.call("acquire", vec![], vec![]).unwrap();
-        let woken = cond.call("wait", vec![Value::Float(30.0)], vec![]).unwrap();
+        let woken = cond
+            .call("wait", vec![PyValue::Float(30.0)], vec![])
+            .unwrap();
         // The lock is ours again: releasing it works.
         cond.call("release", vec![], vec![]).unwrap();
         woken
@@ -1259,7 +1265,7 @@ fn served_condition_wakes_a_waiter_in_another_client() {
         cond.call("release", vec![], vec![]).unwrap();
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(waiter.join().unwrap(), Value::Bool(true));
+    assert_eq!(waiter.join().unwrap(), PyValue::Bool(true));
 }
 
 /// A served `Barrier(3)`: three clients pass it together with indices 0, 1, 2; a lone waiter
@@ -1277,86 +1283,86 @@ fn served_barrier_releases_its_parties_together() {
             let m = m.clone();
             std::thread::spawn(move || {
                 let b = m.create("barrier").unwrap();
-                b.call("wait", vec![Value::Float(30.0)], vec![]).unwrap()
+                b.call("wait", vec![PyValue::Float(30.0)], vec![]).unwrap()
             })
         })
         .collect();
-    let mut indices: Vec<Value> = parties.into_iter().map(|t| t.join().unwrap()).collect();
+    let mut indices: Vec<PyValue> = parties.into_iter().map(|t| t.join().unwrap()).collect();
     indices.sort_by_key(|v| format!("{v:?}"));
-    assert_eq!(indices, [Value::Int(0), Value::Int(1), Value::Int(2)]);
+    assert_eq!(indices, [PyValue::Int(0), PyValue::Int(1), PyValue::Int(2)]);
     let b = m.create("barrier").unwrap();
-    let broken = |r: Result<Value, Error>| matches!(r, Err(Error::Remote { class, .. }) if class == "threading.BrokenBarrierError");
-    assert!(broken(b.call("wait", vec![Value::Float(0.05)], vec![])));
+    let broken = |r: Result<PyValue, Error>| matches!(r, Err(Error::Remote { class, .. }) if class == "threading.BrokenBarrierError");
+    assert!(broken(b.call("wait", vec![PyValue::Float(0.05)], vec![])));
     let attr = |name: &str| {
-        b.call("__getattribute__", vec![Value::Str(name.into())], vec![])
+        b.call("__getattribute__", vec![PyValue::Str(name.into())], vec![])
             .unwrap()
     };
-    assert_eq!(attr("broken"), Value::Bool(true));
+    assert_eq!(attr("broken"), PyValue::Bool(true));
     assert!(broken(b.call("wait", vec![], vec![])));
     b.call("reset", vec![], vec![]).unwrap();
-    assert_eq!(attr("broken"), Value::Bool(false));
-    assert_eq!(attr("n_waiting"), Value::Int(0));
+    assert_eq!(attr("broken"), PyValue::Bool(false));
+    assert_eq!(attr("n_waiting"), PyValue::Int(0));
     // SyncManager's typeid, with its constructor arguments.
     let one = m
-        .create_with("Barrier", vec![Value::Int(1)], vec![])
+        .create_with("Barrier", vec![PyValue::Int(1)], vec![])
         .unwrap();
-    assert_eq!(one.call("wait", vec![], vec![]).unwrap(), Value::Int(0));
+    assert_eq!(one.call("wait", vec![], vec![]).unwrap(), PyValue::Int(0));
 }
 
 /// The worker side of MGR-11, in a child process (CPython's `_test_list`, `_test_dict`,
 /// `_test_value`, `_test_array`, `_test_namespace`).
 fn containers_worker((address, key): (String, ByteBuf)) {
     let m = Manager::connect(address.as_str(), &key).unwrap();
-    let s = |x: &str| Value::Str(x.into());
-    let call = |p: &multiproc::managers::Proxy, method: &str, args: Vec<Value>| {
+    let s = |x: &str| PyValue::Str(x.into());
+    let call = |p: &multiproc::managers::Proxy, method: &str, args: Vec<PyValue>| {
         p.call(method, args, vec![]).unwrap()
     };
     let list = m.create("the_list").unwrap();
     assert_eq!(
-        call(&list, "__getitem__", vec![Value::Int(0)]),
-        Value::Int(5)
+        call(&list, "__getitem__", vec![PyValue::Int(0)]),
+        PyValue::Int(5)
     );
-    assert_eq!(call(&list, "count", vec![Value::Int(5)]), Value::Int(1));
-    assert_eq!(call(&list, "index", vec![Value::Int(5)]), Value::Int(0));
+    assert_eq!(call(&list, "count", vec![PyValue::Int(5)]), PyValue::Int(1));
+    assert_eq!(call(&list, "index", vec![PyValue::Int(5)]), PyValue::Int(0));
     call(&list, "sort", vec![]);
     call(&list, "reverse", vec![]);
-    assert_eq!(call(&list, "__len__", vec![]), Value::Int(1));
-    assert_eq!(call(&list, "pop", vec![Value::Int(0)]), Value::Int(5));
+    assert_eq!(call(&list, "__len__", vec![]), PyValue::Int(1));
+    assert_eq!(call(&list, "pop", vec![PyValue::Int(0)]), PyValue::Int(5));
     let dict = m.create("the_dict").unwrap();
-    assert_eq!(call(&dict, "__len__", vec![]), Value::Int(1));
-    assert_eq!(call(&dict, "__getitem__", vec![s("foo")]), Value::Int(5));
-    assert_eq!(call(&dict, "get", vec![s("foo")]), Value::Int(5));
-    let pair = Value::Tuple(vec![s("foo"), Value::Int(5)]);
+    assert_eq!(call(&dict, "__len__", vec![]), PyValue::Int(1));
+    assert_eq!(call(&dict, "__getitem__", vec![s("foo")]), PyValue::Int(5));
+    assert_eq!(call(&dict, "get", vec![s("foo")]), PyValue::Int(5));
+    let pair = PyValue::Tuple(vec![s("foo"), PyValue::Int(5)]);
     assert_eq!(
         call(&dict, "items", vec![]),
-        Value::List(vec![pair.clone()])
+        PyValue::List(vec![pair.clone()])
     );
-    assert_eq!(call(&dict, "keys", vec![]), Value::List(vec![s("foo")]));
+    assert_eq!(call(&dict, "keys", vec![]), PyValue::List(vec![s("foo")]));
     assert_eq!(
         call(&dict, "values", vec![]),
-        Value::List(vec![Value::Int(5)])
+        PyValue::List(vec![PyValue::Int(5)])
     );
     assert_eq!(
         call(&dict, "copy", vec![]),
-        Value::Dict(vec![(s("foo"), Value::Int(5))])
+        PyValue::Dict(vec![(s("foo"), PyValue::Int(5))])
     );
     assert_eq!(call(&dict, "popitem", vec![]), pair);
     let value = m.create("the_value").unwrap();
-    assert_eq!(call(&value, "get", vec![]), Value::Int(1));
-    call(&value, "set", vec![Value::Int(2)]);
+    assert_eq!(call(&value, "get", vec![]), PyValue::Int(1));
+    call(&value, "set", vec![PyValue::Int(2)]);
     let array = m.create("the_array").unwrap();
     assert_eq!(
-        call(&array, "__getitem__", vec![Value::Int(1)]),
-        Value::Int(1)
+        call(&array, "__getitem__", vec![PyValue::Int(1)]),
+        PyValue::Int(1)
     );
-    assert_eq!(call(&array, "__len__", vec![]), Value::Int(2));
+    assert_eq!(call(&array, "__len__", vec![]), PyValue::Int(2));
     let ns = m.create("the_namespace").unwrap();
-    assert_eq!(call(&ns, "__getattribute__", vec![s("x")]), Value::Int(0));
-    assert_eq!(call(&ns, "__getattribute__", vec![s("y")]), Value::Int(1));
+    assert_eq!(call(&ns, "__getattribute__", vec![s("x")]), PyValue::Int(0));
+    assert_eq!(call(&ns, "__getattribute__", vec![s("y")]), PyValue::Int(1));
 }
 
 each_method! {
-    /// MGR-11 (in part): served list, dict, Value, Array and Namespace with their method
+    /// MGR-11 (in part): served list, dict, PyValue, Array and Namespace with their method
     /// sets, changed by one process and seen by another.
     /// CPython: TestSyncManagerTypes.test_list, test_dict, test_value, test_array,
     /// test_namespace
@@ -1366,8 +1372,8 @@ each_method! {
         let shared: [(&str, Arc<dyn Referent>); 5] = [
             ("the_list", Arc::new(ServedList::default())),
             ("the_dict", Arc::new(ServedDict::default())),
-            ("the_value", Arc::new(ServedValue::new("i", Value::Int(1)))),
-            ("the_array", Arc::new(ServedArray::new("i", vec![Value::Int(0), Value::Int(1)]).unwrap())),
+            ("the_value", Arc::new(ServedValue::new("i", PyValue::Int(1)))),
+            ("the_array", Arc::new(ServedArray::new("i", vec![PyValue::Int(0), PyValue::Int(1)]).unwrap())),
             ("the_namespace", Arc::new(ServedNamespace::default())),
         ];
         for (typeid, object) in shared {
@@ -1375,30 +1381,30 @@ each_method! {
         }
         let server = server.start_thread().unwrap();
         let m = Manager::connect(server.address(), b"containers").unwrap();
-        let s = |x: &str| Value::Str(x.into());
+        let s = |x: &str| PyValue::Str(x.into());
         let list = m.create("the_list").unwrap();
-        list.call("append", vec![Value::Int(5)], vec![]).unwrap();
+        list.call("append", vec![PyValue::Int(5)], vec![]).unwrap();
         let dict = m.create("the_dict").unwrap();
-        dict.call("__setitem__", vec![s("foo"), Value::Int(5)], vec![]).unwrap();
+        dict.call("__setitem__", vec![s("foo"), PyValue::Int(5)], vec![]).unwrap();
         let ns = m.create("the_namespace").unwrap();
-        ns.call("__setattr__", vec![s("x"), Value::Int(0)], vec![]).unwrap();
-        ns.call("__setattr__", vec![s("y"), Value::Int(1)], vec![]).unwrap();
+        ns.call("__setattr__", vec![s("x"), PyValue::Int(0)], vec![]).unwrap();
+        ns.call("__setattr__", vec![s("y"), PyValue::Int(1)], vec![]).unwrap();
         let arg = (server.address().to_string(), ByteBuf::from(b"containers".to_vec()));
         common::with(method).spawn(containers_worker, arg).unwrap().join().unwrap();
-        assert_eq!(list.call("__len__", vec![], vec![]).unwrap(), Value::Int(0));
-        assert_eq!(dict.call("__len__", vec![], vec![]).unwrap(), Value::Int(0));
+        assert_eq!(list.call("__len__", vec![], vec![]).unwrap(), PyValue::Int(0));
+        assert_eq!(dict.call("__len__", vec![], vec![]).unwrap(), PyValue::Int(0));
         let value = m.create("the_value").unwrap();
-        assert_eq!(value.call("get", vec![], vec![]).unwrap(), Value::Int(2));
+        assert_eq!(value.call("get", vec![], vec![]).unwrap(), PyValue::Int(2));
         // SyncManager's typeids with constructor arguments; errors keep their Python kind.
-        let made = m.create_with("list", vec![Value::List(vec![Value::Int(2), Value::Int(1)])], vec![]).unwrap();
+        let made = m.create_with("list", vec![PyValue::List(vec![PyValue::Int(2), PyValue::Int(1)])], vec![]).unwrap();
         made.call("sort", vec![], vec![]).unwrap();
-        assert_eq!(made.call("__getitem__", vec![Value::Int(0)], vec![]).unwrap(), Value::Int(1));
+        assert_eq!(made.call("__getitem__", vec![PyValue::Int(0)], vec![]).unwrap(), PyValue::Int(1));
         assert!(matches!(
-            made.call("__getitem__", vec![Value::Int(9)], vec![]),
+            made.call("__getitem__", vec![PyValue::Int(9)], vec![]),
             Err(Error::Remote { class, .. }) if class == "builtins.IndexError"
         ));
-        let d = m.create_with("dict", vec![], vec![("a".into(), Value::Int(1))]).unwrap();
-        assert_eq!(d.call("__getitem__", vec![s("a")], vec![]).unwrap(), Value::Int(1));
+        let d = m.create_with("dict", vec![], vec![("a".into(), PyValue::Int(1))]).unwrap();
+        assert_eq!(d.call("__getitem__", vec![s("a")], vec![]).unwrap(), PyValue::Int(1));
         assert!(matches!(
             d.call("__getitem__", vec![s("b")], vec![]),
             Err(Error::Remote { class, .. }) if class == "builtins.KeyError"
@@ -1406,7 +1412,7 @@ each_method! {
         let keys: Vec<String> = d.call_proxy("__iter__", vec![], vec![]).unwrap().iter().collect::<Result<_, _>>().unwrap();
         assert_eq!(keys, ["a"]);
         assert!(matches!(
-            m.create_with("Array", vec![s("i"), Value::List(vec![s("x")])], vec![]),
+            m.create_with("Array", vec![s("i"), PyValue::List(vec![s("x")])], vec![]),
             Err(Error::Remote { .. })
         ));
     }
@@ -1525,8 +1531,8 @@ fn a_args(server: &ServerHandle, typeid: &str, methods: &[&str]) -> (String, Str
     (server.address().to_string(), typeid.to_string(), methods)
 }
 
-fn non_blocking() -> Vec<Value> {
-    vec![Value::Bool(false)]
+fn non_blocking() -> Vec<PyValue> {
+    vec![PyValue::Bool(false)]
 }
 
 /// Issue 12.1 for locks and semaphores: a client killed while blocked in `acquire` does not
@@ -1545,13 +1551,13 @@ fn dead_acquirer_takes_nothing() {
         // Both proxy connections open: they are the ones that stay.
         assert_eq!(
             other.call("acquire", non_blocking(), vec![]).unwrap(),
-            Value::Bool(true)
+            PyValue::Bool(true)
         );
         other.call("release", vec![], vec![]).unwrap();
         for _ in 0..3 {
             assert_eq!(
                 holder.call("acquire", vec![], vec![]).unwrap(),
-                Value::Bool(true)
+                PyValue::Bool(true)
             );
             settle(&server, 2);
             kill_while_blocked(
@@ -1563,8 +1569,8 @@ fn dead_acquirer_takes_nothing() {
             holder.call("release", vec![], vec![]).unwrap();
             let got = other.call("acquire", non_blocking(), vec![]).unwrap();
             settle(&server, 2);
-            let got = got == Value::Bool(true)
-                || other.call("acquire", non_blocking(), vec![]).unwrap() == Value::Bool(true);
+            let got = got == PyValue::Bool(true)
+                || other.call("acquire", non_blocking(), vec![]).unwrap() == PyValue::Bool(true);
             assert!(got, "{typeid}: the dead client took it");
             other.call("release", vec![], vec![]).unwrap();
         }
@@ -1584,7 +1590,7 @@ fn dead_condition_waiter_passes_its_notification_on() {
     let cond = Arc::new(manager.create("Condition").unwrap());
     assert_eq!(
         cond.call("acquire", non_blocking(), vec![]).unwrap(),
-        Value::Bool(true)
+        PyValue::Bool(true)
     );
     cond.call("release", vec![], vec![]).unwrap();
     settle(&server, 1);
@@ -1599,7 +1605,7 @@ fn dead_condition_waiter_passes_its_notification_on() {
             let cond = cond.clone();
             std::thread::spawn(move || {
                 cond.call("acquire", vec![], vec![]).unwrap();
-                let woken = cond.call("wait", vec![Value::Float(30.0)], vec![]);
+                let woken = cond.call("wait", vec![PyValue::Float(30.0)], vec![]);
                 cond.call("release", vec![], vec![]).unwrap();
                 woken
             })
@@ -1608,11 +1614,11 @@ fn dead_condition_waiter_passes_its_notification_on() {
         cond.call("acquire", vec![], vec![]).unwrap();
         cond.call("notify", vec![], vec![]).unwrap();
         cond.call("release", vec![], vec![]).unwrap();
-        assert_eq!(waiter.join().unwrap().unwrap(), Value::Bool(true));
+        assert_eq!(waiter.join().unwrap().unwrap(), PyValue::Bool(true));
         settle(&server, 2);
         assert_eq!(
             cond.call("acquire", non_blocking(), vec![]).unwrap(),
-            Value::Bool(true)
+            PyValue::Bool(true)
         );
         cond.call("release", vec![], vec![]).unwrap();
     }
@@ -1634,12 +1640,12 @@ fn dead_barrier_party_breaks_the_barrier() {
         barrier
             .call(
                 "__getattribute__",
-                vec![Value::Str("broken".into())],
+                vec![PyValue::Str("broken".into())],
                 vec![],
             )
             .unwrap()
     };
-    assert_eq!(broken(), Value::Bool(false));
+    assert_eq!(broken(), PyValue::Bool(false));
     settle(&server, 1);
     kill_while_blocked(
         &calls,
@@ -1647,28 +1653,28 @@ fn dead_barrier_party_breaks_the_barrier() {
         a_args(&server, "Barrier", &["wait"]),
     );
     settle(&server, 1);
-    assert_eq!(broken(), Value::Bool(true));
+    assert_eq!(broken(), PyValue::Bool(true));
     assert!(matches!(
         barrier.call("wait", vec![], vec![]),
         Err(Error::Remote { class, .. }) if class == "threading.BrokenBarrierError"
     ));
     barrier.call("reset", vec![], vec![]).unwrap();
-    assert_eq!(broken(), Value::Bool(false));
+    assert_eq!(broken(), PyValue::Bool(false));
 }
 
 /// The `'#ERROR'` reply in `frame`: the exception's class and its message.
-fn error_reply(frame: &[u8]) -> (String, String, Option<Value>) {
+fn error_reply(frame: &[u8]) -> (String, String, Option<PyValue>) {
     match pickle::loads(frame).unwrap() {
-        Value::Tuple(items) if items[0] == Value::Str("#ERROR".into()) => match &items[1] {
-            Value::Reduce {
+        PyValue::Tuple(items) if items[0] == PyValue::Str("#ERROR".into()) => match &items[1] {
+            PyValue::Reduce {
                 callable,
                 args,
                 state,
             } => {
-                let Value::Global { module, name } = &**callable else {
+                let PyValue::Global { module, name } = &**callable else {
                     panic!("{callable:?}")
                 };
-                let Value::Tuple(args) = &**args else {
+                let PyValue::Tuple(args) = &**args else {
                     panic!("{args:?}")
                 };
                 let message = args[0].as_str().unwrap().to_string();
@@ -1712,7 +1718,7 @@ fn oversized_put_is_a_typed_error_and_the_proxy_goes_on() {
 
     // A control request knows no cap: the server reads the frame, answers with the reason
     // and closes that connection; the client gets the same typed error.
-    match manager.create_with("get_task_queue", vec![Value::Bytes(big.to_vec())], vec![]) {
+    match manager.create_with("get_task_queue", vec![PyValue::Bytes(big.to_vec())], vec![]) {
         Err(Error::MessageTooLarge { size, limit }) => {
             assert!(size > 2 << 20, "{size}");
             assert_eq!(limit, 1 << 20);
@@ -1734,7 +1740,7 @@ fn oversized_frame_is_answered_before_the_close() {
     server.register_queue("get_task_queue", 0);
     let server = server.start_thread().unwrap();
     let mut s = authenticated(server.address(), b"k");
-    let payload = request(None, "dummy", vec![Value::Bytes(vec![0; 3 << 20])]);
+    let payload = request(None, "dummy", vec![PyValue::Bytes(vec![0; 3 << 20])]);
     send_frame(&mut s, &payload);
     let (class, message, state) = error_reply(&recv_frame(&mut s).unwrap());
     assert_eq!(class, "builtins.ValueError");
@@ -1745,9 +1751,9 @@ fn oversized_frame_is_answered_before_the_close() {
     );
     assert_eq!(
         state,
-        Some(Value::Dict(vec![
-            (Value::Str("size".into()), Value::Int(size)),
-            (Value::Str("limit".into()), Value::Int(1 << 20)),
+        Some(PyValue::Dict(vec![
+            (PyValue::Str("size".into()), PyValue::Int(size)),
+            (PyValue::Str("limit".into()), PyValue::Int(1 << 20)),
         ]))
     );
     assert_eq!(recv_frame(&mut s), None);
@@ -1773,15 +1779,15 @@ fn hostile_requests_are_refused_with_the_reason() {
             .unwrap();
         q.proxy().ident().to_string()
     };
-    let system = |command: &str| Value::Reduce {
-        callable: Box::new(Value::global("os", "system")),
-        args: Box::new(Value::Tuple(vec![Value::Str(command.into())])),
+    let system = |command: &str| PyValue::Reduce {
+        callable: Box::new(PyValue::global("os", "system")),
+        args: Box::new(PyValue::Tuple(vec![PyValue::Str(command.into())])),
         state: None,
     };
     let deep = {
-        let mut v = Value::Int(1);
+        let mut v = PyValue::Int(1);
         for _ in 0..40 {
-            v = Value::List(vec![v]);
+            v = PyValue::List(vec![v]);
         }
         v
     };
@@ -1793,21 +1799,21 @@ fn hostile_requests_are_refused_with_the_reason() {
         ),
         (
             "a REDUCE where the arguments tuple is expected",
-            pickle::dumps(&Value::Tuple(vec![
-                Value::Str(ident.clone()),
-                Value::Str("put".into()),
+            pickle::dumps(&PyValue::Tuple(vec![
+                PyValue::Str(ident.clone()),
+                PyValue::Str("put".into()),
                 system("echo pwned"),
-                Value::Dict(vec![]),
+                PyValue::Dict(vec![]),
             ])),
             "pickle global os.system in the request envelope",
         ),
         (
             "a GLOBAL where the keyword arguments are expected",
-            pickle::dumps(&Value::Tuple(vec![
-                Value::None,
-                Value::Str("dummy".into()),
-                Value::Tuple(vec![]),
-                Value::global("builtins", "eval"),
+            pickle::dumps(&PyValue::Tuple(vec![
+                PyValue::None,
+                PyValue::Str("dummy".into()),
+                PyValue::Tuple(vec![]),
+                PyValue::global("builtins", "eval"),
             ])),
             "pickle global builtins.eval in the request envelope",
         ),
@@ -1822,7 +1828,7 @@ fn hostile_requests_are_refused_with_the_reason() {
         if case.contains("arguments tuple") || case.contains("deeper") {
             send_frame(
                 &mut s,
-                &request(None, "accept_connection", vec![Value::Str("x".into())]),
+                &request(None, "accept_connection", vec![PyValue::Str("x".into())]),
             );
             assert_eq!(
                 reply_kind(&recv_frame(&mut s).unwrap()),

@@ -1,7 +1,7 @@
 //! Tests for the managers' pickle codec: CPython's frames, the protocol 3 encoder, inert
 //! globals, limits, and a fuzz-style run over random and mutated input.
 
-use multiproc::pickle::{self, Limits, PickleError, Value};
+use multiproc::pickle::{self, Limits, PickleError, PyValue};
 
 // The same counting allocator as the crate's own unit tests use.
 #[path = "../src/pickle/counting.rs"]
@@ -18,21 +18,21 @@ fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-fn s(text: &str) -> Value {
-    Value::Str(text.into())
+fn s(text: &str) -> PyValue {
+    PyValue::Str(text.into())
 }
 
-fn tuple(items: Vec<Value>) -> Value {
-    Value::Tuple(items)
+fn tuple(items: Vec<PyValue>) -> PyValue {
+    PyValue::Tuple(items)
 }
 
 #[test]
 fn smoke() {
     let v = tuple(vec![
-        Value::Int(1),
+        PyValue::Int(1),
         s("x"),
-        Value::Bytes(b"y".to_vec()),
-        Value::None,
+        PyValue::Bytes(b"y".to_vec()),
+        PyValue::None,
     ]);
     assert_eq!(pickle::loads(&pickle::dumps(&v)).unwrap(), v);
 }
@@ -43,20 +43,20 @@ fn decodes_cpython_frames() {
     let cases = [
         (
             "8004951000000000000000284e8c0564756d6d7994297d9474942e",
-            tuple(vec![Value::None, s("dummy"), tuple(vec![]), Value::Dict(vec![])]),
+            tuple(vec![PyValue::None, s("dummy"), tuple(vec![]), PyValue::Dict(vec![])]),
         ),
         (
             "8004952300000000000000284e8c06637265617465948c0e6765745f7461736b5f71756575659485947d9474942e",
             tuple(vec![
-                Value::None,
+                PyValue::None,
                 s("create"),
                 tuple(vec![s("get_task_queue")]),
-                Value::Dict(vec![]),
+                PyValue::Dict(vec![]),
             ]),
         ),
         (
             "8004950f000000000000008c072352455455524e944b2a86942e",
-            tuple(vec![s("#RETURN"), Value::Int(42)]),
+            tuple(vec![s("#RETURN"), PyValue::Int(42)]),
         ),
         (
             "8004953000000000000000288c0c376664306533346335626530948c0367657494297d948c0774696d656f757494473fc999999999999a7374942e",
@@ -64,7 +64,7 @@ fn decodes_cpython_frames() {
                 s("7fd0e34c5be0"),
                 s("get"),
                 tuple(vec![]),
-                Value::Dict(vec![(s("timeout"), Value::Float(0.2))]),
+                PyValue::Dict(vec![(s("timeout"), PyValue::Float(0.2))]),
             ]),
         ),
     ];
@@ -80,14 +80,18 @@ fn decodes_exceptions_inertly() {
         "80049522000000000000008c06234552524f52948c065f7175657565948c05456d70747994939429529486942e",
     ))
     .unwrap();
-    let Value::Tuple(items) = empty else { panic!() };
+    let PyValue::Tuple(items) = empty else {
+        panic!()
+    };
     assert_eq!(items[0], s("#ERROR"));
     assert_eq!(items[1].class_name(), Some(("_queue", "Empty")));
     let full = pickle::loads(&hex(
         "80049520000000000000008c06234552524f52948c057175657565948c0446756c6c94939429529486942e",
     ))
     .unwrap();
-    let Value::Tuple(items) = full else { panic!() };
+    let PyValue::Tuple(items) = full else {
+        panic!()
+    };
     assert_eq!(items[1].class_name(), Some(("queue", "Full")));
 }
 
@@ -107,7 +111,7 @@ fn decodes_a_token() {
         token.class_name(),
         Some(("multiprocessing.managers", "Token"))
     );
-    let Value::Object {
+    let PyValue::Object {
         state: Some(state), ..
     } = token
     else {
@@ -117,7 +121,7 @@ fn decodes_a_token() {
         *state,
         tuple(vec![
             s("Queue"),
-            tuple(vec![s("127.0.0.1"), Value::Int(50500)]),
+            tuple(vec![s("127.0.0.1"), PyValue::Int(50500)]),
             s("7fb592e25be0")
         ])
     );
@@ -128,14 +132,14 @@ fn decodes_a_token() {
 fn encodes_canonical_protocol_3() {
     let request = |ident: Option<&str>, method: &str, args, kwds| {
         tuple(vec![
-            ident.map_or(Value::None, s),
+            ident.map_or(PyValue::None, s),
             s(method),
             tuple(args),
-            Value::Dict(kwds),
+            PyValue::Dict(kwds),
         ])
     };
-    let exception = |module: &str, name: &str| Value::Reduce {
-        callable: Box::new(Value::global(module, name)),
+    let exception = |module: &str, name: &str| PyValue::Reduce {
+        callable: Box::new(PyValue::global(module, name)),
         args: Box::new(tuple(vec![])),
         state: None,
     };
@@ -146,14 +150,14 @@ fn encodes_canonical_protocol_3() {
             "8003284e5806000000637265617465580e0000006765745f7461736b5f7175657565857d742e",
         ),
         (
-            request(Some("1a2b"), "put", vec![Value::Int(42)], vec![]),
+            request(Some("1a2b"), "put", vec![PyValue::Int(42)], vec![]),
             "80032858040000003161326258030000007075744b2a857d742e",
         ),
         (
-            request(Some("1a2b"), "get", vec![], vec![(s("timeout"), Value::Float(10.0))]),
+            request(Some("1a2b"), "get", vec![], vec![(s("timeout"), PyValue::Float(10.0))]),
             "8003285804000000316132625803000000676574297d28580700000074696d656f757447402400000000000075742e",
         ),
-        (tuple(vec![s("#RETURN"), Value::None]), "800358070000002352455455524e4e862e"),
+        (tuple(vec![s("#RETURN"), PyValue::None]), "800358070000002352455455524e4e862e"),
         (
             tuple(vec![s("#ERROR"), exception("queue", "Empty")]),
             "80035806000000234552524f526371756575650a456d7074790a2952862e",
@@ -185,12 +189,12 @@ fn integers_of_every_width_round_trip() {
     ]);
     values.extend([i64::MAX, i64::MIN, (1 << 62) - 1]);
     for v in values {
-        let back = pickle::loads(&pickle::dumps(&Value::Int(v))).unwrap();
-        assert_eq!(back, Value::Int(v), "{v}");
+        let back = pickle::loads(&pickle::dumps(&PyValue::Int(v))).unwrap();
+        assert_eq!(back, PyValue::Int(v), "{v}");
     }
     // 2**70 and -2**70 as CPython's LONG1 writes them
     let big = pickle::loads(&hex("80048a09000000000000000040942e")).unwrap();
-    assert_eq!(big, Value::BigInt(hex("000000000000000040")));
+    assert_eq!(big, PyValue::BigInt(hex("000000000000000040")));
     assert_eq!(pickle::loads(&pickle::dumps(&big)).unwrap(), big);
     // Beyond 64 bits there is no Rust primitive to map to: a typed error, not a wrap-around.
     assert!(matches!(
@@ -201,7 +205,7 @@ fn integers_of_every_width_round_trip() {
     let v = pickle::to_value(&u64::MAX).unwrap();
     assert_eq!(
         v,
-        Value::BigInt(vec![0xff; 8].into_iter().chain([0]).collect())
+        PyValue::BigInt(vec![0xff; 8].into_iter().chain([0]).collect())
     );
     assert_eq!(pickle::loads(&pickle::dumps(&v)).unwrap(), v);
 }
@@ -241,16 +245,16 @@ fn serde_bridge_maps_plain_data() {
 #[test]
 fn protocol_2_shapes_map_to_plain_values() {
     // set([1]) as protocol 2 writes it: builtins.set applied to a list
-    let set = Value::Reduce {
-        callable: Box::new(Value::global("builtins", "set")),
-        args: Box::new(tuple(vec![Value::List(vec![Value::Int(1)])])),
+    let set = PyValue::Reduce {
+        callable: Box::new(PyValue::global("builtins", "set")),
+        args: Box::new(tuple(vec![PyValue::List(vec![PyValue::Int(1)])])),
         state: None,
     };
     let got: std::collections::BTreeSet<i32> = pickle::from_value(set).unwrap();
     assert_eq!(got.into_iter().collect::<Vec<_>>(), vec![1]);
     // b'\xff' as protocol 2 writes it: _codecs.encode('\xff', 'latin1')
-    let bytes = Value::Reduce {
-        callable: Box::new(Value::global("_codecs", "encode")),
+    let bytes = PyValue::Reduce {
+        callable: Box::new(PyValue::global("_codecs", "encode")),
         args: Box::new(tuple(vec![s("\u{ff}"), s("latin1")])),
         state: None,
     };
@@ -285,7 +289,7 @@ fn memo_shares_mutations_like_cpython() {
     // x = [1]; (x, x) as CPython writes it: EMPTY_LIST MEMOIZE, append, then BINGET 0.
     let bytes = hex("8004 95 00 00 00 00 00 00 00 00 5d 94 4b 01 61 68 00 86 94 2e");
     let v = pickle::loads(&bytes).unwrap();
-    let one = Value::List(vec![Value::Int(1)]);
+    let one = PyValue::List(vec![PyValue::Int(1)]);
     assert_eq!(v, tuple(vec![one.clone(), one]));
 }
 
@@ -397,11 +401,11 @@ fn fuzz_decoder_never_panics() {
         hex("80049522000000000000008c06234552524f52948c065f7175657565948c05456d70747994939429529486942e"),
         hex("8004 95 00 00 00 00 00 00 00 00 5d 94 4b 01 61 68 00 86 94 2e"),
         pickle::dumps(&pickle::to_value(&(1u8, "x", vec![1.5f64], Some(-70i64))).unwrap()),
-        pickle::dumps(&Value::Object {
-            class: Box::new(Value::global("m", "C")),
+        pickle::dumps(&PyValue::Object {
+            class: Box::new(PyValue::global("m", "C")),
             args: Box::new(tuple(vec![])),
-            kwargs: Some(Box::new(Value::Dict(vec![(s("k"), Value::Set(vec![Value::Int(1)]))]))),
-            state: Some(Box::new(Value::FrozenSet(vec![Value::BigInt(vec![1; 20])]))),
+            kwargs: Some(Box::new(PyValue::Dict(vec![(s("k"), PyValue::Set(vec![PyValue::Int(1)]))]))),
+            state: Some(Box::new(PyValue::FrozenSet(vec![PyValue::BigInt(vec![1; 20])]))),
         }),
     ];
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
@@ -445,21 +449,21 @@ mod properties {
     use super::*;
 
     /// Plain Python data, nested a few levels.
-    fn plain_value() -> impl Strategy<Value = Value> {
+    fn plain_value() -> impl Strategy<Value = PyValue> {
         let leaf = prop_oneof![
-            Just(Value::None),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(Value::Int),
-            (-1e300f64..1e300).prop_map(Value::Float),
-            ".{0,20}".prop_map(Value::Str),
-            proptest::collection::vec(any::<u8>(), 0..40).prop_map(Value::Bytes),
+            Just(PyValue::None),
+            any::<bool>().prop_map(PyValue::Bool),
+            any::<i64>().prop_map(PyValue::Int),
+            (-1e300f64..1e300).prop_map(PyValue::Float),
+            ".{0,20}".prop_map(PyValue::Str),
+            proptest::collection::vec(any::<u8>(), 0..40).prop_map(PyValue::Bytes),
         ];
         leaf.prop_recursive(4, 64, 8, |inner| {
             prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Tuple),
-                proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::List),
-                proptest::collection::vec((any::<i64>().prop_map(Value::Int), inner), 0..8)
-                    .prop_map(Value::Dict),
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(PyValue::Tuple),
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(PyValue::List),
+                proptest::collection::vec((any::<i64>().prop_map(PyValue::Int), inner), 0..8)
+                    .prop_map(PyValue::Dict),
             ]
         })
     }

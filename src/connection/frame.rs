@@ -13,7 +13,7 @@ use std::net::TcpStream;
 use std::os::fd::AsFd;
 
 use crate::error::connection_io;
-use crate::pickle::{self, Limits, Value};
+use crate::pickle::{self, Limits, PyValue};
 use crate::{sys, Error, WireError};
 
 /// The largest payload written with the short header.
@@ -103,7 +103,7 @@ pub(crate) fn send_bytes(stream: &TcpStream, payload: &[u8]) -> Result<(), Error
 }
 
 /// Pickles `value` and writes it as one frame.
-pub(crate) fn send_value(stream: &TcpStream, value: &Value) -> Result<(), Error> {
+pub(crate) fn send_value(stream: &TcpStream, value: &PyValue) -> Result<(), Error> {
     let mut frame = Vec::with_capacity(128);
     frame.extend_from_slice(&[0; 4]);
     pickle::dumps_into(value, &mut frame);
@@ -334,7 +334,7 @@ impl FrameReader {
         stream: &TcpStream,
         cap: usize,
         limits: &Limits,
-    ) -> Result<Value, Error> {
+    ) -> Result<PyValue, Error> {
         self.with_frame(stream, cap, |payload| {
             Ok(pickle::loads_with(payload, limits)?)
         })

@@ -56,6 +56,7 @@ pub(crate) mod frame;
 mod listener;
 pub(crate) mod tcp;
 
+pub use crate::error::WireError;
 pub(crate) use listener::connect_authenticated;
 pub use listener::{Client, Listener, TcpConnection};
 

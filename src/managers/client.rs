@@ -8,7 +8,7 @@ use super::proxy::{Proxy, QueueProxy};
 use super::wire::{self, FrameReader};
 use crate::connection;
 use crate::connection::auth::{AuthConfig, ChallengeForm};
-use crate::pickle::{Limits, Value};
+use crate::pickle::{Limits, PyValue};
 use crate::{Error, WireError};
 
 /// Client settings for [`Manager::connect_with`].
@@ -155,16 +155,16 @@ impl Manager {
         self.address
     }
 
-    pub(crate) fn control(&self, method: &str, args: Vec<Value>) -> Result<Value, Error> {
+    pub(crate) fn control(&self, method: &str, args: Vec<PyValue>) -> Result<PyValue, Error> {
         self.control_with(method, args, Vec::new())
     }
 
     fn control_with(
         &self,
         method: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
-    ) -> Result<Value, Error> {
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
+    ) -> Result<PyValue, Error> {
         let deadline = Instant::now() + self.options.connect_timeout;
         let (stream, mut reader) = self.open(deadline)?;
         reader.send_request(&stream, None, method, &args, &kwargs)?;
@@ -216,11 +216,11 @@ impl Manager {
     pub fn create_with(
         &self,
         typeid: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
     ) -> Result<Proxy, Error> {
         let mut all = Vec::with_capacity(args.len() + 1);
-        all.push(Value::Str(typeid.to_string()));
+        all.push(PyValue::Str(typeid.to_string()));
         all.extend(args);
         let reply = self.control_with("create", all, kwargs)?;
         let bad = || {
@@ -228,11 +228,11 @@ impl Manager {
                 reason: "create() replied with something other than (ident, exposed)".into(),
             })
         };
-        let Value::Tuple(items) = reply else {
+        let PyValue::Tuple(items) = reply else {
             return Err(bad());
         };
-        let [ident, exposed]: [Value; 2] = items.try_into().map_err(|_| bad())?;
-        let Value::Str(ident) = ident else {
+        let [ident, exposed]: [PyValue; 2] = items.try_into().map_err(|_| bad())?;
+        let PyValue::Str(ident) = ident else {
             return Err(bad());
         };
         let exposed = exposed_names(exposed).ok_or_else(bad)?;
@@ -275,7 +275,7 @@ impl Manager {
     /// ```
     pub fn number_of_objects(&self) -> Result<usize, Error> {
         match self.control("number_of_objects", Vec::new())? {
-            Value::Int(n) if n >= 0 => Ok(n as usize),
+            PyValue::Int(n) if n >= 0 => Ok(n as usize),
             _ => Err(Error::Wire(WireError::Protocol {
                 reason: "number_of_objects() did not return an int".into(),
             })),
@@ -297,7 +297,7 @@ impl Manager {
     /// ```
     pub fn debug_info(&self) -> Result<String, Error> {
         match self.control("debug_info", Vec::new())? {
-            Value::Str(s) => Ok(s),
+            PyValue::Str(s) => Ok(s),
             _ => Err(Error::Wire(WireError::Protocol {
                 reason: "debug_info() did not return a str".into(),
             })),
@@ -346,16 +346,16 @@ pub(crate) fn control_request(
     address: SocketAddr,
     auth: &AuthConfig,
     method: &str,
-    args: Vec<Value>,
+    args: Vec<PyValue>,
     deadline: Option<Instant>,
-) -> Result<Value, Error> {
+) -> Result<PyValue, Error> {
     let deadline = deadline.unwrap_or_else(|| Instant::now() + wire::HANDSHAKE_TIMEOUT);
     let (stream, mut reader) = open(address, auth, deadline)?;
     reader.send_request(&stream, None, method, &args, &[])?;
     wire::until(&stream, Some(deadline))?;
     match reader.recv_value(&stream, 64 << 20, &Limits::default()) {
         Ok(reply) => unpack(reply),
-        Err(Error::Disconnected) if method == "shutdown" => Ok(Value::None),
+        Err(Error::Disconnected) if method == "shutdown" => Ok(PyValue::None),
         Err(e) => Err(e),
     }
 }
@@ -366,7 +366,7 @@ const REMOTE_ERROR: &str = "multiprocessing.managers.RemoteError";
 /// What a successful reply carried.
 pub(crate) enum Reply {
     /// `'#RETURN'`: a value.
-    Value(Value),
+    Value(PyValue),
     /// `'#PROXY'`: a new shared object the server holds one reference to for us.
     Proxy {
         /// Its exposed methods.
@@ -378,7 +378,7 @@ pub(crate) enum Reply {
 
 /// Turns a reply `(kind, payload)` into the value or the typed error (PROTOCOL.md §5.2).
 /// Control requests never get `'#PROXY'`.
-pub(crate) fn unpack(reply: Value) -> Result<Value, Error> {
+pub(crate) fn unpack(reply: PyValue) -> Result<PyValue, Error> {
     match unpack_reply(reply)? {
         Reply::Value(value) => Ok(value),
         Reply::Proxy { .. } => Err(Error::Wire(WireError::Protocol {
@@ -388,25 +388,25 @@ pub(crate) fn unpack(reply: Value) -> Result<Value, Error> {
 }
 
 /// Turns a reply into a value, a new proxy's token, or the typed error.
-pub(crate) fn unpack_reply(reply: Value) -> Result<Reply, Error> {
+pub(crate) fn unpack_reply(reply: PyValue) -> Result<Reply, Error> {
     let bad = || {
         Error::Wire(WireError::Protocol {
             reason: "a reply must be (kind, payload)".into(),
         })
     };
-    let Value::Tuple(items) = reply else {
+    let PyValue::Tuple(items) = reply else {
         return Err(bad());
     };
-    let [kind, payload]: [Value; 2] = items.try_into().map_err(|_| bad())?;
+    let [kind, payload]: [PyValue; 2] = items.try_into().map_err(|_| bad())?;
     match (kind.as_str(), payload) {
         (Some("#RETURN"), value) => Ok(Reply::Value(value)),
         (Some("#PROXY"), payload) => proxy_reply(payload),
         (Some("#ERROR"), exception) => Err(remote_exception(&exception)),
-        (Some("#TRACEBACK"), Value::Str(text)) => Err(Error::Remote {
+        (Some("#TRACEBACK"), PyValue::Str(text)) => Err(Error::Remote {
             class: REMOTE_ERROR.into(),
             message: text,
         }),
-        (Some("#UNSERIALIZABLE"), Value::Str(text)) => Err(Error::Remote {
+        (Some("#UNSERIALIZABLE"), PyValue::Str(text)) => Err(Error::Remote {
             class: REMOTE_ERROR.into(),
             message: format!("Unserializable message: {text}"),
         }),
@@ -417,26 +417,26 @@ pub(crate) fn unpack_reply(reply: Value) -> Result<Reply, Error> {
 /// The payload of `'#PROXY'`: `(exposed, Token(typeid, address, ident))` (PROTOCOL.md §6.4).
 /// The Token's address is not used: the new object lives on the server already connected to
 /// (CPython's client also overwrites it), whatever address that server bound.
-fn proxy_reply(payload: Value) -> Result<Reply, Error> {
+fn proxy_reply(payload: PyValue) -> Result<Reply, Error> {
     let bad = || {
         Error::Wire(WireError::Protocol {
             reason: "'#PROXY' must carry (exposed, Token)".into(),
         })
     };
-    let Value::Tuple(items) = payload else {
+    let PyValue::Tuple(items) = payload else {
         return Err(bad());
     };
-    let [exposed, token]: [Value; 2] = items.try_into().map_err(|_| bad())?;
+    let [exposed, token]: [PyValue; 2] = items.try_into().map_err(|_| bad())?;
     let exposed = exposed_names(exposed).ok_or_else(bad)?;
     if token.class_name() != Some(("multiprocessing.managers", "Token")) {
         return Err(bad());
     }
     let state = match &token {
-        Value::Object { state: Some(s), .. } | Value::Reduce { state: Some(s), .. } => &**s,
+        PyValue::Object { state: Some(s), .. } | PyValue::Reduce { state: Some(s), .. } => &**s,
         _ => return Err(bad()),
     };
     let ident = match state {
-        Value::Tuple(fields) if fields.len() == 3 => fields[2].as_str().ok_or_else(bad)?,
+        PyValue::Tuple(fields) if fields.len() == 3 => fields[2].as_str().ok_or_else(bad)?,
         _ => return Err(bad()),
     };
     Ok(Reply::Proxy {
@@ -446,23 +446,23 @@ fn proxy_reply(payload: Value) -> Result<Reply, Error> {
 }
 
 /// Method names sent as a tuple or list of `str` (or `None` for none).
-pub(crate) fn exposed_names(exposed: Value) -> Option<Vec<String>> {
+pub(crate) fn exposed_names(exposed: PyValue) -> Option<Vec<String>> {
     match exposed {
-        Value::Tuple(names) | Value::List(names) => names
+        PyValue::Tuple(names) | PyValue::List(names) => names
             .into_iter()
             .map(|n| match n {
-                Value::Str(s) => Some(s),
+                PyValue::Str(s) => Some(s),
                 _ => None,
             })
             .collect(),
-        Value::None => Some(Vec::new()),
+        PyValue::None => Some(Vec::new()),
         _ => None,
     }
 }
 
 /// `queue.Empty` (CPython names it `_queue.Empty`) and `queue.Full` become [`Error::Empty`]
 /// and [`Error::Full`]; any other exception [`Error::Remote`].
-fn remote_exception(exception: &Value) -> Error {
+fn remote_exception(exception: &PyValue) -> Error {
     if let Some((size, limit)) = too_large(exception) {
         return Error::MessageTooLarge { size, limit };
     }
@@ -481,8 +481,8 @@ fn remote_exception(exception: &Value) -> Error {
 
 /// The `size` and `limit` of the `ValueError` a Rust server sends for a frame over its cap:
 /// one carrying both as int attributes (a BUILD with its `__dict__`).
-fn too_large(exception: &Value) -> Option<(u64, u64)> {
-    let Value::Reduce {
+fn too_large(exception: &PyValue) -> Option<(u64, u64)> {
+    let PyValue::Reduce {
         state: Some(state), ..
     } = exception
     else {
@@ -491,12 +491,12 @@ fn too_large(exception: &Value) -> Option<(u64, u64)> {
     if exception.class_name() != Some(("builtins", "ValueError")) {
         return None;
     }
-    let Value::Dict(attributes) = &**state else {
+    let PyValue::Dict(attributes) = &**state else {
         return None;
     };
     let attribute = |name: &str| {
         attributes.iter().find_map(|(k, v)| match (k, v) {
-            (Value::Str(k), Value::Int(n)) if k == name => u64::try_from(*n).ok(),
+            (PyValue::Str(k), PyValue::Int(n)) if k == name => u64::try_from(*n).ok(),
             _ => None,
         })
     };
@@ -504,15 +504,15 @@ fn too_large(exception: &Value) -> Option<(u64, u64)> {
 }
 
 /// `str(exception)` for the common cases: its one `str` argument, or its arguments.
-fn exception_message(exception: &Value) -> String {
+fn exception_message(exception: &PyValue) -> String {
     let args = match exception {
-        Value::Reduce { args, .. } | Value::Object { args, .. } => &**args,
+        PyValue::Reduce { args, .. } | PyValue::Object { args, .. } => &**args,
         _ => return String::new(),
     };
     match args {
-        Value::Tuple(items) if items.is_empty() => String::new(),
-        Value::Tuple(items) => match &items[..] {
-            [Value::Str(s)] => s.clone(),
+        PyValue::Tuple(items) if items.is_empty() => String::new(),
+        PyValue::Tuple(items) => match &items[..] {
+            [PyValue::Str(s)] => s.clone(),
             [other] => format!("{other:?}"),
             _ => format!("{items:?}"),
         },

@@ -23,7 +23,7 @@
 //! | `q.put(x)`, `q.put_nowait(x)`, `q.put(x, timeout=t)` | [`QueueProxy::put`], [`try_put`](QueueProxy::try_put), [`put_timeout`](QueueProxy::put_timeout) |
 //! | `q.get()`, `q.get_nowait()`, `q.get(timeout=t)` | [`QueueProxy::get`], [`try_get`](QueueProxy::try_get), [`get_timeout`](QueueProxy::get_timeout) |
 //! | `SyncManager`'s `Event`, `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`, `Condition`, `Barrier` | [`ManagerServer::register_sync_types`]: [`ServedEvent`], [`ServedLock`], [`ServedSemaphore`], [`ServedCondition`], [`ServedBarrier`] |
-//! | `SyncManager`'s `list`, `dict`, `Namespace`, `Value`, `Array` | [`ManagerServer::register_containers`]: [`ServedList`], [`ServedDict`], [`ServedNamespace`], [`ServedValue`], [`ServedArray`] |
+//! | `SyncManager`'s `list`, `dict`, `Namespace`, `PyValue`, `Array` | [`ManagerServer::register_containers`]: [`ServedList`], [`ServedDict`], [`ServedNamespace`], [`ServedValue`], [`ServedArray`] |
 //! | `queue.Empty`, `queue.Full`, other exceptions, `RemoteError` | [`Error::Empty`](crate::Error::Empty), [`Error::Full`](crate::Error::Full), [`Error::Remote`](crate::Error::Remote) |
 //! | `AuthenticationError` | [`WireError::Auth`] |
 //! | `multiprocessing.connection.Listener(address, authkey)` / `Client(address, authkey)` | [`Listener`] / [`Client`], giving [`TcpConnection`]s |
@@ -95,7 +95,7 @@
 //!   one registered with [`ManagerServer::register_with_args`] gets them.
 //! - `method_to_typeid` belongs to the served object rather than to its registration
 //!   ([`Referent::method_to_typeid`], [`Referent::call_for_object`]): a Rust method cannot
-//!   return an object through a [`Value`](crate::pickle::Value). The typeid it names need not
+//!   return an object through a [`PyValue`](crate::pickle::PyValue). The typeid it names need not
 //!   be registered on the server. A Rust client gets the new object's proxy with
 //!   [`Proxy::call_proxy`]; it takes over the reference the server took, so it sends no
 //!   `incref`/`decref` pair (the count ends the same as with CPython's client).

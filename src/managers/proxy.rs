@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::client::{self, Manager, Reply};
 use super::wire::{self, FrameReader, Incoming};
-use crate::pickle::{self, Value};
+use crate::pickle::{self, PyValue};
 use crate::{Error, WireError};
 
 /// How long past a remote timeout a call waits for the server's reply before giving up on
@@ -29,14 +29,14 @@ const REPLY_GRACE: Duration = Duration::from_secs(10);
 ///
 /// ```
 /// use multiproc::managers::{Manager, ManagerServer};
-/// use multiproc::pickle::Value;
+/// use multiproc::pickle::PyValue;
 ///
 /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
 /// server.register_queue("q", 0);
 /// let server = server.start_thread().unwrap();
 /// let proxy = Manager::connect(server.address(), b"k").unwrap().create("q").unwrap();
-/// proxy.call("put", vec![Value::Int(1)], vec![]).unwrap();
-/// assert_eq!(proxy.call("qsize", vec![], vec![]).unwrap(), Value::Int(1));
+/// proxy.call("put", vec![PyValue::Int(1)], vec![]).unwrap();
+/// assert_eq!(proxy.call("qsize", vec![], vec![]).unwrap(), PyValue::Int(1));
 /// ```
 pub struct Proxy {
     manager: Manager,
@@ -113,7 +113,7 @@ impl Proxy {
     ///
     /// ```
     /// use multiproc::managers::{Manager, ManagerServer};
-    /// use multiproc::{pickle::Value, Error};
+    /// use multiproc::{pickle::PyValue, Error};
     /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
     /// server.register_queue("q", 0);
     /// let server = server.start_thread().unwrap();
@@ -123,9 +123,9 @@ impl Proxy {
     pub fn call(
         &self,
         method: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
-    ) -> Result<Value, Error> {
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
+    ) -> Result<PyValue, Error> {
         self.call_until(method, args, kwargs, None)
     }
 
@@ -135,10 +135,10 @@ impl Proxy {
     pub(crate) fn call_until(
         &self,
         method: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
         deadline: Option<Instant>,
-    ) -> Result<Value, Error> {
+    ) -> Result<PyValue, Error> {
         match self.call_reply(method, &args, &kwargs, deadline)? {
             Reply::Value(value) => Ok(value),
             proxy @ Reply::Proxy { .. } => {
@@ -168,8 +168,8 @@ impl Proxy {
     pub fn call_proxy(
         &self,
         method: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
     ) -> Result<Proxy, Error> {
         match self.call_reply(method, &args, &kwargs, None)? {
             proxy @ Reply::Proxy { .. } => Ok(self.adopt(proxy)),
@@ -192,8 +192,8 @@ impl Proxy {
     fn call_reply(
         &self,
         method: &str,
-        args: &[Value],
-        kwargs: &[(String, Value)],
+        args: &[PyValue],
+        kwargs: &[(String, PyValue)],
         deadline: Option<Instant>,
     ) -> Result<Reply, Error> {
         let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
@@ -258,7 +258,7 @@ impl Proxy {
     fn open(&self) -> Result<(TcpStream, FrameReader), Error> {
         let deadline = Instant::now() + self.manager.options.connect_timeout;
         let (stream, mut reader) = self.manager.open(deadline)?;
-        let name = Value::Str(crate::current_process().name);
+        let name = PyValue::Str(crate::current_process().name);
         reader.send_request(&stream, None, "accept_connection", &[name], &[])?;
         let reply = reader.recv_value(
             &stream,
@@ -266,7 +266,7 @@ impl Proxy {
             &self.manager.options.limits,
         )?;
         // A Rust server answers with its frame cap; CPython's with None.
-        if let Value::Int(cap) = client::unpack(reply)? {
+        if let PyValue::Int(cap) = client::unpack(reply)? {
             if let Ok(cap) = u64::try_from(cap) {
                 self.send_cap.store(cap, Ordering::Relaxed);
             }
@@ -283,7 +283,7 @@ impl Drop for Proxy {
             self.manager.address,
             &self.manager.auth,
             "decref",
-            vec![Value::Str(self.ident.clone())],
+            vec![PyValue::Str(self.ident.clone())],
             Some(Instant::now() + Duration::from_secs(2)),
         );
     }
@@ -337,7 +337,7 @@ impl Proxy {
     /// ```
     /// use std::sync::{Arc, Mutex};
     /// use multiproc::managers::{Manager, ManagerServer, PyException, Referent};
-    /// use multiproc::pickle::Value;
+    /// use multiproc::pickle::PyValue;
     ///
     /// struct Countdown(Mutex<i64>);
     ///
@@ -345,13 +345,13 @@ impl Proxy {
     ///     fn exposed(&self) -> Vec<String> {
     ///         vec!["__next__".into()]
     ///     }
-    ///     fn call(&self, _: &str, _: Vec<Value>, _: Vec<(String, Value)>) -> Result<Value, PyException> {
+    ///     fn call(&self, _: &str, _: Vec<PyValue>, _: Vec<(String, PyValue)>) -> Result<PyValue, PyException> {
     ///         let mut n = self.0.lock().unwrap();
     ///         if *n == 0 {
     ///             return Err(PyException { module: "builtins".into(), name: "StopIteration".into(), args: vec![] });
     ///         }
     ///         *n -= 1;
-    ///         Ok(Value::Int(*n + 1))
+    ///         Ok(PyValue::Int(*n + 1))
     ///     }
     /// }
     ///
@@ -405,8 +405,8 @@ impl<T> std::fmt::Debug for QueueProxy<T> {
     }
 }
 
-fn timeout_kw(timeout: Duration) -> Vec<(String, Value)> {
-    vec![("timeout".into(), Value::Float(timeout.as_secs_f64()))]
+fn timeout_kw(timeout: Duration) -> Vec<(String, PyValue)> {
+    vec![("timeout".into(), PyValue::Float(timeout.as_secs_f64()))]
 }
 
 fn deadline_after(timeout: Duration) -> Option<Instant> {
@@ -444,7 +444,7 @@ impl<T> QueueProxy<T> {
         &self.proxy
     }
 
-    fn unit(&self, method: &str) -> Result<Value, Error> {
+    fn unit(&self, method: &str) -> Result<PyValue, Error> {
         self.proxy.call(method, Vec::new(), Vec::new())
     }
 
@@ -455,7 +455,7 @@ impl<T> QueueProxy<T> {
     /// Connection errors.
     pub fn qsize(&self) -> Result<usize, Error> {
         match self.unit("qsize")? {
-            Value::Int(n) if n >= 0 => Ok(n as usize),
+            PyValue::Int(n) if n >= 0 => Ok(n as usize),
             _ => Err(Error::Wire(WireError::Protocol {
                 reason: "qsize() did not return an int".into(),
             })),
@@ -504,7 +504,7 @@ impl<T: Serialize> QueueProxy<T> {
         &self,
         method: &str,
         item: &T,
-        kwargs: Vec<(String, Value)>,
+        kwargs: Vec<(String, PyValue)>,
         deadline: Option<Instant>,
     ) -> Result<(), Error> {
         // Serialized before anything is sent: a value that cannot travel fails here and the
@@ -548,7 +548,7 @@ impl<T: DeserializeOwned> QueueProxy<T> {
     fn get_with(
         &self,
         method: &str,
-        kwargs: Vec<(String, Value)>,
+        kwargs: Vec<(String, PyValue)>,
         deadline: Option<Instant>,
     ) -> Result<T, Error> {
         let value = self

@@ -1,4 +1,4 @@
-//! What the two [`Value`] front-ends (the arena decoder, `decode.rs`, and the single pass,
+//! What the two [`PyValue`] front-ends (the arena decoder, `decode.rs`, and the single pass,
 //! `fast.rs`) read alike: each opcode's argument from the [`Cursor`] — the protocol, a frame's
 //! length, a memo index, a tuple's arity — and the scalar that a value opcode pushes, its heap
 //! copy charged to the [`Budget`] before it is made.
@@ -10,7 +10,7 @@
 use super::budget::{heap, Budget};
 use super::cursor::{Cursor, Long};
 use super::opcodes::*;
-use super::value::{PickleError, Value};
+use super::value::{PickleError, PyValue};
 
 /// The opcodes that push one scalar read by [`scalar`]; a pattern, for the front-ends' `match`.
 macro_rules! scalar_opcodes {
@@ -64,10 +64,10 @@ fn sized_heap<'a>(
 
 /// The value of a `LONG1`/`LONG4` int.
 #[inline]
-fn int(long: Long<'_>) -> Value {
+fn int(long: Long<'_>) -> PyValue {
     match long {
-        Long::Small(v) => Value::Int(v),
-        Long::Big(bytes) => Value::BigInt(bytes.to_vec()),
+        Long::Small(v) => PyValue::Int(v),
+        Long::Big(bytes) => PyValue::BigInt(bytes.to_vec()),
     }
 }
 
@@ -78,14 +78,14 @@ pub(super) fn scalar(
     cur: &mut Cursor<'_>,
     budget: &mut Budget,
     op: u8,
-) -> Result<Value, PickleError> {
+) -> Result<PyValue, PickleError> {
     Ok(match op {
-        NONE => Value::None,
-        NEWTRUE => Value::Bool(true),
-        NEWFALSE => Value::Bool(false),
-        BININT1 => Value::Int(cur.u8().ok_or_else(|| truncated(cur))?.into()),
-        BININT2 => Value::Int(cur.u16().ok_or_else(|| truncated(cur))?.into()),
-        BININT => Value::Int((cur.u32().ok_or_else(|| truncated(cur))? as i32).into()),
+        NONE => PyValue::None,
+        NEWTRUE => PyValue::Bool(true),
+        NEWFALSE => PyValue::Bool(false),
+        BININT1 => PyValue::Int(cur.u8().ok_or_else(|| truncated(cur))?.into()),
+        BININT2 => PyValue::Int(cur.u16().ok_or_else(|| truncated(cur))?.into()),
+        BININT => PyValue::Int((cur.u32().ok_or_else(|| truncated(cur))? as i32).into()),
         LONG1 => int(Long::from_le(sized_heap(cur, budget, 1)?)),
         LONG4 => {
             let n = cur.u32().ok_or_else(|| truncated(cur))? as i32;
@@ -94,7 +94,7 @@ pub(super) fn scalar(
             budget.charge(heap(n))?;
             int(Long::from_le(bytes))
         }
-        BINFLOAT => Value::Float(cur.f64_be().ok_or_else(|| truncated(cur))?),
+        BINFLOAT => PyValue::Float(cur.f64_be().ok_or_else(|| truncated(cur))?),
         SHORT_BINUNICODE | BINUNICODE | BINUNICODE8 => {
             let width = match op {
                 SHORT_BINUNICODE => 1,
@@ -104,7 +104,7 @@ pub(super) fn scalar(
             let bytes = sized_heap(cur, budget, width)?;
             let s =
                 std::str::from_utf8(bytes).map_err(|_| malformed(cur, "invalid utf-8 in a str"))?;
-            Value::Str(s.to_owned())
+            PyValue::Str(s.to_owned())
         }
         SHORT_BINBYTES | BINBYTES | BINBYTES8 | BYTEARRAY8 => {
             let width = match op {
@@ -114,9 +114,9 @@ pub(super) fn scalar(
             };
             let b = sized_heap(cur, budget, width)?.to_vec();
             if op == BYTEARRAY8 {
-                Value::ByteArray(b)
+                PyValue::ByteArray(b)
             } else {
-                Value::Bytes(b)
+                PyValue::Bytes(b)
             }
         }
         _ => return Err(malformed(cur, "not a scalar opcode")),

@@ -6,7 +6,7 @@
 
 use super::counting::peak_growth;
 use super::decode::{loads_full, loads_with, Limits};
-use super::{fast, PickleError, Value};
+use super::{fast, PickleError, PyValue};
 
 /// `PROTO 4`, then `body` (no `STOP`: a hostile frame need not end well).
 fn framed(body: &[u8]) -> Vec<u8> {
@@ -123,11 +123,11 @@ enum Outcome {
 }
 
 impl Outcome {
-    fn of(r: Result<Value, PickleError>) -> Outcome {
+    fn of(r: Result<PyValue, PickleError>) -> Outcome {
         r.map_or_else(Outcome::Error, |_| Outcome::Value)
     }
 
-    fn of_fast(r: Option<Value>) -> Outcome {
+    fn of_fast(r: Option<PyValue>) -> Outcome {
         r.map_or(Outcome::GaveUp, |_| Outcome::Value)
     }
 }
@@ -243,16 +243,20 @@ fn reference_bombs_break_a_named_limit() {
 fn plain_data_decodes_within_the_budget() {
     let limits = Limits::default();
     for (n, single_pass_only) in [(100_000, true), (40_000, false)] {
-        let list = Value::List((0..n).map(Value::Int).collect());
-        let dict = Value::Dict((0..n / 3).map(|i| (Value::Int(i), Value::None)).collect());
-        let text = Value::Str("x".repeat(n as usize * 50));
+        let list = PyValue::List((0..n).map(PyValue::Int).collect());
+        let dict = PyValue::Dict(
+            (0..n / 3)
+                .map(|i| (PyValue::Int(i), PyValue::None))
+                .collect(),
+        );
+        let text = PyValue::Str("x".repeat(n as usize * 50));
         for value in [list, dict, text] {
             plain_value_within_budget(&value, &limits, single_pass_only);
         }
     }
 }
 
-fn plain_value_within_budget(value: &Value, limits: &Limits, single_pass_only: bool) {
+fn plain_value_within_budget(value: &PyValue, limits: &Limits, single_pass_only: bool) {
     let bytes = super::dumps(value);
     let budget = limits.memory_for(bytes.len());
     let (fast, peak) = peak_growth(|| fast::loads(&bytes, limits));
@@ -366,10 +370,10 @@ fn full_decoder_moves_what_is_used_once() {
         "a memo get: the full decoder"
     );
     let (decoded, peak) = peak_growth(|| loads_with(&input, &limits));
-    let expected = Value::List(vec![
-        Value::Bytes(vec![b'x'; big]),
-        Value::Str("k".into()),
-        Value::Str("k".into()),
+    let expected = PyValue::List(vec![
+        PyValue::Bytes(vec![b'x'; big]),
+        PyValue::Str("k".into()),
+        PyValue::Str("k".into()),
     ]);
     assert!(decoded.as_ref() == Ok(&expected), "{:?}", decoded.err());
     let budget = limits.memory_for(input.len());

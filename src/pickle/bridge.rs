@@ -1,13 +1,13 @@
-//! Between [`Value`] and Rust types, through serde (by way of serde-pickle's value type).
+//! Between [`PyValue`] and Rust types, through serde (by way of serde-pickle's value type).
 
 use num_bigint::BigInt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_pickle::{HashableValue, Value as Plain};
 
-use super::value::{PickleError, Value};
+use super::value::{PickleError, PyValue};
 
-/// Maps a Rust value to a [`Value`], as serde-pickle would pickle it: integers, floats, strings,
+/// Maps a Rust value to a [`PyValue`], as serde-pickle would pickle it: integers, floats, strings,
 /// `None` for `None`/`()`, lists for sequences, tuples for tuples, dicts for maps and structs,
 /// `bytes` for [`ByteBuf`](crate::ByteBuf) / `serde_bytes`.
 ///
@@ -18,10 +18,10 @@ use super::value::{PickleError, Value};
 /// # Examples
 ///
 /// ```
-/// use multiproc::pickle::{to_value, Value};
-/// assert_eq!(to_value(&Some(5u8)).unwrap(), Value::Int(5));
+/// use multiproc::pickle::{to_value, PyValue};
+/// assert_eq!(to_value(&Some(5u8)).unwrap(), PyValue::Int(5));
 /// ```
-pub fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value, PickleError> {
+pub fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<PyValue, PickleError> {
     // Refuses ipc-channel endpoints, as every other path to another process does.
     let (plain, captured) =
         super::ipc_guard::serialize_watched(value, |w| serde_pickle::to_value(w));
@@ -32,7 +32,7 @@ pub fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value, PickleError> 
     Ok(from_plain(plain))
 }
 
-/// Maps a [`Value`] to a Rust type through serde. The shapes older protocols use for sets,
+/// Maps a [`PyValue`] to a Rust type through serde. The shapes older protocols use for sets,
 /// `bytearray` and `bytes` are understood; any other global is refused.
 ///
 /// # Errors
@@ -43,13 +43,13 @@ pub fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value, PickleError> 
 /// # Examples
 ///
 /// ```
-/// use multiproc::pickle::{from_value, Value, PickleError};
-/// let v = Value::List(vec![Value::Int(1), Value::Int(2)]);
+/// use multiproc::pickle::{from_value, PyValue, PickleError};
+/// let v = PyValue::List(vec![PyValue::Int(1), PyValue::Int(2)]);
 /// assert_eq!(from_value::<Vec<u32>>(v).unwrap(), vec![1, 2]);
-/// let g = Value::global("os", "system");
+/// let g = PyValue::global("os", "system");
 /// assert!(matches!(from_value::<u32>(g), Err(PickleError::Global { .. })));
 /// ```
-pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, PickleError> {
+pub fn from_value<T: DeserializeOwned>(value: PyValue) -> Result<T, PickleError> {
     let plain = to_plain(value)?;
     serde_pickle::from_value(plain).map_err(|e| serde_error::<T>(e.to_string()))
 }
@@ -61,23 +61,25 @@ fn serde_error<T: ?Sized>(reason: String) -> PickleError {
     }
 }
 
-fn from_plain(plain: Plain) -> Value {
+fn from_plain(plain: Plain) -> PyValue {
     match plain {
-        Plain::None => Value::None,
-        Plain::Bool(b) => Value::Bool(b),
-        Plain::I64(i) => Value::Int(i),
+        Plain::None => PyValue::None,
+        Plain::Bool(b) => PyValue::Bool(b),
+        Plain::I64(i) => PyValue::Int(i),
         Plain::Int(big) => match i64::try_from(&big) {
-            Ok(i) => Value::Int(i),
-            Err(_) => Value::BigInt(big.to_signed_bytes_le()),
+            Ok(i) => PyValue::Int(i),
+            Err(_) => PyValue::BigInt(big.to_signed_bytes_le()),
         },
-        Plain::F64(f) => Value::Float(f),
-        Plain::Bytes(b) => Value::Bytes(b),
-        Plain::String(s) => Value::Str(s),
-        Plain::List(items) => Value::List(items.into_iter().map(from_plain).collect()),
-        Plain::Tuple(items) => Value::Tuple(items.into_iter().map(from_plain).collect()),
-        Plain::Set(items) => Value::Set(items.into_iter().map(from_hashable).collect()),
-        Plain::FrozenSet(items) => Value::FrozenSet(items.into_iter().map(from_hashable).collect()),
-        Plain::Dict(items) => Value::Dict(
+        Plain::F64(f) => PyValue::Float(f),
+        Plain::Bytes(b) => PyValue::Bytes(b),
+        Plain::String(s) => PyValue::Str(s),
+        Plain::List(items) => PyValue::List(items.into_iter().map(from_plain).collect()),
+        Plain::Tuple(items) => PyValue::Tuple(items.into_iter().map(from_plain).collect()),
+        Plain::Set(items) => PyValue::Set(items.into_iter().map(from_hashable).collect()),
+        Plain::FrozenSet(items) => {
+            PyValue::FrozenSet(items.into_iter().map(from_hashable).collect())
+        }
+        Plain::Dict(items) => PyValue::Dict(
             items
                 .into_iter()
                 .map(|(k, v)| (from_hashable(k), from_plain(v)))
@@ -86,24 +88,24 @@ fn from_plain(plain: Plain) -> Value {
     }
 }
 
-fn from_hashable(h: HashableValue) -> Value {
+fn from_hashable(h: HashableValue) -> PyValue {
     from_plain(h.into_value())
 }
 
-fn to_plain(value: Value) -> Result<Plain, PickleError> {
+fn to_plain(value: PyValue) -> Result<Plain, PickleError> {
     Ok(match value {
-        Value::None => Plain::None,
-        Value::Bool(b) => Plain::Bool(b),
-        Value::Int(i) => Plain::I64(i),
-        Value::BigInt(bytes) => Plain::Int(BigInt::from_signed_bytes_le(&bytes)),
-        Value::Float(f) => Plain::F64(f),
-        Value::Str(s) => Plain::String(s),
-        Value::Bytes(b) | Value::ByteArray(b) => Plain::Bytes(b),
-        Value::Tuple(items) => Plain::Tuple(plain_items(items)?),
-        Value::List(items) => Plain::List(plain_items(items)?),
-        Value::Set(items) => Plain::Set(hashable_items(items)?),
-        Value::FrozenSet(items) => Plain::FrozenSet(hashable_items(items)?),
-        Value::Dict(items) => {
+        PyValue::None => Plain::None,
+        PyValue::Bool(b) => Plain::Bool(b),
+        PyValue::Int(i) => Plain::I64(i),
+        PyValue::BigInt(bytes) => Plain::Int(BigInt::from_signed_bytes_le(&bytes)),
+        PyValue::Float(f) => Plain::F64(f),
+        PyValue::Str(s) => Plain::String(s),
+        PyValue::Bytes(b) | PyValue::ByteArray(b) => Plain::Bytes(b),
+        PyValue::Tuple(items) => Plain::Tuple(plain_items(items)?),
+        PyValue::List(items) => Plain::List(plain_items(items)?),
+        PyValue::Set(items) => Plain::Set(hashable_items(items)?),
+        PyValue::FrozenSet(items) => Plain::FrozenSet(hashable_items(items)?),
+        PyValue::Dict(items) => {
             let mut map = std::collections::BTreeMap::new();
             for (k, v) in items {
                 map.insert(hashable(k)?, to_plain(v)?);
@@ -115,9 +117,9 @@ fn to_plain(value: Value) -> Result<Plain, PickleError> {
 }
 
 /// The reductions CPython's older protocols use for plain types (PROTOCOL.md §4.3).
-fn known_shape(value: Value) -> Result<Plain, PickleError> {
-    let refused = |value: &Value| match value {
-        Value::Global { module, name } => PickleError::Global {
+fn known_shape(value: PyValue) -> Result<Plain, PickleError> {
+    let refused = |value: &PyValue| match value {
+        PyValue::Global { module, name } => PickleError::Global {
             module: module.clone(),
             name: name.clone(),
         },
@@ -136,14 +138,14 @@ fn known_shape(value: Value) -> Result<Plain, PickleError> {
         Some((m, n)) => (m.to_string(), n.to_string()),
         None => return Err(refused(&value)),
     };
-    let Value::Reduce {
+    let PyValue::Reduce {
         args, state: None, ..
     } = &value
     else {
         return Err(refused(&value));
     };
     let args: Vec<Plain> = match &**args {
-        Value::Tuple(args) => plain_items(args.clone())?,
+        PyValue::Tuple(args) => plain_items(args.clone())?,
         _ => return Err(refused(&value)),
     };
     let builtins = module == "builtins" || module == "__builtin__";
@@ -181,18 +183,18 @@ fn hashable_plain(
         .collect()
 }
 
-fn plain_items(items: Vec<Value>) -> Result<Vec<Plain>, PickleError> {
+fn plain_items(items: Vec<PyValue>) -> Result<Vec<Plain>, PickleError> {
     items.into_iter().map(to_plain).collect()
 }
 
-fn hashable(value: Value) -> Result<HashableValue, PickleError> {
+fn hashable(value: PyValue) -> Result<HashableValue, PickleError> {
     to_plain(value)?
         .into_hashable()
         .map_err(|e| serde_error::<HashableValue>(e.to_string()))
 }
 
 fn hashable_items(
-    items: Vec<Value>,
+    items: Vec<PyValue>,
 ) -> Result<std::collections::BTreeSet<HashableValue>, PickleError> {
     items.into_iter().map(hashable).collect()
 }

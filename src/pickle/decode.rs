@@ -1,4 +1,4 @@
-//! The decoder: opcodes into an arena of nodes, then the arena into an owned [`Value`].
+//! The decoder: opcodes into an arena of nodes, then the arena into an owned [`PyValue`].
 //!
 //! Containers are nodes in an arena and the memo holds node indices, so `APPEND`s to a list
 //! that was memoized before it was filled reach every reference to it, as in CPython. The final
@@ -17,7 +17,7 @@ use super::args::{self, scalar, scalar_opcodes};
 use super::budget::{heap, Budget};
 use super::cursor::Cursor;
 use super::opcodes::*;
-use super::value::{PickleError, Value};
+use super::value::{PickleError, PyValue};
 
 /// Bounds the decoder enforces, beyond "every declared length fits in the input".
 ///
@@ -43,7 +43,7 @@ pub struct Limits {
     pub max_nodes: usize,
     /// Bytes of memory the decoder may hold per byte of input (default 2: a frame and its
     /// decoding together stay within 3 times the frame, 4 with the allocator's slack). Each
-    /// scalar decodes to a 48-byte [`Value`], so a long run of small scalars (a list of 100 000
+    /// scalar decodes to a 48-byte [`PyValue`], so a long run of small scalars (a list of 100 000
     /// small ints, say) may need more than this once past [`min_memory`](Limits::min_memory).
     pub memory_per_byte: usize,
     /// Bytes of memory any input may use, however short (default 10 MiB), so pickles of small
@@ -95,12 +95,12 @@ impl Default for Limits {
 /// # Examples
 ///
 /// ```
-/// use multiproc::pickle::{loads, Value};
+/// use multiproc::pickle::{loads, PyValue};
 /// // ('#RETURN', None) as CPython 3.11 writes it
 /// let frame = b"\x80\x04\x95\x0e\x00\x00\x00\x00\x00\x00\x00\x8c\x07#RETURN\x94N\x86\x94.";
-/// assert_eq!(loads(frame).unwrap(), Value::Tuple(vec![Value::Str("#RETURN".into()), Value::None]));
+/// assert_eq!(loads(frame).unwrap(), PyValue::Tuple(vec![PyValue::Str("#RETURN".into()), PyValue::None]));
 /// ```
-pub fn loads(input: &[u8]) -> Result<Value, PickleError> {
+pub fn loads(input: &[u8]) -> Result<PyValue, PickleError> {
     loads_with(input, &Limits::default())
 }
 
@@ -116,7 +116,7 @@ pub fn loads(input: &[u8]) -> Result<Value, PickleError> {
 /// use multiproc::pickle::{loads_with, Limits};
 /// assert!(loads_with(b"\x80\x03K\x01.", &Limits::default()).is_ok());
 /// ```
-pub fn loads_with(input: &[u8], limits: &Limits) -> Result<Value, PickleError> {
+pub fn loads_with(input: &[u8], limits: &Limits) -> Result<PyValue, PickleError> {
     if let Some(value) = super::fast::loads(input, limits) {
         return Ok(value);
     }
@@ -124,7 +124,7 @@ pub fn loads_with(input: &[u8], limits: &Limits) -> Result<Value, PickleError> {
 }
 
 /// The full decoder, for every input (the single pass of [`super::fast`] gives up on some).
-pub(super) fn loads_full(input: &[u8], limits: &Limits) -> Result<Value, PickleError> {
+pub(super) fn loads_full(input: &[u8], limits: &Limits) -> Result<PyValue, PickleError> {
     let mut decoder = Decoder {
         cur: Cursor::new(input),
         arena: Vec::new(),
@@ -192,8 +192,8 @@ fn count_references(arena: &[Node], root: usize) -> Vec<u8> {
 }
 
 /// Looks at the scalar in `cell` (taken out and put back: a `Cell` lends no reference).
-fn peek<R>(cell: &Cell<Value>, f: impl FnOnce(&Value) -> R) -> R {
-    let value = cell.replace(Value::None);
+fn peek<R>(cell: &Cell<PyValue>, f: impl FnOnce(&PyValue) -> R) -> R {
+    let value = cell.replace(PyValue::None);
     let result = f(&value);
     cell.set(value);
     result
@@ -206,7 +206,7 @@ const MEMO_SLOT: usize = 40;
 enum Node {
     /// A scalar (or global), in a `Cell` so that materializing can move it out when it is
     /// used once.
-    Leaf(Cell<Value>),
+    Leaf(Cell<PyValue>),
     Tuple(Vec<usize>),
     List(Vec<usize>),
     Dict(Vec<(usize, usize)>),
@@ -291,7 +291,7 @@ impl<'a> Decoder<'a> {
         Ok(())
     }
 
-    fn leaf(&mut self, value: Value) -> Result<(), PickleError> {
+    fn leaf(&mut self, value: PyValue) -> Result<(), PickleError> {
         self.push(Node::Leaf(Cell::new(value)), 0)
     }
 
@@ -477,12 +477,12 @@ impl<'a> Decoder<'a> {
                     let name = self.pop()?;
                     let module = self.pop()?;
                     let (module, name) = (self.str_at(module)?, self.str_at(name)?);
-                    self.leaf(Value::Global { module, name })?;
+                    self.leaf(PyValue::Global { module, name })?;
                 }
                 GLOBAL => {
                     let module = args::line(&mut self.cur, &mut self.budget)?;
                     let name = args::line(&mut self.cur, &mut self.budget)?;
-                    self.leaf(Value::Global { module, name })?;
+                    self.leaf(PyValue::Global { module, name })?;
                 }
                 REDUCE => {
                     let args = self.pop()?;
@@ -595,7 +595,7 @@ impl Materializer<'_> {
         depth: usize,
         copying: bool,
         unique: bool,
-    ) -> Result<Value, PickleError> {
+    ) -> Result<PyValue, PickleError> {
         if depth > self.max_depth {
             return Err(PickleError::TooDeep {
                 limit: self.max_depth,
@@ -607,8 +607,10 @@ impl Materializer<'_> {
             // The arena counted each node once; a copy counts again.
             let cost = match &self.arena[index] {
                 Node::Leaf(cell) => peek(cell, |v| match v {
-                    Value::Str(s) => 1 + s.len() / 8,
-                    Value::Bytes(b) | Value::ByteArray(b) | Value::BigInt(b) => 1 + b.len() / 8,
+                    PyValue::Str(s) => 1 + s.len() / 8,
+                    PyValue::Bytes(b) | PyValue::ByteArray(b) | PyValue::BigInt(b) => {
+                        1 + b.len() / 8
+                    }
                     _ => 1,
                 }),
                 _ => 1,
@@ -620,29 +622,30 @@ impl Materializer<'_> {
         let (c, u) = (copying, unique);
         Ok(match &arena[index] {
             // Used once: moved out, its memory already charged when it was read.
-            Node::Leaf(cell) if unique => cell.replace(Value::None),
+            Node::Leaf(cell) if unique => cell.replace(PyValue::None),
             Node::Leaf(cell) => {
                 self.budget.charge(peek(cell, leaf_heap))?;
-                peek(cell, Value::clone)
+                peek(cell, PyValue::clone)
             }
-            Node::Tuple(items) => Value::Tuple(self.values(items, d, c, u)?),
-            Node::List(items) => Value::List(self.values(items, d, c, u)?),
-            Node::Set(items) => Value::Set(self.values(items, d, c, u)?),
-            Node::FrozenSet(items) => Value::FrozenSet(self.values(items, d, c, u)?),
+            Node::Tuple(items) => PyValue::Tuple(self.values(items, d, c, u)?),
+            Node::List(items) => PyValue::List(self.values(items, d, c, u)?),
+            Node::Set(items) => PyValue::Set(self.values(items, d, c, u)?),
+            Node::FrozenSet(items) => PyValue::FrozenSet(self.values(items, d, c, u)?),
             Node::Dict(items) => {
-                self.budget
-                    .charge(heap(items.len() * std::mem::size_of::<(Value, Value)>()))?;
+                self.budget.charge(heap(
+                    items.len() * std::mem::size_of::<(PyValue, PyValue)>(),
+                ))?;
                 let mut out = Vec::with_capacity(items.len());
                 for &(k, v) in items {
                     out.push((self.value(k, d, c, u)?, self.value(v, d, c, u)?));
                 }
-                Value::Dict(out)
+                PyValue::Dict(out)
             }
             Node::Reduce {
                 callable,
                 args,
                 state,
-            } => Value::Reduce {
+            } => PyValue::Reduce {
                 callable: self.boxed(*callable, d, c, u)?,
                 args: self.boxed(*args, d, c, u)?,
                 state: self.optional(*state, d, c, u)?,
@@ -652,7 +655,7 @@ impl Materializer<'_> {
                 args,
                 kwargs,
                 state,
-            } => Value::Object {
+            } => PyValue::Object {
                 class: self.boxed(*class, d, c, u)?,
                 args: self.boxed(*args, d, c, u)?,
                 kwargs: self.optional(*kwargs, d, c, u)?,
@@ -667,9 +670,9 @@ impl Materializer<'_> {
         depth: usize,
         copying: bool,
         unique: bool,
-    ) -> Result<Vec<Value>, PickleError> {
+    ) -> Result<Vec<PyValue>, PickleError> {
         self.budget
-            .charge(heap(items.len() * std::mem::size_of::<Value>()))?;
+            .charge(heap(items.len() * std::mem::size_of::<PyValue>()))?;
         let mut out = Vec::with_capacity(items.len());
         for &i in items {
             out.push(self.value(i, depth, copying, unique)?);
@@ -683,8 +686,8 @@ impl Materializer<'_> {
         depth: usize,
         copying: bool,
         unique: bool,
-    ) -> Result<Box<Value>, PickleError> {
-        self.budget.charge(heap(std::mem::size_of::<Value>()))?;
+    ) -> Result<Box<PyValue>, PickleError> {
+        self.budget.charge(heap(std::mem::size_of::<PyValue>()))?;
         Ok(Box::new(self.value(index, depth, copying, unique)?))
     }
 
@@ -694,7 +697,7 @@ impl Materializer<'_> {
         depth: usize,
         copying: bool,
         unique: bool,
-    ) -> Result<Option<Box<Value>>, PickleError> {
+    ) -> Result<Option<Box<PyValue>>, PickleError> {
         index
             .map(|i| self.boxed(i, depth, copying, unique))
             .transpose()
@@ -702,11 +705,11 @@ impl Materializer<'_> {
 }
 
 /// The heap memory a copy of a scalar takes.
-fn leaf_heap(v: &Value) -> usize {
+fn leaf_heap(v: &PyValue) -> usize {
     match v {
-        Value::Str(s) => heap(s.len()),
-        Value::Bytes(b) | Value::ByteArray(b) | Value::BigInt(b) => heap(b.len()),
-        Value::Global { module, name } => heap(module.len()) + heap(name.len()),
+        PyValue::Str(s) => heap(s.len()),
+        PyValue::Bytes(b) | PyValue::ByteArray(b) | PyValue::BigInt(b) => heap(b.len()),
+        PyValue::Global { module, name } => heap(module.len()) + heap(name.len()),
         _ => 0,
     }
 }

@@ -2,17 +2,17 @@
 
 use super::cursor::minimal_len;
 use super::opcodes::*;
-use super::value::Value;
+use super::value::PyValue;
 
 /// Pickles `value` (protocol 3).
 ///
 /// # Examples
 ///
 /// ```
-/// use multiproc::pickle::{dumps, Value};
-/// assert_eq!(dumps(&Value::Int(42)), b"\x80\x03K*.");
+/// use multiproc::pickle::{dumps, PyValue};
+/// assert_eq!(dumps(&PyValue::Int(42)), b"\x80\x03K*.");
 /// ```
-pub fn dumps(value: &Value) -> Vec<u8> {
+pub fn dumps(value: &PyValue) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     dumps_into(value, &mut out);
     out
@@ -23,12 +23,12 @@ pub fn dumps(value: &Value) -> Vec<u8> {
 /// # Examples
 ///
 /// ```
-/// use multiproc::pickle::{dumps_into, Value};
+/// use multiproc::pickle::{dumps_into, PyValue};
 /// let mut out = vec![0; 4];
-/// dumps_into(&Value::None, &mut out);
+/// dumps_into(&PyValue::None, &mut out);
 /// assert_eq!(&out[4..], b"\x80\x03N.");
 /// ```
-pub fn dumps_into(value: &Value, out: &mut Vec<u8>) {
+pub fn dumps_into(value: &PyValue, out: &mut Vec<u8>) {
     out.extend_from_slice(&[PROTO, 3]);
     write(value, out);
     out.push(STOP);
@@ -44,7 +44,7 @@ pub(crate) fn write_str(s: &str, out: &mut Vec<u8>) {
 pub(crate) const BATCH: usize = 1000;
 
 /// Appends a tuple of `items` (`EMPTY_TUPLE`, `TUPLE1`..`TUPLE3`, or `MARK` … `TUPLE`).
-pub(crate) fn write_tuple(items: &[Value], out: &mut Vec<u8>) {
+pub(crate) fn write_tuple(items: &[PyValue], out: &mut Vec<u8>) {
     match items.len() {
         0 => out.push(EMPTY_TUPLE),
         n @ 1..=3 => {
@@ -61,26 +61,26 @@ pub(crate) fn write_tuple(items: &[Value], out: &mut Vec<u8>) {
 
 /// Appends `value`'s opcodes, without `PROTO` or `STOP` (what [`dumps_into`] writes between
 /// them).
-pub(crate) fn write(value: &Value, out: &mut Vec<u8>) {
+pub(crate) fn write(value: &PyValue, out: &mut Vec<u8>) {
     match value {
-        Value::None => out.push(NONE),
-        Value::Bool(true) => out.push(NEWTRUE),
-        Value::Bool(false) => out.push(NEWFALSE),
-        Value::Int(i) => write_int(*i, out),
-        Value::BigInt(bytes) => write_long(bytes, out),
-        Value::Float(f) => {
+        PyValue::None => out.push(NONE),
+        PyValue::Bool(true) => out.push(NEWTRUE),
+        PyValue::Bool(false) => out.push(NEWFALSE),
+        PyValue::Int(i) => write_int(*i, out),
+        PyValue::BigInt(bytes) => write_long(bytes, out),
+        PyValue::Float(f) => {
             out.push(BINFLOAT);
             out.extend_from_slice(&f.to_be_bytes());
         }
-        Value::Str(s) => write_str(s, out),
-        Value::Bytes(b) => write_sized(b, Some(SHORT_BINBYTES), BINBYTES, BINBYTES8, out),
-        Value::ByteArray(b) => {
+        PyValue::Str(s) => write_str(s, out),
+        PyValue::Bytes(b) => write_sized(b, Some(SHORT_BINBYTES), BINBYTES, BINBYTES8, out),
+        PyValue::ByteArray(b) => {
             write_global("builtins", "bytearray", out);
             write_sized(b, Some(SHORT_BINBYTES), BINBYTES, BINBYTES8, out);
             out.extend_from_slice(&[TUPLE1, REDUCE]);
         }
-        Value::Tuple(items) => write_tuple(items, out),
-        Value::List(items) => {
+        PyValue::Tuple(items) => write_tuple(items, out),
+        PyValue::List(items) => {
             out.push(EMPTY_LIST);
             for batch in items.chunks(BATCH) {
                 out.push(MARK);
@@ -88,7 +88,7 @@ pub(crate) fn write(value: &Value, out: &mut Vec<u8>) {
                 out.push(APPENDS);
             }
         }
-        Value::Dict(items) => {
+        PyValue::Dict(items) => {
             out.push(EMPTY_DICT);
             for batch in items.chunks(BATCH) {
                 out.push(MARK);
@@ -99,18 +99,18 @@ pub(crate) fn write(value: &Value, out: &mut Vec<u8>) {
                 out.push(SETITEMS);
             }
         }
-        Value::Set(items) | Value::FrozenSet(items) => {
-            let name = if matches!(value, Value::Set(_)) {
+        PyValue::Set(items) | PyValue::FrozenSet(items) => {
+            let name = if matches!(value, PyValue::Set(_)) {
                 "set"
             } else {
                 "frozenset"
             };
             write_global("builtins", name, out);
-            write(&Value::List(items.clone()), out);
+            write(&PyValue::List(items.clone()), out);
             out.extend_from_slice(&[TUPLE1, REDUCE]);
         }
-        Value::Global { module, name } => write_global(module, name, out),
-        Value::Reduce {
+        PyValue::Global { module, name } => write_global(module, name, out),
+        PyValue::Reduce {
             callable,
             args,
             state,
@@ -123,7 +123,7 @@ pub(crate) fn write(value: &Value, out: &mut Vec<u8>) {
                 out.push(BUILD);
             }
         }
-        Value::Object {
+        PyValue::Object {
             class,
             args,
             kwargs,

@@ -1,7 +1,7 @@
 //! A single-pass decoder for the common case: plain data without shared references.
 //!
 //! The full decoder ([`super::decode`]) builds an arena of nodes, then copies it into a
-//! [`Value`] (shared references need that). Every manager request and reply made of plain data
+//! [`PyValue`] (shared references need that). Every manager request and reply made of plain data
 //! (scalars, strings, bytes, tuples, lists, dicts, sets) and without memo *gets* decodes here in
 //! one pass, straight into the value: memo *puts* are skipped, as nothing reads them back.
 //! Anything else — a memo get, a global, `REDUCE`, a malformed or over-deep input — makes this
@@ -17,10 +17,10 @@ use super::budget::{heap, Budget};
 use super::cursor::Cursor;
 use super::decode::Limits;
 use super::opcodes::*;
-use super::value::Value;
+use super::value::PyValue;
 
 /// A value on the stack and its height (0 for a scalar, 1 + the tallest item for a container).
-type Slot = (Value, usize);
+type Slot = (PyValue, usize);
 
 /// Which container an `APPEND`-like opcode extends.
 #[derive(Clone, Copy)]
@@ -42,7 +42,7 @@ struct Fast<'a> {
 
 /// Decodes `input` if it is plain data the single pass handles; `None` otherwise (the caller
 /// then runs the full decoder).
-pub(crate) fn loads(input: &[u8], limits: &Limits) -> Option<Value> {
+pub(crate) fn loads(input: &[u8], limits: &Limits) -> Option<PyValue> {
     decode(input, limits, limits.max_depth, None)
 }
 
@@ -50,11 +50,11 @@ pub(crate) fn loads(input: &[u8], limits: &Limits) -> Option<Value> {
 /// (no `PROTO`, no `STOP`), into the `n` values it leaves: one value as itself, more as a
 /// tuple. Those values sit one level down in the whole pickle, so they get one level less
 /// of the depth limit. `None` where [`loads`] would give up.
-pub(crate) fn loads_items(body: &[u8], n: usize, limits: &Limits) -> Option<Value> {
+pub(crate) fn loads_items(body: &[u8], n: usize, limits: &Limits) -> Option<PyValue> {
     decode(body, limits, limits.max_depth.checked_sub(1)?, Some(n))
 }
 
-fn decode(input: &[u8], limits: &Limits, max_depth: usize, bare: Option<usize>) -> Option<Value> {
+fn decode(input: &[u8], limits: &Limits, max_depth: usize, bare: Option<usize>) -> Option<PyValue> {
     // The stack and marks of the last decode on this thread are reused: a manager decodes a
     // small pickle per call, and two allocations would be a good part of its work.
     let (stack, marks) = SCRATCH.with(|s| s.take());
@@ -99,7 +99,7 @@ impl<'a> Fast<'a> {
 
     /// Pushes a value within the budget: one more node, and a stack slot if the stack is full.
     #[inline]
-    fn push(&mut self, v: Value, height: usize) -> Option<()> {
+    fn push(&mut self, v: PyValue, height: usize) -> Option<()> {
         self.budget.nodes(1).ok()?;
         if self.stack.len() == self.stack.capacity() {
             self.budget.reserve(&mut self.stack, 1).ok()?;
@@ -108,12 +108,12 @@ impl<'a> Fast<'a> {
         Some(())
     }
 
-    fn push_leaf(&mut self, v: Value) -> Option<()> {
+    fn push_leaf(&mut self, v: PyValue) -> Option<()> {
         self.push(v, 0)
     }
 
     /// Pushes a container of `height`, unless that is deeper than allowed.
-    fn push_container(&mut self, v: Value, height: usize) -> Option<()> {
+    fn push_container(&mut self, v: PyValue, height: usize) -> Option<()> {
         if height > self.max_depth {
             return None;
         }
@@ -122,11 +122,11 @@ impl<'a> Fast<'a> {
 
     /// The items above the last mark (removing it) and their tallest height; their buffer is
     /// charged before it is made.
-    fn pop_mark(&mut self) -> Option<(Vec<Value>, usize)> {
+    fn pop_mark(&mut self) -> Option<(Vec<PyValue>, usize)> {
         let mark = self.marks.pop()?;
         let n = self.stack.len().checked_sub(mark)?;
         self.budget
-            .charge(heap(n * std::mem::size_of::<Value>()))
+            .charge(heap(n * std::mem::size_of::<PyValue>()))
             .ok()?;
         let mut tallest = 0;
         let items = self
@@ -142,8 +142,8 @@ impl<'a> Fast<'a> {
 
     /// Adds `items` (of tallest height `tallest`) to the container on top of the stack. The
     /// container's buffer grows within the budget; `items`' own buffer is then given back.
-    fn extend_top(&mut self, items: Vec<Value>, tallest: usize, kind: Kind) -> Option<()> {
-        let given = heap(items.capacity() * std::mem::size_of::<Value>());
+    fn extend_top(&mut self, items: Vec<PyValue>, tallest: usize, kind: Kind) -> Option<()> {
+        let given = heap(items.capacity() * std::mem::size_of::<PyValue>());
         self.add_to_top(items.len(), items, tallest, kind)?;
         self.budget.credit(given);
         Some(())
@@ -154,7 +154,7 @@ impl<'a> Fast<'a> {
     fn add_to_top(
         &mut self,
         n: usize,
-        items: impl IntoIterator<Item = Value>,
+        items: impl IntoIterator<Item = PyValue>,
         tallest: usize,
         kind: Kind,
     ) -> Option<()> {
@@ -168,11 +168,11 @@ impl<'a> Fast<'a> {
             return None;
         }
         match (top, kind) {
-            (Value::List(v), Kind::List) | (Value::Set(v), Kind::Set) => {
+            (PyValue::List(v), Kind::List) | (PyValue::Set(v), Kind::Set) => {
                 self.budget.reserve(v, n).ok()?;
                 v.extend(items);
             }
-            (Value::Dict(d), Kind::Dict) => {
+            (PyValue::Dict(d), Kind::Dict) => {
                 if n % 2 != 0 {
                     return None;
                 }
@@ -188,7 +188,7 @@ impl<'a> Fast<'a> {
         Some(())
     }
 
-    fn run(&mut self) -> Option<Value> {
+    fn run(&mut self) -> Option<PyValue> {
         loop {
             if let Some(n) = self.bare {
                 if self.cur.is_done() {
@@ -199,9 +199,11 @@ impl<'a> Fast<'a> {
                         return self.stack.pop().map(|(v, _)| v);
                     }
                     self.budget
-                        .charge(heap(n * std::mem::size_of::<Value>()))
+                        .charge(heap(n * std::mem::size_of::<PyValue>()))
                         .ok()?;
-                    return Some(Value::Tuple(self.stack.drain(..).map(|(v, _)| v).collect()));
+                    return Some(PyValue::Tuple(
+                        self.stack.drain(..).map(|(v, _)| v).collect(),
+                    ));
                 }
             }
             let op = self.cur.u8()?;
@@ -230,14 +232,14 @@ impl<'a> Fast<'a> {
                     let v = scalar(&mut self.cur, &mut self.budget, op).ok()?;
                     self.push_leaf(v)?;
                 }
-                EMPTY_TUPLE => self.push_leaf(Value::Tuple(Vec::new()))?,
+                EMPTY_TUPLE => self.push_leaf(PyValue::Tuple(Vec::new()))?,
                 TUPLE1..=TUPLE3 => {
                     let n = args::tuple_arity(op);
                     if self.stack.len() < self.floor() + n {
                         return None;
                     }
                     self.budget
-                        .charge(heap(n * std::mem::size_of::<Value>()))
+                        .charge(heap(n * std::mem::size_of::<PyValue>()))
                         .ok()?;
                     let mut tallest = 0;
                     let items = self
@@ -248,21 +250,21 @@ impl<'a> Fast<'a> {
                             v
                         })
                         .collect();
-                    self.push_container(Value::Tuple(items), tallest + 1)?;
+                    self.push_container(PyValue::Tuple(items), tallest + 1)?;
                 }
                 TUPLE | FROZENSET => {
                     let (items, tallest) = self.pop_mark()?;
                     let height = if items.is_empty() { 0 } else { tallest + 1 };
                     let v = if op == TUPLE {
-                        Value::Tuple(items)
+                        PyValue::Tuple(items)
                     } else {
-                        Value::FrozenSet(items)
+                        PyValue::FrozenSet(items)
                     };
                     self.push_container(v, height)?;
                 }
-                EMPTY_LIST => self.push_leaf(Value::List(Vec::new()))?,
-                EMPTY_DICT => self.push_leaf(Value::Dict(Vec::new()))?,
-                EMPTY_SET => self.push_leaf(Value::Set(Vec::new()))?,
+                EMPTY_LIST => self.push_leaf(PyValue::List(Vec::new()))?,
+                EMPTY_DICT => self.push_leaf(PyValue::Dict(Vec::new()))?,
+                EMPTY_SET => self.push_leaf(PyValue::Set(Vec::new()))?,
                 APPEND => {
                     let (item, h) = self.pop()?;
                     self.add_to_top(1, [item], h, Kind::List)?;
@@ -306,25 +308,25 @@ mod tests {
     use super::super::decode::{loads_full, Limits};
     use super::super::encode::dumps;
     use super::super::opcodes::PROTO;
-    use super::super::value::Value;
+    use super::super::value::PyValue;
     use proptest::prelude::*;
 
-    fn plain_value() -> impl Strategy<Value = Value> {
+    fn plain_value() -> impl Strategy<Value = PyValue> {
         let leaf = prop_oneof![
-            Just(Value::None),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(Value::Int),
+            Just(PyValue::None),
+            any::<bool>().prop_map(PyValue::Bool),
+            any::<i64>().prop_map(PyValue::Int),
             any::<f64>()
                 .prop_filter("NaN is not equal to itself", |f| !f.is_nan())
-                .prop_map(Value::Float),
-            "\\PC{0,12}".prop_map(Value::Str),
-            proptest::collection::vec(any::<u8>(), 0..300).prop_map(Value::Bytes),
+                .prop_map(PyValue::Float),
+            "\\PC{0,12}".prop_map(PyValue::Str),
+            proptest::collection::vec(any::<u8>(), 0..300).prop_map(PyValue::Bytes),
         ];
         leaf.prop_recursive(5, 48, 6, |inner| {
             prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Tuple),
-                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::List),
-                proptest::collection::vec((inner.clone(), inner), 0..6).prop_map(Value::Dict),
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(PyValue::Tuple),
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(PyValue::List),
+                proptest::collection::vec((inner.clone(), inner), 0..6).prop_map(PyValue::Dict),
             ]
         })
     }
@@ -340,14 +342,17 @@ mod tests {
     fn bare_items_decode_as_inside_their_tuple() {
         let limits = Limits::default();
         // ('#RETURN', [1, 'x']) as this crate writes it; the body is the value alone.
-        let reply = dumps(&Value::Tuple(vec![
-            Value::Str("#RETURN".into()),
-            Value::List(vec![Value::Int(1), Value::Str("x".into())]),
+        let reply = dumps(&PyValue::Tuple(vec![
+            PyValue::Str("#RETURN".into()),
+            PyValue::List(vec![PyValue::Int(1), PyValue::Str("x".into())]),
         ]));
         let body = &reply[14..reply.len() - 2];
         assert_eq!(
             super::loads_items(body, 1, &limits),
-            Some(Value::List(vec![Value::Int(1), Value::Str("x".into())]))
+            Some(PyValue::List(vec![
+                PyValue::Int(1),
+                PyValue::Str("x".into())
+            ]))
         );
         assert_eq!(super::loads_items(body, 2, &limits), None);
         assert_eq!(super::loads_items(&reply, 1, &limits), None, "PROTO inside");
@@ -356,9 +361,9 @@ mod tests {
             max_depth: 2,
             ..limits
         };
-        let nested = dumps(&Value::Tuple(vec![
-            Value::Str("#RETURN".into()),
-            Value::List(vec![Value::List(vec![Value::Int(1)])]),
+        let nested = dumps(&PyValue::Tuple(vec![
+            PyValue::Str("#RETURN".into()),
+            PyValue::List(vec![PyValue::List(vec![PyValue::Int(1)])]),
         ]));
         assert!(loads_full(&nested, &deep).is_err());
         assert_eq!(

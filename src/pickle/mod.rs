@@ -6,7 +6,7 @@
 //! global applied to an argument tuple, and a proxy `Token` is a class built from a state tuple.
 //! serde-pickle either refuses such globals or replaces them with `None`, which would erase the
 //! difference between `Empty` and `Full`. This module decodes them into data —
-//! [`Value::Global`], [`Value::Reduce`], [`Value::Object`] — and **never imports, looks up or
+//! [`PyValue::Global`], [`PyValue::Reduce`], [`PyValue::Object`] — and **never imports, looks up or
 //! calls anything** (CPython's own unpickler does, which is how an authenticated peer can run
 //! code in a CPython manager; gh-84220). Plain payloads are then mapped to and from Rust types
 //! through serde ([`to_value`], [`from_value`]); a global found where a plain value is expected
@@ -36,10 +36,10 @@
 //! # Examples
 //!
 //! ```
-//! use multiproc::pickle::{self, Value};
+//! use multiproc::pickle::{self, PyValue};
 //!
-//! let bytes = pickle::dumps(&Value::Tuple(vec![Value::Int(1), Value::Str("x".into())]));
-//! assert_eq!(pickle::loads(&bytes).unwrap(), Value::Tuple(vec![Value::Int(1), Value::Str("x".into())]));
+//! let bytes = pickle::dumps(&PyValue::Tuple(vec![PyValue::Int(1), PyValue::Str("x".into())]));
+//! assert_eq!(pickle::loads(&bytes).unwrap(), PyValue::Tuple(vec![PyValue::Int(1), PyValue::Str("x".into())]));
 //!
 //! // Rust values go through serde:
 //! let v = pickle::to_value(&(1u8, "x")).unwrap();
@@ -65,7 +65,11 @@ pub use decode::{loads, loads_with, Limits};
 pub use encode::{dumps, dumps_into};
 pub(crate) use encode::{write as write_value, write_str, write_tuple, BATCH};
 pub(crate) use fast::loads_items;
-pub use value::{PickleError, Value};
+pub use value::{PickleError, PyValue};
+
+/// The former name of [`PyValue`] (it collided with the shared-memory [`crate::Value`]).
+#[deprecated(note = "renamed to `PyValue`")]
+pub type Value = PyValue;
 
 /// The serde newtype name a handle's index into the codec's side table travels under: the
 /// codec writes it (`codec::serialize_fd`), and `ipc_guard` lets it pass.

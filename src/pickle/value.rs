@@ -4,25 +4,25 @@
 ///
 /// Containers own copies of their items (a pickle's shared references are expanded). Python
 /// objects other than the plain built-in types stay inert: a class or function is a
-/// [`Global`](Value::Global) naming it, an object made by calling something is a
-/// [`Reduce`](Value::Reduce) or an [`Object`](Value::Object), with the state a `BUILD` gave it.
+/// [`Global`](PyValue::Global) naming it, an object made by calling something is a
+/// [`Reduce`](PyValue::Reduce) or an [`Object`](PyValue::Object), with the state a `BUILD` gave it.
 /// Such values can be stored and written back unchanged (a queue served by Rust carries Python
 /// objects it does not understand), but [`from_value`](crate::pickle::from_value) refuses them.
 ///
 /// # Examples
 ///
 /// ```
-/// use multiproc::pickle::Value;
+/// use multiproc::pickle::PyValue;
 ///
-/// let empty = Value::Reduce {
-///     callable: Box::new(Value::global("queue", "Empty")),
-///     args: Box::new(Value::Tuple(vec![])),
+/// let empty = PyValue::Reduce {
+///     callable: Box::new(PyValue::global("queue", "Empty")),
+///     args: Box::new(PyValue::Tuple(vec![])),
 ///     state: None,
 /// };
 /// assert_eq!(empty.class_name(), Some(("queue", "Empty")));
 /// ```
 #[derive(Debug, Clone, PartialEq)]
-pub enum Value {
+pub enum PyValue {
     /// `None`.
     None,
     /// `bool`.
@@ -40,15 +40,15 @@ pub enum Value {
     /// `bytearray` (protocol 5's `BYTEARRAY8`; older protocols write it as a `Reduce`).
     ByteArray(Vec<u8>),
     /// `tuple`.
-    Tuple(Vec<Value>),
+    Tuple(Vec<PyValue>),
     /// `list`.
-    List(Vec<Value>),
+    List(Vec<PyValue>),
     /// `dict`, in the order the pickle gave its items.
-    Dict(Vec<(Value, Value)>),
+    Dict(Vec<(PyValue, PyValue)>),
     /// `set`.
-    Set(Vec<Value>),
+    Set(Vec<PyValue>),
     /// `frozenset`.
-    FrozenSet(Vec<Value>),
+    FrozenSet(Vec<PyValue>),
     /// A class or function named by module and qualified name, never resolved.
     Global {
         /// The module, e.g. `"queue"`.
@@ -58,37 +58,37 @@ pub enum Value {
     },
     /// `callable(*args)` as `REDUCE` writes it, plus the state a `BUILD` gave the result.
     Reduce {
-        /// What would be called (usually a [`Global`](Value::Global)).
-        callable: Box<Value>,
+        /// What would be called (usually a [`Global`](PyValue::Global)).
+        callable: Box<PyValue>,
         /// The arguments (usually a tuple).
-        args: Box<Value>,
+        args: Box<PyValue>,
         /// The `BUILD` state, if any.
-        state: Option<Box<Value>>,
+        state: Option<Box<PyValue>>,
     },
     /// `cls.__new__(cls, *args, **kwargs)` as `NEWOBJ`/`NEWOBJ_EX` write it, plus `BUILD` state.
     Object {
-        /// The class (usually a [`Global`](Value::Global)).
-        class: Box<Value>,
+        /// The class (usually a [`Global`](PyValue::Global)).
+        class: Box<PyValue>,
         /// Positional arguments (usually a tuple).
-        args: Box<Value>,
+        args: Box<PyValue>,
         /// Keyword arguments (`NEWOBJ_EX` only).
-        kwargs: Option<Box<Value>>,
+        kwargs: Option<Box<PyValue>>,
         /// The `BUILD` state, if any.
-        state: Option<Box<Value>>,
+        state: Option<Box<PyValue>>,
     },
 }
 
-impl Value {
-    /// A [`Value::Global`] naming `module.name`.
+impl PyValue {
+    /// A [`PyValue::Global`] naming `module.name`.
     ///
     /// # Examples
     ///
     /// ```
-    /// let g = multiproc::pickle::Value::global("builtins", "ValueError");
-    /// assert!(matches!(g, multiproc::pickle::Value::Global { .. }));
+    /// let g = multiproc::pickle::PyValue::global("builtins", "ValueError");
+    /// assert!(matches!(g, multiproc::pickle::PyValue::Global { .. }));
     /// ```
-    pub fn global(module: &str, name: &str) -> Value {
-        Value::Global {
+    pub fn global(module: &str, name: &str) -> PyValue {
+        PyValue::Global {
             module: module.to_string(),
             name: name.to_string(),
         }
@@ -100,16 +100,16 @@ impl Value {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(multiproc::pickle::Value::Int(3).class_name(), None);
+    /// assert_eq!(multiproc::pickle::PyValue::Int(3).class_name(), None);
     /// ```
     pub fn class_name(&self) -> Option<(&str, &str)> {
         let callable = match self {
-            Value::Reduce { callable, .. } => callable,
-            Value::Object { class, .. } => class,
+            PyValue::Reduce { callable, .. } => callable,
+            PyValue::Object { class, .. } => class,
             _ => return None,
         };
         match &**callable {
-            Value::Global { module, name } => Some((module, name)),
+            PyValue::Global { module, name } => Some((module, name)),
             _ => None,
         }
     }
@@ -119,11 +119,11 @@ impl Value {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(multiproc::pickle::Value::Str("a".into()).as_str(), Some("a"));
+    /// assert_eq!(multiproc::pickle::PyValue::Str("a".into()).as_str(), Some("a"));
     /// ```
     pub fn as_str(&self) -> Option<&str> {
         match self {
-            Value::Str(s) => Some(s),
+            PyValue::Str(s) => Some(s),
             _ => None,
         }
     }
@@ -134,22 +134,24 @@ impl Value {
     /// # Examples
     ///
     /// ```
-    /// use multiproc::pickle::Value;
-    /// assert!(!Value::Int(0).truthy());
-    /// assert!(Value::Str("x".into()).truthy());
+    /// use multiproc::pickle::PyValue;
+    /// assert!(!PyValue::Int(0).truthy());
+    /// assert!(PyValue::Str("x".into()).truthy());
     /// ```
     pub fn truthy(&self) -> bool {
         match self {
-            Value::None => false,
-            Value::Bool(b) => *b,
-            Value::Int(i) => *i != 0,
-            Value::BigInt(_) => true,
-            Value::Float(f) => *f != 0.0,
-            Value::Str(s) => !s.is_empty(),
-            Value::Bytes(b) | Value::ByteArray(b) => !b.is_empty(),
-            Value::Tuple(v) | Value::List(v) | Value::Set(v) | Value::FrozenSet(v) => !v.is_empty(),
-            Value::Dict(d) => !d.is_empty(),
-            Value::Global { .. } | Value::Reduce { .. } | Value::Object { .. } => true,
+            PyValue::None => false,
+            PyValue::Bool(b) => *b,
+            PyValue::Int(i) => *i != 0,
+            PyValue::BigInt(_) => true,
+            PyValue::Float(f) => *f != 0.0,
+            PyValue::Str(s) => !s.is_empty(),
+            PyValue::Bytes(b) | PyValue::ByteArray(b) => !b.is_empty(),
+            PyValue::Tuple(v) | PyValue::List(v) | PyValue::Set(v) | PyValue::FrozenSet(v) => {
+                !v.is_empty()
+            }
+            PyValue::Dict(d) => !d.is_empty(),
+            PyValue::Global { .. } | PyValue::Reduce { .. } | PyValue::Object { .. } => true,
         }
     }
 }

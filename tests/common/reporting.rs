@@ -5,7 +5,7 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
 use multiproc::managers::{PyException, Referent};
-use multiproc::pickle::Value;
+use multiproc::pickle::PyValue;
 
 /// Wraps `inner`, sending the id of the serving thread each time `method` is called.
 pub struct Reporting {
@@ -38,16 +38,16 @@ impl Referent for Reporting {
     fn call(
         &self,
         method: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
-    ) -> Result<Value, PyException> {
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
+    ) -> Result<PyValue, PyException> {
         if method == self.method {
             let _ = self.calls.lock().unwrap().send(super::gettid());
         }
         self.inner.call(method, args, kwargs)
     }
 
-    fn reply_undelivered(&self, method: &str, result: Value) {
+    fn reply_undelivered(&self, method: &str, result: PyValue) {
         self.inner.reply_undelivered(method, result)
     }
 }

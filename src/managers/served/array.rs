@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use super::python::{attribute_error, bind_arguments, int_arg, lock, position, strs, PyException};
 use super::referent::Referent;
-use crate::pickle::Value;
+use crate::pickle::PyValue;
 
 /// A served `Array(typecode, sequence)` (CPython's `manager.Array`, an `array.array`, and
 /// `ArrayProxy`): `__len__`, `__getitem__`, `__setitem__`. Integer typecodes hold ints,
@@ -12,7 +12,7 @@ use crate::pickle::Value;
 #[derive(Debug)]
 pub struct ServedArray {
     float: bool,
-    items: Mutex<Vec<Value>>,
+    items: Mutex<Vec<PyValue>>,
 }
 
 impl ServedArray {
@@ -21,7 +21,7 @@ impl ServedArray {
     /// # Errors
     ///
     /// `ValueError` for another typecode; `TypeError` for an item of the wrong kind.
-    pub fn new(typecode: &str, items: Vec<Value>) -> Result<ServedArray, PyException> {
+    pub fn new(typecode: &str, items: Vec<PyValue>) -> Result<ServedArray, PyException> {
         let float = match typecode {
             "f" | "d" => true,
             "b" | "B" | "h" | "H" | "i" | "I" | "l" | "L" | "q" | "Q" => false,
@@ -43,12 +43,12 @@ impl ServedArray {
         Ok(array)
     }
 
-    fn item(&self, v: Value) -> Result<Value, PyException> {
+    fn item(&self, v: PyValue) -> Result<PyValue, PyException> {
         match (self.float, v) {
-            (false, Value::Int(i)) => Ok(Value::Int(i)),
-            (false, Value::Bool(b)) => Ok(Value::Int(b.into())),
-            (true, Value::Float(f)) => Ok(Value::Float(f)),
-            (true, Value::Int(i)) => Ok(Value::Float(i as f64)),
+            (false, PyValue::Int(i)) => Ok(PyValue::Int(i)),
+            (false, PyValue::Bool(b)) => Ok(PyValue::Int(b.into())),
+            (true, PyValue::Float(f)) => Ok(PyValue::Float(f)),
+            (true, PyValue::Int(i)) => Ok(PyValue::Float(i as f64)),
             _ => Err(PyException::type_error(if self.float {
                 "must be real number"
             } else {
@@ -66,13 +66,13 @@ impl Referent for ServedArray {
     fn call(
         &self,
         method: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
-    ) -> Result<Value, PyException> {
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
+    ) -> Result<PyValue, PyException> {
         match method {
             "__len__" => {
                 bind_arguments(method, args, kwargs, &[])?;
-                Ok(Value::Int(lock(&self.items).len() as i64))
+                Ok(PyValue::Int(lock(&self.items).len() as i64))
             }
             "__getitem__" => {
                 let index = bind_arguments(method, args, kwargs, &[("index", None)])?.remove(0);
@@ -83,7 +83,7 @@ impl Referent for ServedArray {
             "__setitem__" => {
                 let mut bound =
                     bind_arguments(method, args, kwargs, &[("index", None), ("value", None)])?;
-                let value = self.item(bound.pop().unwrap_or(Value::None))?;
+                let value = self.item(bound.pop().unwrap_or(PyValue::None))?;
                 let mut items = lock(&self.items);
                 let i = position(
                     int_arg(&bound[0], "array indices")?,
@@ -91,7 +91,7 @@ impl Referent for ServedArray {
                     "array assignment",
                 )?;
                 items[i] = value;
-                Ok(Value::None)
+                Ok(PyValue::None)
             }
             _ => Err(attribute_error(method)),
         }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::python::{attribute_error, bind_arguments, deadline_after, lock, seconds, PyException};
 use super::referent::Referent;
 use crate::managers::peer::{wait_until, Outcome};
-use crate::pickle::Value;
+use crate::pickle::PyValue;
 
 /// `threading.BrokenBarrierError()`.
 fn broken_barrier() -> PyException {
@@ -40,14 +40,14 @@ struct BarrierState {
 /// ```
 /// use std::sync::Arc;
 /// use multiproc::managers::{Manager, ManagerServer, ServedBarrier};
-/// use multiproc::pickle::Value;
+/// use multiproc::pickle::PyValue;
 /// use multiproc::Error;
 ///
 /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
 /// server.register("Barrier", || Arc::new(ServedBarrier::new(1, None)));
 /// let server = server.start_thread().unwrap();
 /// let barrier = Manager::connect(server.address(), b"k").unwrap().create("Barrier").unwrap();
-/// assert_eq!(barrier.call("wait", vec![], vec![]).unwrap(), Value::Int(0));
+/// assert_eq!(barrier.call("wait", vec![], vec![]).unwrap(), PyValue::Int(0));
 /// barrier.call("abort", vec![], vec![]).unwrap();
 /// assert!(matches!(barrier.call("wait", vec![], vec![]), Err(Error::Remote { class, .. }) if class == "threading.BrokenBarrierError"));
 /// ```
@@ -116,8 +116,8 @@ impl ServedBarrier {
 
     /// The arguments of `Barrier(parties, action=None, timeout=None)` sent with `create`.
     pub(super) fn from_args(
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
     ) -> Result<Self, PyException> {
         let bound = bind_arguments(
             "Barrier",
@@ -125,21 +125,21 @@ impl ServedBarrier {
             kwargs,
             &[
                 ("parties", None),
-                ("action", Some(Value::None)),
-                ("timeout", Some(Value::None)),
+                ("action", Some(PyValue::None)),
+                ("timeout", Some(PyValue::None)),
             ],
         )?;
         let parties = match &bound[0] {
-            Value::Int(n) if *n >= 1 => *n as usize,
+            PyValue::Int(n) if *n >= 1 => *n as usize,
             _ => return Err(PyException::value_error("parties must be >= 1")),
         };
-        if bound[1] != Value::None {
+        if bound[1] != PyValue::None {
             return Err(PyException::type_error(
                 "a served Barrier takes no action (a callable cannot travel)",
             ));
         }
         let timeout = match &bound[2] {
-            Value::None => None,
+            PyValue::None => None,
             t => Some(seconds(t)?),
         };
         Ok(ServedBarrier::new(parties, timeout))
@@ -156,24 +156,24 @@ impl Referent for ServedBarrier {
     fn call(
         &self,
         method: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
-    ) -> Result<Value, PyException> {
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
+    ) -> Result<PyValue, PyException> {
         match method {
             "wait" => {
                 let bound =
-                    bind_arguments(method, args, kwargs, &[("timeout", Some(Value::None))])?;
+                    bind_arguments(method, args, kwargs, &[("timeout", Some(PyValue::None))])?;
                 let timeout = match &bound[0] {
-                    Value::None => self.timeout,
+                    PyValue::None => self.timeout,
                     t => Some(seconds(t)?),
                 };
-                self.wait(timeout).map(|i| Value::Int(i as i64))
+                self.wait(timeout).map(|i| PyValue::Int(i as i64))
             }
             "abort" => {
                 bind_arguments(method, args, kwargs, &[])?;
                 lock(&self.state).state = BROKEN;
                 self.changed.notify_all();
-                Ok(Value::None)
+                Ok(PyValue::None)
             }
             "reset" => {
                 bind_arguments(method, args, kwargs, &[])?;
@@ -186,22 +186,22 @@ impl Referent for ServedBarrier {
                     s.state = FILLING;
                 }
                 self.changed.notify_all();
-                Ok(Value::None)
+                Ok(PyValue::None)
             }
             "__getattribute__" => {
                 let name = match &bind_arguments(method, args, kwargs, &[("name", None)])?[..] {
-                    [Value::Str(name)] => name.clone(),
+                    [PyValue::Str(name)] => name.clone(),
                     _ => return Err(PyException::type_error("attribute name must be a str")),
                 };
                 let s = lock(&self.state);
                 match name.as_str() {
-                    "parties" => Ok(Value::Int(self.parties as i64)),
-                    "n_waiting" => Ok(Value::Int(if s.state == FILLING {
+                    "parties" => Ok(PyValue::Int(self.parties as i64)),
+                    "n_waiting" => Ok(PyValue::Int(if s.state == FILLING {
                         s.count as i64
                     } else {
                         0
                     })),
-                    "broken" => Ok(Value::Bool(s.state == BROKEN)),
+                    "broken" => Ok(PyValue::Bool(s.state == BROKEN)),
                     _ => Err(attribute_error(&name)),
                 }
             }

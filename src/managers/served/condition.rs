@@ -12,7 +12,7 @@ use super::python::{
 };
 use super::referent::Referent;
 use crate::managers::peer::{wait_until, Outcome};
-use crate::pickle::Value;
+use crate::pickle::PyValue;
 
 #[derive(Debug, Default)]
 struct ConditionState {
@@ -36,7 +36,7 @@ struct ConditionState {
 /// ```
 /// use std::sync::Arc;
 /// use multiproc::managers::{Manager, ManagerServer, ServedCondition};
-/// use multiproc::pickle::Value;
+/// use multiproc::pickle::PyValue;
 ///
 /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
 /// server.register("Condition", || Arc::new(ServedCondition::default()));
@@ -44,7 +44,7 @@ struct ConditionState {
 /// let cond = Manager::connect(server.address(), b"k").unwrap().create("Condition").unwrap();
 /// cond.call("acquire", vec![], vec![]).unwrap();
 /// // Nobody notifies: the wait times out (and gives the lock back before returning).
-/// assert_eq!(cond.call("wait", vec![Value::Float(0.01)], vec![]).unwrap(), Value::Bool(false));
+/// assert_eq!(cond.call("wait", vec![PyValue::Float(0.01)], vec![]).unwrap(), PyValue::Bool(false));
 /// cond.call("notify", vec![], vec![]).unwrap();
 /// cond.call("release", vec![], vec![]).unwrap();
 /// ```
@@ -86,9 +86,9 @@ impl Referent for ServedCondition {
 
     /// An `acquire` or a `wait` (which takes the lock back) whose reply never reached its
     /// client releases every level of the lock the serving thread holds (see the module docs).
-    fn reply_undelivered(&self, method: &str, result: Value) {
+    fn reply_undelivered(&self, method: &str, result: PyValue) {
         let acquired = match method {
-            "acquire" => result == Value::Bool(true),
+            "acquire" => result == PyValue::Bool(true),
             "wait" => true,
             _ => false,
         };
@@ -102,14 +102,14 @@ impl Referent for ServedCondition {
     fn call(
         &self,
         method: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
-    ) -> Result<Value, PyException> {
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
+    ) -> Result<PyValue, PyException> {
         let me = std::thread::current().id();
         match method {
             "acquire" => {
                 let deadline = lock_deadline(args, kwargs)?;
-                Ok(Value::Bool(self.acquire(me, 1, deadline)))
+                Ok(PyValue::Bool(self.acquire(me, 1, deadline)))
             }
             "release" => {
                 bind_arguments(method, args, kwargs, &[])?;
@@ -121,14 +121,14 @@ impl Referent for ServedCondition {
                             state.owner = None;
                             self.changed.notify_all();
                         }
-                        Ok(Value::None)
+                        Ok(PyValue::None)
                     }
                     _ => Err(runtime_error("cannot release un-acquired lock")),
                 }
             }
             "wait" => {
                 let bound =
-                    bind_arguments(method, args, kwargs, &[("timeout", Some(Value::None))])?;
+                    bind_arguments(method, args, kwargs, &[("timeout", Some(PyValue::None))])?;
                 let deadline = timeout_deadline(&bound[0])?;
                 let mut state = lock(&self.state);
                 if !Self::owned_by(&state, me) {
@@ -159,18 +159,18 @@ impl Referent for ServedCondition {
                         }
                         self.changed.notify_all();
                     }
-                    return Ok(Value::Bool(false));
+                    return Ok(PyValue::Bool(false));
                 }
                 drop(state);
                 // Take the lock back, however long that takes, as Python does.
                 self.acquire(me, held, None);
-                Ok(Value::Bool(woken))
+                Ok(PyValue::Bool(woken))
             }
             "notify" | "notify_all" => {
                 let n = if method == "notify" {
-                    match &bind_arguments(method, args, kwargs, &[("n", Some(Value::Int(1)))])?[..]
+                    match &bind_arguments(method, args, kwargs, &[("n", Some(PyValue::Int(1)))])?[..]
                     {
-                        [Value::Int(n)] => (*n).max(0) as usize,
+                        [PyValue::Int(n)] => (*n).max(0) as usize,
                         _ => return Err(PyException::type_error("n must be an int")),
                     }
                 } else {
@@ -185,7 +185,7 @@ impl Referent for ServedCondition {
                 let picked: Vec<u64> = state.waiting.drain(..n).collect();
                 state.notified.extend(picked);
                 self.changed.notify_all();
-                Ok(Value::None)
+                Ok(PyValue::None)
             }
             _ => Err(attribute_error(method)),
         }

@@ -7,12 +7,12 @@ use super::python::{
     attribute_error, bind_arguments, key_error, lock, py_eq, sequence, strs, PyException,
 };
 use super::referent::Referent;
-use crate::pickle::Value;
+use crate::pickle::PyValue;
 
 /// The keys of a served `dict`, one `__next__` at a time (what `DictProxy.__iter__` returns,
 /// typeid `Iterator`).
 #[derive(Debug)]
-struct KeyIter(Mutex<std::vec::IntoIter<Value>>);
+struct KeyIter(Mutex<std::vec::IntoIter<PyValue>>);
 
 impl Referent for KeyIter {
     fn exposed(&self) -> Vec<String> {
@@ -22,9 +22,9 @@ impl Referent for KeyIter {
     fn call(
         &self,
         method: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
-    ) -> Result<Value, PyException> {
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
+    ) -> Result<PyValue, PyException> {
         match method {
             "__next__" => {
                 bind_arguments(method, args, kwargs, &[])?;
@@ -47,23 +47,23 @@ impl Referent for KeyIter {
 /// ```
 /// use std::sync::Arc;
 /// use multiproc::managers::{Manager, ManagerServer, ServedDict};
-/// use multiproc::pickle::Value;
+/// use multiproc::pickle::PyValue;
 ///
 /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
 /// server.register("dict", || Arc::new(ServedDict::default()));
 /// let server = server.start_thread().unwrap();
 /// let d = Manager::connect(server.address(), b"k").unwrap().create("dict").unwrap();
-/// d.call("__setitem__", vec![Value::Str("foo".into()), Value::Int(5)], vec![]).unwrap();
-/// assert_eq!(d.call("get", vec![Value::Str("foo".into())], vec![]).unwrap(), Value::Int(5));
+/// d.call("__setitem__", vec![PyValue::Str("foo".into()), PyValue::Int(5)], vec![]).unwrap();
+/// assert_eq!(d.call("get", vec![PyValue::Str("foo".into())], vec![]).unwrap(), PyValue::Int(5));
 /// let keys: Vec<String> = d.call_proxy("__iter__", vec![], vec![]).unwrap().iter().collect::<Result<_, _>>().unwrap();
 /// assert_eq!(keys, ["foo"]);
 /// ```
 #[derive(Debug, Default)]
-pub struct ServedDict(Mutex<Vec<(Value, Value)>>);
+pub struct ServedDict(Mutex<Vec<(PyValue, PyValue)>>);
 
 impl ServedDict {
     /// A dict holding `items` (later duplicates of a key replace earlier ones).
-    pub fn new(items: Vec<(Value, Value)>) -> ServedDict {
+    pub fn new(items: Vec<(PyValue, PyValue)>) -> ServedDict {
         let d = ServedDict::default();
         {
             let mut map = lock(&d.0);
@@ -75,21 +75,21 @@ impl ServedDict {
     }
 }
 
-fn find(map: &[(Value, Value)], key: &Value) -> Option<usize> {
+fn find(map: &[(PyValue, PyValue)], key: &PyValue) -> Option<usize> {
     map.iter().position(|(k, _)| py_eq(k, key))
 }
 
-fn hashable(key: &Value) -> Result<(), PyException> {
+fn hashable(key: &PyValue) -> Result<(), PyException> {
     match key {
-        Value::List(_) | Value::Dict(_) | Value::Set(_) | Value::ByteArray(_) => {
+        PyValue::List(_) | PyValue::Dict(_) | PyValue::Set(_) | PyValue::ByteArray(_) => {
             Err(PyException::type_error("unhashable type"))
         }
-        Value::Tuple(items) => items.iter().try_for_each(hashable),
+        PyValue::Tuple(items) => items.iter().try_for_each(hashable),
         _ => Ok(()),
     }
 }
 
-fn insert(map: &mut Vec<(Value, Value)>, key: Value, value: Value) {
+fn insert(map: &mut Vec<(PyValue, PyValue)>, key: PyValue, value: PyValue) {
     match find(map, &key) {
         Some(i) => map[i].1 = value,
         None => map.push((key, value)),
@@ -125,29 +125,29 @@ impl Referent for ServedDict {
     fn call_for_object(
         &self,
         method: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
     ) -> Result<Arc<dyn Referent>, PyException> {
         bind_arguments(method, args, kwargs, &[])?;
-        let keys: Vec<Value> = lock(&self.0).iter().map(|(k, _)| k.clone()).collect();
+        let keys: Vec<PyValue> = lock(&self.0).iter().map(|(k, _)| k.clone()).collect();
         Ok(Arc::new(KeyIter(Mutex::new(keys.into_iter()))))
     }
 
     fn call(
         &self,
         method: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
-    ) -> Result<Value, PyException> {
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
+    ) -> Result<PyValue, PyException> {
         let mut map = lock(&self.0);
         match method {
             "__len__" => {
                 bind_arguments(method, args, kwargs, &[])?;
-                Ok(Value::Int(map.len() as i64))
+                Ok(PyValue::Int(map.len() as i64))
             }
             "__contains__" => {
                 let key = bind_arguments(method, args, kwargs, &[("key", None)])?.remove(0);
-                Ok(Value::Bool(find(&map, &key).is_some()))
+                Ok(PyValue::Bool(find(&map, &key).is_some()))
             }
             "__getitem__" => {
                 let key = bind_arguments(method, args, kwargs, &[("key", None)])?.remove(0);
@@ -160,34 +160,34 @@ impl Referent for ServedDict {
                     method,
                     args,
                     kwargs,
-                    &[("key", None), ("default", Some(Value::None))],
+                    &[("key", None), ("default", Some(PyValue::None))],
                 )?;
                 Ok(find(&map, &bound[0]).map_or_else(|| bound[1].clone(), |i| map[i].1.clone()))
             }
             "__setitem__" => {
                 let mut bound =
                     bind_arguments(method, args, kwargs, &[("key", None), ("value", None)])?;
-                let value = bound.pop().unwrap_or(Value::None);
-                let key = bound.pop().unwrap_or(Value::None);
+                let value = bound.pop().unwrap_or(PyValue::None);
+                let key = bound.pop().unwrap_or(PyValue::None);
                 hashable(&key)?;
                 insert(&mut map, key, value);
-                Ok(Value::None)
+                Ok(PyValue::None)
             }
             "__delitem__" => {
                 let key = bind_arguments(method, args, kwargs, &[("key", None)])?.remove(0);
                 let i = find(&map, &key).ok_or_else(|| key_error(&key))?;
                 map.remove(i);
-                Ok(Value::None)
+                Ok(PyValue::None)
             }
             "setdefault" => {
                 let mut bound = bind_arguments(
                     method,
                     args,
                     kwargs,
-                    &[("key", None), ("default", Some(Value::None))],
+                    &[("key", None), ("default", Some(PyValue::None))],
                 )?;
-                let default = bound.pop().unwrap_or(Value::None);
-                let key = bound.pop().unwrap_or(Value::None);
+                let default = bound.pop().unwrap_or(PyValue::None);
+                let key = bound.pop().unwrap_or(PyValue::None);
                 match find(&map, &key) {
                     Some(i) => Ok(map[i].1.clone()),
                     None => {
@@ -212,7 +212,7 @@ impl Referent for ServedDict {
             "popitem" => {
                 bind_arguments(method, args, kwargs, &[])?;
                 map.pop()
-                    .map(|(k, v)| Value::Tuple(vec![k, v]))
+                    .map(|(k, v)| PyValue::Tuple(vec![k, v]))
                     .ok_or_else(|| {
                         PyException::new("builtins", "KeyError", "popitem(): dictionary is empty")
                     })
@@ -220,20 +220,20 @@ impl Referent for ServedDict {
             "clear" => {
                 bind_arguments(method, args, kwargs, &[])?;
                 map.clear();
-                Ok(Value::None)
+                Ok(PyValue::None)
             }
             "copy" => {
                 bind_arguments(method, args, kwargs, &[])?;
-                Ok(Value::Dict(map.clone()))
+                Ok(PyValue::Dict(map.clone()))
             }
             "keys" | "values" | "items" => {
                 bind_arguments(method, args, kwargs, &[])?;
-                Ok(Value::List(
+                Ok(PyValue::List(
                     map.iter()
                         .map(|(k, v)| match method {
                             "keys" => k.clone(),
                             "values" => v.clone(),
-                            _ => Value::Tuple(vec![k.clone(), v.clone()]),
+                            _ => PyValue::Tuple(vec![k.clone(), v.clone()]),
                         })
                         .collect(),
                 ))
@@ -247,13 +247,13 @@ impl Referent for ServedDict {
                 let mut pairs = Vec::new();
                 match args.into_iter().next() {
                     None => {}
-                    Some(Value::Dict(items)) => pairs.extend(items),
+                    Some(PyValue::Dict(items)) => pairs.extend(items),
                     Some(other) => {
                         for item in sequence(other)? {
                             match item {
-                                Value::Tuple(mut kv) | Value::List(mut kv) if kv.len() == 2 => {
-                                    let v = kv.pop().unwrap_or(Value::None);
-                                    let k = kv.pop().unwrap_or(Value::None);
+                                PyValue::Tuple(mut kv) | PyValue::List(mut kv) if kv.len() == 2 => {
+                                    let v = kv.pop().unwrap_or(PyValue::None);
+                                    let k = kv.pop().unwrap_or(PyValue::None);
                                     pairs.push((k, v));
                                 }
                                 _ => {
@@ -265,14 +265,14 @@ impl Referent for ServedDict {
                         }
                     }
                 }
-                pairs.extend(kwargs.into_iter().map(|(k, v)| (Value::Str(k), v)));
+                pairs.extend(kwargs.into_iter().map(|(k, v)| (PyValue::Str(k), v)));
                 for (k, _) in &pairs {
                     hashable(k)?;
                 }
                 for (k, v) in pairs {
                     insert(&mut map, k, v);
                 }
-                Ok(Value::None)
+                Ok(PyValue::None)
             }
             _ => Err(attribute_error(method)),
         }

@@ -8,7 +8,7 @@ use super::python::{
     slice_indices, strs, PyException,
 };
 use super::referent::Referent;
-use crate::pickle::Value;
+use crate::pickle::PyValue;
 
 /// A served `list` (CPython's `manager.list()` and `ListProxy`).
 ///
@@ -17,27 +17,27 @@ use crate::pickle::Value;
 /// ```
 /// use std::sync::Arc;
 /// use multiproc::managers::{Manager, ManagerServer, ServedList};
-/// use multiproc::pickle::Value;
+/// use multiproc::pickle::PyValue;
 ///
 /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
 /// server.register("list", || Arc::new(ServedList::default()));
 /// let server = server.start_thread().unwrap();
 /// let list = Manager::connect(server.address(), b"k").unwrap().create("list").unwrap();
-/// list.call("append", vec![Value::Int(5)], vec![]).unwrap();
-/// assert_eq!(list.call("__getitem__", vec![Value::Int(-1)], vec![]).unwrap(), Value::Int(5));
-/// assert_eq!(list.call("__len__", vec![], vec![]).unwrap(), Value::Int(1));
+/// list.call("append", vec![PyValue::Int(5)], vec![]).unwrap();
+/// assert_eq!(list.call("__getitem__", vec![PyValue::Int(-1)], vec![]).unwrap(), PyValue::Int(5));
+/// assert_eq!(list.call("__len__", vec![], vec![]).unwrap(), PyValue::Int(1));
 /// ```
 #[derive(Debug, Default)]
-pub struct ServedList(Mutex<Vec<Value>>);
+pub struct ServedList(Mutex<Vec<PyValue>>);
 
 impl ServedList {
     /// A list holding `items`.
-    pub fn new(items: Vec<Value>) -> ServedList {
+    pub fn new(items: Vec<PyValue>) -> ServedList {
         ServedList(Mutex::new(items))
     }
 }
 
-fn repeat(items: &[Value], n: i64) -> Vec<Value> {
+fn repeat(items: &[PyValue], n: i64) -> Vec<PyValue> {
     let n = n.max(0) as usize;
     let mut out = Vec::with_capacity(items.len() * n);
     for _ in 0..n {
@@ -74,10 +74,10 @@ impl Referent for ServedList {
     fn call(
         &self,
         method: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
-    ) -> Result<Value, PyException> {
-        let one = |args, kwargs| -> Result<Value, PyException> {
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
+    ) -> Result<PyValue, PyException> {
+        let one = |args, kwargs| -> Result<PyValue, PyException> {
             let mut v = bind_arguments(method, args, kwargs, &[("value", None)])?;
             Ok(v.remove(0))
         };
@@ -85,16 +85,16 @@ impl Referent for ServedList {
         match method {
             "__len__" => {
                 bind_arguments(method, args, kwargs, &[])?;
-                Ok(Value::Int(items.len() as i64))
+                Ok(PyValue::Int(items.len() as i64))
             }
             "__contains__" => {
                 let x = one(args, kwargs)?;
-                Ok(Value::Bool(items.iter().any(|i| py_eq(i, &x))))
+                Ok(PyValue::Bool(items.iter().any(|i| py_eq(i, &x))))
             }
             "__getitem__" => {
                 let index = one(args, kwargs)?;
                 if let Some(picked) = slice_indices(&index, items.len())? {
-                    return Ok(Value::List(
+                    return Ok(PyValue::List(
                         picked.into_iter().map(|i| items[i].clone()).collect(),
                     ));
                 }
@@ -104,14 +104,14 @@ impl Referent for ServedList {
             "__setitem__" => {
                 let mut bound =
                     bind_arguments(method, args, kwargs, &[("key", None), ("value", None)])?;
-                let value = bound.pop().unwrap_or(Value::None);
+                let value = bound.pop().unwrap_or(PyValue::None);
                 let i = position(
                     int_arg(&bound[0], "list indices")?,
                     items.len(),
                     "list assignment",
                 )?;
                 items[i] = value;
-                Ok(Value::None)
+                Ok(PyValue::None)
             }
             "__delitem__" => {
                 let index = one(args, kwargs)?;
@@ -121,30 +121,30 @@ impl Referent for ServedList {
                     "list assignment",
                 )?;
                 items.remove(i);
-                Ok(Value::None)
+                Ok(PyValue::None)
             }
             "append" => {
                 items.push(one(args, kwargs)?);
-                Ok(Value::None)
+                Ok(PyValue::None)
             }
             "extend" => {
                 let more = sequence(one(args, kwargs)?)?;
                 items.extend(more);
-                Ok(Value::None)
+                Ok(PyValue::None)
             }
             "insert" => {
                 let mut bound =
                     bind_arguments(method, args, kwargs, &[("index", None), ("object", None)])?;
-                let object = bound.pop().unwrap_or(Value::None);
+                let object = bound.pop().unwrap_or(PyValue::None);
                 let len = items.len() as i64;
                 let i = int_arg(&bound[0], "list indices")?;
                 let i = if i < 0 { (i + len).max(0) } else { i.min(len) };
                 items.insert(i as usize, object);
-                Ok(Value::None)
+                Ok(PyValue::None)
             }
             "pop" => {
                 let bound =
-                    bind_arguments(method, args, kwargs, &[("index", Some(Value::Int(-1)))])?;
+                    bind_arguments(method, args, kwargs, &[("index", Some(PyValue::Int(-1)))])?;
                 if items.is_empty() {
                     return Err(index_error("pop from empty list"));
                 }
@@ -158,11 +158,11 @@ impl Referent for ServedList {
                     .position(|i| py_eq(i, &x))
                     .ok_or_else(|| PyException::value_error("list.remove(x): x not in list"))?;
                 items.remove(i);
-                Ok(Value::None)
+                Ok(PyValue::None)
             }
             "count" => {
                 let x = one(args, kwargs)?;
-                Ok(Value::Int(
+                Ok(PyValue::Int(
                     items.iter().filter(|i| py_eq(i, &x)).count() as i64
                 ))
             }
@@ -172,12 +172,12 @@ impl Referent for ServedList {
                     .iter()
                     .position(|i| py_eq(i, &x))
                     .ok_or_else(|| PyException::value_error("value is not in list"))?;
-                Ok(Value::Int(i as i64))
+                Ok(PyValue::Int(i as i64))
             }
             "reverse" => {
                 bind_arguments(method, args, kwargs, &[])?;
                 items.reverse();
-                Ok(Value::None)
+                Ok(PyValue::None)
             }
             "sort" => {
                 let bound = bind_arguments(
@@ -185,11 +185,11 @@ impl Referent for ServedList {
                     args,
                     kwargs,
                     &[
-                        ("key", Some(Value::None)),
-                        ("reverse", Some(Value::Bool(false))),
+                        ("key", Some(PyValue::None)),
+                        ("reverse", Some(PyValue::Bool(false))),
                     ],
                 )?;
-                if bound[0] != Value::None {
+                if bound[0] != PyValue::None {
                     return Err(PyException::type_error(
                         "a served list sorts without a key function (a callable cannot travel)",
                     ));
@@ -211,29 +211,29 @@ impl Referent for ServedList {
                     sorted.reverse();
                 }
                 *items = sorted;
-                Ok(Value::None)
+                Ok(PyValue::None)
             }
             "__add__" => {
                 let more = match one(args, kwargs)? {
-                    Value::List(more) => more,
+                    PyValue::List(more) => more,
                     _ => return Err(PyException::type_error("can only concatenate list to list")),
                 };
                 let mut out = items.clone();
                 out.extend(more);
-                Ok(Value::List(out))
+                Ok(PyValue::List(out))
             }
             "__mul__" | "__rmul__" => {
                 let n = int_arg(&one(args, kwargs)?, "repeat counts")?;
-                Ok(Value::List(repeat(&items, n)))
+                Ok(PyValue::List(repeat(&items, n)))
             }
             "__imul__" => {
                 let n = int_arg(&one(args, kwargs)?, "repeat counts")?;
                 *items = repeat(&items, n);
-                Ok(Value::None)
+                Ok(PyValue::None)
             }
             "__reversed__" => {
                 bind_arguments(method, args, kwargs, &[])?;
-                Ok(Value::List(items.iter().rev().cloned().collect()))
+                Ok(PyValue::List(items.iter().rev().cloned().collect()))
             }
             _ => Err(attribute_error(method)),
         }

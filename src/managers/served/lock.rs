@@ -8,7 +8,7 @@ use super::python::{
 };
 use super::referent::Referent;
 use crate::managers::peer::{wait_until, Outcome};
-use crate::pickle::Value;
+use crate::pickle::PyValue;
 
 #[derive(Debug, Default)]
 struct LockState {
@@ -25,15 +25,15 @@ struct LockState {
 /// ```
 /// use std::sync::Arc;
 /// use multiproc::managers::{Manager, ManagerServer, ServedLock};
-/// use multiproc::pickle::Value;
+/// use multiproc::pickle::PyValue;
 /// use multiproc::Error;
 ///
 /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
 /// server.register("Lock", || Arc::new(ServedLock::new()));
 /// let server = server.start_thread().unwrap();
 /// let lock = Manager::connect(server.address(), b"k").unwrap().create("Lock").unwrap();
-/// assert_eq!(lock.call("acquire", vec![], vec![]).unwrap(), Value::Bool(true));
-/// assert_eq!(lock.call("acquire", vec![Value::Bool(false)], vec![]).unwrap(), Value::Bool(false));
+/// assert_eq!(lock.call("acquire", vec![], vec![]).unwrap(), PyValue::Bool(true));
+/// assert_eq!(lock.call("acquire", vec![PyValue::Bool(false)], vec![]).unwrap(), PyValue::Bool(false));
 /// lock.call("release", vec![], vec![]).unwrap();
 /// assert!(matches!(lock.call("release", vec![], vec![]), Err(Error::Remote { class, .. }) if class == "builtins.RuntimeError"));
 /// ```
@@ -66,8 +66,8 @@ impl Referent for ServedLock {
 
     /// An `acquire` whose `True` never reached its client releases the lock: a `Lock`, or
     /// every level of an `RLock` the serving thread holds (see the module docs).
-    fn reply_undelivered(&self, method: &str, result: Value) {
-        if method == "acquire" && result == Value::Bool(true) {
+    fn reply_undelivered(&self, method: &str, result: PyValue) {
+        if method == "acquire" && result == PyValue::Bool(true) {
             let mut state = lock(&self.state);
             if matches!(state.owner, Some((owner, _)) if owner == std::thread::current().id()) {
                 state.owner = None;
@@ -79,9 +79,9 @@ impl Referent for ServedLock {
     fn call(
         &self,
         method: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
-    ) -> Result<Value, PyException> {
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
+    ) -> Result<PyValue, PyException> {
         let me = std::thread::current().id();
         match method {
             "acquire" => {
@@ -91,7 +91,7 @@ impl Referent for ServedLock {
                     if let Some((owner, count)) = &mut state.owner {
                         if *owner == me {
                             *count += 1;
-                            return Ok(Value::Bool(true));
+                            return Ok(PyValue::Bool(true));
                         }
                     }
                 }
@@ -101,7 +101,7 @@ impl Referent for ServedLock {
                 if free {
                     state.owner = Some((me, 1));
                 }
-                Ok(Value::Bool(free))
+                Ok(PyValue::Bool(free))
             }
             "release" => {
                 bind_arguments(method, args, kwargs, &[])?;
@@ -118,7 +118,7 @@ impl Referent for ServedLock {
                             state.owner = None;
                             self.released.notify_one();
                         }
-                        Ok(Value::None)
+                        Ok(PyValue::None)
                     }
                 }
             }

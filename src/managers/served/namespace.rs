@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use super::python::{attribute_error, bind_arguments, lock, strs, PyException};
 use super::referent::Referent;
-use crate::pickle::Value;
+use crate::pickle::PyValue;
 
 /// A served `Namespace` (CPython's `manager.Namespace()` and `NamespaceProxy`): attributes
 /// set and read with `__setattr__`, `__getattribute__`, `__delattr__`.
@@ -14,17 +14,17 @@ use crate::pickle::Value;
 /// ```
 /// use std::sync::Arc;
 /// use multiproc::managers::{Manager, ManagerServer, ServedNamespace};
-/// use multiproc::pickle::Value;
+/// use multiproc::pickle::PyValue;
 ///
 /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
 /// server.register("Namespace", || Arc::new(ServedNamespace::default()));
 /// let server = server.start_thread().unwrap();
 /// let ns = Manager::connect(server.address(), b"k").unwrap().create("Namespace").unwrap();
-/// ns.call("__setattr__", vec![Value::Str("x".into()), Value::Int(1)], vec![]).unwrap();
-/// assert_eq!(ns.call("__getattribute__", vec![Value::Str("x".into())], vec![]).unwrap(), Value::Int(1));
+/// ns.call("__setattr__", vec![PyValue::Str("x".into()), PyValue::Int(1)], vec![]).unwrap();
+/// assert_eq!(ns.call("__getattribute__", vec![PyValue::Str("x".into())], vec![]).unwrap(), PyValue::Int(1));
 /// ```
 #[derive(Debug, Default)]
-pub struct ServedNamespace(Mutex<Vec<(String, Value)>>);
+pub struct ServedNamespace(Mutex<Vec<(String, PyValue)>>);
 
 impl Referent for ServedNamespace {
     fn exposed(&self) -> Vec<String> {
@@ -34,11 +34,11 @@ impl Referent for ServedNamespace {
     fn call(
         &self,
         method: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
-    ) -> Result<Value, PyException> {
-        let name_of = |v: &Value| match v {
-            Value::Str(s) => Ok(s.clone()),
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
+    ) -> Result<PyValue, PyException> {
+        let name_of = |v: &PyValue| match v {
+            PyValue::Str(s) => Ok(s.clone()),
             _ => Err(PyException::type_error("attribute name must be string")),
         };
         let mut attrs = lock(&self.0);
@@ -55,13 +55,13 @@ impl Referent for ServedNamespace {
             "__setattr__" => {
                 let mut bound =
                     bind_arguments(method, args, kwargs, &[("name", None), ("value", None)])?;
-                let value = bound.pop().unwrap_or(Value::None);
+                let value = bound.pop().unwrap_or(PyValue::None);
                 let name = name_of(&bound[0])?;
                 match attrs.iter_mut().find(|(n, _)| *n == name) {
                     Some(slot) => slot.1 = value,
                     None => attrs.push((name, value)),
                 }
-                Ok(Value::None)
+                Ok(PyValue::None)
             }
             "__delattr__" => {
                 let bound = bind_arguments(method, args, kwargs, &[("name", None)])?;
@@ -71,7 +71,7 @@ impl Referent for ServedNamespace {
                     .position(|(n, _)| *n == name)
                     .ok_or_else(|| attribute_error(&name))?;
                 attrs.remove(i);
-                Ok(Value::None)
+                Ok(PyValue::None)
             }
             _ => Err(attribute_error(method)),
         }

@@ -9,7 +9,7 @@ use std::cmp::Ordering;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::pickle::Value;
+use crate::pickle::PyValue;
 
 /// A Python exception instance to send as `'#ERROR'`: a class named by module and name, and its
 /// `args`.
@@ -28,7 +28,7 @@ pub struct PyException {
     /// The class name (`"ValueError"`, `"Empty"`).
     pub name: String,
     /// The exception's `args`.
-    pub args: Vec<Value>,
+    pub args: Vec<PyValue>,
 }
 
 impl PyException {
@@ -44,7 +44,7 @@ impl PyException {
         PyException {
             module: module.into(),
             name: name.into(),
-            args: vec![Value::Str(message.into())],
+            args: vec![PyValue::Str(message.into())],
         }
     }
 
@@ -104,17 +104,17 @@ impl PyException {
     pub(crate) fn message(&self) -> String {
         match &self.args[..] {
             [] => String::new(),
-            [Value::Str(s)] => s.clone(),
+            [PyValue::Str(s)] => s.clone(),
             [other] => format!("{other:?}"),
             more => format!("{more:?}"),
         }
     }
 
     /// The pickled instance: `Reduce(Global(module, name), args)`.
-    pub(crate) fn to_value(&self) -> Value {
-        Value::Reduce {
-            callable: Box::new(Value::global(&self.module, &self.name)),
-            args: Box::new(Value::Tuple(self.args.clone())),
+    pub(crate) fn to_value(&self) -> PyValue {
+        PyValue::Reduce {
+            callable: Box::new(PyValue::global(&self.module, &self.name)),
+            args: Box::new(PyValue::Tuple(self.args.clone())),
             state: None,
         }
     }
@@ -133,17 +133,17 @@ impl PyException {
 ///
 /// ```
 /// use multiproc::managers::bind_arguments;
-/// use multiproc::pickle::Value;
-/// let bound = bind_arguments("get", vec![], vec![("timeout".into(), Value::Int(1))],
-///                  &[("block", Some(Value::Bool(true))), ("timeout", Some(Value::None))]).unwrap();
-/// assert_eq!(bound, vec![Value::Bool(true), Value::Int(1)]);
+/// use multiproc::pickle::PyValue;
+/// let bound = bind_arguments("get", vec![], vec![("timeout".into(), PyValue::Int(1))],
+///                  &[("block", Some(PyValue::Bool(true))), ("timeout", Some(PyValue::None))]).unwrap();
+/// assert_eq!(bound, vec![PyValue::Bool(true), PyValue::Int(1)]);
 /// ```
 pub fn bind_arguments(
     function: &str,
-    args: Vec<Value>,
-    kwargs: Vec<(String, Value)>,
-    params: &[(&str, Option<Value>)],
-) -> Result<Vec<Value>, PyException> {
+    args: Vec<PyValue>,
+    kwargs: Vec<(String, PyValue)>,
+    params: &[(&str, Option<PyValue>)],
+) -> Result<Vec<PyValue>, PyException> {
     if args.len() > params.len() {
         return Err(PyException::type_error(&format!(
             "{function}() takes {} positional arguments but {} were given",
@@ -151,7 +151,7 @@ pub fn bind_arguments(
             args.len()
         )));
     }
-    let mut slots: Vec<Option<Value>> = args.into_iter().map(Some).collect();
+    let mut slots: Vec<Option<PyValue>> = args.into_iter().map(Some).collect();
     slots.resize(params.len(), None);
     for (key, value) in kwargs {
         let i = params.iter().position(|(p, _)| *p == key).ok_or_else(|| {
@@ -190,17 +190,17 @@ pub fn bind_arguments(
 /// ```
 /// #![allow(deprecated)] // shows the old name still works
 /// use multiproc::managers::bind;
-/// use multiproc::pickle::Value;
-/// let bound = bind("put", vec![Value::Int(1)], vec![], &[("item", None)]).unwrap();
-/// assert_eq!(bound, vec![Value::Int(1)]);
+/// use multiproc::pickle::PyValue;
+/// let bound = bind("put", vec![PyValue::Int(1)], vec![], &[("item", None)]).unwrap();
+/// assert_eq!(bound, vec![PyValue::Int(1)]);
 /// ```
 #[deprecated(note = "renamed to `bind_arguments`, which says what it binds")]
 pub fn bind(
     function: &str,
-    args: Vec<Value>,
-    kwargs: Vec<(String, Value)>,
-    params: &[(&str, Option<Value>)],
-) -> Result<Vec<Value>, PyException> {
+    args: Vec<PyValue>,
+    kwargs: Vec<(String, PyValue)>,
+    params: &[(&str, Option<PyValue>)],
+) -> Result<Vec<PyValue>, PyException> {
     bind_arguments(function, args, kwargs, params)
 }
 
@@ -222,7 +222,7 @@ pub(super) fn index_error(message: &str) -> PyException {
     PyException::new("builtins", "IndexError", message)
 }
 
-pub(super) fn key_error(key: &Value) -> PyException {
+pub(super) fn key_error(key: &PyValue) -> PyException {
     PyException {
         module: "builtins".into(),
         name: "KeyError".into(),
@@ -244,11 +244,11 @@ enum Num {
     Float(f64),
 }
 
-fn number(v: &Value) -> Option<Num> {
+fn number(v: &PyValue) -> Option<Num> {
     match v {
-        Value::Bool(b) => Some(Num::Int(i128::from(*b))),
-        Value::Int(i) => Some(Num::Int(i128::from(*i))),
-        Value::Float(f) => Some(Num::Float(*f)),
+        PyValue::Bool(b) => Some(Num::Int(i128::from(*b))),
+        PyValue::Int(i) => Some(Num::Int(i128::from(*i))),
+        PyValue::Float(f) => Some(Num::Float(*f)),
         _ => None,
     }
 }
@@ -263,12 +263,12 @@ fn num_cmp(a: &Num, b: &Num) -> Option<Ordering> {
 }
 
 /// `a == b` with Python's rules for plain data; other values compare as data.
-pub(super) fn py_eq(a: &Value, b: &Value) -> bool {
+pub(super) fn py_eq(a: &PyValue, b: &PyValue) -> bool {
     if let (Some(x), Some(y)) = (number(a), number(b)) {
         return num_cmp(&x, &y) == Some(Ordering::Equal);
     }
     match (a, b) {
-        (Value::Tuple(x), Value::Tuple(y)) | (Value::List(x), Value::List(y)) => {
+        (PyValue::Tuple(x), PyValue::Tuple(y)) | (PyValue::List(x), PyValue::List(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(p, q)| py_eq(p, q))
         }
         _ => a == b,
@@ -276,14 +276,14 @@ pub(super) fn py_eq(a: &Value, b: &Value) -> bool {
 }
 
 /// `a < b` and friends with Python's rules; `None` where Python raises `TypeError`.
-pub(super) fn py_cmp(a: &Value, b: &Value) -> Option<Ordering> {
+pub(super) fn py_cmp(a: &PyValue, b: &PyValue) -> Option<Ordering> {
     if let (Some(x), Some(y)) = (number(a), number(b)) {
         return num_cmp(&x, &y);
     }
     match (a, b) {
-        (Value::Str(x), Value::Str(y)) => Some(x.cmp(y)),
-        (Value::Bytes(x), Value::Bytes(y)) => Some(x.cmp(y)),
-        (Value::Tuple(x), Value::Tuple(y)) | (Value::List(x), Value::List(y)) => {
+        (PyValue::Str(x), PyValue::Str(y)) => Some(x.cmp(y)),
+        (PyValue::Bytes(x), PyValue::Bytes(y)) => Some(x.cmp(y)),
+        (PyValue::Tuple(x), PyValue::Tuple(y)) | (PyValue::List(x), PyValue::List(y)) => {
             for (p, q) in x.iter().zip(y) {
                 if !py_eq(p, q) {
                     return py_cmp(p, q);
@@ -295,10 +295,10 @@ pub(super) fn py_cmp(a: &Value, b: &Value) -> Option<Ordering> {
     }
 }
 
-pub(super) fn int_arg(v: &Value, what: &str) -> Result<i64, PyException> {
+pub(super) fn int_arg(v: &PyValue, what: &str) -> Result<i64, PyException> {
     match v {
-        Value::Int(i) => Ok(*i),
-        Value::Bool(b) => Ok(i64::from(*b)),
+        PyValue::Int(i) => Ok(*i),
+        PyValue::Bool(b) => Ok(i64::from(*b)),
         _ => Err(PyException::type_error(&format!(
             "{what} must be integers, not {v:?}"
         ))),
@@ -315,20 +315,23 @@ pub(super) fn position(index: i64, len: usize, what: &str) -> Result<usize, PyEx
 }
 
 /// The indices a `slice(start, stop, step)` picks from a sequence of `len`.
-pub(super) fn slice_indices(slice: &Value, len: usize) -> Result<Option<Vec<usize>>, PyException> {
+pub(super) fn slice_indices(
+    slice: &PyValue,
+    len: usize,
+) -> Result<Option<Vec<usize>>, PyException> {
     let args = match slice {
-        Value::Reduce { callable, args, .. } if matches!(&**callable, Value::Global { module, name } if module == "builtins" && name == "slice") => {
+        PyValue::Reduce { callable, args, .. } if matches!(&**callable, PyValue::Global { module, name } if module == "builtins" && name == "slice") => {
             args
         }
         _ => return Ok(None),
     };
     let parts = match &**args {
-        Value::Tuple(parts) if parts.len() == 3 => parts,
+        PyValue::Tuple(parts) if parts.len() == 3 => parts,
         _ => return Err(PyException::type_error("a slice needs start, stop, step")),
     };
-    let opt = |v: &Value| -> Result<Option<i64>, PyException> {
+    let opt = |v: &PyValue| -> Result<Option<i64>, PyException> {
         match v {
-            Value::None => Ok(None),
+            PyValue::None => Ok(None),
             v => int_arg(v, "slice indices").map(Some),
         }
     };
@@ -364,15 +367,18 @@ pub(super) fn slice_indices(slice: &Value, len: usize) -> Result<Option<Vec<usiz
     Ok(Some(out))
 }
 
-pub(super) fn sequence(v: Value) -> Result<Vec<Value>, PyException> {
+pub(super) fn sequence(v: PyValue) -> Result<Vec<PyValue>, PyException> {
     match v {
-        Value::List(items) | Value::Tuple(items) | Value::Set(items) | Value::FrozenSet(items) => {
-            Ok(items)
-        }
-        Value::Str(s) => Ok(s.chars().map(|c| Value::Str(c.to_string())).collect()),
-        Value::Bytes(b) => Ok(b.into_iter().map(|x| Value::Int(x.into())).collect()),
-        Value::Dict(pairs) => Ok(pairs.into_iter().map(|(k, _)| k).collect()),
-        Value::Reduce { callable, args, .. } if *callable == Value::global("builtins", "range") => {
+        PyValue::List(items)
+        | PyValue::Tuple(items)
+        | PyValue::Set(items)
+        | PyValue::FrozenSet(items) => Ok(items),
+        PyValue::Str(s) => Ok(s.chars().map(|c| PyValue::Str(c.to_string())).collect()),
+        PyValue::Bytes(b) => Ok(b.into_iter().map(|x| PyValue::Int(x.into())).collect()),
+        PyValue::Dict(pairs) => Ok(pairs.into_iter().map(|(k, _)| k).collect()),
+        PyValue::Reduce { callable, args, .. }
+            if *callable == PyValue::global("builtins", "range") =>
+        {
             range_items(&args)
         }
         _ => Err(PyException::type_error("object is not iterable")),
@@ -380,9 +386,9 @@ pub(super) fn sequence(v: Value) -> Result<Vec<Value>, PyException> {
 }
 
 /// The items of a pickled `range(start, stop, step)` (at most 2^20 of them).
-fn range_items(args: &Value) -> Result<Vec<Value>, PyException> {
+fn range_items(args: &PyValue) -> Result<Vec<PyValue>, PyException> {
     let (start, stop, step) = match args {
-        Value::Tuple(p) if p.len() == 3 => (
+        PyValue::Tuple(p) if p.len() == 3 => (
             int_arg(&p[0], "range bounds")?,
             int_arg(&p[1], "range bounds")?,
             int_arg(&p[2], "range bounds")?,
@@ -400,7 +406,7 @@ fn range_items(args: &Value) -> Result<Vec<Value>, PyException> {
                 "range too long for a served container",
             ));
         }
-        out.push(Value::Int(i));
+        out.push(PyValue::Int(i));
         i = match i.checked_add(step) {
             Some(next) => next,
             None => break,
@@ -410,11 +416,11 @@ fn range_items(args: &Value) -> Result<Vec<Value>, PyException> {
 }
 
 /// A timeout in seconds from a Python number.
-pub(super) fn seconds(value: &Value) -> Result<f64, PyException> {
+pub(super) fn seconds(value: &PyValue) -> Result<f64, PyException> {
     match value {
-        Value::Int(i) => Ok(*i as f64),
-        Value::Float(f) => Ok(*f),
-        Value::Bool(b) => Ok(f64::from(u8::from(*b))),
+        PyValue::Int(i) => Ok(*i as f64),
+        PyValue::Float(f) => Ok(*f),
+        PyValue::Bool(b) => Ok(f64::from(u8::from(*b))),
         _ => Err(PyException::type_error("timeout must be a number")),
     }
 }
@@ -429,20 +435,20 @@ pub(super) fn deadline_after(secs: f64) -> Option<Instant> {
 /// `acquire(blocking=True, timeout=-1)` of `threading.Lock`/`RLock`: the deadline to wait
 /// until (`None` for ever), or `Some(now)` for a non-blocking try.
 pub(super) fn lock_deadline(
-    args: Vec<Value>,
-    kwargs: Vec<(String, Value)>,
+    args: Vec<PyValue>,
+    kwargs: Vec<(String, PyValue)>,
 ) -> Result<Option<Instant>, PyException> {
     let bound = bind_arguments(
         "acquire",
         args,
         kwargs,
         &[
-            ("blocking", Some(Value::Bool(true))),
-            ("timeout", Some(Value::Int(-1))),
+            ("blocking", Some(PyValue::Bool(true))),
+            ("timeout", Some(PyValue::Int(-1))),
         ],
     )?;
     let timeout = match &bound[1] {
-        Value::None => -1.0,
+        PyValue::None => -1.0,
         t => seconds(t)?,
     };
     if !bound[0].truthy() {
@@ -468,22 +474,22 @@ pub(super) fn lock_deadline(
 /// Binds a call that takes no arguments.
 pub(super) fn no_args(
     name: &str,
-    args: Vec<Value>,
-    kwargs: Vec<(String, Value)>,
+    args: Vec<PyValue>,
+    kwargs: Vec<(String, PyValue)>,
 ) -> Result<(), PyException> {
     bind_arguments(name, args, kwargs, &[]).map(|_| ())
 }
 
 /// The bound values as an array (`bind_arguments` returns exactly one per parameter).
-pub(super) fn bound<const N: usize>(values: Vec<Value>) -> [Value; N] {
+pub(super) fn bound<const N: usize>(values: Vec<PyValue>) -> [PyValue; N] {
     let mut it = values.into_iter();
-    std::array::from_fn(|_| it.next().unwrap_or(Value::None))
+    std::array::from_fn(|_| it.next().unwrap_or(PyValue::None))
 }
 
 /// The deadline of a `wait(timeout=None)`: `None` waits for ever.
-pub(super) fn timeout_deadline(timeout: &Value) -> Result<Option<Instant>, PyException> {
+pub(super) fn timeout_deadline(timeout: &PyValue) -> Result<Option<Instant>, PyException> {
     Ok(match timeout {
-        Value::None => None,
+        PyValue::None => None,
         t => Some(deadline_after(seconds(t)?).unwrap_or_else(Instant::now)),
     })
 }
@@ -494,28 +500,28 @@ mod tests {
 
     #[test]
     fn python_equality_and_order() {
-        assert!(py_eq(&Value::Int(1), &Value::Float(1.0)));
-        assert!(py_eq(&Value::Bool(true), &Value::Int(1)));
-        assert!(!py_eq(&Value::Int(1), &Value::Str("1".into())));
+        assert!(py_eq(&PyValue::Int(1), &PyValue::Float(1.0)));
+        assert!(py_eq(&PyValue::Bool(true), &PyValue::Int(1)));
+        assert!(!py_eq(&PyValue::Int(1), &PyValue::Str("1".into())));
         assert_eq!(
-            py_cmp(&Value::Int(2), &Value::Float(1.5)),
+            py_cmp(&PyValue::Int(2), &PyValue::Float(1.5)),
             Some(Ordering::Greater)
         );
-        assert_eq!(py_cmp(&Value::Int(2), &Value::Str("a".into())), None);
-        let t = |a, b| Value::Tuple(vec![Value::Int(a), Value::Int(b)]);
+        assert_eq!(py_cmp(&PyValue::Int(2), &PyValue::Str("a".into())), None);
+        let t = |a, b| PyValue::Tuple(vec![PyValue::Int(a), PyValue::Int(b)]);
         assert_eq!(py_cmp(&t(1, 2), &t(1, 3)), Some(Ordering::Less));
     }
 
     #[test]
     fn slices_pick_what_python_picks() {
-        let slice = |a: Value, b: Value, c: Value| Value::Reduce {
-            callable: Box::new(Value::global("builtins", "slice")),
-            args: Box::new(Value::Tuple(vec![a, b, c])),
+        let slice = |a: PyValue, b: PyValue, c: PyValue| PyValue::Reduce {
+            callable: Box::new(PyValue::global("builtins", "slice")),
+            args: Box::new(PyValue::Tuple(vec![a, b, c])),
             state: None,
         };
-        let n = Value::None;
-        let i = Value::Int;
-        let pick = |s: &Value| slice_indices(s, 5).unwrap().unwrap();
+        let n = PyValue::None;
+        let i = PyValue::Int;
+        let pick = |s: &PyValue| slice_indices(s, 5).unwrap().unwrap();
         assert_eq!(pick(&slice(i(1), i(3), n.clone())), [1, 2]);
         assert_eq!(pick(&slice(n.clone(), n.clone(), i(-1))), [4, 3, 2, 1, 0]);
         assert_eq!(pick(&slice(i(-2), n.clone(), n.clone())), [3, 4]);

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::python::{bind_arguments, bound, no_args, PyException};
 use super::referent::Referent;
 use crate::managers::peer::{self, Outcome};
-use crate::pickle::{self, Value};
+use crate::pickle::{self, PyValue};
 use crate::Error;
 
 /// The methods a CPython 3.8–3.12 `queue.Queue` proxy lists (PROTOCOL.md §7.1).
@@ -28,7 +28,7 @@ const EXPOSED: [&str; 9] = [
 
 /// A FIFO queue held by a manager server: what `queue.Queue(maxsize)` is to a CPython
 /// manager. Clients reach it through proxies; the server's own code uses this handle
-/// directly, with typed values. Items are kept as pickled data ([`Value`]), so a queue served
+/// directly, with typed values. Items are kept as pickled data ([`PyValue`]), so a queue served
 /// by Rust also carries Python objects it cannot map to Rust types (between Python clients).
 ///
 /// Cloning gives another handle to the same queue.
@@ -57,7 +57,7 @@ struct Shared {
 }
 
 struct State {
-    items: VecDeque<Value>,
+    items: VecDeque<PyValue>,
     unfinished: usize,
     /// Threads waiting on each condition variable ([`NOT_EMPTY`], [`NOT_FULL`], [`ALL_DONE`]):
     /// a notification without a waiter is skipped (each would be a futex system call).
@@ -176,7 +176,7 @@ impl ServedQueue {
         }
     }
 
-    fn put_value(&self, item: Value, wait: Wait) -> bool {
+    fn put_value(&self, item: PyValue, wait: Wait) -> bool {
         let max = self.0.maxsize;
         let guard = self.lock();
         let (mut guard, outcome) =
@@ -190,7 +190,7 @@ impl ServedQueue {
         ok
     }
 
-    fn get_value(&self, wait: Wait) -> Option<Value> {
+    fn get_value(&self, wait: Wait) -> Option<PyValue> {
         let guard = self.lock();
         let (mut guard, outcome) = self.wait_while(guard, NOT_EMPTY, wait, |s| s.items.is_empty());
         let item = match outcome {
@@ -425,16 +425,16 @@ impl ServedQueue {
 }
 
 /// Python's rules for `block` and `timeout` (`queue.Queue.get`/`put`).
-fn wait_for(block: &Value, timeout: &Value) -> Result<Wait, PyException> {
+fn wait_for(block: &PyValue, timeout: &PyValue) -> Result<Wait, PyException> {
     if !block.truthy() {
         return Ok(Wait::No);
     }
     let seconds = match timeout {
-        Value::None => return Ok(Wait::Forever),
-        Value::Int(i) => *i as f64,
-        Value::Bool(b) => f64::from(u8::from(*b)),
-        Value::Float(f) => *f,
-        Value::BigInt(_) => f64::INFINITY,
+        PyValue::None => return Ok(Wait::Forever),
+        PyValue::Int(i) => *i as f64,
+        PyValue::Bool(b) => f64::from(u8::from(*b)),
+        PyValue::Float(f) => *f,
+        PyValue::BigInt(_) => f64::INFINITY,
         _ => {
             return Err(PyException::type_error(
                 "'timeout' must be a number or None",
@@ -457,7 +457,7 @@ impl Referent for ServedQueue {
     /// An item taken by a `get` whose reply never reached its client goes back to the head of
     /// the queue, where it was: the order of the other items holds. A bounded queue filled
     /// meanwhile holds one item more than its `maxsize` until it is taken.
-    fn reply_undelivered(&self, method: &str, result: Value) {
+    fn reply_undelivered(&self, method: &str, result: PyValue) {
         if matches!(method, "get" | "get_nowait") {
             let mut guard = self.lock();
             guard.items.push_front(result);
@@ -468,21 +468,21 @@ impl Referent for ServedQueue {
     fn call(
         &self,
         method: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
-    ) -> Result<Value, PyException> {
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
+    ) -> Result<PyValue, PyException> {
         let block_timeout = || {
             [
-                ("block", Some(Value::Bool(true))),
-                ("timeout", Some(Value::None)),
+                ("block", Some(PyValue::Bool(true))),
+                ("timeout", Some(PyValue::None)),
             ]
         };
         // The commonest calls, `put(item)` and `get()`, need no argument binding.
         match (method, args.len(), kwargs.is_empty()) {
             ("put", 1, true) => {
-                let item = args.into_iter().next().unwrap_or(Value::None);
+                let item = args.into_iter().next().unwrap_or(PyValue::None);
                 return if self.put_value(item, Wait::Forever) {
-                    Ok(Value::None)
+                    Ok(PyValue::None)
                 } else {
                     Err(PyException::full())
                 };
@@ -500,13 +500,13 @@ impl Referent for ServedQueue {
                     kwargs,
                     &[
                         ("item", None),
-                        ("block", Some(Value::Bool(true))),
-                        ("timeout", Some(Value::None)),
+                        ("block", Some(PyValue::Bool(true))),
+                        ("timeout", Some(PyValue::None)),
                     ],
                 )?);
                 let wait = wait_for(&block, &timeout)?;
                 if self.put_value(item, wait) {
-                    Ok(Value::None)
+                    Ok(PyValue::None)
                 } else {
                     Err(PyException::full())
                 }
@@ -519,7 +519,7 @@ impl Referent for ServedQueue {
                     &[("item", None)],
                 )?);
                 if self.put_value(item, Wait::No) {
-                    Ok(Value::None)
+                    Ok(PyValue::None)
                 } else {
                     Err(PyException::full())
                 }
@@ -536,24 +536,24 @@ impl Referent for ServedQueue {
             }
             "qsize" => {
                 no_args("qsize", args, kwargs)?;
-                Ok(Value::Int(self.qsize() as i64))
+                Ok(PyValue::Int(self.qsize() as i64))
             }
             "empty" => {
                 no_args("empty", args, kwargs)?;
-                Ok(Value::Bool(self.is_empty()))
+                Ok(PyValue::Bool(self.is_empty()))
             }
             "full" => {
                 no_args("full", args, kwargs)?;
-                Ok(Value::Bool(self.is_full()))
+                Ok(PyValue::Bool(self.is_full()))
             }
             "task_done" => {
                 no_args("task_done", args, kwargs)?;
-                self.task_done_inner().map(|()| Value::None)
+                self.task_done_inner().map(|()| PyValue::None)
             }
             "join" => {
                 no_args("join", args, kwargs)?;
                 self.join_wait(Wait::Forever);
-                Ok(Value::None)
+                Ok(PyValue::None)
             }
             _ => Err(PyException::new(
                 "builtins",

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::python::PyException;
-use crate::pickle::Value;
+use crate::pickle::PyValue;
 
 /// An object a manager server holds and clients call (CPython's "referent").
 ///
@@ -15,7 +15,7 @@ use crate::pickle::Value;
 ///
 /// ```
 /// use multiproc::managers::{bind_arguments, PyException, Referent};
-/// use multiproc::pickle::Value;
+/// use multiproc::pickle::PyValue;
 ///
 /// struct Adder;
 ///
@@ -23,10 +23,10 @@ use crate::pickle::Value;
 ///     fn exposed(&self) -> Vec<String> {
 ///         vec!["add".into()]
 ///     }
-///     fn call(&self, method: &str, args: Vec<Value>, kwargs: Vec<(String, Value)>) -> Result<Value, PyException> {
+///     fn call(&self, method: &str, args: Vec<PyValue>, kwargs: Vec<(String, PyValue)>) -> Result<PyValue, PyException> {
 ///         match method {
 ///             "add" => match &bind_arguments("add", args, kwargs, &[("a", None), ("b", None)])?[..] {
-///                 [Value::Int(a), Value::Int(b)] => Ok(Value::Int(a + b)),
+///                 [PyValue::Int(a), PyValue::Int(b)] => Ok(PyValue::Int(a + b)),
 ///                 _ => Err(PyException::type_error("add() takes two ints")),
 ///             },
 ///             _ => Err(PyException::new("builtins", "AttributeError", method)),
@@ -34,8 +34,8 @@ use crate::pickle::Value;
 ///     }
 /// }
 ///
-/// let r = Adder.call("add", vec![Value::Int(2)], vec![("b".into(), Value::Int(3))]);
-/// assert_eq!(r.unwrap(), Value::Int(5));
+/// let r = Adder.call("add", vec![PyValue::Int(2)], vec![("b".into(), PyValue::Int(3))]);
+/// assert_eq!(r.unwrap(), PyValue::Int(5));
 /// ```
 pub trait Referent: Send + Sync + 'static {
     /// The method names clients may call (CPython's `exposed`; public names by convention).
@@ -50,9 +50,9 @@ pub trait Referent: Send + Sync + 'static {
     fn call(
         &self,
         method: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
-    ) -> Result<Value, PyException>;
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
+    ) -> Result<PyValue, PyException>;
 
     /// The reply to a call of `method` that returned `result` could not be delivered: its
     /// client hung up while the call waited, or writing the reply failed. A method that took
@@ -68,7 +68,7 @@ pub trait Referent: Send + Sync + 'static {
     ///
     /// ```
     /// use multiproc::managers::{Referent, ServedQueue};
-    /// use multiproc::pickle::Value;
+    /// use multiproc::pickle::PyValue;
     ///
     /// let q = ServedQueue::new(0);
     /// q.put(&1).unwrap();
@@ -77,7 +77,7 @@ pub trait Referent: Send + Sync + 'static {
     /// q.reply_undelivered("get", taken); // the client never saw it
     /// assert_eq!((q.get::<i64>().unwrap(), q.get::<i64>().unwrap()), (1, 2));
     /// ```
-    fn reply_undelivered(&self, method: &str, result: Value) {
+    fn reply_undelivered(&self, method: &str, result: PyValue) {
         let _ = (method, result);
     }
 
@@ -104,7 +104,7 @@ pub trait Referent: Send + Sync + 'static {
     /// ```
     /// use std::sync::Arc;
     /// use multiproc::managers::{bind_arguments, Manager, ManagerServer, PyException, QueueProxy, Referent, ServedQueue};
-    /// use multiproc::pickle::Value;
+    /// use multiproc::pickle::PyValue;
     ///
     /// /// Hands out a fresh queue per call: `make()` returns a proxy, not a value.
     /// struct Queues;
@@ -113,15 +113,15 @@ pub trait Referent: Send + Sync + 'static {
     ///     fn exposed(&self) -> Vec<String> {
     ///         Vec::new()
     ///     }
-    ///     fn call(&self, method: &str, _: Vec<Value>, _: Vec<(String, Value)>) -> Result<Value, PyException> {
+    ///     fn call(&self, method: &str, _: Vec<PyValue>, _: Vec<(String, PyValue)>) -> Result<PyValue, PyException> {
     ///         Err(PyException::new("builtins", "AttributeError", method))
     ///     }
     ///     fn method_to_typeid(&self) -> Vec<(String, String)> {
     ///         vec![("make".into(), "Queue".into())]
     ///     }
-    ///     fn call_for_object(&self, method: &str, args: Vec<Value>, kwargs: Vec<(String, Value)>) -> Result<Arc<dyn Referent>, PyException> {
-    ///         let maxsize = match &bind_arguments(method, args, kwargs, &[("maxsize", Some(Value::Int(0)))])?[..] {
-    ///             [Value::Int(n)] if *n >= 0 => *n as usize,
+    ///     fn call_for_object(&self, method: &str, args: Vec<PyValue>, kwargs: Vec<(String, PyValue)>) -> Result<Arc<dyn Referent>, PyException> {
+    ///         let maxsize = match &bind_arguments(method, args, kwargs, &[("maxsize", Some(PyValue::Int(0)))])?[..] {
+    ///             [PyValue::Int(n)] if *n >= 0 => *n as usize,
     ///             _ => return Err(PyException::type_error("maxsize must be a non-negative int")),
     ///         };
     ///         Ok(Arc::new(ServedQueue::new(maxsize)))
@@ -132,7 +132,7 @@ pub trait Referent: Send + Sync + 'static {
     /// server.register("Queues", || Arc::new(Queues));
     /// let server = server.start_thread().unwrap();
     /// let queues = Manager::connect(server.address(), b"k").unwrap().create("Queues").unwrap();
-    /// let q: QueueProxy<i32> = queues.call_proxy("make", vec![Value::Int(1)], vec![]).unwrap().into();
+    /// let q: QueueProxy<i32> = queues.call_proxy("make", vec![PyValue::Int(1)], vec![]).unwrap().into();
     /// q.put(&5).unwrap();
     /// assert!(q.is_full().unwrap());
     /// assert_eq!(server.number_of_objects(), 2);
@@ -142,8 +142,8 @@ pub trait Referent: Send + Sync + 'static {
     fn call_for_object(
         &self,
         method: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
     ) -> Result<Arc<dyn Referent>, PyException> {
         let _ = (args, kwargs);
         Err(PyException::new(

@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::python::{attribute_error, bind_arguments, lock, timeout_deadline, PyException};
 use super::referent::Referent;
 use crate::managers::peer::{wait_until, Outcome};
-use crate::pickle::Value;
+use crate::pickle::PyValue;
 
 /// A served `threading.Semaphore` or `threading.BoundedSemaphore`:
 /// `acquire(blocking=True, timeout=None)` and `release(n=1)`. A bounded one raises
@@ -17,14 +17,14 @@ use crate::pickle::Value;
 /// ```
 /// use std::sync::Arc;
 /// use multiproc::managers::{Manager, ManagerServer, ServedSemaphore};
-/// use multiproc::pickle::Value;
+/// use multiproc::pickle::PyValue;
 ///
 /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
 /// server.register("Semaphore", || Arc::new(ServedSemaphore::new(1)));
 /// let server = server.start_thread().unwrap();
 /// let sem = Manager::connect(server.address(), b"k").unwrap().create("Semaphore").unwrap();
-/// assert_eq!(sem.call("acquire", vec![], vec![]).unwrap(), Value::Bool(true));
-/// assert_eq!(sem.call("acquire", vec![], vec![("timeout".into(), Value::Float(0.01))]).unwrap(), Value::Bool(false));
+/// assert_eq!(sem.call("acquire", vec![], vec![]).unwrap(), PyValue::Bool(true));
+/// assert_eq!(sem.call("acquire", vec![], vec![("timeout".into(), PyValue::Float(0.01))]).unwrap(), PyValue::Bool(false));
 /// ```
 #[derive(Debug)]
 pub struct ServedSemaphore {
@@ -54,12 +54,12 @@ impl ServedSemaphore {
     /// The argument of `Semaphore(value=1)` sent with `create`.
     pub(super) fn initial(
         name: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
     ) -> Result<u64, PyException> {
-        match &bind_arguments(name, args, kwargs, &[("value", Some(Value::Int(1)))])?[..] {
-            [Value::Int(n)] if *n >= 0 => Ok(*n as u64),
-            [Value::Int(_)] => Err(PyException::value_error(
+        match &bind_arguments(name, args, kwargs, &[("value", Some(PyValue::Int(1)))])?[..] {
+            [PyValue::Int(n)] if *n >= 0 => Ok(*n as u64),
+            [PyValue::Int(_)] => Err(PyException::value_error(
                 "semaphore initial value must be >= 0",
             )),
             _ => Err(PyException::type_error("value must be an int")),
@@ -73,8 +73,8 @@ impl Referent for ServedSemaphore {
     }
 
     /// An `acquire` whose `True` never reached its client gives its permit back.
-    fn reply_undelivered(&self, method: &str, result: Value) {
-        if method == "acquire" && result == Value::Bool(true) {
+    fn reply_undelivered(&self, method: &str, result: PyValue) {
+        if method == "acquire" && result == PyValue::Bool(true) {
             *lock(&self.value) += 1;
             self.available.notify_one();
         }
@@ -83,9 +83,9 @@ impl Referent for ServedSemaphore {
     fn call(
         &self,
         method: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
-    ) -> Result<Value, PyException> {
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
+    ) -> Result<PyValue, PyException> {
         match method {
             "acquire" => {
                 let bound = bind_arguments(
@@ -93,14 +93,14 @@ impl Referent for ServedSemaphore {
                     args,
                     kwargs,
                     &[
-                        ("blocking", Some(Value::Bool(true))),
-                        ("timeout", Some(Value::None)),
+                        ("blocking", Some(PyValue::Bool(true))),
+                        ("timeout", Some(PyValue::None)),
                     ],
                 )?;
                 let deadline = match (&bound[0], &bound[1]) {
-                    (blocking, Value::None) if blocking.truthy() => None,
+                    (blocking, PyValue::None) if blocking.truthy() => None,
                     (blocking, t) if blocking.truthy() => timeout_deadline(t)?,
-                    (_, Value::None) => Some(Instant::now()),
+                    (_, PyValue::None) => Some(Instant::now()),
                     _ => {
                         return Err(PyException::value_error(
                             "can't specify timeout for non-blocking acquire",
@@ -113,13 +113,17 @@ impl Referent for ServedSemaphore {
                 if got {
                     *value -= 1;
                 }
-                Ok(Value::Bool(got))
+                Ok(PyValue::Bool(got))
             }
             "release" => {
-                let n = match &bind_arguments(method, args, kwargs, &[("n", Some(Value::Int(1)))])?
-                    [..]
+                let n = match &bind_arguments(
+                    method,
+                    args,
+                    kwargs,
+                    &[("n", Some(PyValue::Int(1)))],
+                )?[..]
                 {
-                    [Value::Int(n)] if *n >= 1 => *n as u64,
+                    [PyValue::Int(n)] if *n >= 1 => *n as u64,
                     _ => return Err(PyException::value_error("n must be one or more")),
                 };
                 let mut value = lock(&self.value);
@@ -132,7 +136,7 @@ impl Referent for ServedSemaphore {
                 for _ in 0..n {
                     self.available.notify_one();
                 }
-                Ok(Value::None)
+                Ok(PyValue::None)
             }
             _ => Err(attribute_error(method)),
         }

@@ -9,7 +9,7 @@ use super::{
     ServedNamespace, ServedSemaphore, ServedValue,
 };
 use crate::managers::{ManagerServer, Referent};
-use crate::pickle::Value;
+use crate::pickle::PyValue;
 
 /// Registers what CPython's `SyncManager` serves under the same typeids: `Event`, `Lock`,
 /// `RLock`, `Semaphore(value=1)`, `BoundedSemaphore(value=1)`, `Condition()` and
@@ -37,7 +37,7 @@ pub(crate) fn register_sync_types(server: &mut ManagerServer) {
 }
 
 /// Registers what CPython's `SyncManager` serves under the same typeids: `list(sequence=())`,
-/// `dict(mapping=(), **kwargs)`, `Namespace()`, `Value(typecode, value, lock=True)` and
+/// `dict(mapping=(), **kwargs)`, `Namespace()`, `PyValue(typecode, value, lock=True)` and
 /// `Array(typecode, sequence, lock=True)`.
 pub(crate) fn register_containers(server: &mut ManagerServer) {
     server.register_with_args("list", |args, kwargs| {
@@ -45,7 +45,7 @@ pub(crate) fn register_containers(server: &mut ManagerServer) {
             "list",
             args,
             kwargs,
-            &[("sequence", Some(Value::Tuple(vec![])))],
+            &[("sequence", Some(PyValue::Tuple(vec![])))],
         )?
         .remove(0);
         Ok(Arc::new(ServedList::new(sequence(seq)?)))
@@ -56,21 +56,21 @@ pub(crate) fn register_containers(server: &mut ManagerServer) {
         Ok(Arc::new(d))
     });
     server.register("Namespace", || Arc::new(ServedNamespace::default()));
-    server.register_with_args("Value", |args, kwargs| {
+    server.register_with_args("PyValue", |args, kwargs| {
         let mut bound = bind_arguments(
-            "Value",
+            "PyValue",
             args,
             kwargs,
             &[
                 ("typecode", None),
                 ("value", None),
-                ("lock", Some(Value::Bool(true))),
+                ("lock", Some(PyValue::Bool(true))),
             ],
         )?;
         bound.pop();
-        let value = bound.pop().unwrap_or(Value::None);
+        let value = bound.pop().unwrap_or(PyValue::None);
         let typecode = match &bound[0] {
-            Value::Str(t) => t.clone(),
+            PyValue::Str(t) => t.clone(),
             _ => return Err(PyException::type_error("typecode must be a str")),
         };
         Ok(Arc::new(ServedValue::new(&typecode, value)))
@@ -83,13 +83,13 @@ pub(crate) fn register_containers(server: &mut ManagerServer) {
             &[
                 ("typecode", None),
                 ("sequence", None),
-                ("lock", Some(Value::Bool(true))),
+                ("lock", Some(PyValue::Bool(true))),
             ],
         )?;
         bound.pop();
-        let seq = sequence(bound.pop().unwrap_or(Value::None))?;
+        let seq = sequence(bound.pop().unwrap_or(PyValue::None))?;
         let typecode = match &bound[0] {
-            Value::Str(t) => t.clone(),
+            PyValue::Str(t) => t.clone(),
             _ => return Err(PyException::type_error("typecode must be a str")),
         };
         Ok(Arc::new(ServedArray::new(&typecode, seq)?))

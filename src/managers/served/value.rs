@@ -1,23 +1,23 @@
-//! A served `Value(typecode, value)` (CPython's `manager.Value` and `ValueProxy`).
+//! A served `PyValue(typecode, value)` (CPython's `manager.PyValue` and `ValueProxy`).
 
 use std::sync::Mutex;
 
 use super::python::{attribute_error, bind_arguments, lock, strs, PyException};
 use super::referent::Referent;
-use crate::pickle::Value;
+use crate::pickle::PyValue;
 
-/// A served `Value(typecode, value)` (CPython's `manager.Value` and `ValueProxy`): `get()`
+/// A served `PyValue(typecode, value)` (CPython's `manager.PyValue` and `ValueProxy`): `get()`
 /// and `set(value)`; the proxy's `value` attribute uses both. As in CPython, the typecode is
 /// kept but not enforced.
 #[derive(Debug)]
 pub struct ServedValue {
     typecode: String,
-    value: Mutex<Value>,
+    value: Mutex<PyValue>,
 }
 
 impl ServedValue {
     /// A value holder.
-    pub fn new(typecode: &str, value: Value) -> ServedValue {
+    pub fn new(typecode: &str, value: PyValue) -> ServedValue {
         ServedValue {
             typecode: typecode.into(),
             value: Mutex::new(value),
@@ -38,9 +38,9 @@ impl Referent for ServedValue {
     fn call(
         &self,
         method: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
-    ) -> Result<Value, PyException> {
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
+    ) -> Result<PyValue, PyException> {
         match method {
             "get" => {
                 bind_arguments(method, args, kwargs, &[])?;
@@ -49,7 +49,7 @@ impl Referent for ServedValue {
             "set" => {
                 let value = bind_arguments(method, args, kwargs, &[("value", None)])?.remove(0);
                 *lock(&self.value) = value;
-                Ok(Value::None)
+                Ok(PyValue::None)
             }
             _ => Err(attribute_error(method)),
         }

@@ -12,7 +12,7 @@ use super::{Config, Factory, Inner, Objects};
 use crate::connection::auth::{AuthConfig, ChallengeForm};
 use crate::managers::served::{PyException, Referent, ServedQueue};
 use crate::managers::wire;
-use crate::pickle::{Limits, Value};
+use crate::pickle::{Limits, PyValue};
 use crate::Error;
 
 /// Default cap on a frame after the handshake.
@@ -148,25 +148,25 @@ impl ManagerServer {
     /// ```
     /// use std::sync::Arc;
     /// use multiproc::managers::{bind_arguments, Manager, ManagerServer, ServedQueue};
-    /// use multiproc::pickle::Value;
+    /// use multiproc::pickle::PyValue;
     ///
     /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
     /// server.register_with_args("Queue", |args, kwargs| {
-    ///     match &bind_arguments("Queue", args, kwargs, &[("maxsize", Some(Value::Int(0)))])?[..] {
-    ///         [Value::Int(n)] if *n >= 0 => Ok(Arc::new(ServedQueue::new(*n as usize))),
+    ///     match &bind_arguments("Queue", args, kwargs, &[("maxsize", Some(PyValue::Int(0)))])?[..] {
+    ///         [PyValue::Int(n)] if *n >= 0 => Ok(Arc::new(ServedQueue::new(*n as usize))),
     ///         _ => Err(multiproc::managers::PyException::type_error("maxsize must be an int")),
     ///     }
     /// });
     /// let server = server.start_thread().unwrap();
     /// let manager = Manager::connect(server.address(), b"k").unwrap();
-    /// let q = manager.create_with("Queue", vec![Value::Int(1)], vec![]).unwrap();
-    /// q.call("put", vec![Value::Int(1)], vec![]).unwrap();
-    /// assert_eq!(q.call("full", vec![], vec![]).unwrap(), Value::Bool(true));
+    /// let q = manager.create_with("Queue", vec![PyValue::Int(1)], vec![]).unwrap();
+    /// q.call("put", vec![PyValue::Int(1)], vec![]).unwrap();
+    /// assert_eq!(q.call("full", vec![], vec![]).unwrap(), PyValue::Bool(true));
     /// ```
     pub fn register_with_args(
         &mut self,
         typeid: &str,
-        factory: impl Fn(Vec<Value>, Vec<(String, Value)>) -> Result<Arc<dyn Referent>, PyException>
+        factory: impl Fn(Vec<PyValue>, Vec<(String, PyValue)>) -> Result<Arc<dyn Referent>, PyException>
             + Send
             + Sync
             + 'static,
@@ -207,14 +207,14 @@ impl ManagerServer {
     ///
     /// ```
     /// use multiproc::managers::{Manager, ManagerServer};
-    /// use multiproc::pickle::Value;
+    /// use multiproc::pickle::PyValue;
     ///
     /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
     /// server.register_sync_types();
     /// let server = server.start_thread().unwrap();
     /// let manager = Manager::connect(server.address(), b"k").unwrap();
-    /// let sem = manager.create_with("BoundedSemaphore", vec![Value::Int(2)], vec![]).unwrap();
-    /// assert_eq!(sem.call("acquire", vec![], vec![]).unwrap(), Value::Bool(true));
+    /// let sem = manager.create_with("BoundedSemaphore", vec![PyValue::Int(2)], vec![]).unwrap();
+    /// assert_eq!(sem.call("acquire", vec![], vec![]).unwrap(), PyValue::Bool(true));
     /// sem.call("release", vec![], vec![]).unwrap();
     /// assert!(sem.call("release", vec![], vec![]).is_err()); // above its initial value
     /// ```
@@ -226,7 +226,7 @@ impl ManagerServer {
     /// Serves the containers CPython's `SyncManager` serves under the same typeids:
     /// `list(sequence=())` ([`ServedList`](crate::managers::ServedList)), `dict(mapping=(), **kwargs)`
     /// ([`ServedDict`](crate::managers::ServedDict)), `Namespace()`
-    /// ([`ServedNamespace`](crate::managers::ServedNamespace)), `Value(typecode, value)`
+    /// ([`ServedNamespace`](crate::managers::ServedNamespace)), `PyValue(typecode, value)`
     /// ([`ServedValue`](crate::managers::ServedValue)) and `Array(typecode, sequence)`
     /// ([`ServedArray`](crate::managers::ServedArray)). A CPython client reaches them with
     /// `SyncManager`'s proxy types (`ListProxy`, `DictProxy`, `NamespaceProxy`, `ValueProxy`,
@@ -236,15 +236,15 @@ impl ManagerServer {
     ///
     /// ```
     /// use multiproc::managers::{Manager, ManagerServer};
-    /// use multiproc::pickle::Value;
+    /// use multiproc::pickle::PyValue;
     ///
     /// let mut server = ManagerServer::bind("127.0.0.1:0", b"k").unwrap();
     /// server.register_containers();
     /// let server = server.start_thread().unwrap();
     /// let manager = Manager::connect(server.address(), b"k").unwrap();
-    /// let list = manager.create_with("list", vec![Value::List(vec![Value::Int(3), Value::Int(1)])], vec![]).unwrap();
+    /// let list = manager.create_with("list", vec![PyValue::List(vec![PyValue::Int(3), PyValue::Int(1)])], vec![]).unwrap();
     /// list.call("sort", vec![], vec![]).unwrap();
-    /// assert_eq!(list.call("__getitem__", vec![Value::Int(0)], vec![]).unwrap(), Value::Int(1));
+    /// assert_eq!(list.call("__getitem__", vec![PyValue::Int(0)], vec![]).unwrap(), PyValue::Int(1));
     /// ```
     pub fn register_containers(&mut self) -> &mut Self {
         crate::managers::served::sync_manager::register_containers(self);

@@ -14,7 +14,7 @@ use super::Inner;
 use crate::connection::auth;
 use crate::managers::peer;
 use crate::managers::wire::{self, FrameReader, Incoming};
-use crate::pickle::Value;
+use crate::pickle::PyValue;
 use crate::{Error, WireError};
 
 /// Counts a connection while it is served.
@@ -212,7 +212,7 @@ impl Inner {
                         // CPython's clients ignore the value; ours learn the frame cap from it
                         // and refuse an oversized request before sending it (issue 12.3).
                         let cap = i64::try_from(self.config.max_frame).unwrap_or(i64::MAX);
-                        (("#RETURN", Value::Int(cap)), Outcome::Continue)
+                        (("#RETURN", PyValue::Int(cap)), Outcome::Continue)
                     } else {
                         self.control(&method, args, kwargs)
                     };
@@ -254,7 +254,7 @@ impl Inner {
 
     /// Hands a reply that could not be delivered back to its object
     /// ([`Referent::reply_undelivered`](crate::managers::Referent::reply_undelivered)).
-    fn undeliverable(&self, ident: &str, method: &str, result: Value) {
+    fn undeliverable(&self, ident: &str, method: &str, result: PyValue) {
         let object = self.objects().get(ident).map(|e| e.object.clone());
         if let Some(object) = object {
             let undo = std::panic::AssertUnwindSafe(|| object.reply_undelivered(method, result));
@@ -291,16 +291,16 @@ fn refuse(stream: &TcpStream, reader: &mut FrameReader, e: Error) -> Error {
 /// `ValueError(message)` with the attributes `size` and `limit`, as CPython pickles an
 /// exception carrying attributes (a BUILD with its `__dict__`, PROTOCOL.md §5.3): a CPython
 /// client reads `e.size` and `e.limit`, ours makes it [`Error::MessageTooLarge`].
-fn too_large_error(size: u64, limit: u64) -> Value {
+fn too_large_error(size: u64, limit: u64) -> PyValue {
     let message = Error::MessageTooLarge { size, limit }.to_string();
-    let int = |n: u64| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
+    let int = |n: u64| PyValue::Int(i64::try_from(n).unwrap_or(i64::MAX));
     match value_error(&message) {
-        Value::Reduce { callable, args, .. } => Value::Reduce {
+        PyValue::Reduce { callable, args, .. } => PyValue::Reduce {
             callable,
             args,
-            state: Some(Box::new(Value::Dict(vec![
-                (Value::Str("size".into()), int(size)),
-                (Value::Str("limit".into()), int(limit)),
+            state: Some(Box::new(PyValue::Dict(vec![
+                (PyValue::Str("size".into()), int(size)),
+                (PyValue::Str("limit".into()), int(limit)),
             ]))),
         },
         other => other,

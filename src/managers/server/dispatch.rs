@@ -8,7 +8,7 @@ use super::objects::{exposed_tuple, key_error, token_ident, token_value};
 use super::{Inner, ServedObject};
 use crate::managers::served::{PyException, Referent};
 use crate::managers::wire::{self, Request};
-use crate::pickle::Value;
+use crate::pickle::PyValue;
 
 /// How a request ended a connection.
 pub(super) enum Outcome {
@@ -26,16 +26,16 @@ impl Inner {
     pub(super) fn control(
         &self,
         method: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
     ) -> (Reply, Outcome) {
         let ok = |v| (("#RETURN", v), Outcome::Close);
-        let ident_arg = |args: &[Value]| match args {
-            [Value::Str(ident)] => Ok(ident.clone()),
+        let ident_arg = |args: &[PyValue]| match args {
+            [PyValue::Str(ident)] => Ok(ident.clone()),
             _ => Err(format!("TypeError: {method}() takes one str argument\n")),
         };
-        let result: Result<Value, String> = match method {
-            "dummy" => Ok(Value::None),
+        let result: Result<PyValue, String> = match method {
+            "dummy" => Ok(PyValue::None),
             "create" => self.create(args, kwargs),
             "incref" => ident_arg(&args).and_then(|ident| {
                 let mut objects = self.objects();
@@ -55,7 +55,7 @@ impl Inner {
                 if let Some(entry) = objects.get_mut(&ident) {
                     entry.refcount += 1;
                 }
-                Ok(Value::None)
+                Ok(PyValue::None)
             }),
             "decref" => ident_arg(&args).and_then(|ident| {
                 let mut objects = self.objects();
@@ -66,16 +66,16 @@ impl Inner {
                         .unwrap_or_else(|e| e.into_inner())
                         .contains_key(&ident)
                 {
-                    return Ok(Value::None);
+                    return Ok(PyValue::None);
                 }
                 let entry = objects.get_mut(&ident).ok_or_else(|| key_error(&ident))?;
                 entry.refcount -= 1;
                 if entry.refcount == 0 {
                     objects.remove(&ident);
                 }
-                Ok(Value::None)
+                Ok(PyValue::None)
             }),
-            "number_of_objects" => Ok(Value::Int(self.objects().len() as i64)),
+            "number_of_objects" => Ok(PyValue::Int(self.objects().len() as i64)),
             "debug_info" => {
                 let objects = self.objects();
                 let mut lines: Vec<String> = objects
@@ -85,7 +85,7 @@ impl Inner {
                     })
                     .collect();
                 lines.sort();
-                Ok(Value::Str(lines.join("\n")))
+                Ok(PyValue::Str(lines.join("\n")))
             }
             "get_methods" => match args.first().and_then(token_ident) {
                 Some(ident) => self
@@ -96,7 +96,7 @@ impl Inner {
                 None => Err("TypeError: get_methods() takes a Token\n".into()),
             },
             "shutdown" => {
-                return (("#RETURN", Value::None), Outcome::Stop);
+                return (("#RETURN", PyValue::None), Outcome::Stop);
             }
             other => Err(format!("AssertionError: {other:?} unrecognized\n")),
         };
@@ -106,9 +106,13 @@ impl Inner {
         }
     }
 
-    fn create(&self, mut args: Vec<Value>, kwargs: Vec<(String, Value)>) -> Result<Value, String> {
+    fn create(
+        &self,
+        mut args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
+    ) -> Result<PyValue, String> {
         let typeid = match args.first() {
-            Some(Value::Str(typeid)) => typeid.clone(),
+            Some(PyValue::Str(typeid)) => typeid.clone(),
             _ => return Err("TypeError: create() needs a typeid\n".into()),
         };
         args.remove(0);
@@ -123,7 +127,7 @@ impl Inner {
                 .map_err(|_| format!("RuntimeError: the factory of {typeid} panicked\n"))?
                 .map_err(|e| format!("{}.{}: {}\n", e.module, e.name, e.message()))?;
         let (ident, exposed) = self.adopt(object, typeid);
-        Ok(Value::Tuple(vec![Value::Str(ident), exposed]))
+        Ok(PyValue::Tuple(vec![PyValue::Str(ident), exposed]))
     }
 
     /// Runs a `method_to_typeid` method and serves its result: `'#PROXY'` with the new
@@ -133,8 +137,8 @@ impl Inner {
         object: &Arc<dyn Referent>,
         method: &str,
         typeid: String,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
     ) -> Reply {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             object.call_for_object(method, args, kwargs)
@@ -143,7 +147,7 @@ impl Inner {
             Ok(Ok(child)) => {
                 let (ident, exposed) = self.adopt(child, typeid.clone());
                 let token = token_value(&typeid, self.address, &ident);
-                ("#PROXY", Value::Tuple(vec![exposed, token]))
+                ("#PROXY", PyValue::Tuple(vec![exposed, token]))
             }
             Ok(Err(exception)) => ("#ERROR", exception.to_value()),
             Err(_) => (
@@ -158,8 +162,8 @@ impl Inner {
         &self,
         ident: &Option<String>,
         method: &str,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
     ) -> Reply {
         let Some(ident) = ident else {
             return traceback("TypeError: a proxy call needs an object id\n");
@@ -205,9 +209,12 @@ impl Inner {
         match method {
             "#GETVALUE" => (
                 "#UNSERIALIZABLE",
-                Value::Str(format!("TypeError: cannot pickle a served {typeid} object")),
+                PyValue::Str(format!("TypeError: cannot pickle a served {typeid} object")),
             ),
-            "__str__" | "__repr__" => ("#RETURN", Value::Str(format!("<{typeid} object {ident}>"))),
+            "__str__" | "__repr__" => (
+                "#RETURN",
+                PyValue::Str(format!("<{typeid} object {ident}>")),
+            ),
             _ => traceback(&format!(
                 "AttributeError: method {method:?} of {typeid:?} object is not exposed\n"
             )),
@@ -216,10 +223,10 @@ impl Inner {
 }
 
 /// A reply: its kind (`'#RETURN'`, `'#ERROR'`, …) and payload (PROTOCOL.md §5.2).
-pub(super) type Reply = (&'static str, Value);
+pub(super) type Reply = (&'static str, PyValue);
 
 fn traceback(text: &str) -> Reply {
-    ("#TRACEBACK", Value::Str(text.to_string()))
+    ("#TRACEBACK", PyValue::Str(text.to_string()))
 }
 
 /// A refused request: `'#ERROR'` with a `ValueError` naming the reason, then close and log.
@@ -229,21 +236,22 @@ pub(super) fn refused(reason: String) -> (Reply, Outcome) {
 }
 
 /// `builtins.ValueError(message)`: every CPython client can unpickle it (PROTOCOL.md §5.3).
-pub(super) fn value_error(message: &str) -> Value {
+pub(super) fn value_error(message: &str) -> PyValue {
     PyException::value_error(message).to_value()
 }
 
 /// The first Python object (a global, or one built from a global) inside `value`, named.
-fn first_object(value: &Value) -> Option<String> {
+fn first_object(value: &PyValue) -> Option<String> {
     match value {
-        Value::Global { module, name } => Some(format!("{module}.{name}")),
-        Value::Reduce { callable: of, .. } | Value::Object { class: of, .. } => {
+        PyValue::Global { module, name } => Some(format!("{module}.{name}")),
+        PyValue::Reduce { callable: of, .. } | PyValue::Object { class: of, .. } => {
             Some(first_object(of).unwrap_or_else(|| "(unnamed)".into()))
         }
-        Value::Tuple(items) | Value::List(items) | Value::Set(items) | Value::FrozenSet(items) => {
-            items.iter().find_map(first_object)
-        }
-        Value::Dict(pairs) => pairs
+        PyValue::Tuple(items)
+        | PyValue::List(items)
+        | PyValue::Set(items)
+        | PyValue::FrozenSet(items) => items.iter().find_map(first_object),
+        PyValue::Dict(pairs) => pairs
             .iter()
             .find_map(|(k, v)| first_object(k).or_else(|| first_object(v))),
         _ => None,
@@ -254,8 +262,8 @@ fn first_object(value: &Value) -> Option<String> {
 /// (`create` and `get_methods` may carry objects: constructor arguments, a `Token`).
 pub(super) fn not_plain(
     method: &str,
-    args: &[Value],
-    kwargs: &[(String, Value)],
+    args: &[PyValue],
+    kwargs: &[(String, PyValue)],
 ) -> Option<String> {
     if matches!(method, "create" | "get_methods") {
         return None;
@@ -270,38 +278,38 @@ pub(super) fn not_plain(
 }
 
 /// Splits `(ident, methodname, args, kwds)`; the error is the reason to refuse it.
-pub(super) fn parse_request(request: Value) -> Result<Request, String> {
-    let bad = |part: &Value| match first_object(part) {
+pub(super) fn parse_request(request: PyValue) -> Result<Request, String> {
+    let bad = |part: &PyValue| match first_object(part) {
         Some(found) => {
             format!("pickle global {found} in the request envelope, where plain data is expected")
         }
         None => "a request must be (ident, methodname, args, kwds)".to_string(),
     };
-    let Value::Tuple(items) = request else {
+    let PyValue::Tuple(items) = request else {
         return Err(bad(&request));
     };
-    let [ident, method, args, kwds]: [Value; 4] = match items.try_into() {
+    let [ident, method, args, kwds]: [PyValue; 4] = match items.try_into() {
         Ok(parts) => parts,
-        Err(items) => return Err(bad(&Value::Tuple(items))),
+        Err(items) => return Err(bad(&PyValue::Tuple(items))),
     };
     let ident = match ident {
-        Value::None => None,
-        Value::Str(s) => Some(s),
+        PyValue::None => None,
+        PyValue::Str(s) => Some(s),
         other => return Err(bad(&other)),
     };
-    let Value::Str(method) = method else {
+    let PyValue::Str(method) = method else {
         return Err(bad(&method));
     };
-    let Value::Tuple(args) = args else {
+    let PyValue::Tuple(args) = args else {
         return Err(bad(&args));
     };
-    let Value::Dict(kwds) = kwds else {
+    let PyValue::Dict(kwds) = kwds else {
         return Err(bad(&kwds));
     };
     let kwargs = kwds
         .into_iter()
         .map(|(k, v)| match k {
-            Value::Str(k) => Ok((k, v)),
+            PyValue::Str(k) => Ok((k, v)),
             other => Err(bad(&other)),
         })
         .collect::<Result<Vec<_>, _>>()?;

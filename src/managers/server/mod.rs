@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use super::served::{PyException, Referent};
 use crate::connection::auth::AuthConfig;
-use crate::pickle::{Limits, Value};
+use crate::pickle::{Limits, PyValue};
 
 pub use builder::{ManagerServer, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME};
 pub use handle::{ManagerProcess, ServerHandle};
@@ -33,7 +33,7 @@ use objects::{Objects, ServedObject};
 
 /// Makes an object from `create`'s constructor arguments.
 type Factory = Arc<
-    dyn Fn(Vec<Value>, Vec<(String, Value)>) -> Result<Arc<dyn Referent>, PyException>
+    dyn Fn(Vec<PyValue>, Vec<(String, PyValue)>) -> Result<Arc<dyn Referent>, PyException>
         + Send
         + Sync,
 >;

@@ -8,7 +8,7 @@ use std::sync::{Arc, MutexGuard};
 
 use super::Inner;
 use crate::managers::served::Referent;
-use crate::pickle::Value;
+use crate::pickle::PyValue;
 
 /// The served objects by ident. std's SipHash: FNV-1a saved ~5 ns a lookup, under 0.2 % of a
 /// 5 µs proxy call, not worth a hasher of our own.
@@ -34,7 +34,7 @@ impl Inner {
 
     /// Keeps alive the objects of this server whose proxies travel inside `args`/`kwargs`
     /// (pickled as `RebuildProxy(func, Token, serializer, kwds)`).
-    pub(super) fn hold_stored_proxies(&self, args: &[Value], kwargs: &[(String, Value)]) {
+    pub(super) fn hold_stored_proxies(&self, args: &[PyValue], kwargs: &[(String, PyValue)]) {
         let mut idents = Vec::new();
         for value in args.iter().chain(kwargs.iter().map(|(_, v)| v)) {
             proxy_idents(value, &mut idents);
@@ -53,7 +53,7 @@ impl Inner {
 
     /// Holds `object` under `typeid` with one more reference (for the caller's proxy), as
     /// CPython's `Server.create` does; gives its ident and exposed methods.
-    pub(super) fn adopt(&self, object: Arc<dyn Referent>, typeid: String) -> (String, Value) {
+    pub(super) fn adopt(&self, object: Arc<dyn Referent>, typeid: String) -> (String, PyValue) {
         let ident = format!("{:x}", Arc::as_ptr(&object) as *const () as usize);
         let mut objects = self.objects();
         let entry = objects.entry(ident.clone()).or_insert_with(|| {
@@ -82,35 +82,35 @@ pub(super) fn key_error(key: &str) -> String {
     format!("KeyError: {key:?}\n")
 }
 
-pub(super) fn exposed_tuple(exposed: &[String]) -> Value {
-    Value::Tuple(exposed.iter().map(|s| Value::Str(s.clone())).collect())
+pub(super) fn exposed_tuple(exposed: &[String]) -> PyValue {
+    PyValue::Tuple(exposed.iter().map(|s| PyValue::Str(s.clone())).collect())
 }
 
 /// A pickled `multiprocessing.managers.Token(typeid, address, ident)` (PROTOCOL.md §6.4): a
 /// `NEWOBJ` of the class with no arguments and the state tuple `(typeid, (host, port), ident)`.
-pub(super) fn token_value(typeid: &str, address: SocketAddr, ident: &str) -> Value {
-    Value::Object {
-        class: Box::new(Value::global("multiprocessing.managers", "Token")),
-        args: Box::new(Value::Tuple(Vec::new())),
+pub(super) fn token_value(typeid: &str, address: SocketAddr, ident: &str) -> PyValue {
+    PyValue::Object {
+        class: Box::new(PyValue::global("multiprocessing.managers", "Token")),
+        args: Box::new(PyValue::Tuple(Vec::new())),
         kwargs: None,
-        state: Some(Box::new(Value::Tuple(vec![
-            Value::Str(typeid.to_string()),
-            Value::Tuple(vec![
-                Value::Str(address.ip().to_string()),
-                Value::Int(address.port().into()),
+        state: Some(Box::new(PyValue::Tuple(vec![
+            PyValue::Str(typeid.to_string()),
+            PyValue::Tuple(vec![
+                PyValue::Str(address.ip().to_string()),
+                PyValue::Int(address.port().into()),
             ]),
-            Value::Str(ident.to_string()),
+            PyValue::Str(ident.to_string()),
         ]))),
     }
 }
 
 /// Collects the idents of the proxies pickled inside `value`: CPython pickles a proxy as
 /// `RebuildProxy(func, Token, serializer, kwds)`.
-fn proxy_idents(value: &Value, out: &mut Vec<String>) {
+fn proxy_idents(value: &PyValue, out: &mut Vec<String>) {
     match value {
-        Value::Reduce { callable, args, .. } => {
-            if callable.as_ref() == &Value::global("multiprocessing.managers", "RebuildProxy") {
-                if let Value::Tuple(items) = args.as_ref() {
+        PyValue::Reduce { callable, args, .. } => {
+            if callable.as_ref() == &PyValue::global("multiprocessing.managers", "RebuildProxy") {
+                if let PyValue::Tuple(items) = args.as_ref() {
                     if let Some(ident) = items.get(1).and_then(token_ident) {
                         out.push(ident);
                         return;
@@ -119,14 +119,15 @@ fn proxy_idents(value: &Value, out: &mut Vec<String>) {
             }
             proxy_idents(args, out);
         }
-        Value::Tuple(items) | Value::List(items) | Value::Set(items) | Value::FrozenSet(items) => {
-            items.iter().for_each(|v| proxy_idents(v, out))
-        }
-        Value::Dict(pairs) => pairs.iter().for_each(|(k, v)| {
+        PyValue::Tuple(items)
+        | PyValue::List(items)
+        | PyValue::Set(items)
+        | PyValue::FrozenSet(items) => items.iter().for_each(|v| proxy_idents(v, out)),
+        PyValue::Dict(pairs) => pairs.iter().for_each(|(k, v)| {
             proxy_idents(k, out);
             proxy_idents(v, out);
         }),
-        Value::Object { args, state, .. } => {
+        PyValue::Object { args, state, .. } => {
             proxy_idents(args, out);
             if let Some(state) = state {
                 proxy_idents(state, out);
@@ -138,15 +139,15 @@ fn proxy_idents(value: &Value, out: &mut Vec<String>) {
 
 /// The ident inside a pickled `Token` (PROTOCOL.md §6.4): its state is
 /// `(typeid, address, ident)`.
-pub(super) fn token_ident(token: &Value) -> Option<String> {
+pub(super) fn token_ident(token: &PyValue) -> Option<String> {
     match token {
-        Value::Object {
+        PyValue::Object {
             state: Some(state), ..
         }
-        | Value::Reduce {
+        | PyValue::Reduce {
             state: Some(state), ..
         } => match &**state {
-            Value::Tuple(items) => items.get(2).and_then(Value::as_str).map(str::to_string),
+            PyValue::Tuple(items) => items.get(2).and_then(PyValue::as_str).map(str::to_string),
             _ => None,
         },
         _ => None,

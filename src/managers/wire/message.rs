@@ -12,10 +12,10 @@ use crate::pickle::cursor::Cursor;
 use crate::pickle::opcodes::{
     BINUNICODE, EMPTY_DICT, MARK, NONE, PROTO, SETITEMS, STOP, TUPLE, TUPLE2,
 };
-use crate::pickle::{self, write_str, write_tuple, write_value, Limits, Value, BATCH};
+use crate::pickle::{self, write_str, write_tuple, write_value, Limits, PyValue, BATCH};
 
 /// A request `(ident, methodname, args, kwds)` (PROTOCOL.md §5.1), taken apart.
-pub(crate) type Request = (Option<String>, String, Vec<Value>, Vec<(String, Value)>);
+pub(crate) type Request = (Option<String>, String, Vec<PyValue>, Vec<(String, PyValue)>);
 
 /// How a request and a reply open: protocol 3, as [`pickle::dumps_into`] writes.
 const HEADER: [u8; 2] = [PROTO, 3];
@@ -26,8 +26,8 @@ const HEADER: [u8; 2] = [PROTO, 3];
 pub(crate) fn request_into(
     ident: Option<&str>,
     method: &str,
-    args: &[Value],
-    kwargs: &[(String, Value)],
+    args: &[PyValue],
+    kwargs: &[(String, PyValue)],
     out: &mut Vec<u8>,
 ) {
     out.extend_from_slice(&HEADER);
@@ -38,7 +38,7 @@ pub(crate) fn request_into(
     }
     write_str(method, out);
     write_tuple(args, out);
-    // A dict of `str` keys, as `write_value` writes `Value::Dict` (batched `SETITEMS`), without
+    // A dict of `str` keys, as `write_value` writes `PyValue::Dict` (batched `SETITEMS`), without
     // building the keys as values.
     out.push(EMPTY_DICT);
     for batch in kwargs.chunks(BATCH) {
@@ -53,7 +53,7 @@ pub(crate) fn request_into(
 }
 
 /// Pickles the reply `(kind, payload)` (PROTOCOL.md §5.2), appending to `out`.
-pub(crate) fn reply_into(kind: &str, payload: &Value, out: &mut Vec<u8>) {
+pub(crate) fn reply_into(kind: &str, payload: &PyValue, out: &mut Vec<u8>) {
     out.extend_from_slice(&HEADER);
     write_str(kind, out);
     write_value(payload, out);
@@ -79,7 +79,7 @@ fn body_before<'a>(cur: &Cursor<'a>, suffix: &[u8]) -> Option<&'a [u8]> {
 /// The value of a reply `('#RETURN', value)` as [`reply_into`] writes it with plain data:
 /// `PROTO 3`, `BINUNICODE '#RETURN'`, the value, `TUPLE2 STOP`. `None` for anything else (the
 /// caller decodes it whole).
-pub(crate) fn split_return(payload: &[u8], limits: &Limits) -> Option<Value> {
+pub(crate) fn split_return(payload: &[u8], limits: &Limits) -> Option<PyValue> {
     let mut cur = Cursor::new(payload);
     expect(&mut cur, &HEADER)?;
     if text(&mut cur)? != "#RETURN" {
@@ -116,17 +116,17 @@ pub(crate) fn split_request(
         s
     };
     let (ident, method) = (ident.map(&mut owned), owned(method));
-    let Value::Tuple(pair) = pickle::loads_items(body, 2, limits)? else {
+    let PyValue::Tuple(pair) = pickle::loads_items(body, 2, limits)? else {
         return None;
     };
-    let [args, kwargs]: [Value; 2] = pair.try_into().ok()?;
-    let (Value::Tuple(args), Value::Dict(kwargs)) = (args, kwargs) else {
+    let [args, kwargs]: [PyValue; 2] = pair.try_into().ok()?;
+    let (PyValue::Tuple(args), PyValue::Dict(kwargs)) = (args, kwargs) else {
         return None;
     };
     let kwargs = kwargs
         .into_iter()
         .map(|(k, v)| match k {
-            Value::Str(k) => Some((k, v)),
+            PyValue::Str(k) => Some((k, v)),
             _ => None,
         })
         .collect::<Option<Vec<_>>>()?;
@@ -137,29 +137,29 @@ pub(crate) fn split_request(
 mod tests {
     use super::*;
 
-    fn s(text: &str) -> Value {
-        Value::Str(text.into())
+    fn s(text: &str) -> PyValue {
+        PyValue::Str(text.into())
     }
 
     #[test]
     fn requests_and_replies_encode_as_their_tuples() {
-        let args = [vec![], vec![Value::Int(1)], vec![Value::None; 5]];
-        let many: Vec<(String, Value)> = (0..1001)
-            .map(|i| (format!("k{i}"), Value::Int(i)))
+        let args = [vec![], vec![PyValue::Int(1)], vec![PyValue::None; 5]];
+        let many: Vec<(String, PyValue)> = (0..1001)
+            .map(|i| (format!("k{i}"), PyValue::Int(i)))
             .collect();
         let kwargs = [
             vec![],
-            vec![("timeout".to_string(), Value::Float(0.5))],
+            vec![("timeout".to_string(), PyValue::Float(0.5))],
             many,
         ];
         for ident in [None, Some("7f")] {
             for a in &args {
                 for k in &kwargs {
-                    let tuple = Value::Tuple(vec![
-                        ident.map_or(Value::None, s),
+                    let tuple = PyValue::Tuple(vec![
+                        ident.map_or(PyValue::None, s),
                         s("get"),
-                        Value::Tuple(a.clone()),
-                        Value::Dict(k.iter().map(|(k, v)| (s(k), v.clone())).collect()),
+                        PyValue::Tuple(a.clone()),
+                        PyValue::Dict(k.iter().map(|(k, v)| (s(k), v.clone())).collect()),
                     ]);
                     let mut out = Vec::new();
                     request_into(ident, "get", a, k, &mut out);
@@ -168,17 +168,17 @@ mod tests {
             }
         }
         let mut out = Vec::new();
-        reply_into("#RETURN", &Value::Int(42), &mut out);
+        reply_into("#RETURN", &PyValue::Int(42), &mut out);
         assert_eq!(
             out,
-            pickle::dumps(&Value::Tuple(vec![s("#RETURN"), Value::Int(42)]))
+            pickle::dumps(&PyValue::Tuple(vec![s("#RETURN"), PyValue::Int(42)]))
         );
     }
 
     #[test]
     fn returns_split_as_their_tuples_decode() {
         let limits = Limits::default();
-        let value = Value::List(vec![Value::Int(1), s("x")]);
+        let value = PyValue::List(vec![PyValue::Int(1), s("x")]);
         let mut out = Vec::new();
         reply_into("#RETURN", &value, &mut out);
         assert_eq!(split_return(&out, &limits), Some(value.clone()));
@@ -192,26 +192,31 @@ mod tests {
     #[test]
     fn requests_split_as_their_tuples_decode() {
         let limits = Limits::default();
-        type Case<'a> = (Option<&'a str>, &'a str, Vec<Value>, Vec<(String, Value)>);
+        type Case<'a> = (
+            Option<&'a str>,
+            &'a str,
+            Vec<PyValue>,
+            Vec<(String, PyValue)>,
+        );
         let cases: Vec<Case> = vec![
             (None, "dummy", vec![], vec![]),
             (Some("7f"), "qsize", vec![], vec![]),
-            (Some("7f"), "put", vec![Value::Int(42)], vec![]),
+            (Some("7f"), "put", vec![PyValue::Int(42)], vec![]),
             (
                 Some("7f"),
                 "get",
                 vec![],
-                vec![("timeout".into(), Value::Float(0.5))],
+                vec![("timeout".into(), PyValue::Float(0.5))],
             ),
             (
                 Some("h\u{e9}"),
                 "put",
                 vec![
-                    Value::List(vec![Value::None; 5]),
+                    PyValue::List(vec![PyValue::None; 5]),
                     s("x"),
-                    Value::Bytes(vec![1]),
+                    PyValue::Bytes(vec![1]),
                 ],
-                vec![("block".into(), Value::Bool(false))],
+                vec![("block".into(), PyValue::Bool(false))],
             ),
         ];
         for (ident, method, args, kwargs) in cases {
@@ -236,7 +241,7 @@ mod tests {
         request_into(
             Some("7f"),
             "put",
-            &[Value::global("os", "system")],
+            &[PyValue::global("os", "system")],
             &[],
             &mut frame,
         );

@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::ops::{Deref, DerefMut};
 
 use crate::connection::frame;
-use crate::pickle::{self, Limits, Value};
+use crate::pickle::{self, Limits, PyValue};
 use crate::Error;
 
 mod message;
@@ -46,11 +46,11 @@ impl DerefMut for FrameReader {
 /// What [`FrameReader::recv_reply`] or [`FrameReader::recv_request`] read.
 pub(crate) enum Incoming {
     /// The value of a `('#RETURN', value)` reply.
-    Return(Value),
+    Return(PyValue),
     /// A request, taken apart.
     Request(Request),
     /// Any other pickle, whole.
-    Full(Value),
+    Full(PyValue),
 }
 
 impl From<frame::FrameReader> for FrameReader {
@@ -118,8 +118,8 @@ impl FrameReader {
         stream: &TcpStream,
         ident: Option<&str>,
         method: &str,
-        args: &[Value],
-        kwargs: &[(String, Value)],
+        args: &[PyValue],
+        kwargs: &[(String, PyValue)],
     ) -> Result<(), Error> {
         self.frames
             .send_with(stream, |out| request_into(ident, method, args, kwargs, out))
@@ -130,7 +130,7 @@ impl FrameReader {
         &mut self,
         stream: &TcpStream,
         kind: &str,
-        payload: &Value,
+        payload: &PyValue,
     ) -> Result<(), Error> {
         self.frames
             .send_with(stream, |out| reply_into(kind, payload, out))
