@@ -1010,3 +1010,17 @@ fn unsealed_queue_memory_is_refused() {
         "{err}"
     );
 }
+
+/// A timeout too long to add to the clock means no limit (as CPython waits), not a panic on
+/// `Instant` overflow.
+#[test]
+fn timeouts_past_the_clock_mean_no_limit() {
+    let q: JoinableQueue<u32> = JoinableQueue::new().unwrap();
+    q.put_timeout(&5, Duration::MAX).unwrap();
+    assert_eq!(q.get_timeout(Duration::MAX).unwrap(), 5);
+    q.task_done().unwrap();
+    q.join_timeout(Duration::MAX).unwrap();
+    let bounded: Queue<u32> = Queue::bounded(1).unwrap();
+    bounded.put_timeout(&6, Duration::MAX).unwrap();
+    assert_eq!(bounded.get_timeout(Duration::MAX).unwrap(), 6);
+}

@@ -199,3 +199,11 @@ fn sq02_close_twice_then_closed() {
     assert!(matches!(q.put(&1), Err(Error::Closed)));
     assert!(matches!(q.get(), Err(Error::Closed)));
 }
+
+/// A timeout too long to add to the clock means no limit, not a panic on `Instant` overflow.
+#[test]
+fn a_timeout_past_the_clock_means_no_limit() {
+    let q: SimpleQueue<u32> = SimpleQueue::new().unwrap();
+    q.put(&9).unwrap();
+    assert_eq!(q.get_timeout(Duration::MAX).unwrap(), 9);
+}

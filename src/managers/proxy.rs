@@ -410,7 +410,7 @@ fn timeout_kw(timeout: Duration) -> Vec<(String, PyValue)> {
 }
 
 fn deadline_after(timeout: Duration) -> Option<Instant> {
-    Instant::now().checked_add(timeout + REPLY_GRACE)
+    Instant::now().checked_add(timeout.saturating_add(REPLY_GRACE))
 }
 
 /// A queue proxy from an untyped one, e.g. one [`Proxy::call_proxy`] gave.

@@ -214,7 +214,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// [`Error::Full`] if the queue stayed full; as `put`.
     pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<(), Error> {
-        self.put_until(item, Some(Instant::now() + timeout))
+        self.put_until(item, Instant::now().checked_add(timeout))
     }
 
     /// Puts `item` only if there is room now (CPython's `put_nowait`).
@@ -277,7 +277,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// [`Error::Empty`] if no item came in time; as `get`.
     pub fn get_timeout(&self, timeout: Duration) -> Result<T, Error> {
-        self.get_until(Some(Instant::now() + timeout))
+        self.get_until(Instant::now().checked_add(timeout))
     }
 
     /// Takes an item if one is there now (CPython's `get_nowait`).
@@ -619,7 +619,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// [`Error::Timeout`] if tasks were still unfinished when it passed;
     /// [`Error::Interrupted`] as [`Queue::get`].
     pub fn join_timeout(&self, timeout: Duration) -> Result<(), Error> {
-        let deadline = Some(Instant::now() + timeout);
+        let deadline = Instant::now().checked_add(timeout);
         if self.queue.ring().join_until(deadline, OnSignal::caller())? {
             Ok(())
         } else {

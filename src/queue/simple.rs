@@ -140,7 +140,7 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     /// # Errors
     /// [`Error::Empty`] when no item came in time (CPython's `queue.Empty`); as `get`.
     pub fn get_timeout(&self, timeout: Duration) -> Result<T, Error> {
-        self.get_until(Some(Instant::now() + timeout))
+        self.get_until(Instant::now().checked_add(timeout))
     }
 
     /// Takes an item if one is there now.
