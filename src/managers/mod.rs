@@ -23,7 +23,7 @@
 //! | `q.put(x)`, `q.put_nowait(x)`, `q.put(x, timeout=t)` | [`QueueProxy::put`], [`try_put`](QueueProxy::try_put), [`put_timeout`](QueueProxy::put_timeout) |
 //! | `q.get()`, `q.get_nowait()`, `q.get(timeout=t)` | [`QueueProxy::get`], [`try_get`](QueueProxy::try_get), [`get_timeout`](QueueProxy::get_timeout) |
 //! | `SyncManager`'s `Event`, `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`, `Condition`, `Barrier` | [`ManagerServer::register_sync_types`]: [`ServedEvent`], [`ServedLock`], [`ServedSemaphore`], [`ServedCondition`], [`ServedBarrier`] |
-//! | `SyncManager`'s `list`, `dict`, `Namespace`, `PyValue`, `Array` | [`ManagerServer::register_containers`]: [`ServedList`], [`ServedDict`], [`ServedNamespace`], [`ServedValue`], [`ServedArray`] |
+//! | `SyncManager`'s `list`, `dict`, `Namespace`, `Value`, `Array` | [`ManagerServer::register_containers`]: [`ServedList`], [`ServedDict`], [`ServedNamespace`], [`ServedValue`], [`ServedArray`] |
 //! | `queue.Empty`, `queue.Full`, other exceptions, `RemoteError` | [`Error::Empty`](crate::Error::Empty), [`Error::Full`](crate::Error::Full), [`Error::Remote`](crate::Error::Remote) |
 //! | `AuthenticationError` | [`WireError::Auth`] |
 //! | `multiprocessing.connection.Listener(address, authkey)` / `Client(address, authkey)` | [`Listener`] / [`Client`], giving [`TcpConnection`]s |

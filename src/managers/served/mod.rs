@@ -2,7 +2,7 @@
 //! shares ([`python`]), and one file per served type, as CPython's `SyncManager` serves
 //! them ([`sync_manager`] registers them under its typeids).
 //!
-//! Containers — `list`, `dict`, `Namespace`, `PyValue` and `Array` — have the method sets of
+//! Containers — `list`, `dict`, `Namespace`, `Value` and `Array` — have the method sets of
 //! CPython's `ListProxy`, `DictProxy`, `NamespaceProxy`, `ValueProxy` and `ArrayProxy`.
 //! Items are kept as pickled data ([`PyValue`](crate::pickle::PyValue)) and compared with
 //! Python's rules for the plain types (`1 == 1.0 == True`; numbers, strings, bytes, tuples

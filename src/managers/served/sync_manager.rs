@@ -37,7 +37,7 @@ pub(crate) fn register_sync_types(server: &mut ManagerServer) {
 }
 
 /// Registers what CPython's `SyncManager` serves under the same typeids: `list(sequence=())`,
-/// `dict(mapping=(), **kwargs)`, `Namespace()`, `PyValue(typecode, value, lock=True)` and
+/// `dict(mapping=(), **kwargs)`, `Namespace()`, `Value(typecode, value, lock=True)` and
 /// `Array(typecode, sequence, lock=True)`.
 pub(crate) fn register_containers(server: &mut ManagerServer) {
     server.register_with_args("list", |args, kwargs| {
@@ -56,9 +56,9 @@ pub(crate) fn register_containers(server: &mut ManagerServer) {
         Ok(Arc::new(d))
     });
     server.register("Namespace", || Arc::new(ServedNamespace::default()));
-    server.register_with_args("PyValue", |args, kwargs| {
+    server.register_with_args("Value", |args, kwargs| {
         let mut bound = bind_arguments(
-            "PyValue",
+            "Value",
             args,
             kwargs,
             &[

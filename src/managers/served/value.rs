@@ -1,4 +1,4 @@
-//! A served `PyValue(typecode, value)` (CPython's `manager.PyValue` and `ValueProxy`).
+//! A served `Value(typecode, value)` (CPython's `manager.Value` and `ValueProxy`).
 
 use std::sync::Mutex;
 
@@ -6,7 +6,7 @@ use super::python::{attribute_error, bind_arguments, lock, strs, PyException};
 use super::referent::Referent;
 use crate::pickle::PyValue;
 
-/// A served `PyValue(typecode, value)` (CPython's `manager.PyValue` and `ValueProxy`): `get()`
+/// A served `Value(typecode, value)` (CPython's `manager.Value` and `ValueProxy`): `get()`
 /// and `set(value)`; the proxy's `value` attribute uses both. As in CPython, the typecode is
 /// kept but not enforced.
 #[derive(Debug)]

@@ -226,7 +226,7 @@ impl ManagerServer {
     /// Serves the containers CPython's `SyncManager` serves under the same typeids:
     /// `list(sequence=())` ([`ServedList`](crate::managers::ServedList)), `dict(mapping=(), **kwargs)`
     /// ([`ServedDict`](crate::managers::ServedDict)), `Namespace()`
-    /// ([`ServedNamespace`](crate::managers::ServedNamespace)), `PyValue(typecode, value)`
+    /// ([`ServedNamespace`](crate::managers::ServedNamespace)), `Value(typecode, value)`
     /// ([`ServedValue`](crate::managers::ServedValue)) and `Array(typecode, sequence)`
     /// ([`ServedArray`](crate::managers::ServedArray)). A CPython client reaches them with
     /// `SyncManager`'s proxy types (`ListProxy`, `DictProxy`, `NamespaceProxy`, `ValueProxy`,
